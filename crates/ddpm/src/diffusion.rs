@@ -1,0 +1,580 @@
+//! The Gaussian diffusion: the forward process q(x_t | x₀), the conversions between the
+//! network's possible outputs (ε, x₀ or v), the posterior q(x_{t−1} | x_t, x₀) and the training
+//! loss (Ho et al. 2020, Algorithm 1, with the seed's `p_losses` options).
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::noise::NoiseSource;
+use crate::schedule::{BetaSchedule, NoiseSchedule};
+
+/// What the network is trained to predict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// ε, the noise that was added (the paper's choice, `pred_noise` in the seed).
+    PredNoise,
+    /// x₀, the clean image (`pred_x0`).
+    PredX0,
+    /// v = √ᾱ_t ε − √(1−ᾱ_t) x₀ (Salimans & Ho 2022, appendix D; `pred_v`).
+    PredV,
+}
+
+/// Everything about the diffusion process that is not the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiffusionConfig {
+    /// The number of diffusion steps T.
+    pub timesteps: usize,
+    /// How β grows with t.
+    pub beta_schedule: BetaSchedule,
+    /// What the network predicts.
+    pub objective: Objective,
+    /// Min-SNR-γ loss weighting (Hang et al. 2023): the SNR in the weight is clipped at γ.
+    /// `None` weights every objective to equal L_simple in ε-space.
+    pub min_snr_gamma: Option<f64>,
+    /// Offset noise: a per-image, per-channel constant of this standard deviation is added to
+    /// the training noise (0 turns it off; 0.1 is the usual value).
+    pub offset_noise_strength: f64,
+    /// Probability that a training label is replaced by the null class, which teaches the
+    /// unconditional model that classifier-free guidance needs. Used only with classes.
+    pub cond_drop_prob: f64,
+}
+
+impl Default for DiffusionConfig {
+    /// The paper's setting: T = 1000, linear β, ε-prediction, plain L_simple.
+    fn default() -> Self {
+        Self {
+            timesteps: 1000,
+            beta_schedule: BetaSchedule::Linear,
+            objective: Objective::PredNoise,
+            min_snr_gamma: None,
+            offset_noise_strength: 0.0,
+            cond_drop_prob: 0.1,
+        }
+    }
+}
+
+/// The diffusion step of each image in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timesteps {
+    /// Every image is at the same step (sampling).
+    All(usize),
+    /// Image `i` is at step `ts[i]` (training).
+    Each(Vec<usize>),
+}
+
+impl Timesteps {
+    /// The steps as a float tensor of length `batch`, the network's time input.
+    pub fn to_tensor(&self, batch: usize, device: &Device) -> Tensor<1> {
+        let values: Vec<f32> = match self {
+            Self::All(t) => vec![*t as f32; batch],
+            Self::Each(ts) => ts.iter().map(|&t| t as f32).collect(),
+        };
+        Tensor::from_data(TensorData::new(values, [batch]), device)
+    }
+
+    /// `x` scaled, image by image, by `table[t]`.
+    fn scale(&self, table: &[f32], x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Self::All(t) => x.mul_scalar(table[*t]),
+            Self::Each(ts) => {
+                let coef: Vec<f32> = ts.iter().map(|&t| table[t]).collect();
+                let coef = Tensor::<1>::from_data(TensorData::new(coef, [ts.len()]), &x.device());
+                x * coef.reshape([ts.len(), 1, 1, 1])
+            }
+        }
+    }
+}
+
+/// The network's output turned into both an ε and an x₀ prediction.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// Predicted noise ε̂. `[batch, channels, height, width]`
+    pub noise: Tensor<4>,
+    /// Predicted clean image x̂₀. `[batch, channels, height, width]`
+    pub x_start: Tensor<4>,
+}
+
+/// Anything that predicts, from a noisy batch, the quantity its [`Objective`] names.
+///
+/// The U-Net implements it; the tests drive the samplers with an exact analytic one.
+pub trait Denoiser {
+    /// The raw prediction for `x` at steps `t`.
+    ///
+    /// `classes` holds one label per image; a label equal to [`Denoiser::num_classes`] is the
+    /// null (unconditional) class.
+    ///
+    /// # Shapes
+    /// - `x`, `x_self_cond` and the output: `[batch, channels, height, width]`
+    fn denoise(
+        &self,
+        x: Tensor<4>,
+        t: &Timesteps,
+        x_self_cond: Option<Tensor<4>>,
+        classes: Option<&[usize]>,
+    ) -> Tensor<4>;
+
+    /// Whether the network takes its previous x₀ estimate as an extra input.
+    fn self_condition(&self) -> bool {
+        false
+    }
+
+    /// The number of classes it is conditioned on, if any.
+    fn num_classes(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// The loss of one training batch, with the draws that produced it.
+#[derive(Debug, Clone)]
+pub struct LossOutput {
+    /// The weighted mean squared error over the batch. `[1]`
+    pub loss: Tensor<1>,
+    /// The step drawn for each image.
+    pub timesteps: Vec<usize>,
+}
+
+/// The forward process and the training objective for one [`DiffusionConfig`].
+#[derive(Debug, Clone)]
+pub struct GaussianDiffusion {
+    config: DiffusionConfig,
+    schedule: NoiseSchedule,
+    /// Per-step loss weight that makes every objective L_simple in ε-space (or min-SNR-γ).
+    loss_weight: Vec<f32>,
+}
+
+impl GaussianDiffusion {
+    /// Builds the schedule tables for `config`.
+    pub fn new(config: DiffusionConfig) -> Self {
+        let schedule = NoiseSchedule::new(config.beta_schedule, config.timesteps);
+        let loss_weight = schedule
+            .snr
+            .iter()
+            .map(|&snr| {
+                let snr = snr as f64;
+                let clipped = config.min_snr_gamma.map_or(snr, |gamma| snr.min(gamma));
+                let weight = match config.objective {
+                    Objective::PredNoise => clipped / snr,
+                    Objective::PredX0 => clipped,
+                    Objective::PredV => clipped / (snr + 1.0),
+                };
+                weight as f32
+            })
+            .collect();
+        Self {
+            config,
+            schedule,
+            loss_weight,
+        }
+    }
+
+    /// The configuration this diffusion was built from.
+    pub fn config(&self) -> &DiffusionConfig {
+        &self.config
+    }
+
+    /// The schedule tables.
+    pub fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
+    /// The number of steps T.
+    pub fn timesteps(&self) -> usize {
+        self.config.timesteps
+    }
+
+    /// Samples x_t ~ q(x_t | x₀) in closed form: √ᾱ_t x₀ + √(1−ᾱ_t) ε (eq. 4).
+    pub fn q_sample(&self, x_start: Tensor<4>, t: &Timesteps, noise: Tensor<4>) -> Tensor<4> {
+        let s = &self.schedule;
+        t.scale(&s.sqrt_alphas_cumprod, x_start) + t.scale(&s.sqrt_one_minus_alphas_cumprod, noise)
+    }
+
+    /// x₀ = √(1/ᾱ_t) x_t − √(1/ᾱ_t − 1) ε (eq. 4 solved for x₀).
+    pub fn predict_start_from_noise(
+        &self,
+        x_t: Tensor<4>,
+        t: &Timesteps,
+        noise: Tensor<4>,
+    ) -> Tensor<4> {
+        let s = &self.schedule;
+        t.scale(&s.sqrt_recip_alphas_cumprod, x_t) - t.scale(&s.sqrt_recipm1_alphas_cumprod, noise)
+    }
+
+    /// ε = (√(1/ᾱ_t) x_t − x₀) / √(1/ᾱ_t − 1).
+    pub fn predict_noise_from_start(
+        &self,
+        x_t: Tensor<4>,
+        t: &Timesteps,
+        x_start: Tensor<4>,
+    ) -> Tensor<4> {
+        let s = &self.schedule;
+        let recip: Vec<f32> = s
+            .sqrt_recipm1_alphas_cumprod
+            .iter()
+            .map(|c| 1.0 / c)
+            .collect();
+        t.scale(&recip, t.scale(&s.sqrt_recip_alphas_cumprod, x_t) - x_start)
+    }
+
+    /// v = √ᾱ_t ε − √(1−ᾱ_t) x₀.
+    pub fn predict_v(&self, x_start: Tensor<4>, t: &Timesteps, noise: Tensor<4>) -> Tensor<4> {
+        let s = &self.schedule;
+        t.scale(&s.sqrt_alphas_cumprod, noise) - t.scale(&s.sqrt_one_minus_alphas_cumprod, x_start)
+    }
+
+    /// x₀ = √ᾱ_t x_t − √(1−ᾱ_t) v.
+    pub fn predict_start_from_v(&self, x_t: Tensor<4>, t: &Timesteps, v: Tensor<4>) -> Tensor<4> {
+        let s = &self.schedule;
+        t.scale(&s.sqrt_alphas_cumprod, x_t) - t.scale(&s.sqrt_one_minus_alphas_cumprod, v)
+    }
+
+    /// Turns the network's raw output into ε̂ and x̂₀. With `clip_x_start`, x̂₀ is clipped to
+    /// [−1, 1] and ε̂ re-derived from the clipped x̂₀, as the seed's `model_predictions` does.
+    pub fn predictions(
+        &self,
+        output: Tensor<4>,
+        x_t: Tensor<4>,
+        t: &Timesteps,
+        clip_x_start: bool,
+    ) -> Prediction {
+        let clip = |x: Tensor<4>| if clip_x_start { x.clamp(-1.0, 1.0) } else { x };
+        match self.config.objective {
+            Objective::PredNoise => {
+                let x_start = self.predict_start_from_noise(x_t.clone(), t, output.clone());
+                if clip_x_start {
+                    let x_start = clip(x_start);
+                    let noise = self.predict_noise_from_start(x_t, t, x_start.clone());
+                    Prediction { noise, x_start }
+                } else {
+                    Prediction {
+                        noise: output,
+                        x_start,
+                    }
+                }
+            }
+            Objective::PredX0 => {
+                let x_start = clip(output);
+                let noise = self.predict_noise_from_start(x_t, t, x_start.clone());
+                Prediction { noise, x_start }
+            }
+            Objective::PredV => {
+                let x_start = clip(self.predict_start_from_v(x_t.clone(), t, output));
+                let noise = self.predict_noise_from_start(x_t, t, x_start.clone());
+                Prediction { noise, x_start }
+            }
+        }
+    }
+
+    /// The mean and log-variance of the posterior q(x_{t−1} | x_t, x₀) (eqs. 6–7):
+    /// μ̃ = coef1 · x₀ + coef2 · x_t and ln β̃_t (clipped at t = 0).
+    pub fn q_posterior(
+        &self,
+        x_start: Tensor<4>,
+        x_t: Tensor<4>,
+        t: &Timesteps,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let s = &self.schedule;
+        let mean = t.scale(&s.posterior_mean_coef1, x_start)
+            + t.scale(&s.posterior_mean_coef2, x_t.clone());
+        let log_variance = t.scale(&s.posterior_log_variance_clipped, x_t.ones_like());
+        (mean, log_variance)
+    }
+
+    /// The training loss of Algorithm 1 with the seed's options: t ~ U{0..T−1}, ε ~ N(0, I)
+    /// (plus offset noise), x_t = q_sample(x₀, t, ε), self-conditioning on half of the batches,
+    /// label dropout to the null class, and the per-step objective weight.
+    ///
+    /// All randomness comes from `rng`, so a seed fixes the whole step.
+    ///
+    /// # Shapes
+    /// - `x_start`: `[batch, channels, height, width]`, scaled to [−1, 1]
+    /// - `classes`: one label per image, each below the model's class count
+    pub fn loss<M: Denoiser>(
+        &self,
+        model: &M,
+        x_start: Tensor<4>,
+        classes: Option<&[usize]>,
+        rng: &mut NoiseSource,
+    ) -> LossOutput {
+        let [batch, channels, height, width] = x_start.dims();
+        let device = x_start.device();
+        let timesteps: Vec<usize> = (0..batch).map(|_| rng.below(self.timesteps())).collect();
+        let t = Timesteps::Each(timesteps.clone());
+
+        let mut noise = rng.normal_tensor([batch, channels, height, width], &device);
+        if self.config.offset_noise_strength > 0.0 {
+            let offset = rng.normal_tensor([batch, channels], &device);
+            noise = noise
+                + offset
+                    .mul_scalar(self.config.offset_noise_strength)
+                    .reshape([batch, channels, 1, 1]);
+        }
+        let x = self.q_sample(x_start.clone(), &t, noise.clone());
+
+        let labels: Option<Vec<usize>> = match (classes, model.num_classes()) {
+            (Some(labels), Some(null)) => Some(
+                labels
+                    .iter()
+                    .map(|&c| {
+                        if rng.bernoulli(self.config.cond_drop_prob) {
+                            null
+                        } else {
+                            c
+                        }
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let labels = labels.as_deref();
+
+        // Self-conditioning (Chen et al. 2022): half of the time, condition on the model's own
+        // x₀ estimate, computed without gradient.
+        let x_self_cond = if model.self_condition() && rng.bernoulli(0.5) {
+            let output = model.denoise(x.clone(), &t, None, labels);
+            Some(
+                self.predictions(output, x.clone(), &t, false)
+                    .x_start
+                    .detach(),
+            )
+        } else {
+            None
+        };
+
+        let output = model.denoise(x, &t, x_self_cond, labels);
+        let target = match self.config.objective {
+            Objective::PredNoise => noise,
+            Objective::PredX0 => x_start,
+            Objective::PredV => self.predict_v(x_start, &t, noise),
+        };
+        let per_image = (output - target).square().mean_dims(&[1, 2, 3]);
+        let weighted = t.scale(&self.loss_weight, per_image);
+        LossOutput {
+            loss: weighted.mean(),
+            timesteps,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{device, values};
+
+    fn diffusion(objective: Objective) -> GaussianDiffusion {
+        GaussianDiffusion::new(DiffusionConfig {
+            objective,
+            beta_schedule: BetaSchedule::COSINE,
+            ..DiffusionConfig::default()
+        })
+    }
+
+    #[test]
+    fn q_sample_has_the_closed_form_mean_and_variance() {
+        let d = diffusion(Objective::PredNoise);
+        let device = device();
+        let mut rng = NoiseSource::new(5);
+        // One fixed x₀ image of 4 pixels, repeated over a large batch.
+        let x0_pixels = [-0.8f32, -0.1, 0.4, 0.9];
+        let batch = 20_000;
+        let x0: Vec<f32> = x0_pixels.iter().copied().cycle().take(batch * 4).collect();
+        let x0 = Tensor::<4>::from_data(TensorData::new(x0, [batch, 1, 2, 2]), &device);
+        for t in [0usize, 250, 999] {
+            let noise = rng.normal_tensor([batch, 1, 2, 2], &device);
+            let xt = values(d.q_sample(x0.clone(), &Timesteps::All(t), noise));
+            let abar = d.schedule().alphas_cumprod[t] as f64;
+            for (p, &x0p) in x0_pixels.iter().enumerate() {
+                let xs: Vec<f64> = xt.iter().skip(p).step_by(4).map(|&v| v as f64).collect();
+                let mean = xs.iter().sum::<f64>() / batch as f64;
+                let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / batch as f64;
+                let (want_mean, want_var) = (abar.sqrt() * x0p as f64, 1.0 - abar);
+                // 4.5 standard errors of the estimates.
+                let se_mean = (want_var / batch as f64).sqrt();
+                assert!(
+                    (mean - want_mean).abs() < 4.5 * se_mean + 1e-7,
+                    "t={t} mean {mean} vs {want_mean}"
+                );
+                let se_var = want_var * (2.0 / batch as f64).sqrt();
+                assert!(
+                    (var - want_var).abs() < 4.5 * se_var + 1e-9,
+                    "t={t} var {var} vs {want_var}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn per_image_timesteps_scale_each_image_separately() {
+        let d = diffusion(Objective::PredNoise);
+        let device = device();
+        let x0 = Tensor::<4>::ones([3, 1, 1, 2], &device);
+        let noise = Tensor::<4>::zeros([3, 1, 1, 2], &device);
+        let xt = values(d.q_sample(x0, &Timesteps::Each(vec![0, 500, 999]), noise));
+        let s = d.schedule();
+        for (i, t) in [0usize, 500, 999].into_iter().enumerate() {
+            assert_eq!(xt[2 * i], s.sqrt_alphas_cumprod[t]);
+            assert_eq!(xt[2 * i + 1], s.sqrt_alphas_cumprod[t]);
+        }
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= tol * y.abs().max(1.0), "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn objective_conversions_round_trip_through_noise() {
+        let device = device();
+        let mut rng = NoiseSource::new(9);
+        let shape = [4, 2, 3, 3];
+        let x0 = rng.normal_tensor(shape, &device).clamp(-1.0, 1.0);
+        let eps = rng.normal_tensor(shape, &device);
+        for objective in [Objective::PredNoise, Objective::PredX0, Objective::PredV] {
+            let d = diffusion(objective);
+            // Steps where neither √ᾱ nor √(1−ᾱ) is tiny, so f32 round-off stays small.
+            let t = Timesteps::Each(vec![1, 200, 600, 900]);
+            let xt = d.q_sample(x0.clone(), &t, eps.clone());
+            // The exact target of each objective, run through `predictions`, gives back ε and x₀.
+            let output = match objective {
+                Objective::PredNoise => eps.clone(),
+                Objective::PredX0 => x0.clone(),
+                Objective::PredV => d.predict_v(x0.clone(), &t, eps.clone()),
+            };
+            let p = d.predictions(output, xt.clone(), &t, false);
+            assert_close(&values(p.noise), &values(eps.clone()), 2e-3);
+            assert_close(&values(p.x_start), &values(x0.clone()), 2e-3);
+            // And v → x₀ → ε → x₀ is the identity too.
+            let v = d.predict_v(x0.clone(), &t, eps.clone());
+            let x0_back = d.predict_start_from_v(xt.clone(), &t, v);
+            let eps_back = d.predict_noise_from_start(xt.clone(), &t, x0_back.clone());
+            let x0_again = d.predict_start_from_noise(xt, &t, eps_back.clone());
+            assert_close(&values(eps_back), &values(eps.clone()), 2e-3);
+            assert_close(&values(x0_again), &values(x0.clone()), 2e-3);
+        }
+    }
+
+    #[test]
+    fn posterior_matches_equation_seven() {
+        let d = diffusion(Objective::PredNoise);
+        let device = device();
+        let x0 =
+            Tensor::<4>::from_data(TensorData::new(vec![0.5f32, -0.25], [1, 1, 1, 2]), &device);
+        let xt = Tensor::<4>::from_data(TensorData::new(vec![1.5f32, 0.75], [1, 1, 1, 2]), &device);
+        // ᾱ from β in f64: near t = 0, 1 − ᾱ in f32 would lose the digits under test.
+        let betas = BetaSchedule::COSINE.betas(1000);
+        let abar = |t: usize| betas[..=t].iter().map(|b| 1.0 - b).product::<f64>();
+        for t in [1usize, 10, 500, 999] {
+            let (mean, log_var) = d.q_posterior(x0.clone(), xt.clone(), &Timesteps::All(t));
+            let (beta, abar, abar_prev) = (betas[t], abar(t), abar(t - 1));
+            for (i, (&a, &b)) in [0.5f64, -0.25].iter().zip(&[1.5f64, 0.75]).enumerate() {
+                let want = abar_prev.sqrt() * beta / (1.0 - abar) * a
+                    + (1.0 - beta).sqrt() * (1.0 - abar_prev) / (1.0 - abar) * b;
+                let got = values(mean.clone())[i] as f64;
+                assert!((got - want).abs() < 1e-5, "t={t}: {got} vs {want}");
+            }
+            let want_var = (1.0 - abar_prev) / (1.0 - abar) * beta;
+            let got_var = (values(log_var)[0] as f64).exp();
+            assert!(
+                (got_var - want_var).abs() < 1e-5 * want_var.max(1e-3),
+                "t={t}: {got_var} vs {want_var}"
+            );
+        }
+    }
+
+    /// A denoiser that returns the exact target, so the unweighted loss would be 0.
+    struct Oracle<'a> {
+        d: &'a GaussianDiffusion,
+        x0: Tensor<4>,
+    }
+
+    impl Denoiser for Oracle<'_> {
+        fn denoise(
+            &self,
+            x: Tensor<4>,
+            t: &Timesteps,
+            _: Option<Tensor<4>>,
+            _: Option<&[usize]>,
+        ) -> Tensor<4> {
+            let a = |table: &[f32]| t.scale(table, x.ones_like());
+            let s = self.d.schedule();
+            // ε = (x_t − √ᾱ x₀)/√(1−ᾱ)
+            let eps = (x.clone() - a(&s.sqrt_alphas_cumprod) * self.x0.clone())
+                / a(&s.sqrt_one_minus_alphas_cumprod);
+            match self.d.config.objective {
+                Objective::PredNoise => eps,
+                Objective::PredX0 => self.x0.clone(),
+                Objective::PredV => self.d.predict_v(self.x0.clone(), t, eps),
+            }
+        }
+    }
+
+    #[test]
+    fn loss_is_zero_for_a_perfect_denoiser_and_positive_otherwise() {
+        let device = device();
+        let x0 = NoiseSource::new(2)
+            .normal_tensor([8, 1, 4, 4], &device)
+            .clamp(-1.0, 1.0);
+        for objective in [Objective::PredNoise, Objective::PredX0, Objective::PredV] {
+            let d = diffusion(objective);
+            let oracle = Oracle {
+                d: &d,
+                x0: x0.clone(),
+            };
+            let out = d.loss(&oracle, x0.clone(), None, &mut NoiseSource::new(1));
+            let loss = values(out.loss)[0];
+            assert!(loss < 1e-6, "{objective:?}: {loss}");
+            assert_eq!(out.timesteps.len(), 8);
+            assert!(out.timesteps.iter().all(|&t| t < 1000));
+        }
+    }
+
+    struct Zero;
+    impl Denoiser for Zero {
+        fn denoise(
+            &self,
+            x: Tensor<4>,
+            _: &Timesteps,
+            _: Option<Tensor<4>>,
+            _: Option<&[usize]>,
+        ) -> Tensor<4> {
+            x.zeros_like()
+        }
+    }
+
+    #[test]
+    fn epsilon_loss_of_a_zero_prediction_is_the_noise_power() {
+        // With ε-prediction and no weighting, predicting 0 costs E[ε²] = 1; the estimate over
+        // n = 65536 values has a standard error of √(2/n) = 0.0055.
+        let d = diffusion(Objective::PredNoise);
+        let x0 = Tensor::<4>::zeros([256, 1, 16, 16], &device());
+        let loss = values(d.loss(&Zero, x0, None, &mut NoiseSource::new(4)).loss)[0];
+        assert!((loss - 1.0).abs() < 0.025, "{loss}");
+    }
+
+    #[test]
+    fn min_snr_weight_clips_the_snr() {
+        let gamma = 5.0;
+        for objective in [Objective::PredNoise, Objective::PredX0, Objective::PredV] {
+            let d = GaussianDiffusion::new(DiffusionConfig {
+                objective,
+                min_snr_gamma: Some(gamma),
+                ..DiffusionConfig::default()
+            });
+            for t in [0usize, 100, 999] {
+                let snr = d.schedule().snr[t] as f64;
+                let want = match objective {
+                    Objective::PredNoise => snr.min(gamma) / snr,
+                    Objective::PredX0 => snr.min(gamma),
+                    Objective::PredV => snr.min(gamma) / (snr + 1.0),
+                };
+                let got = d.loss_weight[t] as f64;
+                assert!(
+                    (got - want).abs() < 1e-5 * want.max(1.0),
+                    "{objective:?} t={t}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}

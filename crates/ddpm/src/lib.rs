@@ -1,0 +1,43 @@
+//! Denoising Diffusion Probabilistic Models (Ho, Jain & Abbeel 2020) in burn.
+//!
+//! The whole method lives here once; the CLI and the browser only choose a device and draw:
+//!
+//! - [`schedule`]: β schedules (linear, cosine, sigmoid) and every table derived from them.
+//! - [`diffusion`]: the forward process q(x_t | x₀), the ε / x₀ / v parameterisations, the
+//!   posterior, and the training loss (Algorithm 1).
+//! - [`sampler`]: the reverse process one step per call: DDPM (Algorithm 2), DDIM, and
+//!   classifier-free guidance.
+//! - [`unet`]: lucidrains' U-Net, module for module.
+//! - [`noise`]: seeded noise that is identical on every device.
+//! - [`weights`]: one self-describing file holding the configuration and the weights.
+//!
+//! The crate enables no burn backend: pass any [`burn::tensor::Device`].
+
+pub mod diffusion;
+pub mod noise;
+pub mod sampler;
+pub mod schedule;
+pub mod unet;
+pub mod weights;
+
+pub use diffusion::{Denoiser, DiffusionConfig, GaussianDiffusion, Objective, Timesteps};
+pub use noise::NoiseSource;
+pub use sampler::{DdpmVariance, SampleRequest, Sampler, SamplerConfig, SamplerKind, Step};
+pub use schedule::{BetaSchedule, NoiseSchedule};
+pub use unet::{Unet, UnetConfig};
+pub use weights::{ModelConfig, WeightsError};
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use burn::tensor::{Device, Tensor};
+
+    /// The CPU device the unit tests run on.
+    pub fn device() -> Device {
+        Device::flex()
+    }
+
+    /// A tensor's values, read back synchronously (native tests only).
+    pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().expect("f32 data")
+    }
+}

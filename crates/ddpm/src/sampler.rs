@@ -1,0 +1,342 @@
+//! The reverse process, one step per call: ancestral DDPM sampling (Ho et al. 2020,
+//! Algorithm 2), DDIM (Song et al. 2021) and classifier-free guidance (Ho & Salimans 2022).
+//!
+//! The CLI and the browser drive the same [`Sampler`]: they call [`Sampler::step`] until it
+//! returns `None` and decide after each step what to show. A step only enqueues tensor work and
+//! uploads host noise; it never reads a tensor back, which the browser cannot do synchronously.
+
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::diffusion::{Denoiser, GaussianDiffusion, Timesteps};
+use crate::noise::NoiseSource;
+
+/// The variance σ²_t of each ancestral step (§3.2: both give similar results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DdpmVariance {
+    /// σ²_t = β̃_t, the posterior variance (optimal for a point-mass x₀).
+    Posterior,
+    /// σ²_t = β_t (optimal for x₀ ~ N(0, I)).
+    Beta,
+}
+
+/// Which reverse process to run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum SamplerKind {
+    /// Ancestral sampling through all T steps.
+    Ddpm {
+        /// σ²_t of each step.
+        variance: DdpmVariance,
+    },
+    /// DDIM over `steps` evenly spaced steps; η = 0 is deterministic, η = 1 is DDPM-like.
+    Ddim {
+        /// The number of network evaluations, 1 ≤ steps ≤ T.
+        steps: usize,
+        /// η, the scale of the injected noise.
+        eta: f64,
+    },
+}
+
+/// How to sample.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SamplerConfig {
+    /// The reverse process.
+    pub kind: SamplerKind,
+    /// Classifier-free guidance scale w: ε̃ = ε(∅) + w (ε(c) − ε(∅)). 1 means no guidance.
+    pub guidance_scale: f64,
+    /// Clip each x̂₀ to [−1, 1], as the seed and the paper's code do.
+    pub clip_denoised: bool,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            kind: SamplerKind::Ddpm {
+                variance: DdpmVariance::Posterior,
+            },
+            guidance_scale: 1.0,
+            clip_denoised: true,
+        }
+    }
+}
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleRequest {
+    /// Fixes x_T and every injected noise.
+    pub seed: u64,
+    /// `[batch, channels, height, width]`
+    pub shape: [usize; 4],
+    /// One label per image for a class-conditional model; `None` samples unconditionally.
+    pub classes: Option<Vec<usize>>,
+}
+
+/// Why a sampler could not be started.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SamplerError {
+    /// DDIM step count outside 1..=T.
+    #[error("DDIM steps must be between 1 and {timesteps}, got {steps}")]
+    Steps {
+        /// The requested count.
+        steps: usize,
+        /// T.
+        timesteps: usize,
+    },
+    /// η must be a finite number ≥ 0.
+    #[error("DDIM eta must be a finite number >= 0, got {0}")]
+    Eta(f64),
+    /// The guidance scale must be finite.
+    #[error("guidance scale must be a finite number, got {0}")]
+    GuidanceScale(f64),
+    /// A zero dimension in the requested shape.
+    #[error("sample shape {0:?} has a zero dimension")]
+    EmptyShape([usize; 4]),
+    /// Labels were given to a model that has no classes.
+    #[error("this model is not class-conditional, but class labels were given")]
+    NotConditional,
+    /// A label outside the model's classes.
+    #[error("class {label} is out of range: this model has classes 0..{num_classes}")]
+    ClassOutOfRange {
+        /// The label.
+        label: usize,
+        /// The model's class count.
+        num_classes: usize,
+    },
+    /// Not one label per image.
+    #[error("{labels} class labels given for a batch of {batch}")]
+    ClassCount {
+        /// Labels given.
+        labels: usize,
+        /// Batch size.
+        batch: usize,
+    },
+}
+
+/// What one step produced. Reading the tensors is the caller's business (asynchronously in the
+/// browser).
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// 0-based index of this step among [`Sampler::total_steps`].
+    pub index: usize,
+    /// The diffusion step t the network was evaluated at.
+    pub t: usize,
+    /// The new sample x_{t−1} (the final image after the last step).
+    /// `[batch, channels, height, width]`
+    pub x: Tensor<4>,
+    /// The network's estimate of x₀ at this step. `[batch, channels, height, width]`
+    pub x_start: Tensor<4>,
+}
+
+/// A reverse-process run in progress.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    diffusion: GaussianDiffusion,
+    config: SamplerConfig,
+    /// (t, next t) for every step; `None` means the step returns x̂₀.
+    pairs: Vec<(usize, Option<usize>)>,
+    index: usize,
+    x: Tensor<4>,
+    x_start: Option<Tensor<4>>,
+    /// Per-image labels (the null class when unconditional), `None` for unconditional models.
+    labels: Option<Vec<usize>>,
+    null_class: Option<usize>,
+    rng: NoiseSource,
+}
+
+impl Sampler {
+    /// Draws x_T ~ N(0, I) from the request's seed and prepares the step schedule.
+    pub fn new<M: Denoiser>(
+        diffusion: &GaussianDiffusion,
+        config: SamplerConfig,
+        request: SampleRequest,
+        model: &M,
+        device: &Device,
+    ) -> Result<Self, SamplerError> {
+        let timesteps = diffusion.timesteps();
+        if !config.guidance_scale.is_finite() {
+            return Err(SamplerError::GuidanceScale(config.guidance_scale));
+        }
+        if request.shape.contains(&0) {
+            return Err(SamplerError::EmptyShape(request.shape));
+        }
+        let pairs = match config.kind {
+            SamplerKind::Ddpm { .. } => (0..timesteps)
+                .rev()
+                .map(|t| (t, t.checked_sub(1)))
+                .collect(),
+            SamplerKind::Ddim { steps, eta } => {
+                if steps == 0 || steps > timesteps {
+                    return Err(SamplerError::Steps { steps, timesteps });
+                }
+                if !(eta.is_finite() && eta >= 0.0) {
+                    return Err(SamplerError::Eta(eta));
+                }
+                ddim_pairs(timesteps, steps)
+            }
+        };
+        let batch = request.shape[0];
+        let null_class = model.num_classes();
+        let labels = match (request.classes, null_class) {
+            (Some(_), None) => return Err(SamplerError::NotConditional),
+            (Some(labels), Some(num_classes)) => {
+                if labels.len() != batch {
+                    return Err(SamplerError::ClassCount {
+                        labels: labels.len(),
+                        batch,
+                    });
+                }
+                if let Some(&label) = labels.iter().find(|&&l| l >= num_classes) {
+                    return Err(SamplerError::ClassOutOfRange { label, num_classes });
+                }
+                Some(labels)
+            }
+            (None, Some(null)) => Some(vec![null; batch]),
+            (None, None) => None,
+        };
+        let mut rng = NoiseSource::new(request.seed);
+        let x = rng.normal_tensor(request.shape, device);
+        Ok(Self {
+            diffusion: diffusion.clone(),
+            config,
+            pairs,
+            index: 0,
+            x,
+            x_start: None,
+            labels,
+            null_class,
+            rng,
+        })
+    }
+
+    /// The number of network evaluations the whole run takes (T for DDPM).
+    pub fn total_steps(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Steps taken so far.
+    pub fn steps_done(&self) -> usize {
+        self.index
+    }
+
+    /// Whether the last step has been taken.
+    pub fn is_done(&self) -> bool {
+        self.index == self.pairs.len()
+    }
+
+    /// The current sample: x_T before the first step, the final image after the last.
+    pub fn sample(&self) -> &Tensor<4> {
+        &self.x
+    }
+
+    /// Takes one reverse step with `model`; `None` once the run is complete.
+    pub fn step<M: Denoiser>(&mut self, model: &M) -> Option<Step> {
+        let &(t, t_next) = self.pairs.get(self.index)?;
+        let steps = Timesteps::All(t);
+        let output = self.guided_output(model, t);
+        let channels = self.x.dims()[1];
+        let (output, variance_frac) = if output.dims()[1] == 2 * channels {
+            // A learned-variance network also outputs v ∈ [−1, 1] (Nichol & Dhariwal, eq. 15).
+            let [mean, v] = output.split(channels, 1).try_into().ok()?;
+            (mean, Some(v.add_scalar(1.0).div_scalar(2.0)))
+        } else {
+            (output, None)
+        };
+        let prediction =
+            self.diffusion
+                .predictions(output, self.x.clone(), &steps, self.config.clip_denoised);
+        let x_start = prediction.x_start;
+        let x = match (self.config.kind, t_next) {
+            (_, None) if matches!(self.config.kind, SamplerKind::Ddim { .. }) => x_start.clone(),
+            (SamplerKind::Ddpm { variance }, _) => {
+                let (mean, posterior_log_var) =
+                    self.diffusion
+                        .q_posterior(x_start.clone(), self.x.clone(), &steps);
+                if t == 0 {
+                    mean // no noise at the last step
+                } else {
+                    let log_beta = (self.diffusion.schedule().betas[t]).ln();
+                    let log_var = match (variance_frac, variance) {
+                        (Some(frac), _) => {
+                            frac.clone().mul_scalar(log_beta)
+                                + (frac.neg().add_scalar(1.0)) * posterior_log_var
+                        }
+                        (None, DdpmVariance::Posterior) => posterior_log_var,
+                        (None, DdpmVariance::Beta) => posterior_log_var.full_like(log_beta),
+                    };
+                    let z = self.rng.normal_tensor(self.x.dims(), &self.x.device());
+                    mean + log_var.mul_scalar(0.5).exp() * z
+                }
+            }
+            (SamplerKind::Ddim { eta, .. }, Some(next)) => {
+                let abar = &self.diffusion.schedule().alphas_cumprod;
+                let (a, a_next) = (abar[t] as f64, abar[next] as f64);
+                let sigma = eta * ((1.0 - a / a_next) * (1.0 - a_next) / (1.0 - a)).sqrt();
+                let c = (1.0 - a_next - sigma * sigma).max(0.0).sqrt();
+                let mut x =
+                    x_start.clone().mul_scalar(a_next.sqrt()) + prediction.noise.mul_scalar(c);
+                if sigma > 0.0 {
+                    x = x + self
+                        .rng
+                        .normal_tensor(self.x.dims(), &self.x.device())
+                        .mul_scalar(sigma);
+                }
+                x
+            }
+            (SamplerKind::Ddim { .. }, None) => x_start.clone(),
+        };
+        self.x = x.clone();
+        self.x_start = Some(x_start.clone());
+        let index = self.index;
+        self.index += 1;
+        Some(Step {
+            index,
+            t,
+            x,
+            x_start,
+        })
+    }
+
+    /// The network output at step `t`, with classifier-free guidance when it is asked for.
+    fn guided_output<M: Denoiser>(&self, model: &M, t: usize) -> Tensor<4> {
+        let steps = Timesteps::All(t);
+        let self_cond = if model.self_condition() {
+            self.x_start.clone()
+        } else {
+            None
+        };
+        let scale = self.config.guidance_scale;
+        match (&self.labels, self.null_class) {
+            (Some(labels), Some(null)) if scale != 1.0 && labels.iter().any(|&l| l != null) => {
+                // One batch of 2B: the conditional half, then the unconditional half.
+                let batch = labels.len();
+                let doubled: Vec<usize> = labels
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(null, batch))
+                    .collect();
+                let x = Tensor::cat(vec![self.x.clone(), self.x.clone()], 0);
+                let self_cond = self_cond.map(|s| Tensor::cat(vec![s.clone(), s], 0));
+                let out = model.denoise(x, &steps, self_cond, Some(&doubled));
+                let cond = out.clone().narrow(0, 0, batch);
+                let uncond = out.narrow(0, batch, batch);
+                uncond.clone() + (cond - uncond).mul_scalar(scale)
+            }
+            (labels, _) => model.denoise(self.x.clone(), &steps, self_cond, labels.as_deref()),
+        }
+    }
+}
+
+/// DDIM's (t, next t) pairs, spaced as the seed does: `linspace(−1, T−1, steps+1)` truncated
+/// toward zero, reversed; the last pair ends at −1 (`None`), where x̂₀ is returned.
+fn ddim_pairs(timesteps: usize, steps: usize) -> Vec<(usize, Option<usize>)> {
+    let times: Vec<i64> = (0..=steps)
+        .rev()
+        .map(|i| (-1.0 + timesteps as f64 * i as f64 / steps as f64) as i64)
+        .collect();
+    times
+        .windows(2)
+        .map(|w| (w[0] as usize, usize::try_from(w[1]).ok()))
+        .collect()
+}

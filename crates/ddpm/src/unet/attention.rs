@@ -1,0 +1,162 @@
+//! The U-Net's two attentions, as in lucidrains' 2.3.x: `LinearAttention` (Shen et al. 2018;
+//! linear in the number of pixels) at every resolution, full softmax `Attention` where
+//! `full_attn` asks for it and in the middle. Both pre-normalise with [`RmsNorm`] and prepend
+//! learned memory key/values (`mem_kv`, 4 slots per head).
+
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2d;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Distribution, Tensor};
+
+use super::blocks::{RmsNorm, conv};
+
+/// The number of learned memory key/value slots per head (`num_mem_kv = 4`).
+pub const NUM_MEM_KV: usize = 4;
+
+/// Splits a `[b, 3·heads·dim_head, h, w]` projection into q, k, v of `[b, heads, dim_head, n]`.
+fn split_heads(qkv: Tensor<4>, heads: usize) -> [Tensor<4>; 3] {
+    let [b, c3, h, w] = qkv.dims();
+    let dim_head = c3 / 3 / heads;
+    let mut parts = qkv
+        .chunk(3, 1)
+        .into_iter()
+        .map(|part| part.reshape([b, heads, dim_head, h * w]));
+    let mut next = || parts.next().expect("chunk(3) gives three parts");
+    [next(), next(), next()]
+}
+
+/// One half of `mem_kv` (`0` for keys, `1` for values), repeated over the batch.
+fn memory(mem_kv: &Param<Tensor<4>>, which: usize, batch: usize) -> Tensor<4> {
+    let [_, heads, a, b] = mem_kv.val().dims();
+    mem_kv
+        .val()
+        .narrow(0, which, 1)
+        .expand([batch, heads, a, b])
+}
+
+/// `LinearAttention(dim, heads, dim_head)`.
+#[derive(Module, Debug)]
+pub struct LinearAttention {
+    /// Pre-norm.
+    pub norm: RmsNorm,
+    /// Memory keys and values. `[2, heads, dim_head, NUM_MEM_KV]`
+    pub mem_kv: Param<Tensor<4>>,
+    /// 1×1 conv to q, k, v, without bias.
+    pub to_qkv: Conv2d,
+    /// `to_out.0`: 1×1 conv back to `dim`.
+    pub to_out: Conv2d,
+    /// `to_out.1`: the output norm.
+    pub to_out_norm: RmsNorm,
+    /// The number of heads.
+    pub heads: usize,
+}
+
+impl LinearAttention {
+    /// An attention over `dim` channels with `heads` heads of `dim_head`.
+    pub fn new(dim: usize, heads: usize, dim_head: usize, device: &Device) -> Self {
+        let hidden = heads * dim_head;
+        Self {
+            norm: RmsNorm::new(dim, device),
+            mem_kv: Param::from_tensor(Tensor::random(
+                [2, heads, dim_head, NUM_MEM_KV],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            )),
+            to_qkv: conv(dim, hidden * 3, 1, false, device),
+            to_out: conv(hidden, dim, 1, true, device),
+            to_out_norm: RmsNorm::new(dim, device),
+            heads,
+        }
+    }
+
+    /// # Shapes
+    /// - `x` and the output: `[batch, dim, height, width]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, _, h, w] = x.dims();
+        let x = self.norm.forward(x);
+        let [q, k, v] = split_heads(self.to_qkv.forward(x), self.heads); // [b, heads, d, n]
+        let dim_head = q.dims()[2];
+        let k = Tensor::cat(vec![memory(&self.mem_kv, 0, b), k], 3);
+        let v = Tensor::cat(vec![memory(&self.mem_kv, 1, b), v], 3);
+        // Softmax over features for q, over positions for k.
+        let q = softmax(q, 2).mul_scalar((dim_head as f32).powf(-0.5));
+        let k = softmax(k, 3);
+        // context[d, e] = Σ_n k[d, n] v[e, n]; out[e, n] = Σ_d context[d, e] q[d, n]
+        let context = k.matmul(v.swap_dims(2, 3)); // [b, heads, d, e]
+        let out = context.swap_dims(2, 3).matmul(q); // [b, heads, e, n]
+        let out = out.reshape([b, self.heads * dim_head, h, w]);
+        self.to_out_norm.forward(self.to_out.forward(out))
+    }
+}
+
+/// `Attention(dim, heads, dim_head)`: full softmax attention over all positions.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Pre-norm.
+    pub norm: RmsNorm,
+    /// Memory keys and values. `[2, heads, NUM_MEM_KV, dim_head]`
+    pub mem_kv: Param<Tensor<4>>,
+    /// 1×1 conv to q, k, v, without bias.
+    pub to_qkv: Conv2d,
+    /// 1×1 conv back to `dim`.
+    pub to_out: Conv2d,
+    /// The number of heads.
+    pub heads: usize,
+}
+
+impl Attention {
+    /// An attention over `dim` channels with `heads` heads of `dim_head`.
+    pub fn new(dim: usize, heads: usize, dim_head: usize, device: &Device) -> Self {
+        let hidden = heads * dim_head;
+        Self {
+            norm: RmsNorm::new(dim, device),
+            mem_kv: Param::from_tensor(Tensor::random(
+                [2, heads, NUM_MEM_KV, dim_head],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            )),
+            to_qkv: conv(dim, hidden * 3, 1, false, device),
+            to_out: conv(hidden, dim, 1, true, device),
+            heads,
+        }
+    }
+
+    /// # Shapes
+    /// - `x` and the output: `[batch, dim, height, width]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, _, h, w] = x.dims();
+        let x = self.norm.forward(x);
+        let [q, k, v] = split_heads(self.to_qkv.forward(x), self.heads).map(|t| t.swap_dims(2, 3)); // [b, heads, n, d]
+        let dim_head = q.dims()[3];
+        let k = Tensor::cat(vec![memory(&self.mem_kv, 0, b), k], 2);
+        let v = Tensor::cat(vec![memory(&self.mem_kv, 1, b), v], 2);
+        let sim = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar((dim_head as f32).powf(-0.5)); // [b, heads, n, m + n]
+        let out = softmax(sim, 3).matmul(v); // [b, heads, n, d]
+        let out = out
+            .swap_dims(2, 3)
+            .reshape([b, self.heads * dim_head, h, w]);
+        self.to_out.forward(out)
+    }
+}
+
+/// The attention of one U-Net stage.
+#[derive(Module, Debug)]
+pub enum StageAttention {
+    /// `LinearAttention` (the default at every level but the innermost).
+    Linear(LinearAttention),
+    /// Full `Attention` (where `full_attn` is true).
+    Full(Attention),
+}
+
+impl StageAttention {
+    /// # Shapes
+    /// - `x` and the output: `[batch, dim, height, width]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Self::Linear(attn) => attn.forward(x),
+            Self::Full(attn) => attn.forward(x),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+use burn::module::Module;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::*;
+use crate::test_util::{device, values};
+
+fn small() -> UnetConfig {
+    UnetConfig::new(8)
+        .with_dim_mults(vec![1, 2])
+        .with_channels(1)
+        .with_attn_heads(2)
+        .with_attn_dim_head(4)
+}
+
+#[test]
+fn parameter_count_matches_a_hand_count_of_the_architecture() {
+    // dim 8, dim_mults (1, 2), 1 channel, 2 heads of 4: dims [8, 8, 16], time_dim 32.
+    // conv(k, a→b) = k²ab + b; Linear(a→b) = ab + b.
+    // ResnetBlock(a→b) = Linear(32→2b) + conv(3, a→b) + g_b + conv(3, b→b) + g_b (+ conv(1, a→b))
+    //   R(8→8) = 528 + 584 + 8 + 584 + 8 = 1712          R(16→16) = 1056 + 2320 + 16 + 2320 + 16 = 5728
+    //   R(24→16) = 1056 + 3472 + 16 + 2320 + 16 + 400 = 7280
+    //   R(16→8) = 528 + 1160 + 8 + 584 + 8 + 136 = 2424
+    // LinearAttention(d) = g_d + mem_kv 64 + to_qkv 24d + to_out (8d + d) + g_d = 35d + 64
+    // Attention(d) = g_d + 64 + 24d + 9d = 34d + 64
+    let expected = 400 // init_conv 7×7, 1→8
+        + 1344 // time_mlp: Linear(8→32) 288 + Linear(32→32) 1056
+        + (2 * 1712 + (35 * 8 + 64) + (32 * 8 + 8)) // downs.0: 2 R(8→8), LinearAttention(8), 1×1 32→8
+        + (2 * 1712 + (34 * 8 + 64) + (9 * 8 * 16 + 16)) // downs.1: 2 R(8→8), Attention(8), 3×3 8→16
+        + (2 * 5728 + (34 * 16 + 64)) // mid: 2 R(16→16), Attention(16)
+        + (2 * 7280 + (34 * 16 + 64) + (9 * 16 * 8 + 8)) // ups.0: 2 R(24→16), Attention(16), 3×3 16→8
+        + (2 * 2424 + (35 * 8 + 64) + (9 * 8 * 8 + 8)) // ups.1: 2 R(16→8), LinearAttention(8), 3×3 8→8
+        + 2424 // final_res_block R(16→8)
+        + 9; // final_conv 1×1 8→1
+    assert_eq!(expected, 47_305);
+    assert_eq!(small().init(&device()).num_params(), expected);
+}
+
+#[test]
+fn conditioning_options_add_exactly_their_parameters() {
+    // Self-conditioning doubles the input channels: init_conv 7×7 (2·3)→8 = 2360 instead of
+    // 7×7 3→8 = 1184. Learned variance doubles the output: 1×1 8→6 = 54 instead of 27.
+    // Ten classes add the embedding 10·8 + the null vector 8 + an MLP like time_mlp (1344),
+    // and widen each ResNet block's FiLM input from 32 to 64: +64·dim_out for each of the
+    // 4 + 2 + 2 + 2 + 1 blocks (dim_out 8, 8, 8, 8, 16, 16, 16, 16, 8, 8, 8): 64·120 = 7680.
+    let base = small().with_channels(3).init(&device()).num_params();
+    let full = small()
+        .with_channels(3)
+        .with_self_condition(true)
+        .with_learned_variance(true)
+        .with_num_classes(Some(10))
+        .init(&device())
+        .num_params();
+    assert_eq!(
+        full - base,
+        (2360 - 1184) + (54 - 27) + (80 + 8 + 1344) + 7680
+    );
+}
+
+#[test]
+fn the_seeds_mnist_and_default_configs_have_lucidrains_parameter_counts() {
+    // Counted with the same per-module formulas as above (see the issue note for the script):
+    // Unet(dim=32, dim_mults=(1, 2, 4), channels=1) and the README's Unet(dim=64).
+    let mnist = UnetConfig::new(32)
+        .with_dim_mults(vec![1, 2, 4])
+        .with_channels(1);
+    assert_eq!(mnist.init(&device()).num_params(), 2_607_681);
+    assert_eq!(UnetConfig::new(64).init(&device()).num_params(), 35_711_491);
+}
+
+#[test]
+fn output_shape_equals_input_shape() {
+    let device = device();
+    let configs = [
+        (small(), [2, 1, 28, 28]),
+        (
+            small().with_channels(3).with_dim_mults(vec![1, 2, 2]),
+            [2, 3, 32, 32],
+        ),
+        (
+            UnetConfig::new(8)
+                .with_dim_mults(vec![1, 2, 4])
+                .with_channels(1)
+                .with_attn_heads(1)
+                .with_attn_dim_head(8),
+            [1, 1, 28, 28],
+        ),
+        (
+            small().with_full_attn(Some(vec![true, true])),
+            [3, 1, 8, 12],
+        ),
+    ];
+    for (config, shape) in configs {
+        let unet = config.init(&device);
+        let x = Tensor::<4>::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<1>::from_data(
+            TensorData::new(vec![10.0f32; shape[0]], [shape[0]]),
+            &device,
+        );
+        let out = unet.forward(x, t, None, None);
+        assert_eq!(out.dims(), shape, "{config:?}");
+        assert!(values(out).iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn learned_variance_doubles_the_output_channels() {
+    let device = device();
+    let unet = small().with_learned_variance(true).init(&device);
+    let x = Tensor::<4>::zeros([1, 1, 8, 8], &device);
+    let t = Tensor::<1>::zeros([1], &device);
+    assert_eq!(unet.forward(x, t, None, None).dims(), [1, 2, 8, 8]);
+}
+
+#[test]
+fn self_conditioning_input_changes_the_output() {
+    let device = device();
+    let unet = small().with_self_condition(true).init(&device);
+    let x = Tensor::<4>::random(
+        [2, 1, 8, 8],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let t = Tensor::<1>::from_data(TensorData::new(vec![3.0f32, 400.0], [2]), &device);
+    let none = values(unet.forward(x.clone(), t.clone(), None, None));
+    let zeros = values(unet.forward(x.clone(), t.clone(), Some(x.zeros_like()), None));
+    let cond = values(unet.forward(x.clone(), t, Some(x.ones_like()), None));
+    // No estimate means a zero estimate, as in the seed.
+    assert_eq!(none, zeros);
+    assert_ne!(none, cond);
+}
+
+#[test]
+fn class_labels_select_embeddings_and_the_null_class() {
+    let device = device();
+    let unet = small().with_num_classes(Some(3)).init(&device);
+    let x = Tensor::<4>::random(
+        [1, 1, 8, 8],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let x = Tensor::cat(vec![x.clone(), x.clone(), x.clone(), x], 0);
+    let t = Tensor::<1>::full([4], 100.0, &device);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 3, 0], [4]), &device);
+    let out = values(unet.forward(x.clone(), t.clone(), None, Some(labels)));
+    let image = |i: usize| out[i * 64..(i + 1) * 64].to_vec();
+    assert_eq!(image(0), image(3), "same label, same output");
+    assert_ne!(image(0), image(1), "different labels, different outputs");
+    // Label 3 (= num_classes) is the null class, which is also what no labels mean.
+    let unlabelled = values(unet.forward(x, t, None, None));
+    assert_eq!(image(2), unlabelled[2 * 64..3 * 64].to_vec());
+}
+
+#[test]
+fn configs_that_cannot_build_are_rejected() {
+    assert_eq!(
+        small().with_dim_mults(vec![]).validate(),
+        Err(UnetConfigError::Zero("dim_mults"))
+    );
+    assert_eq!(UnetConfig::new(7).validate(), Err(UnetConfigError::Dim(7)));
+    assert_eq!(
+        small().with_full_attn(Some(vec![true])).validate(),
+        Err(UnetConfigError::FullAttn { got: 1, levels: 2 })
+    );
+    assert_eq!(
+        small().with_dropout(1.0).validate(),
+        Err(UnetConfigError::Dropout(1.0))
+    );
+    assert!(small().validate().is_ok());
+    let three_levels = small().with_dim_mults(vec![1, 2, 4]);
+    assert!(three_levels.check_image_size(28, 28).is_ok());
+    assert_eq!(
+        three_levels.check_image_size(30, 28),
+        Err(UnetConfigError::ImageSize {
+            height: 30,
+            width: 28,
+            factor: 4,
+            levels: 3
+        })
+    );
+}
+
+#[test]
+fn pixel_unshuffle_and_nearest_upsample_move_pixels_like_einops() {
+    // Identity 1×1 convs expose the rearrangement itself.
+    let device = device();
+    let eye = |n: usize| {
+        let mut w = vec![0.0f32; n * n];
+        for i in 0..n {
+            w[i * n + i] = 1.0;
+        }
+        Tensor::<4>::from_data(TensorData::new(w, [n, n, 1, 1]), &device)
+    };
+    let mut conv = blocks::conv(4, 4, 1, true, &device);
+    conv.weight = burn::module::Param::from_tensor(eye(4));
+    conv.bias = Some(burn::module::Param::from_tensor(Tensor::zeros(
+        [4],
+        &device,
+    )));
+    let x = Tensor::<4>::from_data(
+        TensorData::new((0..16).map(|v| v as f32).collect(), [1, 1, 4, 4]),
+        &device,
+    );
+    // 'b c (h p1) (w p2) -> b (c p1 p2) h w': channel p1·2+p2 holds pixel (2h+p1, 2w+p2).
+    let down = values(Down::PixelUnshuffle(conv).forward(x));
+    assert_eq!(
+        down,
+        vec![
+            0., 2., 8., 10., 1., 3., 9., 11., 4., 6., 12., 14., 5., 7., 13., 15.
+        ]
+    );
+
+    let mut conv = blocks::conv(1, 1, 3, true, &device);
+    let mut k = vec![0.0f32; 9];
+    k[4] = 1.0;
+    conv.weight = burn::module::Param::from_tensor(Tensor::from_data(
+        TensorData::new(k, [1, 1, 3, 3]),
+        &device,
+    ));
+    conv.bias = Some(burn::module::Param::from_tensor(Tensor::zeros(
+        [1],
+        &device,
+    )));
+    let x = Tensor::<4>::from_data(
+        TensorData::new(vec![1.0f32, 2., 3., 4.], [1, 1, 2, 2]),
+        &device,
+    );
+    let up = values(Up::Nearest(conv).forward(x));
+    assert_eq!(
+        up,
+        vec![
+            1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.
+        ]
+    );
+}
+
+#[test]
+fn rms_norm_is_lucidrains_normalize_times_sqrt_dim() {
+    let device = device();
+    let norm = RmsNorm::new(2, &device);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(vec![3.0f32, 0.0, 4.0, 0.0], [1, 2, 1, 2]),
+        &device,
+    );
+    // Pixel 0 has channels (3, 4): ‖·‖ = 5, times √2. Pixel 1 is all zero and stays zero.
+    let y = values(norm.forward(x));
+    let s = 2f32.sqrt();
+    let expected = [3.0 / 5.0 * s, 0.0, 4.0 / 5.0 * s, 0.0];
+    for (a, b) in y.iter().zip(expected) {
+        assert!((a - b).abs() < 1e-6, "{y:?}");
+    }
+}
+
+#[test]
+fn sinusoidal_embedding_matches_the_formula() {
+    let device = device();
+    let t = Tensor::<1>::from_data(TensorData::new(vec![0.0f32, 5.0], [2]), &device);
+    let e = values(sinusoidal_embedding(t, 8, 10_000.0));
+    // half = 4, frequencies 10000^(−i/3).
+    for i in 0..4 {
+        let f = (-(i as f64) * (10_000f64).ln() / 3.0).exp();
+        assert_eq!(e[i], 0.0); // sin(0)
+        assert_eq!(e[4 + i], 1.0); // cos(0)
+        assert!((e[8 + i] as f64 - (5.0 * f).sin()).abs() < 1e-5);
+        assert!((e[12 + i] as f64 - (5.0 * f).cos()).abs() < 1e-5);
+    }
+}

@@ -577,4 +577,79 @@ mod tests {
             }
         }
     }
+    /// Records how the loss calls the network.
+    #[derive(Default)]
+    struct Recorder {
+        calls: std::cell::RefCell<Vec<(bool, Option<Vec<usize>>)>>,
+        self_condition: bool,
+    }
+
+    impl Denoiser for Recorder {
+        fn denoise(
+            &self,
+            x: Tensor<4>,
+            _: &Timesteps,
+            s: Option<Tensor<4>>,
+            c: Option<&[usize]>,
+        ) -> Tensor<4> {
+            self.calls
+                .borrow_mut()
+                .push((s.is_some(), c.map(<[usize]>::to_vec)));
+            x.zeros_like()
+        }
+        fn self_condition(&self) -> bool {
+            self.self_condition
+        }
+        fn num_classes(&self) -> Option<usize> {
+            Some(10)
+        }
+    }
+
+    #[test]
+    fn self_conditioning_runs_on_half_the_batches_and_labels_drop_to_null() {
+        let d = GaussianDiffusion::new(DiffusionConfig {
+            cond_drop_prob: 0.25,
+            ..DiffusionConfig::default()
+        });
+        let device = device();
+        let model = Recorder {
+            self_condition: true,
+            ..Recorder::default()
+        };
+        let mut rng = NoiseSource::new(8);
+        let batches = 400;
+        let labels: Vec<usize> = (0..16).map(|i| i % 10).collect();
+        for _ in 0..batches {
+            let x0 = Tensor::<4>::zeros([16, 1, 2, 2], &device);
+            d.loss(&model, x0, Some(&labels), &mut rng);
+        }
+        let calls = model.calls.borrow();
+        // Each self-conditioned batch costs one extra call without, then one with the estimate.
+        let with = calls.iter().filter(|(s, _)| *s).count();
+        assert_eq!(calls.len(), batches + with);
+        assert!((160..240).contains(&with), "{with} of {batches}");
+        // Labels are kept or replaced by the null class 10, about a quarter of them.
+        let mut dropped = 0;
+        for (_, c) in calls.iter() {
+            let c = c.as_ref().expect("labels passed");
+            for (got, want) in c.iter().zip(&labels) {
+                assert!(got == want || *got == 10);
+                dropped += usize::from(*got == 10);
+            }
+        }
+        let total = calls.len() * 16;
+        assert!(
+            (dropped as f64 / total as f64 - 0.25).abs() < 0.03,
+            "{dropped} of {total}"
+        );
+        // Without self-conditioning there is exactly one call per batch.
+        let plain = Recorder::default();
+        d.loss(
+            &plain,
+            Tensor::<4>::zeros([2, 1, 2, 2], &device),
+            None,
+            &mut rng,
+        );
+        assert_eq!(*plain.calls.borrow(), [(false, None)]);
+    }
 }

@@ -248,7 +248,6 @@ impl Sampler {
                 .predictions(output, self.x.clone(), &steps, self.config.clip_denoised);
         let x_start = prediction.x_start;
         let x = match (self.config.kind, t_next) {
-            (_, None) if matches!(self.config.kind, SamplerKind::Ddim { .. }) => x_start.clone(),
             (SamplerKind::Ddpm { variance }, _) => {
                 let (mean, posterior_log_var) =
                     self.diffusion

@@ -244,10 +244,8 @@ mod tests {
                 assert_eq!(s.timesteps(), t_max);
                 let betas: Vec<f64> = schedule.betas(t_max);
                 let mut abar = 1.0f64;
-                for t in 0..t_max {
-                    let beta = betas[t];
-                    if let BetaSchedule::Linear = schedule {
-                    } else {
+                for (t, &beta) in betas.iter().enumerate() {
+                    if schedule != BetaSchedule::Linear {
                         // β from the closed-form ᾱ ratio, then clipped as documented.
                         let tm = t_max as f64;
                         let ratio = closed_form_alpha_bar(schedule, (t + 1) as f64, tm)

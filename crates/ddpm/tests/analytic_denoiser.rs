@@ -332,3 +332,109 @@ fn ddim_step_counts_and_bad_requests() {
         Some("guidance scale must be a finite number, got NaN".into())
     );
 }
+
+/// The Gaussian denoiser plus a constant learned-variance channel v.
+struct WithVariance<'a>(Gaussian<'a>, f32);
+
+impl Denoiser for WithVariance<'_> {
+    fn denoise(
+        &self,
+        x: Tensor<4>,
+        t: &Timesteps,
+        s: Option<Tensor<4>>,
+        c: Option<&[usize]>,
+    ) -> Tensor<4> {
+        let eps = self.0.denoise(x, t, s, c);
+        let v = eps.ones_like().mul_scalar(self.1);
+        Tensor::cat(vec![eps, v], 1)
+    }
+}
+
+#[test]
+fn learned_variance_interpolates_between_beta_tilde_and_beta() {
+    // v = 1 selects σ² = β and v = −1 selects σ² = β̃ (Nichol & Dhariwal, eq. 15).
+    let diffusion = cosine(40);
+    let gaussian = || Gaussian {
+        diffusion: &diffusion,
+        means: vec![MU],
+        null_mean: MU,
+        std: SIGMA,
+        conditional: false,
+    };
+    let request = || SampleRequest {
+        seed: 3,
+        shape: [2, 1, 4, 4],
+        classes: None,
+    };
+    let sample = |model: &dyn Fn(&mut Sampler) -> bool, variance| {
+        let config = SamplerConfig {
+            kind: SamplerKind::Ddpm { variance },
+            guidance_scale: 1.0,
+            clip_denoised: true,
+        };
+        let mut sampler =
+            Sampler::new(&diffusion, config, request(), &gaussian(), &device()).expect("valid");
+        while model(&mut sampler) {}
+        sampler
+            .sample()
+            .clone()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32")
+    };
+    let plain = gaussian();
+    let fixed = |variance| sample(&|s: &mut Sampler| s.step(&plain).is_some(), variance);
+    let high = WithVariance(gaussian(), 1.0);
+    let low = WithVariance(gaussian(), -1.0);
+    // The fixed variance setting is ignored when the network predicts one.
+    let learned_high = sample(
+        &|s: &mut Sampler| s.step(&high).is_some(),
+        DdpmVariance::Posterior,
+    );
+    let learned_low = sample(
+        &|s: &mut Sampler| s.step(&low).is_some(),
+        DdpmVariance::Beta,
+    );
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+    assert!(close(&learned_high, &fixed(DdpmVariance::Beta)));
+    assert!(close(&learned_low, &fixed(DdpmVariance::Posterior)));
+    assert!(!close(&learned_high, &learned_low));
+}
+
+#[test]
+fn every_step_exposes_x_t_and_the_x0_estimate() {
+    let diffusion = cosine(20);
+    let model = Gaussian {
+        diffusion: &diffusion,
+        means: vec![MU],
+        null_mean: MU,
+        std: SIGMA,
+        conditional: false,
+    };
+    let config = SamplerConfig {
+        kind: SamplerKind::Ddim { steps: 5, eta: 0.0 },
+        ..SamplerConfig::default()
+    };
+    let request = SampleRequest {
+        seed: 1,
+        shape: [1, 1, 8, 8],
+        classes: None,
+    };
+    let mut sampler = Sampler::new(&diffusion, config, request, &model, &device()).expect("valid");
+    let mut ts = Vec::new();
+    let mut last = None;
+    while let Some(step) = sampler.step(&model) {
+        assert_eq!(sampler.steps_done(), step.index + 1);
+        ts.push(step.t);
+        // The exact x₀ estimate of this Gaussian data shrinks towards μ; clipped to [−1, 1].
+        let x0 = step.x_start.into_data().try_to_vec::<f32>().expect("f32");
+        assert!(x0.iter().all(|v| (-1.0..=1.0).contains(v)));
+        last = Some((step.x, x0));
+    }
+    // linspace(−1, 19, 6) truncated: −1, 3, 7, 11, 15, 19.
+    assert_eq!(ts, [19, 15, 11, 7, 3]);
+    assert!(sampler.is_done());
+    // DDIM's last step returns the x₀ estimate itself.
+    let (x, x0) = last.expect("steps ran");
+    assert_eq!(x.into_data().try_to_vec::<f32>().expect("f32"), x0);
+}

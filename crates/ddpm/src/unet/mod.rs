@@ -120,7 +120,7 @@ impl UnetConfig {
         if self.dim_mults.contains(&0) {
             return Err(UnetConfigError::Zero("dim_mults"));
         }
-        if self.dim % 2 != 0 || self.dim < 4 {
+        if !self.dim.is_multiple_of(2) || self.dim < 4 {
             return Err(UnetConfigError::Dim(self.dim));
         }
         if let Some(full) = &self.full_attn
@@ -148,7 +148,11 @@ impl UnetConfig {
     /// Checks that an image of `height × width` fits this U-Net.
     pub fn check_image_size(&self, height: usize, width: usize) -> Result<(), UnetConfigError> {
         let factor = self.downsample_factor();
-        if height == 0 || width == 0 || height % factor != 0 || width % factor != 0 {
+        if height == 0
+            || width == 0
+            || !height.is_multiple_of(factor)
+            || !width.is_multiple_of(factor)
+        {
             return Err(UnetConfigError::ImageSize {
                 height,
                 width,

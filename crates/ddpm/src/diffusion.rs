@@ -114,6 +114,13 @@ pub trait Denoiser {
         classes: Option<&[usize]>,
     ) -> Tensor<4>;
 
+    /// Checks that a batch of `[batch, channels, height, width]` fits the network; the
+    /// message says what does not.
+    fn check_shape(&self, shape: [usize; 4]) -> Result<(), String> {
+        let _ = shape;
+        Ok(())
+    }
+
     /// Whether the network takes its previous x₀ estimate as an extra input.
     fn self_condition(&self) -> bool {
         false

@@ -93,6 +93,9 @@ pub enum SamplerError {
     /// A zero dimension in the requested shape.
     #[error("sample shape {0:?} has a zero dimension")]
     EmptyShape([usize; 4]),
+    /// The shape does not fit the network.
+    #[error("sample shape does not fit the model: {0}")]
+    Shape(String),
     /// Labels were given to a model that has no classes.
     #[error("this model is not class-conditional, but class labels were given")]
     NotConditional,
@@ -161,6 +164,9 @@ impl Sampler {
         if request.shape.contains(&0) {
             return Err(SamplerError::EmptyShape(request.shape));
         }
+        model
+            .check_shape(request.shape)
+            .map_err(SamplerError::Shape)?;
         let pairs = match config.kind {
             SamplerKind::Ddpm { .. } => (0..timesteps)
                 .rev()

@@ -438,3 +438,105 @@ fn every_step_exposes_x_t_and_the_x0_estimate() {
     let (x, x0) = last.expect("steps ran");
     assert_eq!(x.into_data().try_to_vec::<f32>().expect("f32"), x0);
 }
+
+/// Predicts the same x₀ for every input (an x₀-objective network).
+struct ConstantX0(f32);
+
+impl Denoiser for ConstantX0 {
+    fn denoise(
+        &self,
+        x: Tensor<4>,
+        _: &Timesteps,
+        _: Option<Tensor<4>>,
+        _: Option<&[usize]>,
+    ) -> Tensor<4> {
+        x.ones_like().mul_scalar(self.0)
+    }
+}
+
+#[test]
+fn an_ancestral_step_draws_from_the_posterior_of_equation_seven() {
+    // With x̂₀ fixed, x_{t−1} = μ̃(x_t, x̂₀) + σ_t z, where μ̃ = coef1 x̂₀ + coef2 x_t (eq. 7) and
+    // σ²_t is β̃_t or β_t: the residual x_{t−1} − μ̃ must be N(0, σ²_t).
+    let diffusion = GaussianDiffusion::new(DiffusionConfig {
+        timesteps: 10,
+        beta_schedule: BetaSchedule::Linear,
+        objective: Objective::PredX0,
+        ..DiffusionConfig::default()
+    });
+    let s = diffusion.schedule();
+    let (t, x0) = (9usize, 0.4f32);
+    for (variance, sigma2) in [
+        (DdpmVariance::Posterior, s.posterior_variance[t] as f64),
+        (DdpmVariance::Beta, s.betas[t] as f64),
+    ] {
+        let config = SamplerConfig {
+            kind: SamplerKind::Ddpm { variance },
+            ..SamplerConfig::default()
+        };
+        let request = SampleRequest {
+            seed: 5,
+            shape: [16, 1, 32, 32],
+            classes: None,
+        };
+        let mut sampler =
+            Sampler::new(&diffusion, config, request, &ConstantX0(x0), &device()).expect("valid");
+        let x_t = sampler
+            .sample()
+            .clone()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let step = sampler.step(&ConstantX0(x0)).expect("a step");
+        assert_eq!(step.t, t);
+        let x_prev = step.x.into_data().try_to_vec::<f32>().expect("f32");
+        let (c1, c2) = (
+            s.posterior_mean_coef1[t] as f64,
+            s.posterior_mean_coef2[t] as f64,
+        );
+        let residual: Vec<f32> = x_prev
+            .iter()
+            .zip(&x_t)
+            .map(|(&xp, &xt)| (xp as f64 - (c1 * x0 as f64 + c2 * xt as f64)) as f32)
+            .collect();
+        let (mean, std) = moments(&residual);
+        let n = residual.len() as f64;
+        assert!(
+            mean.abs() < 4.0 * sigma2.sqrt() / n.sqrt(),
+            "{variance:?}: mean {mean}"
+        );
+        assert!(
+            (std / sigma2.sqrt() - 1.0).abs() < 0.02,
+            "{variance:?}: std {std} vs {}",
+            sigma2.sqrt()
+        );
+    }
+}
+
+#[test]
+fn the_last_ancestral_step_adds_no_noise() {
+    let diffusion = GaussianDiffusion::new(DiffusionConfig {
+        timesteps: 3,
+        objective: Objective::PredX0,
+        ..DiffusionConfig::default()
+    });
+    let config = SamplerConfig::default();
+    let request = SampleRequest {
+        seed: 2,
+        shape: [1, 1, 2, 2],
+        classes: None,
+    };
+    let mut sampler =
+        Sampler::new(&diffusion, config, request, &ConstantX0(-0.7), &device()).expect("valid");
+    while sampler.step(&ConstantX0(-0.7)).is_some() {}
+    // At t = 0, μ̃ = x̂₀ exactly (coef1 = 1, coef2 = 0) and σ = 0.
+    for v in sampler
+        .sample()
+        .clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32")
+    {
+        assert!((v + 0.7).abs() < 1e-6, "{v}");
+    }
+}

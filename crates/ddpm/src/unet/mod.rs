@@ -463,6 +463,22 @@ impl Denoiser for Unet {
         self.forward(x, t.to_tensor(batch, &device), x_self_cond, labels)
     }
 
+    fn check_shape(&self, [_, channels, height, width]: [usize; 4]) -> Result<(), String> {
+        if channels != self.channels {
+            return Err(format!(
+                "the model takes {} channels, not {channels}",
+                self.channels
+            ));
+        }
+        let factor = 1 << self.downs.len().saturating_sub(1);
+        if !height.is_multiple_of(factor) || !width.is_multiple_of(factor) {
+            return Err(format!(
+                "image size {height}×{width} must be divisible by {factor} for this model"
+            ));
+        }
+        Ok(())
+    }
+
     fn self_condition(&self) -> bool {
         self.self_condition
     }

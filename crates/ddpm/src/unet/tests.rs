@@ -264,3 +264,59 @@ fn sinusoidal_embedding_matches_the_formula() {
         assert!((e[12 + i] as f64 - (5.0 * f).cos()).abs() < 1e-5);
     }
 }
+
+#[test]
+fn the_sampler_refuses_shapes_the_unet_cannot_take() {
+    use crate::diffusion::{Denoiser, DiffusionConfig, GaussianDiffusion};
+    use crate::sampler::{SampleRequest, Sampler, SamplerConfig, SamplerError};
+    let device = device();
+    let unet = small().with_dim_mults(vec![1, 2, 4]).init(&device);
+    assert_eq!(unet.check_shape([2, 1, 28, 28]), Ok(()));
+    let diffusion = GaussianDiffusion::new(DiffusionConfig::default());
+    let start = |shape| {
+        let request = SampleRequest {
+            seed: 0,
+            shape,
+            classes: None,
+        };
+        Sampler::new(
+            &diffusion,
+            SamplerConfig::default(),
+            request,
+            &unet,
+            &device,
+        )
+        .err()
+    };
+    assert_eq!(
+        start([1, 3, 28, 28]),
+        Some(SamplerError::Shape(
+            "the model takes 1 channels, not 3".into()
+        ))
+    );
+    assert_eq!(
+        start([1, 1, 30, 28]),
+        Some(SamplerError::Shape(
+            "image size 30×28 must be divisible by 4 for this model".into()
+        ))
+    );
+    assert_eq!(
+        start([0, 1, 28, 28]),
+        Some(SamplerError::EmptyShape([0, 1, 28, 28]))
+    );
+    assert_eq!(
+        Sampler::new(
+            &diffusion,
+            SamplerConfig::default(),
+            SampleRequest {
+                seed: 0,
+                shape: [1, 1, 28, 28],
+                classes: Some(vec![0])
+            },
+            &unet,
+            &device
+        )
+        .err(),
+        Some(SamplerError::NotConditional)
+    );
+}

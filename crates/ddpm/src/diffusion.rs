@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::noise::NoiseSource;
 use crate::schedule::{BetaSchedule, NoiseSchedule};
+use crate::vlb;
 
 /// What the network is trained to predict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct DiffusionConfig {
     /// Probability that a training label is replaced by the null class, which teaches the
     /// unconditional model that classifier-free guidance needs. Used only with classes.
     pub cond_drop_prob: f64,
+    /// λ of the hybrid loss L_simple + λ L_vlb that trains a learned variance (Nichol &
+    /// Dhariwal 2021). Used only when the network outputs a variance.
+    pub vb_loss_weight: f64,
 }
 
 impl Default for DiffusionConfig {
@@ -50,6 +54,7 @@ impl Default for DiffusionConfig {
             min_snr_gamma: None,
             offset_noise_strength: 0.0,
             cond_drop_prob: 0.1,
+            vb_loss_weight: 0.001,
         }
     }
 }
@@ -287,6 +292,71 @@ impl GaussianDiffusion {
         (mean, log_variance)
     }
 
+    /// Splits a learned-variance network's output (`2·channels`) into the objective's
+    /// prediction and the variance interpolation v ∈ [−1, 1]; other outputs pass through.
+    pub fn split_output(output: Tensor<4>, channels: usize) -> (Tensor<4>, Option<Tensor<4>>) {
+        if output.dims()[1] == 2 * channels {
+            let mean = output.clone().narrow(1, 0, channels);
+            let v = output.narrow(1, channels, channels);
+            (mean, Some(v))
+        } else {
+            (output, None)
+        }
+    }
+
+    /// The learned log-variance ln σ²_t = f ln β_t + (1 − f) ln β̃_t with f = (v + 1)/2
+    /// (Nichol & Dhariwal 2021, eq. 15).
+    pub fn learned_log_variance(&self, v: Tensor<4>, t: &Timesteps) -> Tensor<4> {
+        let s = &self.schedule;
+        let frac = v.add_scalar(1.0).mul_scalar(0.5);
+        t.scale(&s.log_betas, frac.clone())
+            + t.scale(
+                &s.posterior_log_variance_clipped,
+                frac.neg().add_scalar(1.0),
+            )
+    }
+
+    /// L_vlb of each image for a learned variance: KL(q(x_{t−1}|x_t,x₀) ‖ p(x_{t−1}|x_t)), or the
+    /// decoder's negative log-likelihood at t = 0, in bits per dimension. The predicted mean
+    /// is detached, so this term trains only the variance (as in the paper).
+    fn vb_terms(
+        &self,
+        x_start: Tensor<4>,
+        x_t: Tensor<4>,
+        t: &[usize],
+        output: Tensor<4>,
+        v: Tensor<4>,
+    ) -> Tensor<1> {
+        let steps = Timesteps::Each(t.to_vec());
+        let predicted = self
+            .predictions(output.detach(), x_t.clone(), &steps, false)
+            .x_start;
+        let (model_mean, _) = self.q_posterior(predicted, x_t.clone(), &steps);
+        let model_log_var = self.learned_log_variance(v, &steps);
+        let (true_mean, true_log_var) = self.q_posterior(x_start.clone(), x_t, &steps);
+        let kl = vlb::mean_bits(vlb::normal_kl(
+            true_mean,
+            true_log_var,
+            model_mean.clone(),
+            model_log_var.clone(),
+        ));
+        let nll = vlb::mean_bits(
+            vlb::discretized_gaussian_log_likelihood(
+                x_start,
+                model_mean,
+                model_log_var.mul_scalar(0.5),
+            )
+            .neg(),
+        );
+        let batch = t.len();
+        let at_zero: Vec<bool> = t.iter().map(|&t| t == 0).collect();
+        let at_zero = Tensor::<1, burn::tensor::Bool>::from_data(
+            TensorData::new(at_zero, [batch]),
+            &kl.device(),
+        );
+        kl.mask_where(at_zero, nll)
+    }
+
     /// The training loss of Algorithm 1 with the seed's options: t ~ U{0..T−1}, ε ~ N(0, I)
     /// (plus offset noise), x_t = q_sample(x₀, t, ε), self-conditioning on half of the batches,
     /// label dropout to the null class, and the per-step objective weight.
@@ -339,6 +409,7 @@ impl GaussianDiffusion {
         // x₀ estimate, computed without gradient.
         let x_self_cond = if model.self_condition() && rng.bernoulli(0.5) {
             let output = model.denoise(x.clone(), &t, None, labels);
+            let (output, _) = Self::split_output(output, channels);
             Some(
                 self.predictions(output, x.clone(), &t, false)
                     .x_start
@@ -348,16 +419,21 @@ impl GaussianDiffusion {
             None
         };
 
-        let output = model.denoise(x, &t, x_self_cond, labels);
+        let output = model.denoise(x.clone(), &t, x_self_cond, labels);
+        let (output, variance) = Self::split_output(output, channels);
         let target = match self.config.objective {
             Objective::PredNoise => noise,
-            Objective::PredX0 => x_start,
-            Objective::PredV => self.predict_v(x_start, &t, noise),
+            Objective::PredX0 => x_start.clone(),
+            Objective::PredV => self.predict_v(x_start.clone(), &t, noise),
         };
-        let per_image = (output - target).square().mean_dims(&[1, 2, 3]);
-        let weighted = t.scale(&self.loss_weight, per_image);
+        let simple = (output.clone() - target).square().mean_dims(&[1, 2, 3]);
+        let mut per_image = t.scale(&self.loss_weight, simple).reshape([batch]);
+        if let Some(v) = variance {
+            let vb = self.vb_terms(x_start, x, &timesteps, output, v);
+            per_image = per_image + vb.mul_scalar(self.config.vb_loss_weight);
+        }
         LossOutput {
-            loss: weighted.mean(),
+            loss: per_image.mean(),
             timesteps,
         }
     }
@@ -658,5 +734,52 @@ mod tests {
             &mut rng,
         );
         assert_eq!(*plain.calls.borrow(), [(false, None)]);
+    }
+    /// The oracle's exact prediction plus a constant variance channel v.
+    struct OracleWithVariance<'a>(Oracle<'a>, f32);
+
+    impl Denoiser for OracleWithVariance<'_> {
+        fn denoise(
+            &self,
+            x: Tensor<4>,
+            t: &Timesteps,
+            s: Option<Tensor<4>>,
+            c: Option<&[usize]>,
+        ) -> Tensor<4> {
+            let mean = self.0.denoise(x, t, s, c);
+            let v = mean.ones_like().mul_scalar(self.1);
+            Tensor::cat(vec![mean, v], 1)
+        }
+    }
+
+    #[test]
+    fn the_hybrid_loss_trains_the_variance_towards_the_posterior() {
+        // With the exact mean, σ² = β̃ (v = −1) makes every KL term 0, while σ² = β (v = 1)
+        // does not: the vb term is what tells the two apart.
+        let d = GaussianDiffusion::new(DiffusionConfig {
+            timesteps: 10,
+            beta_schedule: BetaSchedule::COSINE,
+            vb_loss_weight: 1.0,
+            ..DiffusionConfig::default()
+        });
+        let x0 = NoiseSource::new(2)
+            .normal_tensor([64, 1, 4, 4], &device())
+            .clamp(-1.0, 1.0);
+        let loss = |v: f32| {
+            let oracle = OracleWithVariance(
+                Oracle {
+                    d: &d,
+                    x0: x0.clone(),
+                },
+                v,
+            );
+            let out = d.loss(&oracle, x0.clone(), None, &mut NoiseSource::new(1));
+            assert!(out.timesteps.iter().any(|&t| t > 0));
+            values(out.loss)[0]
+        };
+        let (posterior, beta) = (loss(-1.0), loss(1.0));
+        assert!(posterior.is_finite() && beta.is_finite());
+        assert!(posterior < 1e-3, "{posterior}");
+        assert!(beta > 0.05, "{beta}");
     }
 }

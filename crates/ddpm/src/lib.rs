@@ -8,6 +8,7 @@
 //! - [`sampler`]: the reverse process one step per call: DDPM (Algorithm 2), DDIM, and
 //!   classifier-free guidance.
 //! - [`unet`]: lucidrains' U-Net, module for module.
+//! - [`vlb`]: the variational-bound terms that train a learned variance.
 //! - [`noise`]: seeded noise that is identical on every device.
 //! - [`weights`]: one self-describing file holding the configuration and the weights.
 //!
@@ -18,6 +19,7 @@ pub mod noise;
 pub mod sampler;
 pub mod schedule;
 pub mod unet;
+pub mod vlb;
 pub mod weights;
 
 pub use diffusion::{Denoiser, DiffusionConfig, GaussianDiffusion, Objective, Timesteps};

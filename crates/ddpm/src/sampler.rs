@@ -241,14 +241,7 @@ impl Sampler {
         let &(t, t_next) = self.pairs.get(self.index)?;
         let steps = Timesteps::All(t);
         let output = self.guided_output(model, t);
-        let channels = self.x.dims()[1];
-        let (output, variance_frac) = if output.dims()[1] == 2 * channels {
-            // A learned-variance network also outputs v ∈ [−1, 1] (Nichol & Dhariwal, eq. 15).
-            let [mean, v] = output.split(channels, 1).try_into().ok()?;
-            (mean, Some(v.add_scalar(1.0).div_scalar(2.0)))
-        } else {
-            (output, None)
-        };
+        let (output, learned) = GaussianDiffusion::split_output(output, self.x.dims()[1]);
         let prediction =
             self.diffusion
                 .predictions(output, self.x.clone(), &steps, self.config.clip_denoised);
@@ -261,14 +254,12 @@ impl Sampler {
                 if t == 0 {
                     mean // no noise at the last step
                 } else {
-                    let log_beta = (self.diffusion.schedule().betas[t]).ln();
-                    let log_var = match (variance_frac, variance) {
-                        (Some(frac), _) => {
-                            frac.clone().mul_scalar(log_beta)
-                                + (frac.neg().add_scalar(1.0)) * posterior_log_var
-                        }
+                    let log_var = match (learned, variance) {
+                        (Some(v), _) => self.diffusion.learned_log_variance(v, &steps),
                         (None, DdpmVariance::Posterior) => posterior_log_var,
-                        (None, DdpmVariance::Beta) => posterior_log_var.full_like(log_beta),
+                        (None, DdpmVariance::Beta) => {
+                            posterior_log_var.full_like(self.diffusion.schedule().log_betas[t])
+                        }
                     };
                     let z = self.rng.normal_tensor(self.x.dims(), &self.x.device());
                     mean + log_var.mul_scalar(0.5).exp() * z

@@ -96,6 +96,8 @@ fn betas_from_alpha_bar(timesteps: usize, alpha_bar: impl Fn(f64) -> f64) -> Vec
 pub struct NoiseSchedule {
     /// β_t.
     pub betas: Vec<f32>,
+    /// ln β_t, the log-variance of the "σ² = β" reverse step.
+    pub log_betas: Vec<f32>,
     /// α_t = 1 − β_t.
     pub alphas: Vec<f32>,
     /// ᾱ_t = ∏_{s≤t} α_s.
@@ -145,6 +147,7 @@ impl NoiseSchedule {
         let posterior_variance = |t: usize| betas[t] * (1.0 - abar_prev[t]) / (1.0 - abar[t]);
         Self {
             betas: table(&|t| betas[t]),
+            log_betas: table(&|t| betas[t].ln()),
             alphas: table(&|t| 1.0 - betas[t]),
             alphas_cumprod: table(&|t| abar[t]),
             alphas_cumprod_prev: table(&|t| abar_prev[t]),
@@ -255,6 +258,7 @@ mod tests {
                     let abar_prev = abar;
                     abar *= 1.0 - beta;
                     close(s.betas[t], beta, "β", t);
+                    close(s.log_betas[t], beta.ln(), "ln β", t);
                     close(s.alphas[t], 1.0 - beta, "α", t);
                     close(s.alphas_cumprod[t], abar, "ᾱ", t);
                     close(s.alphas_cumprod_prev[t], abar_prev, "ᾱ_prev", t);

@@ -92,8 +92,8 @@ pub enum WeightsError {
     /// The bytes are not a readable burnpack (truncated, wrong magic, bad header).
     #[error("not a readable weights file: {0}")]
     Format(String),
-    /// A burnpack without this project's metadata.
-    #[error("not a ddpm-rs weights file: metadata key `{0}` is missing")]
+    /// A burnpack without this project's metadata (or with another format's).
+    #[error("not a ddpm-rs weights file: metadata key `{0}` is missing or wrong")]
     MissingMetadata(&'static str),
     /// Written by a newer or older, incompatible layout.
     #[error(
@@ -184,8 +184,26 @@ pub fn to_bytes(
     precision: Precision,
 ) -> Result<Vec<u8>, WeightsError> {
     let adapter = (precision == Precision::F16).then(adapter);
-    // Materialise each tensor once: the checksum and the writer read the same bytes.
-    let tensors = model
+    let config_json =
+        serde_json::to_string(config).map_err(|e| WeightsError::Config(e.to_string()))?;
+    pack(
+        resident_tensors(model, adapter)?,
+        &[
+            (KEY_FORMAT, FORMAT),
+            (KEY_VERSION, &FORMAT_VERSION.to_string()),
+            (KEY_CONFIG, &config_json),
+            (KEY_PRECISION, precision.as_str()),
+        ],
+    )
+}
+
+/// The model's tensors, each read back once, so that the checksum and the writer see the
+/// same bytes.
+fn resident_tensors(
+    model: &Unet,
+    adapter: Option<Box<dyn ModuleAdapter>>,
+) -> Result<Vec<burn_pack::Tensor>, WeightsError> {
+    model
         .collect(None, adapter, false)
         .into_iter()
         .map(|t| {
@@ -194,16 +212,20 @@ pub fn to_bytes(
                 .map_err(|e| WeightsError::Format(e.to_string()))?;
             Ok(burn_pack::Tensor::new(name, dtype, shape, id, bytes))
         })
-        .collect::<Result<Vec<_>, WeightsError>>()?;
+        .collect()
+}
+
+/// A burnpack of `tensors` with their checksum and `metadata` (later entries win).
+fn pack(
+    tensors: Vec<burn_pack::Tensor>,
+    metadata: &[(&str, &str)],
+) -> Result<Vec<u8>, WeightsError> {
     let crc = checksum(&tensors)?;
-    let config_json =
-        serde_json::to_string(config).map_err(|e| WeightsError::Config(e.to_string()))?;
-    let bytes = Writer::new(tensors)
-        .with_metadata(KEY_FORMAT, FORMAT)
-        .with_metadata(KEY_VERSION, &FORMAT_VERSION.to_string())
-        .with_metadata(KEY_CONFIG, &config_json)
-        .with_metadata(KEY_PRECISION, precision.as_str())
-        .with_metadata(KEY_CHECKSUM, &format!("{crc:08x}"))
+    let mut writer = Writer::new(tensors).with_metadata(KEY_CHECKSUM, &format!("{crc:08x}"));
+    for (key, value) in metadata {
+        writer = writer.with_metadata(key, value);
+    }
+    let bytes = writer
         .into_bytes()
         .map_err(|e| WeightsError::Format(e.to_string()))?;
     Ok(bytes.to_vec())
@@ -576,6 +598,19 @@ mod tests {
         assert!(from_bytes_expecting(&bytes, &config, &device).is_ok());
     }
 
+    /// A weights file of `model`'s tensors under `config`'s metadata, with `overrides`.
+    fn file_with(model: &Unet, config: &ModelConfig, overrides: &[(&str, &str)]) -> Vec<u8> {
+        let json = serde_json::to_string(config).expect("json");
+        let mut metadata = vec![
+            (KEY_FORMAT, FORMAT),
+            (KEY_VERSION, "1"),
+            (KEY_CONFIG, json.as_str()),
+            (KEY_PRECISION, "f32"),
+        ];
+        metadata.extend_from_slice(overrides);
+        pack(resident_tensors(model, None).expect("tensors"), &metadata).expect("bytes")
+    }
+
     #[test]
     fn tensors_that_do_not_fit_the_recorded_config_are_rejected() {
         // Weights of one architecture under the metadata of another: every shape is checked.
@@ -583,24 +618,7 @@ mod tests {
         let small = config();
         let mut wide = small.clone();
         wide.unet.dim = 16;
-        let wide_model = wide.unet.init(&device);
-        let tensors = wide_model.collect(None, None, false);
-        let tensors: Vec<burn_pack::Tensor> = tensors
-            .into_iter()
-            .map(|t| {
-                let (name, dtype, shape, id, bytes) = t.into_parts().expect("resident");
-                burn_pack::Tensor::new(name, dtype, shape, id, bytes)
-            })
-            .collect();
-        let crc = checksum(&tensors).expect("crc");
-        let bytes = Writer::new(tensors)
-            .with_metadata(KEY_FORMAT, FORMAT)
-            .with_metadata(KEY_VERSION, "1")
-            .with_metadata(KEY_CONFIG, &serde_json::to_string(&small).expect("json"))
-            .with_metadata(KEY_PRECISION, "f32")
-            .with_metadata(KEY_CHECKSUM, &format!("{crc:08x}"))
-            .into_bytes()
-            .expect("bytes");
+        let bytes = file_with(&wide.unet.init(&device), &small, &[]);
         let err = from_bytes(&bytes, &device).expect_err("shape mismatch");
         let WeightsError::Tensors(msg) = &err else {
             panic!("wrong error: {err}")
@@ -614,41 +632,9 @@ mod tests {
         let config = config();
         let model = config.unet.init(&device);
         let with = |key: &str, value: &str| {
-            let tensors: Vec<burn_pack::Tensor> = model
-                .collect(None, None, false)
-                .into_iter()
-                .map(|t| {
-                    let (name, dtype, shape, id, bytes) = t.into_parts().expect("resident");
-                    burn_pack::Tensor::new(name, dtype, shape, id, bytes)
-                })
-                .collect();
-            let crc = checksum(&tensors).expect("crc");
-            let mut meta = BTreeMap::from([
-                (KEY_FORMAT, FORMAT.to_string()),
-                (KEY_VERSION, "1".to_string()),
-                (KEY_CONFIG, serde_json::to_string(&config).expect("json")),
-                (KEY_PRECISION, "f32".to_string()),
-                (KEY_CHECKSUM, format!("{crc:08x}")),
-            ]);
-            meta.insert(
-                [
-                    KEY_FORMAT,
-                    KEY_VERSION,
-                    KEY_CONFIG,
-                    KEY_PRECISION,
-                    KEY_CHECKSUM,
-                ]
-                .into_iter()
-                .find(|k| *k == key)
-                .expect("known key"),
-                value.to_string(),
-            );
-            let mut writer = Writer::new(tensors);
-            for (k, v) in &meta {
-                writer = writer.with_metadata(k, v);
-            }
-            from_bytes(&writer.into_bytes().expect("bytes"), &device)
+            from_bytes(&file_with(&model, &config, &[(key, value)]), &device).map(|_| ())
         };
+        assert!(with(KEY_VERSION, "1").is_ok());
         assert!(matches!(
             with(KEY_VERSION, "2"),
             Err(WeightsError::Version { .. })
@@ -673,6 +659,13 @@ mod tests {
             with(KEY_CHECKSUM, "zz"),
             Err(WeightsError::MissingMetadata(_))
         ));
-        assert!(with(KEY_CHECKSUM, &format!("{:08x}", 0)).is_err());
+        assert!(matches!(
+            with(KEY_CHECKSUM, "00000000"),
+            Err(WeightsError::Checksum { recorded: 0, .. })
+        ));
+        assert!(matches!(
+            with(KEY_FORMAT, "other"),
+            Err(WeightsError::MissingMetadata(KEY_FORMAT))
+        ));
     }
 }

@@ -51,6 +51,17 @@ impl Denoiser for Gaussian<'_> {
     }
 }
 
+/// Unconditional data N(MU, SIGMA²).
+fn gaussian(diffusion: &GaussianDiffusion) -> Gaussian<'_> {
+    Gaussian {
+        diffusion,
+        means: vec![MU],
+        null_mean: MU,
+        std: SIGMA,
+        conditional: false,
+    }
+}
+
 fn device() -> Device {
     Device::flex()
 }
@@ -124,13 +135,7 @@ fn check(name: &str, values: &[f32], mu: f64, sigma: f64) {
 #[test]
 fn ddpm_and_ddim_recover_the_data_distribution() {
     let diffusion = cosine(1000);
-    let model = Gaussian {
-        diffusion: &diffusion,
-        means: vec![MU],
-        null_mean: MU,
-        std: SIGMA,
-        conditional: false,
-    };
+    let model = gaussian(&diffusion);
     // 32768 samples: the standard error of the std estimate is 0.4 %.
     let request = |seed| SampleRequest {
         seed,
@@ -223,13 +228,7 @@ fn classifier_free_guidance_extrapolates_between_classes() {
 #[test]
 fn same_seed_gives_the_same_samples_and_another_seed_does_not() {
     let diffusion = cosine(50);
-    let model = Gaussian {
-        diffusion: &diffusion,
-        means: vec![MU],
-        null_mean: MU,
-        std: SIGMA,
-        conditional: false,
-    };
+    let model = gaussian(&diffusion);
     let kind = SamplerKind::Ddpm {
         variance: DdpmVariance::Posterior,
     };
@@ -354,13 +353,6 @@ impl Denoiser for WithVariance<'_> {
 fn learned_variance_interpolates_between_beta_tilde_and_beta() {
     // v = 1 selects σ² = β and v = −1 selects σ² = β̃ (Nichol & Dhariwal, eq. 15).
     let diffusion = cosine(40);
-    let gaussian = || Gaussian {
-        diffusion: &diffusion,
-        means: vec![MU],
-        null_mean: MU,
-        std: SIGMA,
-        conditional: false,
-    };
     let request = || SampleRequest {
         seed: 3,
         shape: [2, 1, 4, 4],
@@ -372,8 +364,14 @@ fn learned_variance_interpolates_between_beta_tilde_and_beta() {
             guidance_scale: 1.0,
             clip_denoised: true,
         };
-        let mut sampler =
-            Sampler::new(&diffusion, config, request(), &gaussian(), &device()).expect("valid");
+        let mut sampler = Sampler::new(
+            &diffusion,
+            config,
+            request(),
+            &gaussian(&diffusion),
+            &device(),
+        )
+        .expect("valid");
         while model(&mut sampler) {}
         sampler
             .sample()
@@ -382,10 +380,10 @@ fn learned_variance_interpolates_between_beta_tilde_and_beta() {
             .try_to_vec::<f32>()
             .expect("f32")
     };
-    let plain = gaussian();
+    let plain = gaussian(&diffusion);
     let fixed = |variance| sample(&|s: &mut Sampler| s.step(&plain).is_some(), variance);
-    let high = WithVariance(gaussian(), 1.0);
-    let low = WithVariance(gaussian(), -1.0);
+    let high = WithVariance(gaussian(&diffusion), 1.0);
+    let low = WithVariance(gaussian(&diffusion), -1.0);
     // The fixed variance setting is ignored when the network predicts one.
     let learned_high = sample(
         &|s: &mut Sampler| s.step(&high).is_some(),
@@ -404,13 +402,7 @@ fn learned_variance_interpolates_between_beta_tilde_and_beta() {
 #[test]
 fn every_step_exposes_x_t_and_the_x0_estimate() {
     let diffusion = cosine(20);
-    let model = Gaussian {
-        diffusion: &diffusion,
-        means: vec![MU],
-        null_mean: MU,
-        std: SIGMA,
-        conditional: false,
-    };
+    let model = gaussian(&diffusion);
     let config = SamplerConfig {
         kind: SamplerKind::Ddim { steps: 5, eta: 0.0 },
         ..SamplerConfig::default()

@@ -463,6 +463,33 @@ mod tests {
     }
 
     #[test]
+    fn every_unet_option_round_trips() {
+        let device = device();
+        let mut config = config();
+        config.unet = config
+            .unet
+            .with_dropout(0.1)
+            .with_self_condition(true)
+            .with_learned_variance(true)
+            .with_full_attn(Some(vec![true, true]))
+            .with_init_dim(Some(12));
+        let model = config.unet.init(&device);
+        let bytes = to_bytes(&model, &config, Precision::F32).expect("serialises");
+        let loaded = from_bytes(&bytes, &device).expect("loads");
+        assert_eq!(loaded.config, config);
+        assert_eq!(
+            resident_tensors(&loaded.model, None)
+                .expect("tensors")
+                .len(),
+            resident_tensors(&model, None).expect("tensors").len()
+        );
+        assert_eq!(
+            checksum(&resident_tensors(&loaded.model, None).expect("t")).ok(),
+            checksum(&resident_tensors(&model, None).expect("t")).ok()
+        );
+    }
+
+    #[test]
     fn files_round_trip_atomically_and_are_not_overwritten_by_default() {
         let device = device();
         let config = config();

@@ -15,7 +15,7 @@ pub use config::{UnetConfig, UnetConfigError};
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::diffusion::{Denoiser, Timesteps};
 

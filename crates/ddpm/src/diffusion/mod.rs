@@ -153,6 +153,8 @@ pub struct GaussianDiffusion {
     schedule: NoiseSchedule,
     /// Per-step loss weight that makes every objective L_simple in ε-space (or min-SNR-γ).
     loss_weight: Vec<f32>,
+    /// 1 / √(1/ᾱ_t − 1), the factor of ε recovered from x₀.
+    recip_sqrt_recipm1_alphas_cumprod: Vec<f32>,
 }
 
 impl GaussianDiffusion {
@@ -173,10 +175,16 @@ impl GaussianDiffusion {
                 weight as f32
             })
             .collect();
+        let recip_sqrt_recipm1_alphas_cumprod = schedule
+            .sqrt_recipm1_alphas_cumprod
+            .iter()
+            .map(|c| 1.0 / c)
+            .collect();
         Self {
             config,
             schedule,
             loss_weight,
+            recip_sqrt_recipm1_alphas_cumprod,
         }
     }
 
@@ -219,13 +227,8 @@ impl GaussianDiffusion {
         t: &Timesteps,
         x_start: Tensor<4>,
     ) -> Tensor<4> {
-        let s = &self.schedule;
-        let recip: Vec<f32> = s
-            .sqrt_recipm1_alphas_cumprod
-            .iter()
-            .map(|c| 1.0 / c)
-            .collect();
-        t.scale(&recip, t.scale(&s.sqrt_recip_alphas_cumprod, x_t) - x_start)
+        let scaled = t.scale(&self.schedule.sqrt_recip_alphas_cumprod, x_t) - x_start;
+        t.scale(&self.recip_sqrt_recipm1_alphas_cumprod, scaled)
     }
 
     /// v = √ᾱ_t ε − √(1−ᾱ_t) x₀.

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Side-by-side speed of this project and PyTorch (lucidrains' denoising-diffusion-pytorch) on
+# this machine, for the seed's MNIST U-Net (dim 32, dim_mults 1,2,4, 1×28×28): a training step
+# at batch 64 and one sampling step (network evaluation) at batch 16. Prints JSON lines and the
+# ratio ours ÷ PyTorch. Not part of the test suite: numbers go to BENCHMARKS.md by hand.
+#
+#   bash crates/ddpm/benches/run.sh [STEPS]
+set -euo pipefail
+cd "$(dirname "$0")"
+steps="${1:-5}"
+venv="${BENCH_VENV:-${TMPDIR:-/tmp}/ddpm-bench-venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q torch denoising-diffusion-pytorch==2.3.1
+fi
+threads=$(nproc)
+ours=$(cargo bench -q -p ddpm --bench unet -- "$steps" | grep '^{')
+theirs=$("$venv/bin/python" pytorch_unet.py "$steps" "$threads" | grep '^{')
+echo "$ours"
+echo "$theirs"
+python3 - "$ours" "$theirs" <<'PY'
+import json, sys
+ours = {j["bench"]: j for j in map(json.loads, sys.argv[1].splitlines())}
+theirs = {j["bench"]: j for j in map(json.loads, sys.argv[2].splitlines())}
+for name in ours:
+    a, b = ours[name]["seconds"], theirs[name]["seconds"]
+    print(f"{name}: ours {a:.4f} s, PyTorch {b:.4f} s, ours / PyTorch = {a / b:.2f}")
+PY

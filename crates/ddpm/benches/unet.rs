@@ -1,0 +1,74 @@
+//! Training and sampling speed of the seed's MNIST U-Net on burn's CPU backend (flex).
+//!
+//! `cargo bench -p ddpm --bench unet [-- STEPS]` prints one JSON line per measurement;
+//! `benches/run.sh` runs it beside PyTorch and writes BENCHMARKS.md. Not part of the tests.
+
+use std::time::Instant;
+
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use ddpm::{
+    BetaSchedule, Denoiser, DiffusionConfig, GaussianDiffusion, NoiseSource, Objective, Timesteps,
+    UnetConfig,
+};
+
+fn mnist_unet() -> UnetConfig {
+    UnetConfig::new(32).with_dim_mults(vec![1, 2, 4]).with_channels(1)
+}
+
+fn main() {
+    let steps: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(5);
+    let device = Device::flex();
+    let diffusion = GaussianDiffusion::new(DiffusionConfig {
+        beta_schedule: BetaSchedule::SIGMOID,
+        objective: Objective::PredV,
+        ..DiffusionConfig::default()
+    });
+    let mut rng = NoiseSource::new(0);
+
+    // Training: Algorithm 1 with Adam, batch 64, 1×28×28.
+    let train_device = device.clone().autodiff();
+    let mut model = mnist_unet().init(&train_device);
+    let mut optim = AdamConfig::new().init();
+    let batch = 64;
+    let mut train_step = |model: ddpm::Unet| {
+        let x0 = rng.normal_tensor([batch, 1, 28, 28], &train_device).clamp(-1.0, 1.0);
+        let loss = diffusion.loss(&model, x0, None, &mut rng).loss;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let model = optim.step(8e-5, model, grads);
+        // Wait for the step to finish before the clock is read.
+        let _ = loss.into_scalar::<f32>();
+        model
+    };
+    model = train_step(model); // warm-up
+    let start = Instant::now();
+    for _ in 0..steps {
+        model = train_step(model);
+    }
+    let per_step = start.elapsed().as_secs_f64() / steps as f64;
+    println!(
+        "{{\"bench\":\"train_step\",\"backend\":\"flex\",\"batch\":{batch},\"seconds\":{per_step:.4},\"images_per_second\":{:.2}}}",
+        batch as f64 / per_step
+    );
+
+    // Sampling: one network evaluation of a batch of 16 (one sampler step).
+    let model = mnist_unet().init(&device);
+    let x = NoiseSource::new(1).normal_tensor([16, 1, 28, 28], &device);
+    let eval = |x: Tensor<4>| {
+        let out = model.denoise(x, &Timesteps::All(500), None, None);
+        let _ = out.into_data();
+    };
+    eval(x.clone());
+    let start = Instant::now();
+    let evals = steps * 4;
+    for _ in 0..evals {
+        eval(x.clone());
+    }
+    let per_eval = start.elapsed().as_secs_f64() / evals as f64;
+    println!(
+        "{{\"bench\":\"sampling_step\",\"backend\":\"flex\",\"batch\":16,\"seconds\":{per_eval:.4}}}"
+    );
+}

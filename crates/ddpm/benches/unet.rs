@@ -13,7 +13,9 @@ use ddpm::{
 };
 
 fn mnist_unet() -> UnetConfig {
-    UnetConfig::new(32).with_dim_mults(vec![1, 2, 4]).with_channels(1)
+    UnetConfig::new(32)
+        .with_dim_mults(vec![1, 2, 4])
+        .with_channels(1)
 }
 
 fn main() {
@@ -35,7 +37,9 @@ fn main() {
     let mut optim = AdamConfig::new().init();
     let batch = 64;
     let mut train_step = |model: ddpm::Unet| {
-        let x0 = rng.normal_tensor([batch, 1, 28, 28], &train_device).clamp(-1.0, 1.0);
+        let x0 = rng
+            .normal_tensor([batch, 1, 28, 28], &train_device)
+            .clamp(-1.0, 1.0);
         let loss = diffusion.loss(&model, x0, None, &mut rng).loss;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let model = optim.step(8e-5, model, grads);

@@ -1,6 +1,7 @@
 //! Per-operation profile of the MNIST U-Net's building blocks on burn's CPU backend (flex):
 //! forward and forward+backward time of each layer at the shapes it runs at in a training
-//! step (batch 64), with its FLOP count and the rate it reaches.
+//! step (batch 64), with its FLOP count and the rate it reaches, then LinearAttention at 28×28
+//! taken apart step by step.
 //!
 //! `cargo bench -p ddpm --bench ops [-- REPEATS]`. Not part of the tests.
 
@@ -12,13 +13,17 @@ use burn::tensor::{Device, Distribution, Tensor};
 use ddpm::UnetConfig;
 use ddpm::unet::{Attention, LinearAttention, ResnetBlock, RmsNorm};
 
+/// The fastest of `repeats` runs after a warm-up: the least disturbed by other work on a
+/// shared machine.
 fn time(repeats: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let start = Instant::now();
-    for _ in 0..repeats {
-        f();
-    }
-    start.elapsed().as_secs_f64() / repeats as f64
+    (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 fn report(name: &str, forward: f64, both: f64, flops: f64) {
@@ -157,6 +162,8 @@ fn main() {
         |x| linear.forward(x),
     );
 
+    linear_attention_parts(&device, b, repeats);
+
     let full = Attention::new(128, 4, 32, &device);
     let n = 49.0;
     let full_flops = conv_flops(128.0, 384.0, 1.0, n)
@@ -221,4 +228,86 @@ fn main() {
         "Adam step",
         adam * 1e3
     );
+}
+
+/// LinearAttention(32, heads 4, dim_head 32) at 28×28, one operation at a time, with the shapes
+/// of the real forward pass.
+fn linear_attention_parts(device: &Device, b: usize, repeats: usize) {
+    use burn::tensor::activation::softmax;
+    let (heads, d, n, m) = (4, 32, 784, 4);
+    let rand =
+        |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+    let x = rand([b, 32, 28, 28]);
+    let norm = RmsNorm::new(32, device);
+    let qkv = burn::nn::conv::Conv2dConfig::new([32, 384], [1, 1])
+        .with_bias(false)
+        .init(device);
+    let part = rand([b, heads, d, n]);
+    let mem = rand([1, heads, d, m]);
+    let kv = rand([b, heads, d, n + m]);
+    let ctx = rand([b, heads, d, d]);
+    let projected = rand([b, 384, 28, 28]);
+    let parts: Vec<(&str, Box<dyn Fn() -> Tensor<4> + '_>)> = vec![
+        (
+            "  norm",
+            Box::new(|| norm.forward(x.clone().require_grad())),
+        ),
+        (
+            "  to_qkv 1x1 conv",
+            Box::new(|| qkv.forward(x.clone().require_grad())),
+        ),
+        (
+            "  chunk + reshape to heads",
+            Box::new(|| {
+                let y = projected.clone().require_grad();
+                y.chunk(3, 1).remove(0).reshape([b, heads, d, n])
+            }),
+        ),
+        (
+            "  cat memory k",
+            Box::new(|| {
+                Tensor::cat(
+                    vec![
+                        mem.clone().expand([b, heads, d, m]),
+                        part.clone().require_grad(),
+                    ],
+                    3,
+                )
+            }),
+        ),
+        (
+            "  softmax q over d",
+            Box::new(|| softmax(part.clone().require_grad(), 2)),
+        ),
+        (
+            "  softmax k over n",
+            Box::new(|| softmax(kv.clone().require_grad(), 3)),
+        ),
+        (
+            "  context = k v^T",
+            Box::new(|| kv.clone().require_grad().matmul(kv.clone().swap_dims(2, 3))),
+        ),
+        (
+            "  out = context^T q",
+            Box::new(|| {
+                ctx.clone()
+                    .require_grad()
+                    .swap_dims(2, 3)
+                    .matmul(part.clone().require_grad())
+            }),
+        ),
+    ];
+    for (name, f) in parts {
+        let forward = time(repeats, || {
+            let _ = f().into_data();
+        });
+        let both = time(repeats, || {
+            let _ = f().sum().backward();
+        });
+        println!(
+            "{name:<34} fwd {:>8.2} ms              fwd+bwd {:>8.2} ms",
+            forward * 1e3,
+            both * 1e3
+        );
+    }
 }

@@ -230,6 +230,9 @@ fn main() {
     );
 }
 
+/// One operation under test, building its output from captured inputs.
+type Part<'a> = Box<dyn Fn() -> Tensor<4> + 'a>;
+
 /// LinearAttention(32, heads 4, dim_head 32) at 28×28, one operation at a time, with the shapes
 /// of the real forward pass.
 fn linear_attention_parts(device: &Device, b: usize, repeats: usize) {
@@ -247,7 +250,7 @@ fn linear_attention_parts(device: &Device, b: usize, repeats: usize) {
     let kv = rand([b, heads, d, n + m]);
     let ctx = rand([b, heads, d, d]);
     let projected = rand([b, 384, 28, 28]);
-    let parts: Vec<(&str, Box<dyn Fn() -> Tensor<4> + '_>)> = vec![
+    let parts: Vec<(&str, Part<'_>)> = vec![
         (
             "  norm",
             Box::new(|| norm.forward(x.clone().require_grad())),

@@ -8,7 +8,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Tensor};
 
-use super::blocks::{RmsNorm, conv};
+use super::blocks::{RmsNorm, conv, pointwise};
 
 /// The number of learned memory key/value slots per head (`num_mem_kv = 4`).
 pub const NUM_MEM_KV: usize = 4;
@@ -74,7 +74,7 @@ impl LinearAttention {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, _, h, w] = x.dims();
         let x = self.norm.forward(x);
-        let [q, k, v] = split_heads(self.to_qkv.forward(x), self.heads); // [b, heads, d, n]
+        let [q, k, v] = split_heads(pointwise(&self.to_qkv, x), self.heads); // [b, heads, d, n]
         let dim_head = q.dims()[2];
         let k = Tensor::cat(vec![memory(&self.mem_kv, 0, b), k], 3);
         let v = Tensor::cat(vec![memory(&self.mem_kv, 1, b), v], 3);
@@ -85,7 +85,7 @@ impl LinearAttention {
         let context = k.matmul(v.swap_dims(2, 3)); // [b, heads, d, e]
         let out = context.swap_dims(2, 3).matmul(q); // [b, heads, e, n]
         let out = out.reshape([b, self.heads * dim_head, h, w]);
-        self.to_out_norm.forward(self.to_out.forward(out))
+        self.to_out_norm.forward(pointwise(&self.to_out, out))
     }
 }
 
@@ -126,7 +126,8 @@ impl Attention {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, _, h, w] = x.dims();
         let x = self.norm.forward(x);
-        let [q, k, v] = split_heads(self.to_qkv.forward(x), self.heads).map(|t| t.swap_dims(2, 3)); // [b, heads, n, d]
+        let [q, k, v] =
+            split_heads(pointwise(&self.to_qkv, x), self.heads).map(|t| t.swap_dims(2, 3)); // [b, heads, n, d]
         let dim_head = q.dims()[3];
         let k = Tensor::cat(vec![memory(&self.mem_kv, 0, b), k], 2);
         let v = Tensor::cat(vec![memory(&self.mem_kv, 1, b), v], 2);
@@ -137,7 +138,7 @@ impl Attention {
         let out = out
             .swap_dims(2, 3)
             .reshape([b, self.heads * dim_head, h, w]);
-        self.to_out.forward(out)
+        pointwise(&self.to_out, out)
     }
 }
 

@@ -151,7 +151,7 @@ impl Unet {
         let x = self
             .final_res_block
             .forward(Tensor::cat(vec![x, r], 1), emb);
-        self.final_conv.forward(x)
+        blocks::pointwise(&self.final_conv, x)
     }
 
     /// Image channels.

@@ -320,3 +320,46 @@ fn the_sampler_refuses_shapes_the_unet_cannot_take() {
         Some(SamplerError::NotConditional)
     );
 }
+
+#[test]
+fn pointwise_matmul_equals_the_1x1_convolution_and_its_gradients() {
+    let device = device().autodiff();
+    let conv = blocks::conv(6, 5, 1, true, &device);
+    let x = Tensor::<4>::random(
+        [3, 6, 4, 5],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    )
+    .require_grad();
+    let weights = Tensor::<4>::random(
+        [3, 5, 4, 5],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    // On an autodiff device `pointwise` takes the matmul path; `conv.forward` is the reference.
+    let y_mm = blocks::pointwise(&conv, x.clone());
+    let y_conv = conv.forward(x.clone());
+    let close = |a: Vec<f32>, b: Vec<f32>| {
+        assert_eq!(a.len(), b.len());
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-4 * q.abs().max(1.0), "{p} vs {q}");
+        }
+    };
+    close(values(y_mm.clone()), values(y_conv.clone()));
+    let g_mm = (y_mm * weights.clone()).sum().backward();
+    let g_conv = (y_conv * weights).sum().backward();
+    close(
+        values(x.grad(&g_mm).expect("x grad")),
+        values(x.grad(&g_conv).expect("x grad")),
+    );
+    let w = conv.weight.val();
+    close(
+        values(w.grad(&g_mm).expect("w grad")),
+        values(w.grad(&g_conv).expect("w grad")),
+    );
+    let bias = conv.bias.as_ref().expect("bias").val();
+    close(
+        values(bias.grad(&g_mm).expect("b grad")),
+        values(bias.grad(&g_conv).expect("b grad")),
+    );
+}

@@ -363,3 +363,31 @@ fn pointwise_matmul_equals_the_1x1_convolution_and_its_gradients() {
         values(bias.grad(&g_conv).expect("b grad")),
     );
 }
+
+#[test]
+fn training_and_sampling_paths_compute_the_same_function() {
+    // With gradients recorded, 1×1 convs and the q/k/v projection run as matmuls; without,
+    // as convolutions. `valid()` gives the same weights on the plain device.
+    let plain_device = device();
+    let device = plain_device.clone().autodiff();
+    let unet = small()
+        .with_num_classes(Some(2))
+        .with_self_condition(true)
+        .init(&device);
+    let plain = unet.valid();
+    let x = crate::NoiseSource::new(4).normal_tensor([2, 1, 8, 8], &plain_device);
+    let t = Tensor::<1>::from_data(TensorData::new(vec![3.0f32, 70.0], [2]), &plain_device);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 2], [2]), &plain_device);
+    let reference =
+        values(plain.forward(x.clone(), t.clone(), Some(x.clone()), Some(labels.clone())));
+    let to_ad = |x: Tensor<4>| Tensor::<4>::from_data(x.into_data(), &device);
+    let recorded = values(unet.forward(
+        to_ad(x.clone()).require_grad(),
+        Tensor::from_data(t.into_data(), &device),
+        Some(to_ad(x)),
+        Some(Tensor::from_data(labels.into_data(), &device)),
+    ));
+    for (a, b) in recorded.iter().zip(&reference) {
+        assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+    }
+}

@@ -1,7 +1,9 @@
 //! Training and sampling speed of the seed's MNIST U-Net on burn's CPU backend (flex).
 //!
 //! `cargo bench -p ddpm --bench unet [-- STEPS]` prints one JSON line per measurement;
-//! `benches/run.sh` runs it beside PyTorch and writes BENCHMARKS.md. Not part of the tests.
+//! `benches/run.sh` runs it beside PyTorch. With `--features wgpu` and the argument `wgpu`, the
+//! same measurements run on burn's wgpu backend (lavapipe on a machine without a GPU).
+//! Not part of the tests.
 
 use std::time::Instant;
 
@@ -19,11 +21,13 @@ fn mnist_unet() -> UnetConfig {
 }
 
 fn main() {
-    let steps: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(5);
-    let device = Device::flex();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let steps: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(5);
+    let (device, backend) = if args.iter().any(|a| a == "wgpu") {
+        wgpu_device()
+    } else {
+        (Device::flex(), "flex")
+    };
     let diffusion = GaussianDiffusion::new(DiffusionConfig {
         beta_schedule: BetaSchedule::SIGMOID,
         objective: Objective::PredV,
@@ -57,7 +61,7 @@ fn main() {
         .collect();
     let (mean, fastest) = summary(&times);
     println!(
-        "{{\"bench\":\"train_step\",\"backend\":\"flex\",\"batch\":{batch},\"seconds\":{mean:.4},\"fastest\":{fastest:.4},\"images_per_second\":{:.2}}}",
+        "{{\"bench\":\"train_step\",\"backend\":\"{backend}\",\"batch\":{batch},\"seconds\":{mean:.4},\"fastest\":{fastest:.4},\"images_per_second\":{:.2}}}",
         batch as f64 / mean
     );
 
@@ -78,7 +82,7 @@ fn main() {
         .collect();
     let (mean, fastest) = summary(&times);
     println!(
-        "{{\"bench\":\"sampling_step\",\"backend\":\"flex\",\"batch\":16,\"seconds\":{mean:.4},\"fastest\":{fastest:.4}}}"
+        "{{\"bench\":\"sampling_step\",\"backend\":\"{backend}\",\"batch\":16,\"seconds\":{mean:.4},\"fastest\":{fastest:.4}}}"
     );
 }
 
@@ -87,4 +91,18 @@ fn main() {
 fn summary(times: &[f64]) -> (f64, f64) {
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     (mean, times.iter().copied().fold(f64::INFINITY, f64::min))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> (Device, &'static str) {
+    (
+        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        "wgpu",
+    )
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device() -> (Device, &'static str) {
+    eprintln!("this benchmark was built without the `wgpu` feature");
+    std::process::exit(2)
 }

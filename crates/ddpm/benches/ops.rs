@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
 use ddpm::UnetConfig;
-use ddpm::unet::{Attention, LinearAttention, ResnetBlock, RmsNorm};
+use ddpm::unet::{Attention, LinearAttention, ResnetBlock, RmsNorm, pointwise};
 
 /// The fastest of `repeats` runs after a warm-up: the least disturbed by other work on a
 /// shared machine.
@@ -95,23 +95,19 @@ fn main() {
         );
     }
 
-    // The same 1×1 convolution as a matmul over [batch, c, h·w].
-    let w = Tensor::<2>::random([384, 32], Distribution::Normal(0.0, 0.1), &device).require_grad();
+    // The same 1×1 convolution through `unet::pointwise`, the batched matmul `W·x` the U-Net
+    // uses while gradients are recorded.
+    let conv = burn::nn::conv::Conv2dConfig::new([32, 384], [1, 1]).init(&device);
     profile(
-        "1x1 as matmul 32->384 @28",
+        "1x1 as matmul (pointwise) 32->384",
         &device,
         [b, 32, 28, 28],
         conv_flops(32.0, 384.0, 1.0, 784.0),
         repeats,
-        |x| {
-            let [b, c, h, wd] = x.dims();
-            w.clone()
-                .unsqueeze::<3>()
-                .matmul(x.reshape([b, c, h * wd]))
-                .reshape([b, 384, h, wd])
-        },
+        |x| pointwise(&conv, x),
     );
 
+    let w = Tensor::<2>::random([384, 32], Distribution::Normal(0.0, 0.1), &device).require_grad();
     profile(
         "1x1 as channels-last GEMM 32->384",
         &device,

@@ -36,7 +36,8 @@ fn project_qkv(to_qkv: &Conv2d, x: Tensor<4>, heads: usize) -> [Tensor<4>; 3] {
         };
         [project(0), project(1), project(2)]
     } else {
-        let mut parts = pointwise(to_qkv, x)
+        let mut parts = to_qkv
+            .forward(x)
             .chunk(3, 1)
             .into_iter()
             .map(|part| to_heads(part.reshape([b, hidden, h * w])));

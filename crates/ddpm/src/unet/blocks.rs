@@ -26,7 +26,7 @@ pub(crate) fn conv(
 /// `W · x` over `[batch, c, h·w]`: the same parameters and result, but burn's CPU backend runs
 /// the matmul's backward pass about twice as fast as the convolution's, while the plain
 /// convolution's forward pass is the faster one for sampling (see BENCHMARKS.md).
-pub(crate) fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if !x.device().is_autodiff() {
         return conv.forward(x);
     }

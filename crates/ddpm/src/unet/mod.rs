@@ -9,7 +9,9 @@ mod blocks;
 mod config;
 
 pub use attention::{Attention, LinearAttention, NUM_MEM_KV, StageAttention};
-pub use blocks::{Block, Down, EmbeddingMlp, ResnetBlock, RmsNorm, Up, sinusoidal_embedding};
+pub use blocks::{
+    Block, Down, EmbeddingMlp, ResnetBlock, RmsNorm, Up, pointwise, sinusoidal_embedding,
+};
 pub use config::{UnetConfig, UnetConfigError};
 
 use burn::module::{Module, Param};

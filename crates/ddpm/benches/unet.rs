@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p ddpm --bench unet [-- STEPS]` prints one JSON line per measurement;
 //! `benches/run.sh` runs it beside PyTorch. With `--features wgpu` and the argument `wgpu`, the
-//! same measurements run on burn's wgpu backend (lavapipe on a machine without a GPU).
+//! same measurements run on burn's wgpu backend (lavapipe on a machine without a GPU). The
+//! argument `train` or `sample` runs only that half (for profiling one of them).
 //! Not part of the tests.
 
 use std::time::Instant;
@@ -33,9 +34,23 @@ fn main() {
         objective: Objective::PredV,
         ..DiffusionConfig::default()
     });
-    let mut rng = NoiseSource::new(0);
 
-    // Training: Algorithm 1 with Adam, batch 64, 1×28×28.
+    let only = |half: &str| {
+        !args
+            .iter()
+            .any(|a| (a == "train" || a == "sample") && a != half)
+    };
+    if only("train") {
+        train(&device, backend, &diffusion, steps);
+    }
+    if only("sample") {
+        sample(&device, backend, steps);
+    }
+}
+
+/// Training: Algorithm 1 with Adam, batch 64, 1×28×28.
+fn train(device: &Device, backend: &str, diffusion: &GaussianDiffusion, steps: usize) {
+    let mut rng = NoiseSource::new(0);
     let train_device = device.clone().autodiff();
     let mut model = mnist_unet().init(&train_device);
     let mut optim = AdamConfig::new().init();
@@ -64,10 +79,12 @@ fn main() {
         "{{\"bench\":\"train_step\",\"backend\":\"{backend}\",\"batch\":{batch},\"seconds\":{mean:.4},\"fastest\":{fastest:.4},\"images_per_second\":{:.2}}}",
         batch as f64 / mean
     );
+}
 
-    // Sampling: one network evaluation of a batch of 16 (one sampler step).
-    let model = mnist_unet().init(&device);
-    let x = NoiseSource::new(1).normal_tensor([16, 1, 28, 28], &device);
+/// Sampling: one network evaluation of a batch of 16 (one sampler step).
+fn sample(device: &Device, backend: &str, steps: usize) {
+    let model = mnist_unet().init(device);
+    let x = NoiseSource::new(1).normal_tensor([16, 1, 28, 28], device);
     let eval = || {
         let out = model.denoise(x.clone(), &Timesteps::All(500), None, None);
         let _ = out.into_data();

@@ -46,6 +46,15 @@ fn project_qkv(to_qkv: &Conv2d, x: Tensor<4>, heads: usize) -> [Tensor<4>; 3] {
     }
 }
 
+/// A softmax along `dim` in two parts: the numerator `exp(x − max x)` and the reciprocal of its
+/// sum along `dim` (kept as a size-1 dimension), so that a caller can divide after a matmul.
+fn softmax_parts(x: Tensor<4>, dim: usize) -> (Tensor<4>, Tensor<4>) {
+    let max = x.clone().detach().max_dim(dim);
+    let numerator = (x - max).exp();
+    let recip = numerator.clone().sum_dim(dim).recip();
+    (numerator, recip)
+}
+
 /// One half of `mem_kv` (`0` for keys, `1` for values), repeated over the batch.
 fn memory(mem_kv: &Param<Tensor<4>>, which: usize, batch: usize) -> Tensor<4> {
     let [_, heads, a, b] = mem_kv.val().dims();
@@ -99,12 +108,23 @@ impl LinearAttention {
         let dim_head = q.dims()[2];
         let k = Tensor::cat(vec![memory(&self.mem_kv, 0, b), k], 3);
         let v = Tensor::cat(vec![memory(&self.mem_kv, 1, b), v], 3);
-        // Softmax over features for q, over positions for k.
-        let q = softmax(q, 2).mul_scalar((dim_head as f32).powf(-0.5));
-        let k = softmax(k, 3);
-        // context[d, e] = Σ_n k[d, n] v[e, n]; out[e, n] = Σ_d context[d, e] q[d, n]
-        let context = k.matmul(v.swap_dims(2, 3)); // [b, heads, d, e]
-        let out = context.swap_dims(2, 3).matmul(q); // [b, heads, e, n]
+        let scale = (dim_head as f32).powf(-0.5);
+        // Softmax over features for q, over positions for k, then
+        // context[d, e] = Σ_n k[d, n] v[e, n] and out[e, n] = scale · Σ_d context[d, e] q[d, n].
+        let out = if v.device().is_autodiff() {
+            // Each softmax's division is applied after the matmul it feeds: k's to the small
+            // context (its denominator depends on d only), q's (and the scale) to the output
+            // (its denominator depends on n only). Fewer full-size ops to record and
+            // differentiate than two softmaxes and a scaling.
+            let (q, q_recip) = softmax_parts(q, 2); // [b, heads, d, n], [b, heads, 1, n]
+            let (k, k_recip) = softmax_parts(k, 3); // [b, heads, d, m + n], [b, heads, d, 1]
+            let context = k.matmul(v.swap_dims(2, 3)) * k_recip; // [b, heads, d, e]
+            context.swap_dims(2, 3).matmul(q) * q_recip.mul_scalar(scale) // [b, heads, e, n]
+        } else {
+            // burn's fused softmax is the fastest forward pass.
+            let context = softmax(k, 3).matmul(v.swap_dims(2, 3)).mul_scalar(scale);
+            context.swap_dims(2, 3).matmul(softmax(q, 2))
+        };
         let out = out.reshape([b, self.heads * dim_head, h, w]);
         self.to_out_norm.forward(pointwise(&self.to_out, out))
     }

@@ -62,10 +62,21 @@ impl RmsNorm {
     /// # Shapes
     /// - `x` and the output: `[batch, dim, height, width]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let dim = x.dims()[1] as f32;
-        // F.normalize divides by max(‖x‖₂, 1e-12) over the channels.
+        Self::normalize(x) * self.gain()
+    }
+
+    /// `F.normalize(x, dim = 1)`: `x / max(‖x‖₂, 1e-12)` over the channels. It multiplies by
+    /// the reciprocal of the (channel-reduced, so small) norm: a full-size product has a
+    /// cheaper backward pass than a full-size quotient.
+    pub fn normalize(x: Tensor<4>) -> Tensor<4> {
         let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
-        (x / norm) * self.g.val().mul_scalar(dim.sqrt())
+        x * norm.recip()
+    }
+
+    /// The per-channel factor `g · sqrt(dim)`, `[1, dim, 1, 1]`.
+    pub fn gain(&self) -> Tensor<4> {
+        let dim = self.g.dims()[1] as f32;
+        self.g.val().mul_scalar(dim.sqrt())
     }
 }
 
@@ -135,10 +146,14 @@ impl Block {
     /// - `x`: `[batch, dim, h, w]`; `scale_shift`: two `[batch, dim_out, 1, 1]`;
     ///   output: `[batch, dim_out, h, w]`
     fn forward(&self, x: Tensor<4>, scale_shift: Option<(Tensor<4>, Tensor<4>)>) -> Tensor<4> {
-        let mut x = self.norm.forward(self.proj.forward(x));
-        if let Some((scale, shift)) = scale_shift {
-            x = x * scale.add_scalar(1.0) + shift;
-        }
+        let x = RmsNorm::normalize(self.proj.forward(x));
+        // The norm's gain and the FiLM scale are both per channel: multiply them first (on a
+        // `[batch, dim_out, 1, 1]` tensor) and apply the product once.
+        let gain = self.norm.gain();
+        let x = match scale_shift {
+            Some((scale, shift)) => x * (gain * scale.add_scalar(1.0)) + shift,
+            None => x * gain,
+        };
         let x = silu(x);
         match &self.dropout {
             Some(dropout) => dropout.forward(x),

@@ -10,11 +10,13 @@
 //! - [`unet`]: lucidrains' U-Net, module for module.
 //! - [`vlb`]: the variational-bound terms that train a learned variance.
 //! - [`noise`]: seeded noise that is identical on every device.
+//! - [`ema`]: the exponential moving average of the weights that gets sampled.
 //! - [`weights`]: one self-describing file holding the configuration and the weights.
 //!
 //! The crate enables no burn backend: pass any [`burn::tensor::Device`].
 
 pub mod diffusion;
+pub mod ema;
 pub mod noise;
 pub mod sampler;
 pub mod schedule;
@@ -23,6 +25,7 @@ pub mod vlb;
 pub mod weights;
 
 pub use diffusion::{Denoiser, DiffusionConfig, GaussianDiffusion, Objective, Timesteps};
+pub use ema::Ema;
 pub use noise::NoiseSource;
 pub use sampler::{DdpmVariance, SampleRequest, Sampler, SamplerConfig, SamplerKind, Step};
 pub use schedule::{BetaSchedule, NoiseSchedule};

@@ -1,0 +1,207 @@
+//! Checkpoints that survive a crash at any moment: each is a folder `step-NNNNNNNNN` written
+//! under a temporary name, every file fsynced, then renamed into place in one atomic step (and
+//! the parent folder fsynced). A crash leaves at worst a `.tmp` folder, which is ignored and
+//! cleared, never a half-written checkpoint under a real name; the last `keep` are kept.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::data::BatchOrder;
+
+/// The files of one checkpoint.
+pub const MODEL: &str = "model.bpk";
+/// The EMA weights.
+pub const EMA: &str = "ema.bpk";
+/// Adam's moments and step counts.
+pub const OPTIMIZER: &str = "optimizer.bpk";
+/// [`TrainingState`] as JSON.
+pub const STATE: &str = "state.json";
+
+const PREFIX: &str = "step-";
+const TMP_SUFFIX: &str = ".tmp";
+
+/// Everything besides tensors that a resumed run needs to continue exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingState {
+    /// Optimiser steps completed.
+    pub step: usize,
+    /// The diffusion noise stream (timesteps, noise, label dropout).
+    pub noise: ddpm::NoiseState,
+    /// Where the data order stands.
+    pub order: BatchOrder,
+    /// The model's configuration, to rebuild it before loading the weights.
+    pub model: ddpm::ModelConfig,
+    /// Class names of the training data (index = label).
+    pub class_names: Vec<String>,
+}
+
+/// Writes a checkpoint for `state.step` into `dir` atomically, then keeps the newest `keep`.
+pub fn write(
+    dir: &Path,
+    state: &TrainingState,
+    files: &[(&str, &[u8])],
+    keep: usize,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let name = format!("{PREFIX}{:09}", state.step);
+    let target = dir.join(&name);
+    if target.exists() {
+        return Ok(target); // this step is already saved
+    }
+    let tmp = dir.join(format!(".{name}{TMP_SUFFIX}"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("{}: cannot remove", tmp.display()))?;
+    }
+    let result = (|| -> Result<()> {
+        std::fs::create_dir(&tmp)?;
+        let json = serde_json::to_vec_pretty(state)?;
+        for (file, bytes) in files.iter().copied().chain([(STATE, json.as_slice())]) {
+            let mut f = File::create(tmp.join(file))?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        sync_dir(&tmp)?;
+        std::fs::rename(&tmp, &target)?;
+        sync_dir(dir)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e)
+            .with_context(|| format!("{}: cannot write checkpoint {name}", dir.display()));
+    }
+    prune(dir, keep)?;
+    Ok(target)
+}
+
+/// The newest complete checkpoint in `dir`, if any. Leftover temporary folders are removed.
+pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
+    {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(TMP_SUFFIX))
+        {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("{}: cannot remove", path.display()))?;
+        }
+    }
+    Ok(list(dir)?.pop())
+}
+
+/// Reads a checkpoint's state and the named file.
+pub fn read_state(checkpoint: &Path) -> Result<TrainingState> {
+    let path = checkpoint.join(STATE);
+    let text = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_slice(&text)
+        .with_context(|| format!("{}: not a training state", path.display()))
+}
+
+/// One file of a checkpoint.
+pub fn read_file(checkpoint: &Path, file: &str) -> Result<Vec<u8>> {
+    let path = checkpoint.join(file);
+    std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))
+}
+
+/// Complete checkpoints, oldest first.
+fn list(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found: Vec<(usize, PathBuf)> = Vec::new();
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
+    {
+        let path = entry?.path();
+        let step = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(step) = step
+            && path.join(STATE).is_file()
+        {
+            found.push((step, path));
+        }
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+fn prune(dir: &Path, keep: usize) -> Result<()> {
+    if keep == 0 {
+        bail!("keep must be at least 1");
+    }
+    let all = list(dir)?;
+    for old in &all[..all.len().saturating_sub(keep)] {
+        std::fs::remove_dir_all(old)
+            .with_context(|| format!("{}: cannot remove", old.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes a rename or a new file in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: usize) -> TrainingState {
+        TrainingState {
+            step,
+            noise: ddpm::NoiseSource::new(1).state(),
+            order: BatchOrder::new(2),
+            model: ddpm::ModelConfig {
+                unet: ddpm::UnetConfig::new(8),
+                diffusion: ddpm::DiffusionConfig::default(),
+                image_size: [8, 8],
+            },
+            class_names: vec![],
+        }
+    }
+
+    #[test]
+    fn writes_atomically_keeps_the_newest_and_ignores_leftovers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ckpt = dir.path().join("checkpoints");
+        for step in [10, 20, 30, 40] {
+            write(&ckpt, &state(step), &[(MODEL, &[step as u8; 4])], 2).expect("write");
+        }
+        // A crash mid-write leaves a temporary folder and maybe a folder without its state.
+        std::fs::create_dir_all(ckpt.join(".step-000000050.tmp")).expect("tmp");
+        std::fs::create_dir_all(ckpt.join("step-000000060")).expect("incomplete");
+        let latest = latest(&ckpt).expect("list").expect("one");
+        assert!(latest.ends_with("step-000000040"));
+        assert_eq!(read_state(&latest).expect("state"), state(40));
+        assert_eq!(read_file(&latest, MODEL).expect("model"), vec![40u8; 4]);
+        assert!(!ckpt.join(".step-000000050.tmp").exists());
+        let kept: Vec<_> = list(&ckpt).expect("list");
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept[0].ends_with("step-000000030"));
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_previous_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ckpt = dir.path().join("checkpoints");
+        write(&ckpt, &state(1), &[(MODEL, b"good")], 3).expect("write");
+        // A file name that cannot be created makes the second write fail half-way.
+        let err = write(&ckpt, &state(2), &[(MODEL, b"x"), ("no/such/dir", b"y")], 3)
+            .expect_err("must fail");
+        assert!(err.to_string().contains("step-000000002"), "{err}");
+        let latest = latest(&ckpt).expect("list").expect("one");
+        assert!(latest.ends_with("step-000000001"));
+        assert_eq!(read_file(&latest, MODEL).expect("model"), b"good");
+        assert_eq!(std::fs::read_dir(&ckpt).expect("dir").count(), 1);
+    }
+}

@@ -1,0 +1,437 @@
+//! The training configuration: one TOML file (every key optional, unknown keys refused), then
+//! `--set section.key=value` overrides and the dedicated flags on top. The effective result is
+//! written into the run folder as `config.toml`.
+
+use anyhow::{Context, Result, bail};
+use ddpm::{BetaSchedule, DiffusionConfig, Objective, UnetConfig};
+use serde::{Deserialize, Serialize};
+
+/// Everything `train` needs besides the run folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// What to train on.
+    pub data: DataConfig,
+    /// The U-Net.
+    pub model: ModelSection,
+    /// The diffusion process.
+    pub diffusion: DiffusionSection,
+    /// Adam and its schedule.
+    pub optim: OptimConfig,
+    /// The moving average that gets sampled and exported.
+    pub ema: EmaConfig,
+    /// Length, seed and the rhythm of checkpoints and samples.
+    pub run: RunConfig,
+}
+
+/// The training images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `mnist` (embedded), or a path to a folder of images, IDX files or CIFAR-10 batches.
+    pub source: String,
+    /// Side of the square training images.
+    pub image_size: usize,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: usize,
+    /// Random horizontal flips (off for digits).
+    pub flip: bool,
+    /// Fail on an undecodable image instead of skipping it.
+    pub strict: bool,
+    /// Train a class-conditional model when the data has labels.
+    pub class_conditional: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            source: crate::data::EMBEDDED_MNIST.into(),
+            image_size: 28,
+            channels: 1,
+            flip: false,
+            strict: false,
+            class_conditional: true,
+        }
+    }
+}
+
+/// The U-Net's hyper-parameters (lucidrains' names); channels and classes come from the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// Base width.
+    pub dim: usize,
+    /// Width multiplier per resolution level.
+    pub dim_mults: Vec<usize>,
+    /// Feed the previous x̂₀ back in (self-conditioning).
+    pub self_condition: bool,
+    /// Also learn the reverse-process variance (hybrid loss).
+    pub learned_variance: bool,
+    /// Dropout in each ResNet block.
+    pub dropout: f64,
+    /// Attention heads.
+    pub attn_heads: usize,
+    /// Channels per head.
+    pub attn_dim_head: usize,
+    /// Full attention per level (default: the innermost only).
+    pub full_attn: Option<Vec<bool>>,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            dim: 32,
+            dim_mults: vec![1, 2, 4],
+            self_condition: false,
+            learned_variance: false,
+            dropout: 0.0,
+            attn_heads: 4,
+            attn_dim_head: 32,
+            full_attn: None,
+        }
+    }
+}
+
+impl ModelSection {
+    /// The U-Net for `channels` and, when conditional, `num_classes`.
+    pub fn unet(&self, channels: usize, num_classes: Option<usize>) -> UnetConfig {
+        UnetConfig::new(self.dim)
+            .with_dim_mults(self.dim_mults.clone())
+            .with_channels(channels)
+            .with_self_condition(self.self_condition)
+            .with_learned_variance(self.learned_variance)
+            .with_dropout(self.dropout)
+            .with_attn_heads(self.attn_heads)
+            .with_attn_dim_head(self.attn_dim_head)
+            .with_full_attn(self.full_attn.clone())
+            .with_num_classes(num_classes)
+    }
+}
+
+/// The diffusion process; defaults are the paper's (T = 1000, linear β, ε).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiffusionSection {
+    /// T.
+    pub timesteps: usize,
+    /// `{ kind = "linear" }`, `{ kind = "cosine", s = 0.008 }` or
+    /// `{ kind = "sigmoid", start = -3, end = 3, tau = 1 }`.
+    pub beta_schedule: BetaSchedule,
+    /// `pred_noise`, `pred_x0` or `pred_v`.
+    pub objective: Objective,
+    /// Min-SNR-γ weighting (e.g. 5), off when absent.
+    pub min_snr_gamma: Option<f64>,
+    /// Offset-noise strength (0 = off).
+    pub offset_noise_strength: f64,
+    /// Label dropout for classifier-free guidance.
+    pub cond_drop_prob: f64,
+    /// λ of the hybrid loss with a learned variance.
+    pub vb_loss_weight: f64,
+}
+
+impl Default for DiffusionSection {
+    fn default() -> Self {
+        Self::from(DiffusionConfig::default())
+    }
+}
+
+impl From<DiffusionConfig> for DiffusionSection {
+    fn from(c: DiffusionConfig) -> Self {
+        Self {
+            timesteps: c.timesteps,
+            beta_schedule: c.beta_schedule,
+            objective: c.objective,
+            min_snr_gamma: c.min_snr_gamma,
+            offset_noise_strength: c.offset_noise_strength,
+            cond_drop_prob: c.cond_drop_prob,
+            vb_loss_weight: c.vb_loss_weight,
+        }
+    }
+}
+
+impl From<&DiffusionSection> for DiffusionConfig {
+    fn from(s: &DiffusionSection) -> Self {
+        Self {
+            timesteps: s.timesteps,
+            beta_schedule: s.beta_schedule,
+            objective: s.objective,
+            min_snr_gamma: s.min_snr_gamma,
+            offset_noise_strength: s.offset_noise_strength,
+            cond_drop_prob: s.cond_drop_prob,
+            vb_loss_weight: s.vb_loss_weight,
+        }
+    }
+}
+
+/// How the learning rate decays after the warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decay {
+    /// Stay at `lr`.
+    Constant,
+    /// Cosine from `lr` down to `lr · min_lr_ratio` at the last step.
+    Cosine,
+}
+
+/// Adam, the learning-rate schedule, clipping and accumulation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Images per optimiser step (split into `accumulation` micro-batches).
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are summed before each step.
+    pub accumulation: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Adam's β₁, β₂.
+    pub betas: [f32; 2],
+    /// Steps of linear warm-up from 0 to `lr`.
+    pub warmup_steps: usize,
+    /// After the warm-up.
+    pub decay: Decay,
+    /// Floor of the cosine decay, as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Clip the gradient's global L2 norm to this (absent = no clipping).
+    pub grad_clip: Option<f32>,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            accumulation: 1,
+            lr: 2e-4,
+            betas: [0.9, 0.99],
+            warmup_steps: 200,
+            decay: Decay::Constant,
+            min_lr_ratio: 0.1,
+            grad_clip: Some(1.0),
+        }
+    }
+}
+
+impl OptimConfig {
+    /// The learning rate of optimiser step `step` (1-based) of `total`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        if step <= self.warmup_steps {
+            return self.lr * step as f64 / self.warmup_steps.max(1) as f64;
+        }
+        match self.decay {
+            Decay::Constant => self.lr,
+            Decay::Cosine => {
+                let span = total.saturating_sub(self.warmup_steps).max(1) as f64;
+                let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+                let floor = self.lr * self.min_lr_ratio;
+                floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
+}
+
+/// The exponential moving average of the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmaConfig {
+    /// The decay it warms up to.
+    pub decay: f64,
+    /// Update every this many optimiser steps.
+    pub every: usize,
+    /// Warm-up power: decay = 1 − (1 + step)^(−power), capped at `decay`.
+    pub power: f64,
+}
+
+impl Default for EmaConfig {
+    fn default() -> Self {
+        Self {
+            decay: 0.995,
+            every: 10,
+            power: 0.75,
+        }
+    }
+}
+
+/// The run's length and rhythm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Optimiser steps in all.
+    pub steps: usize,
+    /// Seeds the weights, the data order and the diffusion noise.
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (and on Ctrl-C).
+    pub checkpoint_every: usize,
+    /// Checkpoints kept.
+    pub keep: usize,
+    /// Write a sample grid and the loss curve every this many steps (0 = only at the end).
+    pub sample_every: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            steps: 10_000,
+            seed: 0,
+            checkpoint_every: 500,
+            keep: 3,
+            sample_every: 1000,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Parses TOML text (every key optional) and applies `key=value` overrides, where the key is
+    /// a dotted path such as `optim.lr` and the value a TOML literal (bare words are strings).
+    pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        for item in overrides {
+            let (key, value) = item
+                .split_once('=')
+                .with_context(|| format!("override `{item}` is not KEY=VALUE"))?;
+            set(&mut table, key.trim(), parse_value(value.trim()))
+                .with_context(|| format!("override `{item}`"))?;
+        }
+        let config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).context("cannot write the configuration as TOML")
+    }
+
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let o = &self.optim;
+        if o.batch_size == 0 || o.accumulation == 0 || o.batch_size % o.accumulation != 0 {
+            bail!(
+                "optim.batch_size ({}) must be a positive multiple of optim.accumulation ({})",
+                o.batch_size,
+                o.accumulation
+            );
+        }
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            bail!("optim.lr must be a positive number, got {}", o.lr);
+        }
+        if o.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+            bail!("optim.betas must be in [0, 1), got {:?}", o.betas);
+        }
+        if o.grad_clip.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+            bail!("optim.grad_clip must be a positive number when set");
+        }
+        if !(0.0..=1.0).contains(&o.min_lr_ratio) {
+            bail!(
+                "optim.min_lr_ratio must be in [0, 1], got {}",
+                o.min_lr_ratio
+            );
+        }
+        if !(0.0..1.0).contains(&self.ema.decay) || self.ema.every == 0 || self.ema.power <= 0.0 {
+            bail!("ema.decay must be in [0, 1), ema.every ≥ 1 and ema.power > 0");
+        }
+        let r = &self.run;
+        if r.steps == 0 || r.checkpoint_every == 0 || r.keep == 0 {
+            bail!("run.steps, run.checkpoint_every and run.keep must be at least 1");
+        }
+        if self.diffusion.timesteps == 0 {
+            bail!("diffusion.timesteps must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.diffusion.cond_drop_prob) {
+            bail!("diffusion.cond_drop_prob must be in [0, 1)");
+        }
+        Ok(())
+    }
+}
+
+/// A TOML literal, or the text itself as a string.
+fn parse_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+fn set(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().filter(|k| !k.is_empty()).context("empty key")?;
+    let mut node = table;
+    for part in parts {
+        let entry = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry
+            .as_table_mut()
+            .with_context(|| format!("`{part}` is a value, not a section"))?;
+    }
+    node.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults_and_round_trips() {
+        let config = TrainConfig::from_toml("", &[]).expect("defaults");
+        assert_eq!(config, TrainConfig::default());
+        let text = config.to_toml().expect("toml");
+        assert_eq!(TrainConfig::from_toml(&text, &[]).expect("again"), config);
+    }
+
+    #[test]
+    fn overrides_apply_on_top_of_the_file() {
+        let text =
+            "[optim]\nlr = 0.001\n[diffusion]\nbeta_schedule = { kind = \"cosine\", s = 0.008 }\n";
+        let sets = [
+            "optim.lr=3e-4".to_string(),
+            "data.source=some/folder".to_string(),
+            "model.dim_mults=[1, 2]".to_string(),
+        ];
+        let config = TrainConfig::from_toml(text, &sets).expect("parse");
+        assert_eq!(config.optim.lr, 3e-4);
+        assert_eq!(config.data.source, "some/folder");
+        assert_eq!(config.model.dim_mults, vec![1, 2]);
+        assert_eq!(config.diffusion.beta_schedule, BetaSchedule::COSINE);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        let err = TrainConfig::from_toml("[optim]\nlearning_rate = 1\n", &[])
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("learning_rate"), "{err}");
+        let err = TrainConfig::from_toml(
+            "",
+            &["optim.batch_size=10".into(), "optim.accumulation=3".into()],
+        )
+        .expect_err("indivisible")
+        .to_string();
+        assert!(err.contains("accumulation"), "{err}");
+        let err = TrainConfig::from_toml("", &["nokey".into()])
+            .expect_err("no =")
+            .to_string();
+        assert!(err.contains("KEY=VALUE"), "{err}");
+        let err = TrainConfig::from_toml("[run]\nsteps = \"many\"\n", &[])
+            .expect_err("type")
+            .to_string();
+        assert!(err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn the_learning_rate_warms_up_then_decays() {
+        let mut o = OptimConfig {
+            lr: 1.0,
+            warmup_steps: 10,
+            ..OptimConfig::default()
+        };
+        assert_eq!(o.lr_at(5, 100), 0.5);
+        assert_eq!(o.lr_at(50, 100), 1.0);
+        o.decay = Decay::Cosine;
+        assert!((o.lr_at(10, 100) - 1.0).abs() < 1e-12);
+        assert!((o.lr_at(55, 100) - 0.55).abs() < 1e-12); // halfway: floor + half the span
+        assert!((o.lr_at(100, 100) - 0.1).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,259 @@
+//! Training images: the embedded MNIST-10k, IDX files (MNIST, Fashion-MNIST), CIFAR-10 binary
+//! batches, or any folder of images. Every source ends as the same [`Dataset`]: bytes at the
+//! training size and channel count, with optional class labels.
+
+mod cifar;
+mod folder;
+mod idx;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, Tensor, TensorData};
+use ddpm::NoiseSource;
+use image::imageops::FilterType;
+use image::{DynamicImage, GrayImage, RgbImage};
+use serde::{Deserialize, Serialize};
+
+/// The name that selects the embedded digits.
+pub const EMBEDDED_MNIST: &str = "mnist";
+
+const MNIST_IMAGES: &[u8] = include_bytes!("../../../../data/mnist-10k/images-idx3-ubyte.gz");
+const MNIST_LABELS: &[u8] = include_bytes!("../../../../data/mnist-10k/labels-idx1-ubyte.gz");
+
+/// How images become training tensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shaping {
+    /// Side of the square training images.
+    pub image_size: usize,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: usize,
+    /// Fail on the first image that does not decode instead of skipping it.
+    pub strict: bool,
+}
+
+/// Images at the training size, `[n, channels, size, size]` bytes, with optional labels.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// All pixels, image after image, channel-major.
+    pub pixels: Vec<u8>,
+    /// 1 or 3.
+    pub channels: usize,
+    /// Side in pixels.
+    pub size: usize,
+    /// One class per image, when the source has them.
+    pub labels: Option<Vec<usize>>,
+    /// The class names (index = label), when the source has labels.
+    pub class_names: Vec<String>,
+}
+
+impl Dataset {
+    /// The number of images.
+    pub fn len(&self) -> usize {
+        self.pixels.len() / self.image_len()
+    }
+
+    fn image_len(&self) -> usize {
+        self.channels * self.size * self.size
+    }
+
+    /// The number of classes, when labelled.
+    pub fn num_classes(&self) -> Option<usize> {
+        self.labels.as_ref().map(|_| self.class_names.len())
+    }
+
+    /// A batch of the given images scaled to `[-1, 1]`, horizontally flipped where `flips` says.
+    pub fn batch(&self, indices: &[usize], flips: &[bool], device: &Device) -> Tensor<4> {
+        let (len, side) = (self.image_len(), self.size);
+        let mut values = Vec::with_capacity(indices.len() * len);
+        for (&i, &flip) in indices.iter().zip(flips) {
+            let image = &self.pixels[i * len..(i + 1) * len];
+            for row in image.chunks(side) {
+                let to_value = |&p: &u8| f32::from(p) / 127.5 - 1.0;
+                if flip {
+                    values.extend(row.iter().rev().map(to_value));
+                } else {
+                    values.extend(row.iter().map(to_value));
+                }
+            }
+        }
+        let shape = [indices.len(), self.channels, side, side];
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    /// The labels of the given images.
+    pub fn labels_of(&self, indices: &[usize]) -> Option<Vec<usize>> {
+        self.labels
+            .as_ref()
+            .map(|labels| indices.iter().map(|&i| labels[i]).collect())
+    }
+}
+
+/// Loads `source`: [`EMBEDDED_MNIST`], or a path to IDX files, CIFAR-10 batches or a folder of
+/// images (recognised by their names).
+pub fn load(source: &str, shaping: &Shaping) -> Result<Dataset> {
+    if !matches!(shaping.channels, 1 | 3) {
+        bail!("channels must be 1 or 3, got {}", shaping.channels);
+    }
+    if shaping.image_size < 4 {
+        bail!("image size must be at least 4, got {}", shaping.image_size);
+    }
+    let raw = if source == EMBEDDED_MNIST {
+        idx::from_bytes(MNIST_IMAGES, MNIST_LABELS, "embedded MNIST-10k")?
+    } else {
+        let path = Path::new(source);
+        if !path.exists() {
+            bail!("data `{source}` does not exist (give a folder or file, or `{EMBEDDED_MNIST}`)");
+        }
+        if let Some(images) = idx::find(path)? {
+            idx::load(&images)?
+        } else if let Some(batches) = cifar::find(path)? {
+            cifar::load(&batches)?
+        } else if path.is_dir() {
+            return folder::load(path, shaping);
+        } else {
+            bail!(
+                "{}: not an IDX file (`*-idx3-ubyte[.gz]`), a CIFAR-10 batch (`*.bin`) or a folder",
+                path.display()
+            );
+        }
+    };
+    Ok(raw.shape(shaping))
+}
+
+/// Decoded images before shaping: all the same size and channel count.
+struct RawImages {
+    images: Vec<DynamicImage>,
+    labels: Option<Vec<usize>>,
+    class_names: Vec<String>,
+}
+
+impl RawImages {
+    fn shape(self, shaping: &Shaping) -> Dataset {
+        let mut pixels = Vec::new();
+        for image in &self.images {
+            pixels.extend(to_training_pixels(image, shaping));
+        }
+        Dataset {
+            pixels,
+            channels: shaping.channels,
+            size: shaping.image_size,
+            labels: self.labels,
+            class_names: self.class_names,
+        }
+    }
+}
+
+/// One image as channel-major bytes at the training size: transparent pixels composited on
+/// white, resized so the shorter side fits and centre-cropped, grayscale or RGB.
+fn to_training_pixels(image: &DynamicImage, shaping: &Shaping) -> Vec<u8> {
+    let side = shaping.image_size as u32;
+    let rgb = if image.color().has_alpha() {
+        let rgba = image.to_rgba8();
+        let mut rgb = RgbImage::new(rgba.width(), rgba.height());
+        for (out, px) in rgb.pixels_mut().zip(rgba.pixels()) {
+            let a = f32::from(px[3]) / 255.0;
+            for c in 0..3 {
+                out[c] = (f32::from(px[c]) * a + 255.0 * (1.0 - a)).round() as u8;
+            }
+        }
+        DynamicImage::ImageRgb8(rgb)
+    } else {
+        image.clone()
+    };
+    let fitted = if rgb.width() == side && rgb.height() == side {
+        rgb
+    } else {
+        rgb.resize_to_fill(side, side, FilterType::Triangle)
+    };
+    if shaping.channels == 1 {
+        let gray: GrayImage = fitted.to_luma8();
+        gray.into_raw()
+    } else {
+        let rgb = fitted.to_rgb8();
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        let raw = rgb.into_raw();
+        (0..3)
+            .flat_map(|c| (0..w * h).map(move |p| (c, p)))
+            .map(|(c, p)| raw[p * 3 + c])
+            .collect()
+    }
+}
+
+/// The order in which a run visits the images: a fresh permutation per epoch, determined by
+/// the seed and the epoch alone, so a resumed run sees the same batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchOrder {
+    /// The run's data seed.
+    pub seed: u64,
+    /// Completed passes over the data.
+    pub epoch: u64,
+    /// Images of this epoch already used.
+    pub cursor: usize,
+}
+
+impl BatchOrder {
+    /// The start of epoch 0.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            epoch: 0,
+            cursor: 0,
+        }
+    }
+
+    /// The next `batch` image indices (crossing into the next epoch when needed) and, for
+    /// each, whether to flip it (`flip_prob` 0 never flips).
+    pub fn next(&mut self, len: usize, batch: usize, flip_prob: f64) -> (Vec<usize>, Vec<bool>) {
+        let mut indices = Vec::with_capacity(batch);
+        while indices.len() < batch {
+            if self.cursor >= len {
+                self.epoch += 1;
+                self.cursor = 0;
+            }
+            let order = self.permutation(len);
+            let take = (batch - indices.len()).min(len - self.cursor);
+            indices.extend_from_slice(&order[self.cursor..self.cursor + take]);
+            self.cursor += take;
+        }
+        let mut coin =
+            NoiseSource::new(self.seed ^ 0x5eed_f11b ^ (self.epoch << 32) ^ self.cursor as u64);
+        let flips = indices.iter().map(|_| coin.bernoulli(flip_prob)).collect();
+        (indices, flips)
+    }
+
+    fn permutation(&self, len: usize) -> Vec<usize> {
+        let mut rng = NoiseSource::new(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.epoch);
+        let mut order: Vec<usize> = (0..len).collect();
+        for i in (1..len).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        order
+    }
+}
+
+fn decode_error_message(count: usize, first: Option<String>) -> Option<String> {
+    first.map(|first| {
+        format!("skipped {count} file(s) that are not images the image crate reads (first: {first}); pass --strict to fail instead")
+    })
+}
+
+/// Reads a whole file, gunzipping when its name ends in `.gz`.
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        gunzip(&bytes).with_context(|| format!("{}: not a valid gzip file", path.display()))
+    } else {
+        Ok(bytes)
+    }
+}
+
+fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,78 @@
+//! Where the tensors live: a GPU through burn's wgpu backend (Vulkan, Metal, DX12), or burn's
+//! CPU backend (flex). `auto` prefers a real GPU and falls back to the CPU with a notice.
+
+use anyhow::Result;
+use burn::tensor::Device;
+use clap::ValueEnum;
+
+/// `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// A GPU through wgpu when there is one, else the CPU.
+    Auto,
+    /// wgpu, whatever adapter it finds (also a software one such as lavapipe).
+    Wgpu,
+    /// burn's CPU backend.
+    Cpu,
+}
+
+/// The chosen device and a line saying what it is.
+pub struct Selected {
+    /// Where tensors go.
+    pub device: Device,
+    /// e.g. `wgpu: NVIDIA H200 (Vulkan)` or `cpu (flex)`.
+    pub description: String,
+}
+
+/// Picks the device; prints a notice when `auto` falls back to the CPU.
+pub fn select(choice: DeviceChoice) -> Result<Selected> {
+    let cpu = || Selected {
+        device: Device::flex(),
+        description: "cpu (flex)".into(),
+    };
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu()),
+        DeviceChoice::Wgpu => gpu::init(true),
+        DeviceChoice::Auto => match gpu::init(false) {
+            Ok(selected) => Ok(selected),
+            Err(why) => {
+                eprintln!("notice: no GPU ({why:#}); training on the CPU");
+                Ok(cpu())
+            }
+        },
+    }
+}
+
+#[cfg(feature = "wgpu")]
+mod gpu {
+    use anyhow::{Result, bail};
+    use burn::tensor::Device;
+    use burn::tensor::wgpu::wgpu::DeviceType;
+
+    use super::Selected;
+
+    /// Initialises wgpu; unless `accept_software`, a CPU adapter (lavapipe, SwiftShader) counts
+    /// as no GPU, since burn's CPU backend is faster than a rasteriser on the same cores.
+    pub(super) fn init(accept_software: bool) -> Result<Selected> {
+        let (device, setup) = Device::wgpu_options().init_with_setup()?;
+        let info = setup.adapter.get_info();
+        if info.device_type == DeviceType::Cpu && !accept_software {
+            bail!("only the software adapter `{}`", info.name);
+        }
+        Ok(Selected {
+            device,
+            description: format!("wgpu: {} ({:?})", info.name, info.backend),
+        })
+    }
+}
+
+#[cfg(not(feature = "wgpu"))]
+mod gpu {
+    use anyhow::{Result, bail};
+
+    use super::Selected;
+
+    pub(super) fn init(_accept_software: bool) -> Result<Selected> {
+        bail!("this build has no wgpu backend (build with `--features wgpu`)")
+    }
+}

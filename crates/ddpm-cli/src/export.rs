@@ -1,0 +1,203 @@
+//! `ddpm export` (the EMA weights as the file the browser loads, a JSON model card beside it,
+//! optionally safetensors) and `ddpm info`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::store::ModuleSnapshot;
+use burn::tensor::{DType, Device};
+use ddpm::weights::{self, Precision};
+use ddpm::{ModelConfig, Unet};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint;
+use crate::config::TrainConfig;
+use crate::sample::load_model;
+
+/// `ddpm export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// A run folder (its newest checkpoint's EMA weights) or a weights file.
+    pub model: PathBuf,
+    /// The weights file to write; the model card goes beside it as `<name>.json`.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Store the tensors as 16-bit floats (half the size).
+    #[arg(long)]
+    pub f16: bool,
+    /// Also write the weights as safetensors (f32) here.
+    #[arg(long, value_name = "FILE")]
+    pub safetensors: Option<PathBuf>,
+    /// Overwrite files that exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `ddpm info`.
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// A weights file or a run folder.
+    pub model: PathBuf,
+}
+
+/// What `export` writes beside the weights: enough to use and to trust them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// The weights file's name (in the same folder).
+    pub weights: String,
+    /// SHA-256 of the weights file, hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// `f32` or `f16`.
+    pub precision: Precision,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// The network, the diffusion (schedule, objective, T) and the image size.
+    pub config: ModelConfig,
+    /// What it was trained on (`data.source`), when known.
+    pub dataset: Option<String>,
+    /// Class names, index = label (empty for unconditional models).
+    pub class_names: Vec<String>,
+    /// Optimiser steps trained, when known.
+    pub steps_trained: Option<usize>,
+}
+
+/// Runs `ddpm export`.
+pub fn run(args: &ExportArgs) -> Result<()> {
+    let card_path = args.out.with_extension("json");
+    let mut outputs = vec![args.out.clone(), card_path.clone()];
+    outputs.extend(args.safetensors.clone());
+    for out in &outputs {
+        if out.exists() && !args.force {
+            bail!("{}: exists; pass --force to overwrite it", out.display());
+        }
+    }
+    let device = Device::flex();
+    let (model, config) = load_model(&args.model, &device)?;
+    let (dataset, class_names, steps_trained) = provenance(&args.model)?;
+    let precision = if args.f16 {
+        Precision::F16
+    } else {
+        Precision::F32
+    };
+    weights::save(&model, &config, precision, &args.out, args.force)?;
+    let bytes = std::fs::read(&args.out)
+        .with_context(|| format!("{}: cannot read back", args.out.display()))?;
+    let card = ModelCard {
+        weights: args
+            .out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sha256: hex(&Sha256::digest(&bytes)),
+        bytes: bytes.len() as u64,
+        precision,
+        parameters: model.num_params(),
+        config,
+        dataset,
+        class_names,
+        steps_trained,
+    };
+    let json = serde_json::to_string_pretty(&card)? + "\n";
+    std::fs::write(&card_path, json)
+        .with_context(|| format!("{}: cannot write", card_path.display()))?;
+    if let Some(path) = &args.safetensors {
+        std::fs::write(path, safetensors_bytes(&model, &card.config)?)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    eprintln!(
+        "wrote {} ({} bytes, {:?}, sha256 {}) and {}",
+        args.out.display(),
+        card.bytes,
+        precision,
+        card.sha256,
+        card_path.display()
+    );
+    Ok(())
+}
+
+/// Dataset, class names and steps of a run folder; nothing for a weights file.
+fn provenance(source: &Path) -> Result<(Option<String>, Vec<String>, Option<usize>)> {
+    if !source.is_dir() {
+        return Ok((None, Vec::new(), None));
+    }
+    let ckpt = checkpoint::latest(&source.join("checkpoints"))?
+        .with_context(|| format!("{}: no checkpoint", source.display()))?;
+    let state = checkpoint::read_state(&ckpt)?;
+    let dataset = std::fs::read_to_string(source.join("config.toml"))
+        .ok()
+        .and_then(|text| TrainConfig::from_toml(&text, &[]).ok())
+        .map(|c| c.data.source);
+    Ok((dataset, state.class_names, Some(state.step)))
+}
+
+/// The model's tensors as safetensors (f32), named by module path, with the configuration in
+/// the metadata under `ddpm.config`.
+fn safetensors_bytes(model: &Unet, config: &ModelConfig) -> Result<Vec<u8>> {
+    let mut tensors = Vec::new();
+    for snapshot in model.collect(None, None, false) {
+        let (name, dtype, shape, _, bytes) = snapshot
+            .into_parts()
+            .map_err(|e| anyhow::anyhow!("cannot read tensor: {e}"))?;
+        if dtype != DType::F32 {
+            bail!("{name}: unexpected dtype {dtype:?}");
+        }
+        tensors.push((name, shape.as_slice().to_vec(), bytes.to_vec()));
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([("ddpm.config".to_string(), serde_json::to_string(config)?)]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| anyhow::anyhow!("safetensors: {e}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs `ddpm info`.
+pub fn info(args: &InfoArgs) -> Result<()> {
+    let device = Device::flex();
+    let (precision, size) = if args.model.is_file() {
+        let bytes = std::fs::read(&args.model)
+            .with_context(|| format!("{}: cannot read", args.model.display()))?;
+        let (_, precision) = weights::read_config(&bytes)?;
+        (Some(precision), Some(bytes.len()))
+    } else {
+        (None, None)
+    };
+    let (model, config) = load_model(&args.model, &device)?;
+    println!("{}", args.model.display());
+    if let Some(size) = size {
+        println!("  size        {size} bytes");
+    }
+    if let Some(precision) = precision {
+        println!("  precision   {precision:?}");
+    }
+    println!("  parameters  {}", model.num_params());
+    println!(
+        "  image       {}×{}×{}",
+        config.unet.channels, config.image_size[0], config.image_size[1]
+    );
+    println!(
+        "  classes     {}",
+        config
+            .unet
+            .num_classes
+            .map_or("none".into(), |c| c.to_string())
+    );
+    println!(
+        "  config      {}",
+        serde_json::to_string_pretty(&config)?.replace('\n', "\n              ")
+    );
+    Ok(())
+}

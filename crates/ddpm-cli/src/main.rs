@@ -1,0 +1,53 @@
+//! `ddpm`: train a DDPM on a GPU (burn's wgpu backend) or the CPU, sample from it, export its
+//! weights for the browser, and inspect weights files.
+
+mod checkpoint;
+mod config;
+mod data;
+mod device;
+mod export;
+mod picture;
+mod sample;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Denoising diffusion probabilistic models (Ho et al. 2020): train, sample, export.
+#[derive(Debug, Parser)]
+#[command(name = "ddpm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a model into a run folder (resumes one that has checkpoints).
+    Train(train::TrainArgs),
+    /// Generate images from a run folder or a weights file.
+    Sample(sample::SampleArgs),
+    /// Write the EMA weights for the browser, with a model card (and safetensors).
+    Export(export::ExportArgs),
+    /// Print a weights file's configuration, parameter count and size.
+    Info(export::InfoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Sample(args) => sample::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Info(args) => export::info(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the context chain, outermost first.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! `ddpm sample`: images from a run folder or an exported weights file, as a PNG grid, single
+//! PNGs and an animated GIF of the trajectory (x_t beside the predicted x̂₀).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Tensor};
+use clap::ValueEnum;
+use ddpm::{
+    DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler, SamplerConfig,
+    SamplerKind, Unet,
+};
+
+use crate::checkpoint;
+use crate::device::{self, DeviceChoice};
+use crate::picture::{self, Batch};
+
+/// `--sampler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SamplerChoice {
+    /// Ancestral sampling through all T steps (Algorithm 2).
+    Ddpm,
+    /// DDIM over `--steps` steps.
+    Ddim,
+}
+
+/// `ddpm sample`.
+#[derive(Debug, clap::Args)]
+pub struct SampleArgs {
+    /// A run folder (its newest checkpoint's EMA weights) or an exported weights file.
+    pub model: PathBuf,
+    /// The PNG grid to write.
+    #[arg(long, short, default_value = "samples.png")]
+    pub out: PathBuf,
+    /// The reverse process.
+    #[arg(long, value_enum, default_value = "ddim")]
+    pub sampler: SamplerChoice,
+    /// DDIM steps (DDPM always takes T).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// DDIM's η (0 = deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Fixes every random draw: the same seed gives the same images.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// How many images.
+    #[arg(long, short, default_value_t = 16)]
+    pub n: usize,
+    /// The class of every image (class-conditional models); without it the images cycle
+    /// through the classes.
+    #[arg(long)]
+    pub class: Option<usize>,
+    /// Sample a class-conditional model without a class (its null class).
+    #[arg(long, conflicts_with = "class")]
+    pub unconditional: bool,
+    /// Classifier-free guidance scale (1 = none).
+    #[arg(long, default_value_t = 1.0)]
+    pub guidance: f64,
+    /// Columns of the grid (default: a square).
+    #[arg(long)]
+    pub columns: Option<usize>,
+    /// Also write the trajectory as an animated GIF here.
+    #[arg(long, value_name = "FILE")]
+    pub gif: Option<PathBuf>,
+    /// Put every k-th step into the GIF.
+    #[arg(long, default_value_t = 5)]
+    pub gif_every: usize,
+    /// Also write each image as its own PNG into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub png_dir: Option<PathBuf>,
+    /// Overwrite output files that exist.
+    #[arg(long)]
+    pub force: bool,
+    /// Where to sample.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// What to sample, independent of where the model came from.
+#[derive(Debug, Clone)]
+pub struct SampleOptions {
+    /// Sampler, guidance, clipping.
+    pub sampler: SamplerConfig,
+    /// Seed, shape (batch filled in from `n`) and classes.
+    pub seed: u64,
+    /// Number of images.
+    pub n: usize,
+    /// One class per image, or `None`.
+    pub classes: Option<Vec<usize>>,
+    /// Grid columns.
+    pub columns: usize,
+}
+
+impl SampleOptions {
+    /// The training run's preview: DDIM-50, seed 0, each class in turn with guidance 3.
+    pub fn preview(n: usize, num_classes: Option<usize>) -> Self {
+        Self {
+            sampler: SamplerConfig {
+                kind: SamplerKind::Ddim {
+                    steps: 50,
+                    eta: 0.0,
+                },
+                guidance_scale: if num_classes.is_some() { 3.0 } else { 1.0 },
+                ..SamplerConfig::default()
+            },
+            seed: 0,
+            n,
+            classes: num_classes.map(|c| (0..n).map(|i| i % c).collect()),
+            columns: num_classes.unwrap_or_else(|| picture::square_columns(n)),
+        }
+    }
+}
+
+/// A model from a run folder (newest checkpoint, EMA weights) or a weights file.
+pub fn load_model(path: &Path, device: &Device) -> Result<(Unet, ModelConfig)> {
+    if path.is_dir() {
+        let ckpt = checkpoint::latest(&path.join("checkpoints"))?
+            .with_context(|| format!("{}: no checkpoint in this run folder", path.display()))?;
+        let state = checkpoint::read_state(&ckpt)?;
+        let bytes = checkpoint::read_file(&ckpt, checkpoint::EMA)?;
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.join(checkpoint::EMA).display()))?;
+        let model = state
+            .model
+            .unet
+            .try_init(device)?
+            .try_load_record(record)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
+        Ok((model, state.model))
+    } else if path.is_file() {
+        let loaded = ddpm::weights::load(path, device)?;
+        Ok((loaded.model, loaded.config))
+    } else {
+        bail!("{}: no such run folder or weights file", path.display())
+    }
+}
+
+/// Samples and writes the grid PNG (used by `train` for its previews).
+pub fn grid_to_file(
+    model: &Unet,
+    config: &ModelConfig,
+    options: &SampleOptions,
+    device: &Device,
+    path: &Path,
+) -> Result<()> {
+    let (images, _) = sample(model, config, options, device, None)?;
+    picture::save_png(&images.grid(options.columns), path)
+}
+
+/// Runs the sampler to the end; with `every`, also returns a frame (x_t beside x̂₀) every k
+/// steps and at the last one.
+pub fn sample(
+    model: &Unet,
+    config: &ModelConfig,
+    options: &SampleOptions,
+    device: &Device,
+    every: Option<usize>,
+) -> Result<(Batch, Vec<image::RgbImage>)> {
+    let diffusion = GaussianDiffusion::new(config.diffusion.clone());
+    let [height, width] = config.image_size;
+    let channels = config.unet.channels;
+    let request = SampleRequest {
+        seed: options.seed,
+        shape: [options.n, channels, height, width],
+        classes: options.classes.clone(),
+    };
+    let mut sampler = Sampler::new(&diffusion, options.sampler, request, model, device)?;
+    let total = sampler.total_steps();
+    let read = |t: &Tensor<4>| -> Result<Batch> {
+        let values = t
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("cannot read the images back: {e:?}"))?;
+        Ok(Batch {
+            values,
+            n: options.n,
+            channels,
+            height,
+            width,
+        })
+    };
+    let columns = options.columns;
+    let mut frames = Vec::new();
+    while let Some(step) = sampler.step(model) {
+        if let Some(k) = every {
+            let done = sampler.steps_done();
+            if done % k.max(1) == 0 || done == total {
+                let x = read(&step.x)?.grid(columns);
+                let x0 = read(&step.x_start)?.grid(columns);
+                frames.push(picture::side_by_side(&x, &x0));
+            }
+        }
+    }
+    Ok((read(sampler.sample())?, frames))
+}
+
+/// Runs `ddpm sample`.
+pub fn run(args: &SampleArgs) -> Result<()> {
+    if args.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    if args.gif_every == 0 {
+        bail!("--gif-every must be at least 1");
+    }
+    let mut outputs = vec![args.out.clone()];
+    outputs.extend(args.gif.clone());
+    for out in &outputs {
+        if out.exists() && !args.force {
+            bail!("{}: exists; pass --force to overwrite it", out.display());
+        }
+    }
+    let selected = device::select(args.device)?;
+    let (model, config) = load_model(&args.model, &selected.device)?;
+    let classes = match (config.unet.num_classes, args.class, args.unconditional) {
+        (None, Some(_), _) => bail!("--class: {} is not class-conditional", args.model.display()),
+        (None, None, _) | (Some(_), None, true) => None,
+        (Some(c), Some(k), _) if k >= c => {
+            bail!(
+                "--class {k}: {} has classes 0..{}",
+                args.model.display(),
+                c - 1
+            )
+        }
+        (Some(_), Some(k), _) => Some(vec![k; args.n]),
+        (Some(c), None, false) => Some((0..args.n).map(|i| i % c).collect()),
+    };
+    let kind = match args.sampler {
+        SamplerChoice::Ddpm => SamplerKind::Ddpm {
+            variance: DdpmVariance::Posterior,
+        },
+        SamplerChoice::Ddim => SamplerKind::Ddim {
+            steps: args.steps,
+            eta: args.eta,
+        },
+    };
+    let options = SampleOptions {
+        sampler: SamplerConfig {
+            kind,
+            guidance_scale: args.guidance,
+            ..SamplerConfig::default()
+        },
+        seed: args.seed,
+        n: args.n,
+        classes,
+        columns: args
+            .columns
+            .unwrap_or_else(|| picture::square_columns(args.n)),
+    };
+    let every = args.gif.as_ref().map(|_| args.gif_every);
+    let (images, frames) = sample(&model, &config, &options, &selected.device, every)?;
+    picture::save_png(&images.grid(options.columns), &args.out)?;
+    if let Some(gif) = &args.gif {
+        picture::save_gif(&frames, 80, gif)?;
+    }
+    if let Some(dir) = &args.png_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        for i in 0..images.n {
+            let path = dir.join(format!("{i:04}.png"));
+            if path.exists() && !args.force {
+                bail!("{}: exists; pass --force to overwrite it", path.display());
+            }
+            picture::save_png(&images.image(i), &path)?;
+        }
+    }
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}

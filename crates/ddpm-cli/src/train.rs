@@ -1,0 +1,514 @@
+//! `ddpm train`: Algorithm 1 with Adam, EMA, checkpoints that survive crashes, and resume.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams};
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device};
+use ddpm::ema::warmup_decay;
+use ddpm::{Ema, GaussianDiffusion, ModelConfig, NoiseSource, Unet};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint::{self, TrainingState};
+use crate::config::TrainConfig;
+use crate::data::{self, BatchOrder, Dataset, Shaping};
+use crate::device::{self, DeviceChoice};
+use crate::sample::{self, SampleOptions};
+
+/// `ddpm train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The run folder: created if new; a folder with checkpoints is resumed from the latest.
+    pub run_dir: PathBuf,
+    /// Continue the run in RUN_DIR (an error when it has no checkpoint).
+    #[arg(long)]
+    pub resume: bool,
+    /// Start over in an existing run folder, deleting its checkpoints and samples.
+    #[arg(long)]
+    pub force: bool,
+    /// A TOML configuration file (every key optional).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override a configuration key, e.g. `--set optim.lr=1e-4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// `mnist` (embedded), or a folder of images, IDX files or CIFAR-10 batches.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Optimiser steps (`run.steps`).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Images per step (`optim.batch_size`).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate (`optim.lr`).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed of the weights, data order and noise (`run.seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Side of the training images (`data.image_size`).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// 1 (grayscale) or 3 (RGB) (`data.channels`).
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Random horizontal flips (`data.flip`).
+    #[arg(long)]
+    pub flip: bool,
+    /// Fail on an image that does not decode (`data.strict`).
+    #[arg(long)]
+    pub strict: bool,
+    /// Checkpoint every N steps (`run.checkpoint_every`).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Sample grid every N steps (`run.sample_every`).
+    #[arg(long)]
+    pub sample_every: Option<usize>,
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+impl TrainArgs {
+    /// The configuration file (if any) with `--set` and the flags on top.
+    fn config(&self) -> Result<TrainConfig> {
+        let text = match &self.config {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read the configuration", path.display()))?,
+            None => String::new(),
+        };
+        let mut sets = self.sets.clone();
+        let mut flag = |key: &str, value: Option<String>| {
+            if let Some(v) = value {
+                sets.push(format!("{key}={v}"));
+            }
+        };
+        flag("data.source", self.data.as_ref().map(|d| format!("{d:?}")));
+        flag("run.steps", self.steps.map(|v| v.to_string()));
+        flag("optim.batch_size", self.batch_size.map(|v| v.to_string()));
+        flag("optim.lr", self.lr.map(|v| format!("{v:e}")));
+        flag("run.seed", self.seed.map(|v| v.to_string()));
+        flag("data.image_size", self.image_size.map(|v| v.to_string()));
+        flag("data.channels", self.channels.map(|v| v.to_string()));
+        flag("data.flip", self.flip.then(|| "true".into()));
+        flag("data.strict", self.strict.then(|| "true".into()));
+        flag(
+            "run.checkpoint_every",
+            self.checkpoint_every.map(|v| v.to_string()),
+        );
+        flag("run.sample_every", self.sample_every.map(|v| v.to_string()));
+        let what = self
+            .config
+            .as_ref()
+            .map_or("configuration".into(), |p| p.display().to_string());
+        TrainConfig::from_toml(&text, &sets).with_context(|| what)
+    }
+}
+
+/// The files of a run folder.
+pub struct RunDir(PathBuf);
+
+impl RunDir {
+    /// Checkpoint folders.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.0.join("checkpoints")
+    }
+    fn config(&self) -> PathBuf {
+        self.0.join("config.toml")
+    }
+    fn metrics(&self) -> PathBuf {
+        self.0.join("metrics.csv")
+    }
+    fn samples(&self) -> PathBuf {
+        self.0.join("samples")
+    }
+}
+
+/// Runs `ddpm train`.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let run = RunDir(args.run_dir.clone());
+    let wanted = args.config()?;
+    let latest = if args.force {
+        None
+    } else {
+        checkpoint::latest(&run.checkpoints())?
+    };
+    if args.resume && latest.is_none() {
+        bail!("{}: no checkpoint to resume from", run.0.display());
+    }
+    let config = match &latest {
+        Some(_) => resumed_config(&run, args, wanted)?,
+        None => {
+            prepare_new_run(&run, args.force)?;
+            let text = wanted.to_toml()?;
+            std::fs::write(run.config(), text)
+                .with_context(|| format!("{}: cannot write", run.config().display()))?;
+            wanted
+        }
+    };
+
+    let selected = device::select(args.device)?;
+    let shaping = Shaping {
+        image_size: config.data.image_size,
+        channels: config.data.channels,
+        strict: config.data.strict,
+    };
+    let dataset = data::load(&config.data.source, &shaping)?;
+    Trainer::new(config, dataset, selected.device, &run, latest.as_deref())?
+        .train(&run, &selected.description)
+}
+
+/// On resume the saved configuration rules; only the step count may grow.
+fn resumed_config(run: &RunDir, args: &TrainArgs, wanted: TrainConfig) -> Result<TrainConfig> {
+    let path = run.config();
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut saved =
+        TrainConfig::from_toml(&text, &[]).with_context(|| path.display().to_string())?;
+    let changes_something = args.config.is_some()
+        || !args.sets.is_empty()
+        || args.data.is_some()
+        || args.batch_size.is_some()
+        || args.lr.is_some()
+        || args.seed.is_some()
+        || args.image_size.is_some()
+        || args.channels.is_some()
+        || args.flip
+        || args.strict
+        || args.checkpoint_every.is_some()
+        || args.sample_every.is_some();
+    if changes_something {
+        let mut compare = wanted.clone();
+        compare.run.steps = saved.run.steps;
+        if compare != saved {
+            bail!(
+                "{}: this run was started with another configuration ({}); only --steps may change on resume (or pass --force to start over)",
+                run.0.display(),
+                path.display()
+            );
+        }
+    }
+    if let Some(steps) = args.steps {
+        saved.run.steps = steps;
+        std::fs::write(&path, saved.to_toml()?)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    Ok(saved)
+}
+
+/// Creates the run folder; refuses a non-empty one unless `force` (which clears what a run
+/// writes, and nothing else).
+fn prepare_new_run(run: &RunDir, force: bool) -> Result<()> {
+    let dir = &run.0;
+    if dir.exists() {
+        if !dir.is_dir() {
+            bail!("{}: exists and is not a folder", dir.display());
+        }
+        let ours = [
+            run.checkpoints(),
+            run.samples(),
+            run.config(),
+            run.metrics(),
+        ];
+        let entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("{}: cannot list", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        let foreign: Vec<&PathBuf> = entries.iter().filter(|p| !ours.contains(p)).collect();
+        if !foreign.is_empty() {
+            bail!(
+                "{}: the folder holds other files ({}); give an empty or new run folder",
+                dir.display(),
+                foreign[0].display()
+            );
+        }
+        if !entries.is_empty() && !force {
+            bail!(
+                "{}: holds a run without a checkpoint; pass --force to start it over",
+                dir.display()
+            );
+        }
+        for path in &entries {
+            if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            }
+            .with_context(|| format!("{}: cannot remove", path.display()))?;
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create the run folder", dir.display()))?;
+    std::fs::create_dir_all(run.samples())
+        .with_context(|| format!("{}: cannot create", run.samples().display()))?;
+    Ok(())
+}
+
+struct Trainer {
+    config: TrainConfig,
+    dataset: Dataset,
+    device: Device,
+    model_config: ModelConfig,
+    diffusion: GaussianDiffusion,
+    model: Unet,
+    ema: Ema<Unet>,
+    optim: burn::optim::ModuleOptimizer,
+    noise: NoiseSource,
+    order: BatchOrder,
+    step: usize,
+}
+
+impl Trainer {
+    fn new(
+        config: TrainConfig,
+        dataset: Dataset,
+        device: Device,
+        run: &RunDir,
+        latest: Option<&Path>,
+    ) -> Result<Self> {
+        let num_classes = if config.data.class_conditional {
+            dataset.num_classes()
+        } else {
+            None
+        };
+        let model_config = ModelConfig {
+            unet: config.model.unet(dataset.channels, num_classes),
+            diffusion: (&config.diffusion).into(),
+            image_size: [dataset.size; 2],
+        };
+        model_config.validate()?;
+        let train_device = device.clone().autodiff();
+        train_device.seed(config.run.seed);
+        let mut model = model_config.unet.try_init(&train_device)?;
+        let mut ema = Ema::new(&model);
+        let mut adam = AdamConfig::new()
+            .with_beta_1(config.optim.betas[0])
+            .with_beta_2(config.optim.betas[1]);
+        if let Some(norm) = config.optim.grad_clip {
+            adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(norm)));
+        }
+        let mut optim = adam.init();
+        let mut noise = NoiseSource::new(config.run.seed);
+        let mut order = BatchOrder::new(config.run.seed);
+        let mut step = 0;
+        if let Some(ckpt) = latest {
+            let state = checkpoint::read_state(ckpt)?;
+            if state.model != model_config {
+                bail!(
+                    "{}: the checkpoint's model differs from the one this data and configuration make ({} in {})",
+                    ckpt.display(),
+                    ddpm::weights::config_diff(&state.model, &model_config)
+                        .first()
+                        .map_or("?".into(), |d| format!(
+                            "{} is {} there, {} here",
+                            d.field, d.file, d.expected
+                        )),
+                    run.0.display()
+                );
+            }
+            let record = |file: &str| -> Result<ModuleRecord> {
+                let bytes = checkpoint::read_file(ckpt, file)?;
+                ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.join(file).display()))
+            };
+            model = model
+                .try_load_record(record(checkpoint::MODEL)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
+            let ema_model = model
+                .valid()
+                .try_load_record(record(checkpoint::EMA)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
+            ema = Ema::from_model(ema_model);
+            let bytes = checkpoint::read_file(ckpt, checkpoint::OPTIMIZER)?;
+            optim = optim
+                .from_bytes(Bytes::from_bytes_vec(bytes))
+                .map_err(|e| {
+                    anyhow::anyhow!("{}: {e}", ckpt.join(checkpoint::OPTIMIZER).display())
+                })?;
+            noise = NoiseSource::from_state(&state.noise)
+                .with_context(|| format!("{}: bad noise state", ckpt.display()))?;
+            order = state.order;
+            step = state.step;
+        }
+        let diffusion = GaussianDiffusion::new(model_config.diffusion.clone());
+        Ok(Self {
+            config,
+            dataset,
+            device,
+            model_config,
+            diffusion,
+            model,
+            ema,
+            optim,
+            noise,
+            order,
+            step,
+        })
+    }
+
+    fn train(mut self, run: &RunDir, device_name: &str) -> Result<()> {
+        let total = self.config.run.steps;
+        let interrupted = Arc::new(AtomicBool::new(false));
+        {
+            let flag = interrupted.clone();
+            // A second handler cannot be installed (tests run several trainings per process).
+            let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+        }
+        let mut metrics = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run.metrics())
+            .with_context(|| format!("{}: cannot open", run.metrics().display()))?;
+        if metrics.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+            writeln!(metrics, "step,loss,lr,images_per_second,seconds")?;
+        }
+        eprintln!(
+            "training {} parameters on {device_name}: {} images{}, steps {}..{total}",
+            self.model.num_params(),
+            self.dataset.len(),
+            self.model_config
+                .unet
+                .num_classes
+                .map_or(String::new(), |n| format!(" in {n} classes")),
+            self.step + 1
+        );
+        let bar = ProgressBar::new(total as u64).with_position(self.step as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let started = Instant::now();
+        let mut smoothed: Option<f64> = None;
+        while self.step < total {
+            let step_started = Instant::now();
+            let loss = self.optimizer_step()?;
+            if !loss.is_finite() {
+                bar.abandon();
+                bail!(
+                    "step {}: the loss is {loss}; stopped, the last good checkpoint is kept in {} (lower optim.lr or set optim.grad_clip)",
+                    self.step,
+                    run.checkpoints().display()
+                );
+            }
+            let rate = self.config.optim.batch_size as f64 / step_started.elapsed().as_secs_f64();
+            let s = smoothed.map_or(f64::from(loss), |s| 0.98 * s + 0.02 * f64::from(loss));
+            smoothed = Some(s);
+            writeln!(
+                metrics,
+                "{},{loss},{:e},{rate:.2},{:.3}",
+                self.step,
+                self.config.optim.lr_at(self.step, total),
+                started.elapsed().as_secs_f64()
+            )?;
+            bar.set_position(self.step as u64);
+            bar.set_message(format!("loss {s:.4} {rate:.1} img/s"));
+            let stop = interrupted.load(Ordering::SeqCst);
+            if self.step % self.config.run.checkpoint_every == 0 || self.step == total || stop {
+                self.save_checkpoint(run)?;
+            }
+            let every = self.config.run.sample_every;
+            if (every > 0 && self.step % every == 0) || self.step == total {
+                bar.suspend(|| self.write_samples(run))?;
+            }
+            if stop {
+                bar.abandon_with_message("interrupted");
+                eprintln!(
+                    "stopped at step {}; continue with `ddpm train {}`",
+                    self.step,
+                    run.0.display()
+                );
+                return Ok(());
+            }
+        }
+        bar.finish_with_message(format!("done in {:.0?}", started.elapsed()));
+        Ok(())
+    }
+
+    /// One optimiser step over `accumulation` micro-batches; returns the mean loss.
+    fn optimizer_step(&mut self) -> Result<f32> {
+        let optim_config = &self.config.optim;
+        let micro = optim_config.batch_size / optim_config.accumulation;
+        let train_device = self.device.clone().autodiff();
+        let mut accumulator = GradientsAccumulator::<Unet>::new();
+        let mut total = 0.0f32;
+        for _ in 0..optim_config.accumulation {
+            let flip = if self.config.data.flip { 0.5 } else { 0.0 };
+            let (indices, flips) = self.order.next(self.dataset.len(), micro, flip);
+            let x0 = self.dataset.batch(&indices, &flips, &train_device);
+            let classes = self
+                .model_config
+                .unet
+                .num_classes
+                .and(self.dataset.labels_of(&indices));
+            let out = self
+                .diffusion
+                .loss(&self.model, x0, classes.as_deref(), &mut self.noise);
+            let loss = out.loss.div_scalar(optim_config.accumulation as f32);
+            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            accumulator.accumulate(&self.model, grads);
+            total += loss.into_scalar::<f32>();
+        }
+        self.step += 1;
+        let lr = optim_config.lr_at(self.step, self.config.run.steps);
+        self.model = self.optim.step(lr, self.model.clone(), accumulator.grads());
+        let ema = &self.config.ema;
+        if self.step % ema.every == 0 {
+            self.ema
+                .update(&self.model, warmup_decay(self.step, ema.power, ema.decay));
+        }
+        Ok(total)
+    }
+
+    fn save_checkpoint(&self, run: &RunDir) -> Result<()> {
+        let bytes = |m: &Unet| -> Result<Vec<u8>> {
+            Ok(m.clone()
+                .into_record()
+                .into_bytes()
+                .map_err(|e| anyhow::anyhow!("cannot serialise the weights: {e}"))?
+                .to_vec())
+        };
+        let model = bytes(&self.model)?;
+        let ema = bytes(self.ema.model())?;
+        let optim = self
+            .optim
+            .into_bytes()
+            .map_err(|e| anyhow::anyhow!("cannot serialise the optimiser: {e}"))?
+            .to_vec();
+        let state = TrainingState {
+            step: self.step,
+            noise: self.noise.state(),
+            order: self.order.clone(),
+            model: self.model_config.clone(),
+            class_names: self.dataset.class_names.clone(),
+        };
+        let files = [
+            (checkpoint::MODEL, model.as_slice()),
+            (checkpoint::EMA, ema.as_slice()),
+            (checkpoint::OPTIMIZER, optim.as_slice()),
+        ];
+        checkpoint::write(&run.checkpoints(), &state, &files, self.config.run.keep)?;
+        Ok(())
+    }
+
+    fn write_samples(&self, run: &RunDir) -> Result<()> {
+        let n = self.model_config.unet.num_classes.map_or(16, |c| c * 4);
+        let options = SampleOptions::preview(n, self.model_config.unet.num_classes);
+        let path = run.samples().join(format!("step-{:09}.png", self.step));
+        sample::grid_to_file(
+            self.ema.model(),
+            &self.model_config,
+            &options,
+            &self.device,
+            &path,
+        )
+    }
+}

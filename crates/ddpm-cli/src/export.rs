@@ -170,7 +170,8 @@ pub fn info(args: &InfoArgs) -> Result<()> {
     let (precision, size) = if args.model.is_file() {
         let bytes = std::fs::read(&args.model)
             .with_context(|| format!("{}: cannot read", args.model.display()))?;
-        let (_, precision) = weights::read_config(&bytes)?;
+        let (_, precision) =
+            weights::read_config(&bytes).with_context(|| args.model.display().to_string())?;
         (Some(precision), Some(bytes.len()))
     } else {
         (None, None)

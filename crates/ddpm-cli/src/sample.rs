@@ -131,7 +131,8 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Unet, ModelConfig)> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
         Ok((model, state.model))
     } else if path.is_file() {
-        let loaded = ddpm::weights::load(path, device)?;
+        let loaded =
+            ddpm::weights::load(path, device).with_context(|| path.display().to_string())?;
         Ok((loaded.model, loaded.config))
     } else {
         bail!("{}: no such run folder or weights file", path.display())

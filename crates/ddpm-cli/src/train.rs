@@ -147,15 +147,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
     let config = match &latest {
         Some(_) => resumed_config(&run, args, wanted)?,
-        None => {
-            prepare_new_run(&run, args.force)?;
-            let text = wanted.to_toml()?;
-            std::fs::write(run.config(), text)
-                .with_context(|| format!("{}: cannot write", run.config().display()))?;
-            wanted
-        }
+        None => wanted,
     };
-
+    // Everything that can fail on bad input happens before the run folder is touched.
     let selected = device::select(args.device)?;
     let shaping = Shaping {
         image_size: config.data.image_size,
@@ -163,8 +157,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         strict: config.data.strict,
     };
     let dataset = data::load(&config.data.source, &shaping)?;
-    Trainer::new(config, dataset, selected.device, &run, latest.as_deref())?
-        .train(&run, &selected.description)
+    let trainer = Trainer::new(config, dataset, selected.device, &run, latest.as_deref())?;
+    if latest.is_none() {
+        prepare_new_run(&run, args.force)?;
+        std::fs::write(run.config(), trainer.config.to_toml()?)
+            .with_context(|| format!("{}: cannot write", run.config().display()))?;
+    }
+    trainer.train(&run, &selected.description)
 }
 
 /// On resume the saved configuration rules; only the step count may grow.
@@ -363,6 +362,8 @@ impl Trainer {
             // A second handler cannot be installed (tests run several trainings per process).
             let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
         }
+        // Rows after the checkpoint being resumed belong to steps that will run again.
+        truncate_metrics(&run.metrics(), self.step)?;
         let mut metrics = OpenOptions::new()
             .create(true)
             .append(true)
@@ -511,4 +512,25 @@ impl Trainer {
             &path,
         )
     }
+}
+
+/// Keeps the header and the rows of steps up to `step` (dropping a row cut short by a crash),
+/// replacing the file atomically.
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(()); // no metrics yet
+    };
+    let mut kept = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let row_step = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
+        let complete = line.split(',').count() == 5;
+        if i == 0 || (complete && row_step.is_some_and(|s| s <= step)) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    let tmp = path.with_extension("csv.tmp");
+    std::fs::write(&tmp, kept)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("{}: cannot rewrite", path.display()))
 }

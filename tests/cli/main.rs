@@ -1,0 +1,293 @@
+//! The `ddpm` command as a user runs it: training on a small dataset, crashes and resumes,
+//! export and sampling in fresh processes, and the messages for bad input.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn args<'a>(fixed: &'a [&'a str], tiny: &'a [String]) -> Vec<&'a str> {
+    fixed
+        .iter()
+        .copied()
+        .chain(tiny.iter().map(String::as_str))
+        .collect()
+}
+
+#[test]
+fn a_few_hundred_steps_drive_the_loss_down() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = bars_dataset(dir.path(), 64);
+    let run = dir.path().join("run");
+    let tiny = tiny(&data);
+    let run_s = run.to_str().expect("utf8");
+    ok(&args(
+        &[
+            "train",
+            run_s,
+            "--steps",
+            "300",
+            "--sample-every",
+            "0",
+            "--checkpoint-every",
+            "100",
+        ],
+        &tiny,
+    ));
+    let losses: Vec<f64> = losses(&run)
+        .iter()
+        .map(|(_, l)| l.parse().expect("f64"))
+        .collect();
+    assert_eq!(losses.len(), 300);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&losses[..30]), mean(&losses[270..]));
+    assert!(last < 0.5 * first, "loss went from {first:.4} to {last:.4}");
+    // The run left its config, three checkpoints and a final sample grid.
+    assert!(run.join("config.toml").is_file());
+    assert_eq!(
+        std::fs::read_dir(run.join("checkpoints"))
+            .expect("dir")
+            .count(),
+        3
+    );
+    assert!(run.join("samples/step-000000300.png").is_file());
+}
+
+/// Kills the training process at random moments (some during checkpoint writes), resumes it
+/// each time, and checks that the loss of every step equals an uninterrupted run's, bit for bit.
+#[test]
+fn killed_and_resumed_training_gives_the_same_losses_as_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = bars_dataset(dir.path(), 64);
+    let tiny = tiny(&data);
+    let steps = "40";
+    let reference = dir.path().join("reference");
+    let ref_s = reference.to_str().expect("utf8");
+    let common = [
+        "--steps",
+        steps,
+        "--sample-every",
+        "0",
+        "--checkpoint-every",
+        "3",
+    ];
+    ok(&args(&[&["train", ref_s][..], &common].concat(), &tiny));
+    let expected = losses(&reference);
+
+    let crashed = dir.path().join("crashed");
+    let crashed_s = crashed.to_str().expect("utf8");
+    let fixed = [&["train", crashed_s][..], &common].concat();
+    let train = args(&fixed, &tiny);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    while kills < 4 {
+        let mut child = ddpm()
+            .args(&train)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        // Wait a random 0.3–1.5 s into the run, then SIGKILL it.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait = Duration::from_millis(300 + seed % 1200);
+        let started = Instant::now();
+        let mut finished = false;
+        while started.elapsed() < wait {
+            if child.try_wait().expect("wait").is_some() {
+                finished = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if finished {
+            break;
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        kills += 1;
+    }
+    // Finish the run (it resumes from the newest complete checkpoint).
+    ok(&train);
+    let got = losses(&crashed);
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(got, expected, "losses differ after {kills} kills");
+    // Re-running a finished run does nothing and changes nothing.
+    ok(&train);
+    assert_eq!(losses(&crashed), expected);
+}
+
+#[test]
+fn an_export_sampled_in_a_fresh_process_reproduces_the_training_preview() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = bars_dataset(dir.path(), 32);
+    let run = dir.path().join("run");
+    let run_s = run.to_str().expect("utf8");
+    let tiny = tiny(&data);
+    ok(&args(
+        &["train", run_s, "--steps", "20", "--sample-every", "0"],
+        &tiny,
+    ));
+    let weights = dir.path().join("bars.bpk");
+    let weights_s = weights.to_str().expect("utf8");
+    let st = dir.path().join("bars.safetensors");
+    ok(&[
+        "export",
+        run_s,
+        "-o",
+        weights_s,
+        "--safetensors",
+        st.to_str().expect("utf8"),
+    ]);
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bars.json")).expect("card"))
+            .expect("json");
+    assert_eq!(card["steps_trained"], 20);
+    assert_eq!(card["class_names"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        card["bytes"].as_u64(),
+        Some(std::fs::metadata(&weights).expect("size").len())
+    );
+    assert_eq!(card["sha256"].as_str().map(str::len), Some(64));
+    assert!(std::fs::metadata(&st).expect("safetensors").len() > 1000);
+
+    // The training preview: DDIM-50, seed 0, guidance 3, classes in turn, one column per class.
+    let out = dir.path().join("again.png");
+    let out_s = out.to_str().expect("utf8");
+    let preview = [
+        "--seed",
+        "0",
+        "--steps",
+        "50",
+        "--guidance",
+        "3",
+        "-n",
+        "8",
+        "--columns",
+        "2",
+    ];
+    ok(&[
+        &["sample", weights_s, "-o", out_s, "--device", "cpu"][..],
+        &preview,
+    ]
+    .concat());
+    assert_eq!(
+        pixels(&out),
+        pixels(&run.join("samples/step-000000020.png"))
+    );
+    // The same from the run folder, with a GIF of the trajectory and single PNGs.
+    let out2 = dir.path().join("from-run.png");
+    let gif = dir.path().join("t.gif");
+    let singles = dir.path().join("singles");
+    ok(&[
+        &[
+            "sample",
+            run_s,
+            "-o",
+            out2.to_str().expect("utf8"),
+            "--device",
+            "cpu",
+        ][..],
+        &preview,
+        &[
+            "--gif",
+            gif.to_str().expect("utf8"),
+            "--png-dir",
+            singles.to_str().expect("utf8"),
+        ],
+    ]
+    .concat());
+    assert_eq!(pixels(&out2), pixels(&out));
+    assert!(std::fs::metadata(&gif).expect("gif").len() > 0);
+    assert_eq!(std::fs::read_dir(&singles).expect("dir").count(), 8);
+    // A different seed gives different images; an existing output is not overwritten.
+    let err = fails(
+        &[
+            &["sample", weights_s, "-o", out_s, "--device", "cpu"][..],
+            &preview,
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("again.png") && err.contains("--force"),
+        "{err}"
+    );
+    ok(&[
+        "sample", weights_s, "-o", out_s, "--device", "cpu", "--seed", "1", "-n", "8", "--force",
+    ]);
+    assert_ne!(pixels(&out), pixels(&out2));
+    let info = ok(&["info", weights_s]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("parameters") && info.contains("classes     2"),
+        "{info}"
+    );
+}
+
+#[test]
+fn bad_input_gets_one_line_naming_the_problem() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = dir.path().join("run");
+    let run_s = run.to_str().expect("utf8");
+    // A configuration key that does not exist.
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[optim]\nlearning_rate = 0.1\n").expect("write");
+    let err = fails(&["train", run_s, "--config", config.to_str().expect("utf8")]);
+    assert!(
+        err.contains("bad.toml") && err.contains("learning_rate"),
+        "{err}"
+    );
+    // A data folder that does not exist, or is empty.
+    let err = fails(&[
+        "train",
+        run_s,
+        "--data",
+        "/no/such/folder",
+        "--device",
+        "cpu",
+    ]);
+    assert!(err.contains("/no/such/folder"), "{err}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("dir");
+    let err = fails(&[
+        "train",
+        run_s,
+        "--data",
+        empty.to_str().expect("utf8"),
+        "--device",
+        "cpu",
+    ]);
+    assert!(err.contains("no files"), "{err}");
+    // A run folder that is a file, or holds someone else's files.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").expect("write");
+    let err = fails(&["train", file.to_str().expect("utf8"), "--device", "cpu"]);
+    assert!(err.contains("not a folder"), "{err}");
+    let err = fails(&[
+        "train",
+        dir.path().to_str().expect("utf8"),
+        "--device",
+        "cpu",
+    ]);
+    assert!(err.contains("other files"), "{err}");
+    // Resuming a folder without checkpoints.
+    let err = fails(&["train", run_s, "--resume", "--device", "cpu"]);
+    assert!(err.contains("no checkpoint"), "{err}");
+    // A truncated or foreign weights file.
+    let weights = dir.path().join("w.bpk");
+    std::fs::write(&weights, b"BURNPACK? no").expect("write");
+    let err = fails(&[
+        "sample",
+        weights.to_str().expect("utf8"),
+        "-o",
+        "/tmp/never.png",
+        "--device",
+        "cpu",
+    ]);
+    assert!(err.contains("w.bpk"), "{err}");
+    let err = fails(&["info", "/no/such/weights.bpk"]);
+    assert!(err.contains("no such run folder or weights file"), "{err}");
+}

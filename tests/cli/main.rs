@@ -291,3 +291,54 @@ fn bad_input_gets_one_line_naming_the_problem() {
     let err = fails(&["info", "/no/such/weights.bpk"]);
     assert!(err.contains("no such run folder or weights file"), "{err}");
 }
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_at_the_current_step_and_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = bars_dataset(dir.path(), 32);
+    let run = dir.path().join("run");
+    let run_s = run.to_str().expect("utf8");
+    let tiny = tiny(&data);
+    let fixed = [
+        "train",
+        run_s,
+        "--steps",
+        "100000",
+        "--checkpoint-every",
+        "100000",
+    ];
+    let child = ddpm()
+        .args(args(&fixed, &tiny))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while losses_if_any(&run) < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("continue with"), "{stderr}");
+    let last = losses(&run).last().map(|r| r.0).expect("rows");
+    let checkpoints: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(checkpoints, vec![format!("step-{last:09}")]);
+}
+
+fn losses_if_any(run: &std::path::Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .map_or(0, |t| t.lines().count().saturating_sub(1))
+}

@@ -306,7 +306,8 @@ impl TrainConfig {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<()> {
         let o = &self.optim;
-        if o.batch_size == 0 || o.accumulation == 0 || o.batch_size % o.accumulation != 0 {
+        if o.batch_size == 0 || o.accumulation == 0 || !o.batch_size.is_multiple_of(o.accumulation)
+        {
             bail!(
                 "optim.batch_size ({}) must be a positive multiple of optim.accumulation ({})",
                 o.batch_size,

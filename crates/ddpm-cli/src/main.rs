@@ -7,6 +7,7 @@ mod data;
 mod device;
 mod export;
 mod picture;
+mod plot;
 mod sample;
 mod train;
 

@@ -21,6 +21,7 @@ use crate::checkpoint::{self, TrainingState};
 use crate::config::TrainConfig;
 use crate::data::{self, BatchOrder, Dataset, Shaping};
 use crate::device::{self, DeviceChoice};
+use crate::plot;
 use crate::sample::{self, SampleOptions};
 
 /// `ddpm train`.
@@ -217,6 +218,7 @@ fn prepare_new_run(run: &RunDir, force: bool) -> Result<()> {
             run.samples(),
             run.config(),
             run.metrics(),
+            run.0.join("loss.png"),
         ];
         let entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("{}: cannot list", dir.display()))?
@@ -413,11 +415,14 @@ impl Trainer {
             bar.set_position(self.step as u64);
             bar.set_message(format!("loss {s:.4} {rate:.1} img/s"));
             let stop = interrupted.load(Ordering::SeqCst);
-            if self.step % self.config.run.checkpoint_every == 0 || self.step == total || stop {
+            if self.step.is_multiple_of(self.config.run.checkpoint_every)
+                || self.step == total
+                || stop
+            {
                 self.save_checkpoint(run)?;
             }
             let every = self.config.run.sample_every;
-            if (every > 0 && self.step % every == 0) || self.step == total {
+            if (every > 0 && self.step.is_multiple_of(every)) || self.step == total {
                 bar.suspend(|| self.write_samples(run))?;
             }
             if stop {
@@ -462,7 +467,7 @@ impl Trainer {
         let lr = optim_config.lr_at(self.step, self.config.run.steps);
         self.model = self.optim.step(lr, self.model.clone(), accumulator.grads());
         let ema = &self.config.ema;
-        if self.step % ema.every == 0 {
+        if self.step.is_multiple_of(ema.every) {
             self.ema
                 .update(&self.model, warmup_decay(self.step, ema.power, ema.decay));
         }
@@ -510,7 +515,8 @@ impl Trainer {
             &options,
             &self.device,
             &path,
-        )
+        )?;
+        plot::loss_curve(&plot::read_losses(&run.metrics())?, &run.0.join("loss.png"))
     }
 }
 

@@ -2,6 +2,8 @@
 //! export and sampling in fresh processes, and the messages for bad input.
 
 mod common;
+#[cfg(feature = "wgpu")]
+mod wgpu;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -8,6 +8,7 @@ mod device;
 mod export;
 mod picture;
 mod plot;
+mod run_dir;
 mod sample;
 mod train;
 

@@ -22,6 +22,7 @@ use crate::config::TrainConfig;
 use crate::data::{self, BatchOrder, Dataset, Shaping};
 use crate::device::{self, DeviceChoice};
 use crate::plot;
+use crate::run_dir::{RunDir, prepare_new_run, resumed_config, truncate_metrics};
 use crate::sample::{self, SampleOptions};
 
 /// `ddpm train`.
@@ -115,25 +116,6 @@ impl TrainArgs {
     }
 }
 
-/// The files of a run folder.
-pub struct RunDir(PathBuf);
-
-impl RunDir {
-    /// Checkpoint folders.
-    pub fn checkpoints(&self) -> PathBuf {
-        self.0.join("checkpoints")
-    }
-    fn config(&self) -> PathBuf {
-        self.0.join("config.toml")
-    }
-    fn metrics(&self) -> PathBuf {
-        self.0.join("metrics.csv")
-    }
-    fn samples(&self) -> PathBuf {
-        self.0.join("samples")
-    }
-}
-
 /// Runs `ddpm train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let run = RunDir(args.run_dir.clone());
@@ -165,93 +147,6 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .with_context(|| format!("{}: cannot write", run.config().display()))?;
     }
     trainer.train(&run, &selected.description)
-}
-
-/// On resume the saved configuration rules; only the step count may grow.
-fn resumed_config(run: &RunDir, args: &TrainArgs, wanted: TrainConfig) -> Result<TrainConfig> {
-    let path = run.config();
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut saved =
-        TrainConfig::from_toml(&text, &[]).with_context(|| path.display().to_string())?;
-    let changes_something = args.config.is_some()
-        || !args.sets.is_empty()
-        || args.data.is_some()
-        || args.batch_size.is_some()
-        || args.lr.is_some()
-        || args.seed.is_some()
-        || args.image_size.is_some()
-        || args.channels.is_some()
-        || args.flip
-        || args.strict
-        || args.checkpoint_every.is_some()
-        || args.sample_every.is_some();
-    if changes_something {
-        let mut compare = wanted.clone();
-        compare.run.steps = saved.run.steps;
-        if compare != saved {
-            bail!(
-                "{}: this run was started with another configuration ({}); only --steps may change on resume (or pass --force to start over)",
-                run.0.display(),
-                path.display()
-            );
-        }
-    }
-    if let Some(steps) = args.steps {
-        saved.run.steps = steps;
-        std::fs::write(&path, saved.to_toml()?)
-            .with_context(|| format!("{}: cannot write", path.display()))?;
-    }
-    Ok(saved)
-}
-
-/// Creates the run folder; refuses a non-empty one unless `force` (which clears what a run
-/// writes, and nothing else).
-fn prepare_new_run(run: &RunDir, force: bool) -> Result<()> {
-    let dir = &run.0;
-    if dir.exists() {
-        if !dir.is_dir() {
-            bail!("{}: exists and is not a folder", dir.display());
-        }
-        let ours = [
-            run.checkpoints(),
-            run.samples(),
-            run.config(),
-            run.metrics(),
-            run.0.join("loss.png"),
-        ];
-        let entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("{}: cannot list", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        let foreign: Vec<&PathBuf> = entries.iter().filter(|p| !ours.contains(p)).collect();
-        if !foreign.is_empty() {
-            bail!(
-                "{}: the folder holds other files ({}); give an empty or new run folder",
-                dir.display(),
-                foreign[0].display()
-            );
-        }
-        if !entries.is_empty() && !force {
-            bail!(
-                "{}: holds a run without a checkpoint; pass --force to start it over",
-                dir.display()
-            );
-        }
-        for path in &entries {
-            if path.is_dir() {
-                std::fs::remove_dir_all(path)
-            } else {
-                std::fs::remove_file(path)
-            }
-            .with_context(|| format!("{}: cannot remove", path.display()))?;
-        }
-    }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("{}: cannot create the run folder", dir.display()))?;
-    std::fs::create_dir_all(run.samples())
-        .with_context(|| format!("{}: cannot create", run.samples().display()))?;
-    Ok(())
 }
 
 struct Trainer {
@@ -516,27 +411,6 @@ impl Trainer {
             &self.device,
             &path,
         )?;
-        plot::loss_curve(&plot::read_losses(&run.metrics())?, &run.0.join("loss.png"))
+        plot::loss_curve(&plot::read_losses(&run.metrics())?, &run.loss_plot())
     }
-}
-
-/// Keeps the header and the rows of steps up to `step` (dropping a row cut short by a crash),
-/// replacing the file atomically.
-fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(()); // no metrics yet
-    };
-    let mut kept = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let row_step = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
-        let complete = line.split(',').count() == 5;
-        if i == 0 || (complete && row_step.is_some_and(|s| s <= step)) {
-            kept.push_str(line);
-            kept.push('\n');
-        }
-    }
-    let tmp = path.with_extension("csv.tmp");
-    std::fs::write(&tmp, kept)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("{}: cannot rewrite", path.display()))
 }

@@ -210,6 +210,9 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     }
     let mut outputs = vec![args.out.clone()];
     outputs.extend(args.gif.clone());
+    if let Some(dir) = &args.png_dir {
+        outputs.extend((0..args.n).map(|i| single_png(dir, i)));
+    }
     for out in &outputs {
         if out.exists() && !args.force {
             bail!("{}: exists; pass --force to overwrite it", out.display());
@@ -262,13 +265,14 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
         for i in 0..images.n {
-            let path = dir.join(format!("{i:04}.png"));
-            if path.exists() && !args.force {
-                bail!("{}: exists; pass --force to overwrite it", path.display());
-            }
-            picture::save_png(&images.image(i), &path)?;
+            picture::save_png(&images.image(i), &single_png(dir, i))?;
         }
     }
     eprintln!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// Where `--png-dir` puts image `i`.
+fn single_png(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("{i:04}.png"))
 }

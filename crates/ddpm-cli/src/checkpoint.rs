@@ -8,6 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::data::BatchOrder;
@@ -111,6 +113,13 @@ pub fn read_state(checkpoint: &Path) -> Result<TrainingState> {
 pub fn read_file(checkpoint: &Path, file: &str) -> Result<Vec<u8>> {
     let path = checkpoint.join(file);
     std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))
+}
+
+/// One module's weights from a checkpoint (`MODEL` or `EMA`), with their parameter ids.
+pub fn read_record(checkpoint: &Path, file: &str) -> Result<ModuleRecord> {
+    let bytes = read_file(checkpoint, file)?;
+    ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", checkpoint.join(file).display()))
 }
 
 /// Complete checkpoints, oldest first.

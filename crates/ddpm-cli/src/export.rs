@@ -167,16 +167,22 @@ fn hex(bytes: &[u8]) -> String {
 /// Runs `ddpm info`.
 pub fn info(args: &InfoArgs) -> Result<()> {
     let device = Device::flex();
-    let (precision, size) = if args.model.is_file() {
+    // A weights file is read once: its size, precision and model come from the same bytes.
+    let (model, config, precision, size) = if args.model.is_file() {
         let bytes = std::fs::read(&args.model)
             .with_context(|| format!("{}: cannot read", args.model.display()))?;
-        let (_, precision) =
-            weights::read_config(&bytes).with_context(|| args.model.display().to_string())?;
-        (Some(precision), Some(bytes.len()))
+        let loaded = weights::from_bytes(&bytes, &device)
+            .with_context(|| args.model.display().to_string())?;
+        (
+            loaded.model,
+            loaded.config,
+            Some(loaded.precision),
+            Some(bytes.len()),
+        )
     } else {
-        (None, None)
+        let (model, config) = load_model(&args.model, &device)?;
+        (model, config, None, None)
     };
-    let (model, config) = load_model(&args.model, &device)?;
     println!("{}", args.model.display());
     if let Some(size) = size {
         println!("  size        {size} bytes");

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 use clap::ValueEnum;
 use ddpm::{
     DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler, SamplerConfig,
@@ -120,9 +119,7 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Unet, ModelConfig)> {
         let ckpt = checkpoint::latest(&path.join("checkpoints"))?
             .with_context(|| format!("{}: no checkpoint in this run folder", path.display()))?;
         let state = checkpoint::read_state(&ckpt)?;
-        let bytes = checkpoint::read_file(&ckpt, checkpoint::EMA)?;
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.join(checkpoint::EMA).display()))?;
+        let record = checkpoint::read_record(&ckpt, checkpoint::EMA)?;
         let model = state
             .model
             .unet

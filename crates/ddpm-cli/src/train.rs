@@ -11,7 +11,6 @@ use anyhow::{Context, Result, bail};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams};
-use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use ddpm::ema::warmup_decay;
 use ddpm::{Ema, GaussianDiffusion, ModelConfig, NoiseSource, Unet};
@@ -211,17 +210,12 @@ impl Trainer {
                     run.0.display()
                 );
             }
-            let record = |file: &str| -> Result<ModuleRecord> {
-                let bytes = checkpoint::read_file(ckpt, file)?;
-                ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.join(file).display()))
-            };
             model = model
-                .try_load_record(record(checkpoint::MODEL)?)
+                .try_load_record(checkpoint::read_record(ckpt, checkpoint::MODEL)?)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
             let ema_model = model
                 .valid()
-                .try_load_record(record(checkpoint::EMA)?)
+                .try_load_record(checkpoint::read_record(ckpt, checkpoint::EMA)?)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
             ema = Ema::from_model(ema_model);
             let bytes = checkpoint::read_file(ckpt, checkpoint::OPTIMIZER)?;

@@ -294,6 +294,59 @@ fn bad_input_gets_one_line_naming_the_problem() {
     assert!(err.contains("no such run folder or weights file"), "{err}");
 }
 
+/// A checkpoint whose model no longer matches the run's configuration, a file that is not an
+/// exported weights file, and a run folder that cannot be created are each refused by name.
+#[test]
+fn weights_of_another_model_and_unwritable_run_folders_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = bars_dataset(dir.path(), 16);
+    let run = dir.path().join("run");
+    let run_s = run.to_str().expect("utf8");
+    let tiny = tiny(&data);
+    ok(&args(
+        &["train", run_s, "--steps", "2", "--sample-every", "0"],
+        &tiny,
+    ));
+    // Someone edits the run's configuration by hand: the checkpoint is for another model.
+    let config = run.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    assert!(text.contains("dim = 8\n"), "{text}");
+    std::fs::write(&config, text.replace("dim = 8\n", "dim = 16\n")).expect("write");
+    let err = fails(&["train", run_s, "--steps", "4", "--device", "cpu"]);
+    assert!(
+        err.contains("step-000000002") && err.contains("dim is 8 there, 16 here"),
+        "{err}"
+    );
+    // A checkpoint's raw record is not an exported weights file (it has no model card).
+    let record = run.join("checkpoints/step-000000002/ema.bpk");
+    assert!(record.is_file());
+    let record_s = record.to_str().expect("utf8");
+    let out = dir.path().join("never.png");
+    let err = fails(&[
+        "sample",
+        record_s,
+        "-o",
+        out.to_str().expect("utf8"),
+        "--device",
+        "cpu",
+    ]);
+    assert!(err.contains("ema.bpk"), "{err}");
+    assert!(!out.exists());
+    let err = fails(&["info", record_s]);
+    assert!(err.contains("ema.bpk"), "{err}");
+    // A run folder that cannot be created: its parent is a file, or a read-only file system.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").expect("write");
+    let below_file = file.join("run");
+    let err = fails(&args(
+        &["train", below_file.to_str().expect("utf8"), "--steps", "1"],
+        &tiny,
+    ));
+    assert!(err.contains("file/run"), "{err}");
+    let err = fails(&args(&["train", "/proc/ddpm-run", "--steps", "1"], &tiny));
+    assert!(err.contains("/proc/ddpm-run"), "{err}");
+}
+
 #[test]
 fn ctrl_c_writes_a_checkpoint_at_the_current_step_and_exits_cleanly() {
     let dir = tempfile::tempdir().expect("tmp");

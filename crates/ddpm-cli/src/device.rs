@@ -1,5 +1,6 @@
-//! Where the tensors live: a GPU through burn's wgpu backend (Vulkan, Metal, DX12), or burn's
-//! CPU backend (flex). `auto` prefers a real GPU and falls back to the CPU with a notice.
+//! Where the tensors live: a GPU through burn's wgpu backend (Vulkan, Metal, DX12) or, when built
+//! with the `cuda` feature, burn's CUDA backend; else burn's CPU backend (flex). `auto` prefers a
+//! real GPU (CUDA first when built in) and falls back to the CPU with a notice.
 
 use anyhow::Result;
 use burn::tensor::Device;
@@ -8,10 +9,12 @@ use clap::ValueEnum;
 /// `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DeviceChoice {
-    /// A GPU through wgpu when there is one, else the CPU.
+    /// A GPU (CUDA when built in, then wgpu) when there is one, else the CPU.
     Auto,
     /// wgpu, whatever adapter it finds (also a software one such as lavapipe).
     Wgpu,
+    /// burn's CUDA backend, first device (needs the `cuda` cargo feature and NVIDIA's driver).
+    Cuda,
     /// burn's CPU backend.
     Cpu,
 }
@@ -33,13 +36,21 @@ pub fn select(choice: DeviceChoice) -> Result<Selected> {
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
         DeviceChoice::Wgpu => gpu::init(true),
-        DeviceChoice::Auto => match gpu::init(false) {
-            Ok(selected) => Ok(selected),
-            Err(why) => {
-                eprintln!("notice: no GPU ({why:#}); training on the CPU");
-                Ok(cpu())
+        DeviceChoice::Cuda => cuda::init(),
+        DeviceChoice::Auto => {
+            if cfg!(feature = "cuda")
+                && let Ok(selected) = cuda::init()
+            {
+                return Ok(selected);
             }
-        },
+            match gpu::init(false) {
+                Ok(selected) => Ok(selected),
+                Err(why) => {
+                    eprintln!("notice: no GPU ({why:#}); running on the CPU");
+                    Ok(cpu())
+                }
+            }
+        }
     }
 }
 
@@ -74,5 +85,47 @@ mod gpu {
 
     pub(super) fn init(_accept_software: bool) -> Result<Selected> {
         bail!("this build has no wgpu backend (build with `--features wgpu`)")
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use anyhow::{Result, bail};
+    use burn::tensor::{Device, Tensor};
+
+    use super::Selected;
+
+    /// Opens CUDA device 0 and runs one tiny op on it. burn's CUDA backend panics when NVIDIA's
+    /// driver library is missing, so the probe runs under `catch_unwind` with a silent hook.
+    pub(super) fn init() -> Result<Selected> {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let probe = std::panic::catch_unwind(|| {
+            let device = Device::cuda(0);
+            let sum: f32 = Tensor::<1>::ones([4], &device).sum().into_scalar();
+            (device, sum)
+        });
+        std::panic::set_hook(previous);
+        let Ok((device, sum)) = probe else {
+            bail!("no usable CUDA device (is NVIDIA's driver installed?)");
+        };
+        if sum != 4.0 {
+            bail!("CUDA device 0 computed 1+1+1+1 = {sum}");
+        }
+        Ok(Selected {
+            device,
+            description: "cuda:0".into(),
+        })
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    use anyhow::{Result, bail};
+
+    use super::Selected;
+
+    pub(super) fn init() -> Result<Selected> {
+        bail!("this build has no CUDA backend (build with `--features cuda`)")
     }
 }

@@ -180,10 +180,11 @@ fn an_export_sampled_in_a_fresh_process_reproduces_the_training_preview() {
         pixels(&out),
         pixels(&run.join("samples/step-000000020.png"))
     );
-    // The same from the run folder, with a GIF of the trajectory and single PNGs.
+    // The same from the run folder, with a GIF of the trajectory, single PNGs and raw values.
     let out2 = dir.path().join("from-run.png");
     let gif = dir.path().join("t.gif");
     let singles = dir.path().join("singles");
+    let raw = dir.path().join("raw.safetensors");
     ok(&[
         &[
             "sample",
@@ -199,12 +200,29 @@ fn an_export_sampled_in_a_fresh_process_reproduces_the_training_preview() {
             gif.to_str().expect("utf8"),
             "--png-dir",
             singles.to_str().expect("utf8"),
+            "--raw",
+            raw.to_str().expect("utf8"),
         ],
     ]
     .concat());
     assert_eq!(pixels(&out2), pixels(&out));
     assert!(std::fs::metadata(&gif).expect("gif").len() > 0);
     assert_eq!(std::fs::read_dir(&singles).expect("dir").count(), 8);
+    // The raw values are the images of the PNGs before rounding to bytes.
+    let raw = std::fs::read(&raw).expect("raw");
+    let raw = safetensors::SafeTensors::deserialize(&raw).expect("safetensors");
+    let images = raw.tensor("images").expect("images");
+    assert_eq!(images.shape(), [8, 1, 8, 8]);
+    let values: Vec<f32> = images
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect();
+    let first: Vec<u8> = values[..64]
+        .iter()
+        .flat_map(|&v| [ddpm::grid::to_byte(v); 3])
+        .collect();
+    assert_eq!(first, pixels(&singles.join("0000.png")));
     // A different seed gives different images; an existing output is not overwritten.
     let err = fails(
         &[

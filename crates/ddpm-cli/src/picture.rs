@@ -7,8 +7,7 @@ use anyhow::{Context, Result};
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, Frame, Rgb, RgbImage, RgbaImage};
 
-/// Pixels between the images of a grid.
-const PAD: u32 = 2;
+use ddpm::grid::{self, PAD};
 
 /// A batch read back from the device: `n` images of `channels × size × size` values in [−1, 1].
 pub struct Batch {
@@ -25,53 +24,36 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Image `i` as RGB bytes.
-    pub fn image(&self, i: usize) -> RgbImage {
-        let (c, h, w) = (self.channels, self.height, self.width);
-        let plane = h * w;
-        let image = &self.values[i * c * plane..(i + 1) * c * plane];
-        let byte = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
-        RgbImage::from_fn(w as u32, h as u32, |x, y| {
-            let p = y as usize * w + x as usize;
-            if c == 1 {
-                let v = byte(image[p]);
-                Rgb([v, v, v])
-            } else {
-                Rgb([
-                    byte(image[p]),
-                    byte(image[plane + p]),
-                    byte(image[2 * plane + p]),
-                ])
-            }
-        })
+    fn shape(&self, n: usize) -> [usize; 4] {
+        [n, self.channels, self.height, self.width]
     }
 
-    /// All images in a grid of `columns` columns.
+    /// Image `i` as RGB bytes.
+    pub fn image(&self, i: usize) -> RgbImage {
+        let len = self.channels * self.height * self.width;
+        let framed = rgb(grid::grid(
+            &self.values[i * len..(i + 1) * len],
+            self.shape(1),
+            1,
+        ));
+        let (pad, w, h) = (PAD as u32, self.width as u32, self.height as u32);
+        image::imageops::crop_imm(&framed, pad, pad, w, h).to_image()
+    }
+
+    /// All images in a grid of `columns` columns (the browser draws the same bytes).
     pub fn grid(&self, columns: usize) -> RgbImage {
-        let columns = columns.clamp(1, self.n.max(1));
-        let rows = self.n.div_ceil(columns);
-        let (w, h) = (self.width as u32, self.height as u32);
-        let mut grid = RgbImage::from_pixel(
-            columns as u32 * (w + PAD) + PAD,
-            rows as u32 * (h + PAD) + PAD,
-            Rgb([32, 32, 32]),
-        );
-        for i in 0..self.n {
-            let (r, c) = ((i / columns) as u32, (i % columns) as u32);
-            image::imageops::replace(
-                &mut grid,
-                &self.image(i),
-                i64::from(PAD + c * (w + PAD)),
-                i64::from(PAD + r * (h + PAD)),
-            );
-        }
-        grid
+        rgb(grid::grid(&self.values, self.shape(self.n), columns))
     }
 }
 
-/// Columns of a roughly square grid of `n` images.
-pub fn square_columns(n: usize) -> usize {
-    (n as f64).sqrt().ceil().max(1.0) as usize
+/// An RGBA grid as an RGB image.
+fn rgb(image: grid::Rgba) -> RgbImage {
+    let pixels = image
+        .pixels
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]]);
+    RgbImage::from_raw(image.width as u32, image.height as u32, pixels.collect())
+        .expect("width × height × 3 bytes")
 }
 
 /// Writes a PNG, naming the file in any error.
@@ -101,7 +83,7 @@ pub fn save_gif(frames: &[RgbImage], delay_ms: u32, path: &Path) -> Result<()> {
 
 /// Two images side by side with a gap, e.g. x_t and the predicted x̂₀.
 pub fn side_by_side(left: &RgbImage, right: &RgbImage) -> RgbImage {
-    let gap = 4 * PAD;
+    let gap = 4 * PAD as u32;
     let mut out = RgbImage::from_pixel(
         left.width() + gap + right.width(),
         left.height().max(right.height()),
@@ -117,36 +99,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grid_places_images_and_maps_values_to_bytes() {
-        // Two 1×2 gray images: (−1, 1) and (0, 0.5).
+    fn single_images_drop_the_grid_padding() {
         let batch = Batch {
-            values: vec![-1.0, 1.0, 0.0, 0.5],
+            values: vec![1.0, -1.0, -1.0, -1.0, -1.0, 1.0],
             n: 2,
-            channels: 1,
-            height: 1,
-            width: 2,
-        };
-        let grid = batch.grid(2);
-        assert_eq!(
-            (grid.width(), grid.height()),
-            (2 * (2 + PAD) + PAD, 1 + 2 * PAD)
-        );
-        assert_eq!(grid.get_pixel(PAD, PAD).0, [0, 0, 0]);
-        assert_eq!(grid.get_pixel(PAD + 1, PAD).0, [255, 255, 255]);
-        assert_eq!(grid.get_pixel(2 * PAD + 2, PAD).0, [128, 128, 128]);
-        assert_eq!(grid.get_pixel(2 * PAD + 3, PAD).0, [191, 191, 191]);
-        assert_eq!(grid.get_pixel(0, 0).0, [32, 32, 32]);
-    }
-
-    #[test]
-    fn rgb_planes_become_pixels() {
-        let batch = Batch {
-            values: vec![1.0, -1.0, -1.0],
-            n: 1,
             channels: 3,
             height: 1,
             width: 1,
         };
-        assert_eq!(batch.image(0).get_pixel(0, 0).0, [255, 0, 0]);
+        let image = batch.image(1);
+        assert_eq!((image.width(), image.height()), (1, 1));
+        assert_eq!(image.get_pixel(0, 0).0, [0, 0, 255]);
+        assert_eq!(
+            batch
+                .grid(2)
+                .get_pixel(grid::PAD as u32, grid::PAD as u32)
+                .0,
+            [255, 0, 0]
+        );
     }
 }

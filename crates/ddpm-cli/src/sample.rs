@@ -70,6 +70,10 @@ pub struct SampleArgs {
     /// Also write each image as its own PNG into this folder.
     #[arg(long, value_name = "DIR")]
     pub png_dir: Option<PathBuf>,
+    /// Also write the final images' raw values in [−1, 1] here, as the safetensors tensor
+    /// `images` (f32, `[n, channels, height, width]`): what the browser tests compare against.
+    #[arg(long, value_name = "FILE")]
+    pub raw: Option<PathBuf>,
     /// Overwrite output files that exist.
     #[arg(long)]
     pub force: bool,
@@ -108,7 +112,7 @@ impl SampleOptions {
             seed: 0,
             n,
             classes: num_classes.map(|c| (0..n).map(|i| i % c).collect()),
-            columns: num_classes.unwrap_or_else(|| picture::square_columns(n)),
+            columns: num_classes.unwrap_or_else(|| ddpm::grid::square_columns(n)),
         }
     }
 }
@@ -207,6 +211,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     }
     let mut outputs = vec![args.out.clone()];
     outputs.extend(args.gif.clone());
+    outputs.extend(args.raw.clone());
     if let Some(dir) = &args.png_dir {
         outputs.extend((0..args.n).map(|i| single_png(dir, i)));
     }
@@ -250,7 +255,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         classes,
         columns: args
             .columns
-            .unwrap_or_else(|| picture::square_columns(args.n)),
+            .unwrap_or_else(|| ddpm::grid::square_columns(args.n)),
     };
     let every = args.gif.as_ref().map(|_| args.gif_every);
     let (images, frames) = sample(&model, &config, &options, &selected.device, every)?;
@@ -265,8 +270,22 @@ pub fn run(args: &SampleArgs) -> Result<()> {
             picture::save_png(&images.image(i), &single_png(dir, i))?;
         }
     }
+    if let Some(path) = &args.raw {
+        std::fs::write(path, raw_bytes(&images)?)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
     eprintln!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// The images as safetensors: one f32 tensor `images` of shape `[n, c, h, w]`.
+fn raw_bytes(images: &Batch) -> Result<Vec<u8>> {
+    let bytes: Vec<u8> = images.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let shape = vec![images.n, images.channels, images.height, images.width];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
+        .map_err(|e| anyhow::anyhow!("safetensors: {e}"))?;
+    safetensors::serialize([("images", view)], None)
+        .map_err(|e| anyhow::anyhow!("safetensors: {e}"))
 }
 
 /// Where `--png-dir` puts image `i`.

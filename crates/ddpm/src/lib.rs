@@ -12,11 +12,13 @@
 //! - [`noise`]: seeded noise that is identical on every device.
 //! - [`ema`]: the exponential moving average of the weights that gets sampled.
 //! - [`weights`]: one self-describing file holding the configuration and the weights.
+//! - [`grid`]: a batch of samples as the RGBA pixels of one grid image.
 //!
 //! The crate enables no burn backend: pass any [`burn::tensor::Device`].
 
 pub mod diffusion;
 pub mod ema;
+pub mod grid;
 pub mod noise;
 pub mod sampler;
 pub mod schedule;

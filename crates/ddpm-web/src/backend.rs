@@ -1,0 +1,122 @@
+//! Where the model runs: WebGPU when the browser has an adapter, else the CPU.
+
+use burn::tensor::Device;
+use ddpm::{ModelConfig, Unet};
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+use crate::js_error;
+use crate::run::{Run, RunOptions};
+
+/// The device every model of a page (or worker) shares: one WebGPU device for all widgets.
+#[wasm_bindgen]
+pub struct Backend {
+    device: Device,
+    name: String,
+    gpu: bool,
+}
+
+#[wasm_bindgen]
+impl Backend {
+    /// WebGPU when `prefer_gpu` and the browser returns an adapter, else burn's CPU backend;
+    /// `name` says which (the adapter's name, or `CPU` with the reason for falling back).
+    pub async fn create(prefer_gpu: bool) -> Backend {
+        if !prefer_gpu {
+            return Self::cpu("CPU".into());
+        }
+        match Device::wgpu_options().init_with_setup_async().await {
+            Ok((device, setup)) => {
+                // Browsers may hide the adapter's description; the page adds vendor and
+                // architecture from `GPUAdapterInfo` when it has them.
+                let description = setup.adapter.get_info().name;
+                let name = if description.is_empty() {
+                    "adapter".to_string()
+                } else {
+                    description
+                };
+                Backend {
+                    device,
+                    name: format!("WebGPU ({name})"),
+                    gpu: true,
+                }
+            }
+            Err(e) => Self::cpu(format!("CPU (no WebGPU: {e})")),
+        }
+    }
+
+    fn cpu(name: String) -> Backend {
+        Backend {
+            device: Device::flex(),
+            name,
+            gpu: false,
+        }
+    }
+
+    /// `WebGPU (adapter)` or `CPU (…)`.
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Whether the model runs on WebGPU.
+    #[wasm_bindgen(getter)]
+    pub fn gpu(&self) -> bool {
+        self.gpu
+    }
+
+    /// Loads the bytes of a weights file (`ddpm export`) onto this backend.
+    pub fn load(&self, bytes: &[u8]) -> Result<Model, JsError> {
+        let loaded = ddpm::weights::from_bytes(bytes, &self.device).map_err(js_error)?;
+        Ok(Model {
+            unet: loaded.model,
+            config: loaded.config,
+            device: self.device.clone(),
+        })
+    }
+}
+
+/// A loaded model.
+#[wasm_bindgen]
+pub struct Model {
+    unet: Unet,
+    config: ModelConfig,
+    device: Device,
+}
+
+/// What the page needs to know about a model to offer its controls.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelInfo {
+    image_size: [usize; 2],
+    channels: usize,
+    num_classes: Option<usize>,
+    timesteps: usize,
+    parameters: usize,
+}
+
+#[wasm_bindgen]
+impl Model {
+    /// `{ imageSize: [h, w], channels, numClasses (null when unconditional), timesteps,
+    /// parameters }`.
+    pub fn info(&self) -> Result<JsValue, JsError> {
+        use burn::module::Module;
+        let info = ModelInfo {
+            image_size: self.config.image_size,
+            channels: self.config.unet.channels,
+            num_classes: self.config.unet.num_classes,
+            timesteps: self.config.diffusion.timesteps,
+            parameters: self.unet.num_params(),
+        };
+        serde_wasm_bindgen::to_value(&info).map_err(js_error)
+    }
+
+    /// Starts a reverse process; `options` is a [`RunOptions`] object (every key optional).
+    pub fn run(&self, options: JsValue) -> Result<Run, JsError> {
+        let options: RunOptions = if options.is_undefined() || options.is_null() {
+            RunOptions::default()
+        } else {
+            serde_wasm_bindgen::from_value(options).map_err(js_error)?
+        };
+        Run::new(&self.unet, &self.config, &options, &self.device).map_err(js_error)
+    }
+}

@@ -1,0 +1,30 @@
+//! The DDPM sampler in the browser. The page (or its Web Worker) talks to three small types:
+//!
+//! - [`Backend`]: WebGPU through burn's wgpu backend, initialised asynchronously, or burn's CPU
+//!   backend (flex, compiled to wasm) when there is no usable adapter.
+//! - [`Model`]: a weights file exported by `ddpm export`, loaded onto the backend's device.
+//! - [`Run`]: one reverse process ([`ddpm::Sampler`], DDPM or DDIM, with classifier-free
+//!   guidance), advanced one denoising step per call; each step resolves to a [`Frame`], the
+//!   RGBA grid of x_t or of the predicted x₀, read back asynchronously.
+//!
+//! No tensor is ever read back synchronously here (a browser cannot block on the GPU); clippy's
+//! `disallowed-methods` (this crate's `clippy.toml`) enforces it.
+
+mod backend;
+mod run;
+
+pub use backend::{Backend, Model};
+pub use run::{Frame, Run, RunOptions};
+
+use wasm_bindgen::prelude::*;
+
+/// Panics show up in the browser console with their message.
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// Turns any error into a JavaScript `Error` with its message.
+pub(crate) fn js_error(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}

@@ -1,0 +1,132 @@
+// The page and the widget in a real headless Chromium: WebGPU (SwiftShader), the CPU fallback,
+// parity with the native CLI, the documentation-style page, and the wasm crate's JS API.
+// Needs the site built (`trunk build`, see tests/run.sh) and the `ddpm` binary.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { PARITY, events, launch, maxAbsDiff, openPage, serve, site, tinyModel, waitFor, widgetError } from './harness.mjs';
+import { writePages } from './fixtures.mjs';
+
+let server;
+let model;
+let gpu;
+let cpu;
+
+before(async () => {
+  model = tinyModel();
+  writePages(model.models);
+  server = await serve({ '/': site, '/fixtures/': model.models });
+  [gpu, cpu] = await Promise.all([launch({ webgpu: true }), launch({ webgpu: false })]);
+});
+
+after(async () => {
+  await Promise.all([gpu?.close(), cpu?.close()]);
+  server?.close();
+});
+
+// Share of pixels that are nearly black: MNIST digits are mostly background, noise is not.
+const darkShare = (rgba) => {
+  let dark = 0;
+  for (let i = 0; i < rgba.length; i += 4) dark += rgba[i] < 48 ? 1 : 0;
+  return dark / (rgba.length / 4);
+};
+
+test('the demo page picks WebGPU, redraws the canvas after every step and ends with digits, not noise', async () => {
+  const { page, problems } = await openPage(gpu, `${server.url}/?steps=6&seed=3`);
+  await waitFor(page, 'sampler', 'ddpm-done');
+  const ready = (await events(page, 'sampler')).find((e) => e.type === 'ddpm-ready');
+  assert.match(ready.detail.backend, /^WebGPU/);
+  const steps = (await events(page, 'sampler')).filter((e) => e.type === 'ddpm-step');
+  assert.equal(steps.length, 6);
+  for (let i = 1; i < 4; i++) {
+    assert.ok(maxAbsDiff(steps[i].pixels, steps[i - 1].pixels) > 0, `canvas unchanged after step ${i + 1}`);
+  }
+  const [first, last] = [darkShare(steps[0].pixels), darkShare(steps.at(-1).pixels)];
+  assert.ok(last > first + 0.25, `dark pixels: ${first.toFixed(2)} at step 1, ${last.toFixed(2)} at the end`);
+  const status = await page.evaluate(() => document.getElementById('sampler').shadowRoot.querySelector('.status').textContent);
+  assert.match(status, /step 6\/6 · \d+ ms\/step · WebGPU/);
+  // The settings are in the address bar.
+  assert.match(page.url(), /seed=3/);
+  assert.match(page.url(), /steps=6/);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+for (const backend of ['webgpu', 'cpu']) {
+  test(`the widget's final images equal the CLI's within 1e-3 (${backend})`, async () => {
+    const { page, problems } = await openPage(backend === 'webgpu' ? gpu : cpu, `${server.url}/fixtures/parity.html`);
+    await waitFor(page, 'w', 'ddpm-done');
+    const ready = (await events(page, 'w')).find((e) => e.type === 'ddpm-ready');
+    assert.match(ready.detail.backend, backend === 'webgpu' ? /^WebGPU/ : /^CPU \(no WebGPU/);
+    const values = await page.evaluate(async () => Array.from(await document.getElementById('w').values()));
+    assert.equal(values.length, PARITY.n * 64);
+    const diff = maxAbsDiff(values, model.cliValues);
+    assert.ok(diff < 1e-3, `max |browser − CLI| = ${diff}`);
+    if (backend === 'cpu') {
+      const status = await page.evaluate(() => document.getElementById('w').shadowRoot.querySelector('.status').textContent);
+      assert.match(status, /CPU \(no WebGPU/);
+    }
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+}
+
+test('widgets on one page: a bad attribute or tampered weights show a message, the others work, the weights are cached', async () => {
+  const context = await gpu.newContext();
+  const { page, problems } = await openPage(context, `${server.url}/fixtures/widgets.html`);
+  await waitFor(page, 'good', 'ddpm-done');
+  assert.match(await widgetError(page, 'bad'), /steps="abc": must be a whole number/);
+  await page.waitForFunction(() => !document.getElementById('tampered').shadowRoot.querySelector('.error').hidden);
+  assert.match(await widgetError(page, 'tampered'), /SHA-256 .* does not match the model card's .*refusing them/);
+  assert.equal(await widgetError(page, 'good'), '');
+  // The host page is untouched: its prose is still there and no error escaped the widgets.
+  assert.equal(await page.evaluate(() => document.querySelectorAll('p').length), 2);
+  assert.deepEqual(problems.filter((p) => !p.includes('ddpm-sampler')), []);
+  // A second visit takes the weights from the cache: the server sees no new request for them.
+  const before = server.requests('/fixtures/bars.bpk');
+  const second = await openPage(context, `${server.url}/fixtures/parity.html`);
+  await waitFor(second.page, 'w', 'ddpm-done');
+  assert.equal(server.requests('/fixtures/bars.bpk'), before);
+  await context.close();
+});
+
+test('the documentation example renders both of its widgets', async () => {
+  const { page, problems } = await openPage(gpu, `${server.url}/docs/`);
+  const ids = await page.evaluate(() => [...document.querySelectorAll('ddpm-sampler')].map((e) => e.id));
+  assert.equal(ids.length, 2);
+  for (const id of ids) {
+    await page.evaluate((id) => document.getElementById(id).scrollIntoView(), id);
+    await waitFor(page, id, 'ddpm-step');
+  }
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test("the wasm crate's JS API: backend, model info, option errors, frames and values", async () => {
+  const { page } = await openPage(cpu, `${server.url}/fixtures/api.html`);
+  await page.waitForFunction(() => window.apiResult, null, { timeout: 120000 });
+  const r = await page.evaluate(() => window.apiResult);
+  assert.equal(r.error, undefined, r.error);
+  assert.equal(r.backend, 'CPU');
+  assert.equal(r.gpu, false);
+  assert.match(r.truncated, /.+/);
+  assert.deepEqual(r.info.imageSize, [8, 8]);
+  assert.equal(r.info.channels, 1);
+  assert.equal(r.info.numClasses, 2);
+  assert.equal(r.info.timesteps, 100);
+  assert.match(r.sampler, /sampler must be "ddpm" or "ddim", got "euler"/);
+  assert.match(r.classRange, /class 5 is out of range: this model has 0\.\.1/);
+  assert.match(r.unknown, /stepz/);
+  assert.match(r.steps, /DDIM steps must be between 1 and 100, got 0/);
+  assert.equal(r.total, 3);
+  assert.match(r.view, /view must be/);
+  // Four 8×8 images in a 2×2 grid with 2-pixel gaps: 2·(8+2)+2 = 22 pixels a side.
+  assert.deepEqual(r.frame, { step: 1, t: r.frame.t, width: 22, height: 22, bytes: 22 * 22 * 4 });
+  assert.ok(r.frame.t > 60, `first DDIM step at t = ${r.frame.t}`);
+  assert.equal(r.skipped, 2);
+  assert.equal(r.after, undefined);
+  assert.equal(r.done, 3);
+  assert.equal(r.values.length, 4 * 64);
+  assert.ok(r.values.min >= -1 && r.values.max <= 1 && r.values.max > r.values.min);
+  await page.close();
+});

@@ -1,0 +1,37 @@
+// The demo page: the model list, and the widget's settings mirrored in the address bar so that
+// a link reproduces the same images.
+
+const sampler = document.getElementById('sampler');
+const picker = document.getElementById('model');
+// URL parameter -> widget attribute (`class` is HTML's own attribute, hence `class-label`).
+const SHARED = {
+  model: 'model', sampler: 'sampler', steps: 'steps', eta: 'eta', seed: 'seed',
+  class: 'class-label', guidance: 'guidance', view: 'view', backend: 'backend',
+};
+
+// Settings from the URL win over the page's defaults; the widget checks them.
+const query = new URLSearchParams(location.search);
+for (const [param, attr] of Object.entries(SHARED)) {
+  if (query.has(param)) sampler.setAttribute(attr, query.get(param));
+}
+
+sampler.addEventListener('ddpm-settings', () => {
+  const params = new URLSearchParams();
+  for (const [param, attr] of Object.entries(SHARED)) {
+    if (sampler.hasAttribute(attr)) params.set(param, sampler.getAttribute(attr));
+  }
+  history.replaceState(null, '', `?${params}`);
+});
+
+// Every shipped model, from models/index.json.
+try {
+  const models = await (await fetch('models/index.json')).json();
+  for (const { card, title } of models) {
+    const option = new Option(title, `models/${card}`);
+    option.selected = sampler.getAttribute('model') === `models/${card}`;
+    picker.add(option);
+  }
+  picker.addEventListener('change', () => sampler.setAttribute('model', picker.value));
+} catch {
+  picker.disabled = true;
+}

@@ -1,0 +1,265 @@
+// <ddpm-sampler>: a diffusion model drawing every denoising step on a canvas.
+//
+//   <script type="module" src="ddpm-sampler.js"></script>
+//   <ddpm-sampler model="models/mnist.json" sampler="ddim" steps="50" seed="42" autoplay controls>
+//
+// Every widget on a page shares one model thread (one wasm module, one GPU device); a widget
+// starts when it scrolls into view; bad attributes show a message inside it; its DOM lives in a
+// shadow root. Events: ddpm-ready, ddpm-step, ddpm-done, ddpm-error, ddpm-settings.
+
+import { engine } from './engine.js';
+import { ATTRIBUTES, randomSeed, readSettings, runOptions } from './settings.js';
+import { CSS, controlsHtml } from './view.js';
+
+let nextRunId = 1;
+const sheet = new CSSStyleSheet();
+sheet.replaceSync(CSS);
+const reducedMotion = () => globalThis.matchMedia?.('(prefers-reduced-motion: reduce)').matches;
+
+export class DdpmSampler extends HTMLElement {
+  static observedAttributes = ATTRIBUTES;
+
+  #root;
+  #settings = null;
+  #engine = null;
+  #model = null; // { card, info }
+  #runId = `run-${nextRunId++}`;
+  #total = 0;
+  #done = 0;
+  #frames = []; // ImageData of each drawn step, for the scrubber
+  #playing = false;
+  #queue = Promise.resolve(); // worker calls of this widget, one after another
+  #visible = false;
+  #generation = 0; // bumps on every restart; stale loops stop
+
+  constructor() {
+    super();
+    this.#root = this.attachShadow({ mode: 'open' });
+    this.#root.adoptedStyleSheets = [sheet];
+    this.#root.innerHTML = `<div class="frame"><canvas part="canvas"></canvas>
+      <div class="status" part="status" aria-live="polite"></div>
+      <div class="error" part="error" role="alert" hidden></div><div class="controls"></div></div>`;
+  }
+
+  connectedCallback() {
+    if (this.#observer) return;
+    this.#observer = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting) && !this.#visible) {
+        this.#visible = true;
+        this.#observer.disconnect();
+        this.#restart();
+      }
+    });
+    this.#observer.observe(this);
+  }
+
+  #observer = null;
+
+  disconnectedCallback() {
+    this.#playing = false;
+  }
+
+  attributeChangedCallback() {
+    if (!this.#visible) return;
+    clearTimeout(this.#debounce);
+    this.#debounce = setTimeout(() => this.#restart(), 0);
+  }
+
+  #debounce = 0;
+
+  // --- the JS API -----------------------------------------------------------------------
+
+  /** Which backend runs the model, e.g. "WebGPU (google swiftshader)" or "CPU (…)". */
+  get backend() {
+    return this.#backendName ?? null;
+  }
+
+  #backendName = null;
+
+  /** Steps done and in all. */
+  get progress() {
+    return { done: this.#done, total: this.#total };
+  }
+
+  /** Runs denoising steps until the end (or `pause()`). */
+  play() {
+    if (this.#playing || !this.#total) return;
+    this.#playing = true;
+    this.#syncButtons();
+    const generation = this.#generation;
+    const loop = async () => {
+      while (this.#playing && generation === this.#generation && this.#done < this.#total) {
+        await this.step();
+      }
+      if (generation === this.#generation) this.#playing = false;
+      this.#syncButtons();
+    };
+    loop();
+  }
+
+  pause() {
+    this.#playing = false;
+    this.#syncButtons();
+  }
+
+  /** One denoising step; draws it unless reduced motion or `draw-every` skips it. */
+  step() {
+    const generation = this.#generation;
+    this.#queue = this.#queue.then(async () => {
+      if (generation !== this.#generation || this.#done >= this.#total) return;
+      const next = this.#done + 1;
+      const last = next === this.#total;
+      const s = this.#settings;
+      const animate = !(this.#playing && reducedMotion());
+      const draw = last || (animate && next % s.drawEvery === 0);
+      try {
+        const frame = await this.#engine.call('step', { runId: this.#runId, view: draw ? s.view : 'none' });
+        if (generation !== this.#generation || frame === null) return;
+        this.#done = frame.step;
+        if (draw) this.#draw(frame);
+        this.#status(frame.ms);
+        this.#emit('ddpm-step', { step: frame.step, total: this.#total, ms: frame.ms });
+        if (this.#done === this.#total) this.#emit('ddpm-done', { total: this.#total });
+      } catch (e) {
+        this.#fail(e);
+      }
+    });
+    return this.#queue;
+  }
+
+  /** Starts over with the current settings. */
+  restart() {
+    return this.#restart();
+  }
+
+  /** The current images as raw values in [−1, 1] (`[n, c, h, w]`, a Float32Array). */
+  async values() {
+    await this.#queue;
+    return this.#engine.call('values', { runId: this.#runId });
+  }
+
+  /** Saves the grid on the canvas as a PNG. */
+  download() {
+    const canvas = this.#root.querySelector('canvas');
+    canvas.toBlob((blob) => {
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = `ddpm-seed${this.#settings?.seed ?? 0}-step${this.#done}.png`;
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+    }, 'image/png');
+  }
+
+  // --- internals ------------------------------------------------------------------------
+
+  async #restart() {
+    const generation = ++this.#generation;
+    this.#playing = false;
+    this.#error(null);
+    try {
+      this.#settings = readSettings(this);
+    } catch (e) {
+      this.#fail(e);
+      return;
+    }
+    this.#emit('ddpm-settings', { ...this.#settings });
+    const s = this.#settings;
+    try {
+      this.#engine = engine(s.backend);
+      this.#statusText('starting the model…');
+      this.#backendName = (await this.#engine.backend).name;
+      this.#model = await this.#engine.model(s.model);
+      if (generation !== this.#generation) return;
+      const { total } = await this.#engine.call('start', { key: s.model, runId: this.#runId, options: runOptions(s) });
+      if (generation !== this.#generation) return;
+      this.#total = total;
+      this.#done = 0;
+      this.#frames = [];
+      this.#renderControls();
+      this.#status(null);
+      this.#emit('ddpm-ready', { backend: this.#backendName, model: this.#model.info, total });
+      if (s.autoplay) this.play();
+    } catch (e) {
+      if (generation === this.#generation) this.#fail(e);
+    }
+  }
+
+  #draw(frame) {
+    const canvas = this.#root.querySelector('canvas');
+    canvas.width = frame.width;
+    canvas.height = frame.height;
+    const image = new ImageData(frame.pixels, frame.width, frame.height);
+    canvas.getContext('2d').putImageData(image, 0, 0);
+    this.#frames[frame.step] = image;
+    const scrub = this.#root.querySelector('[name=scrub]');
+    if (scrub) {
+      scrub.max = String(frame.step);
+      scrub.value = String(frame.step);
+    }
+  }
+
+  #scrubTo(step) {
+    const image = this.#frames.slice(0, step + 1).findLast(Boolean);
+    if (!image) return;
+    this.pause();
+    this.#root.querySelector('canvas').getContext('2d').putImageData(image, 0, 0);
+    this.#statusText(`showing step ${step} of ${this.#total} · ${this.#backendName}`);
+  }
+
+  #status(ms) {
+    const timing = ms === null ? '' : ` · ${ms.toFixed(0)} ms/step`;
+    this.#statusText(`step ${this.#done}/${this.#total}${timing} · ${this.#backendName}`);
+  }
+
+  #statusText(text) {
+    this.#root.querySelector('.status').textContent = text;
+  }
+
+  #fail(e) {
+    const message = String(e?.message ?? e);
+    this.#playing = false;
+    this.#error(message);
+    this.#emit('ddpm-error', { message });
+  }
+
+  #error(message) {
+    const box = this.#root.querySelector('.error');
+    box.hidden = message === null;
+    box.textContent = message === null ? '' : `ddpm-sampler: ${message}`;
+  }
+
+  #emit(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail, bubbles: true, composed: true }));
+  }
+
+  #renderControls() {
+    const box = this.#root.querySelector('.controls');
+    if (!this.#settings.controls) {
+      box.replaceChildren();
+      return;
+    }
+    box.innerHTML = controlsHtml(this.#settings, this.#model);
+    const set = (name, value) => this.setAttribute(name, String(value));
+    for (const input of box.querySelectorAll('[data-attr]')) {
+      input.addEventListener('change', () => set(input.dataset.attr, input.value));
+    }
+    const on = (action, handler) => box.querySelector(`[data-action=${action}]`)?.addEventListener('click', handler);
+    on('play', () => (this.#playing ? this.pause() : this.play()));
+    on('step', () => {
+      this.pause();
+      this.step();
+    });
+    on('restart', () => this.#restart());
+    on('seed', () => set('seed', randomSeed()));
+    on('download', () => this.download());
+    box.querySelector('[name=scrub]').addEventListener('input', (e) => this.#scrubTo(Number(e.target.value)));
+    this.#syncButtons();
+  }
+
+  #syncButtons() {
+    const play = this.#root.querySelector('[data-action=play]');
+    if (play) play.textContent = this.#playing ? 'Pause' : 'Play';
+  }
+}
+
+if (!customElements.get('ddpm-sampler')) customElements.define('ddpm-sampler', DdpmSampler);

@@ -1,0 +1,86 @@
+// The model's thread: one per page (and backend choice), shared by every <ddpm-sampler> on it.
+// It owns the wasm module, the one WebGPU device and the loaded models; the widgets send it
+// small messages and get back one RGBA frame per denoising step (transferred, not copied).
+import init, { Backend } from './ddpm-web.js';
+
+let backend = null;
+const models = new Map(); // key -> Model
+const runs = new Map(); // runId -> Run
+
+// The adapter as the browser describes it (wgpu may not see vendor and architecture).
+async function adapterLabel() {
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    if (!adapter) return null;
+    const info = adapter.info ?? {};
+    return [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'adapter';
+  } catch {
+    return null;
+  }
+}
+
+const ops = {
+  async init({ preferGpu }) {
+    await init();
+    let reason = null;
+    if (preferGpu && !('gpu' in navigator)) reason = 'this browser has no WebGPU';
+    let label = null;
+    if (preferGpu && !reason) {
+      label = await adapterLabel();
+      if (!label) reason = 'no WebGPU adapter';
+    }
+    backend = await Backend.create(preferGpu && !reason);
+    const name = backend.gpu ? `WebGPU (${label})` : reason ? `CPU (${reason})` : backend.name;
+    return { name, gpu: backend.gpu };
+  },
+  load({ key, bytes }) {
+    if (!models.has(key)) models.set(key, backend.load(new Uint8Array(bytes)));
+    return models.get(key).info();
+  },
+  start({ key, runId, options }) {
+    const model = models.get(key);
+    if (!model) throw new Error(`model ${key} is not loaded`);
+    runs.get(runId)?.free();
+    const run = model.run(options);
+    runs.set(runId, run);
+    return { total: run.total };
+  },
+  async step({ runId, view }) {
+    const run = runs.get(runId);
+    if (!run) throw new Error(`no run ${runId}`);
+    const started = performance.now();
+    const frame = await run.step(view);
+    const ms = performance.now() - started;
+    if (frame === undefined) return { value: null };
+    if (typeof frame === 'number') return { value: { step: frame, ms } };
+    const value = { step: frame.step, t: frame.t, width: frame.width, height: frame.height, pixels: frame.pixels, ms };
+    frame.free();
+    return { value, transfer: [value.pixels.buffer] };
+  },
+  async values({ runId }) {
+    const run = runs.get(runId);
+    if (!run) throw new Error(`no run ${runId}`);
+    const values = await run.values();
+    return { value: values, transfer: [values.buffer] };
+  },
+  drop({ runId }) {
+    runs.get(runId)?.free();
+    runs.delete(runId);
+    return null;
+  },
+};
+
+// Requests are handled one after another, so a step never overlaps another on the device.
+let queue = Promise.resolve();
+self.onmessage = (event) => {
+  const { id, op, args } = event.data;
+  queue = queue.then(async () => {
+    try {
+      const result = await ops[op](args);
+      const { value, transfer } = result && 'value' in result ? result : { value: result, transfer: [] };
+      self.postMessage({ id, ok: true, value }, transfer ?? []);
+    } catch (e) {
+      self.postMessage({ id, ok: false, error: String(e?.message ?? e) });
+    }
+  });
+};

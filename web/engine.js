@@ -1,0 +1,117 @@
+// The page's side of the model thread: one worker per backend choice, shared by every widget,
+// and the weights, fetched once per URL, checked against the model card's SHA-256 and cached.
+
+const CACHE = 'ddpm-weights-v1';
+const engines = new Map(); // 'auto' | 'cpu' -> Engine
+
+class Engine {
+  constructor(preferGpu) {
+    this.worker = new Worker(new URL('./ddpm-worker.js', import.meta.url), { type: 'module' });
+    this.pending = new Map();
+    this.nextId = 1;
+    this.models = new Map(); // card URL -> Promise<{ card, info }>
+    this.worker.onmessage = ({ data }) => {
+      const pending = this.pending.get(data.id);
+      this.pending.delete(data.id);
+      if (data.ok) pending.resolve(data.value);
+      else pending.reject(new Error(data.error));
+    };
+    this.worker.onerror = (event) => {
+      const error = new Error(`the model worker failed: ${event.message ?? 'unknown error'}`);
+      for (const pending of this.pending.values()) pending.reject(error);
+      this.pending.clear();
+    };
+    this.backend = this.call('init', { preferGpu });
+  }
+
+  call(op, args, transfer = []) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, op, args }, transfer);
+    });
+  }
+
+  // The model card at `cardUrl` and its weights, loaded once for every widget that asks.
+  model(cardUrl) {
+    if (!this.models.has(cardUrl)) {
+      const loading = (async () => {
+        const card = await fetchCard(cardUrl);
+        const weightsUrl = new URL(card.weights, cardUrl).href;
+        const bytes = await fetchWeights(weightsUrl, card.sha256);
+        await this.backend;
+        const info = await this.call('load', { key: cardUrl, bytes }, [bytes]);
+        return { card, info };
+      })();
+      loading.catch(() => this.models.delete(cardUrl)); // a later attempt may succeed
+      this.models.set(cardUrl, loading);
+    }
+    return this.models.get(cardUrl);
+  }
+}
+
+/** The shared engine for `backend` ('auto': WebGPU when the browser has it, else CPU). */
+export function engine(backend = 'auto') {
+  if (!engines.has(backend)) engines.set(backend, new Engine(backend !== 'cpu'));
+  return engines.get(backend);
+}
+
+async function fetchCard(url) {
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (e) {
+    throw new Error(`model card ${url}: cannot fetch (${e.message})`);
+  }
+  if (!response.ok) throw new Error(`model card ${url}: HTTP ${response.status}`);
+  let card;
+  try {
+    card = await response.json();
+  } catch {
+    throw new Error(`model card ${url}: not JSON`);
+  }
+  if (typeof card.weights !== 'string' || !/^[0-9a-f]{64}$/.test(card.sha256 ?? '')) {
+    throw new Error(`model card ${url}: needs "weights" and a hex "sha256"`);
+  }
+  return card;
+}
+
+async function sha256(bytes) {
+  if (!globalThis.crypto?.subtle) throw new Error('cannot check the weights: this page is not a secure context (https or localhost)');
+  const digest = await crypto.subtle.digest('SHA-256', bytes);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function openCache() {
+  try {
+    return globalThis.caches ? await caches.open(CACHE) : null;
+  } catch {
+    return null; // e.g. storage disabled: fetch every time
+  }
+}
+
+/** The weights at `url`, from the Cache API when a previous visit stored them. */
+async function fetchWeights(url, expected) {
+  const cache = await openCache();
+  const key = `${url}#sha256=${expected}`;
+  const cached = await cache?.match(key);
+  if (cached) {
+    const bytes = await cached.arrayBuffer();
+    if ((await sha256(bytes)) === expected) return bytes;
+    await cache.delete(key);
+  }
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (e) {
+    throw new Error(`weights ${url}: cannot fetch (${e.message})`);
+  }
+  if (!response.ok) throw new Error(`weights ${url}: HTTP ${response.status}`);
+  const bytes = await response.arrayBuffer();
+  const found = await sha256(bytes);
+  if (found !== expected) {
+    throw new Error(`weights ${url}: SHA-256 ${found.slice(0, 12)}… does not match the model card's ${expected.slice(0, 12)}…; refusing them`);
+  }
+  await cache?.put(key, new Response(bytes.slice(0), { headers: { 'content-type': 'application/octet-stream' } })).catch(() => {});
+  return bytes;
+}

@@ -1,0 +1,81 @@
+// The widget's attributes, read and checked at the edge: a bad value becomes one message naming
+// the attribute, shown inside the widget.
+
+export const ATTRIBUTES = [
+  'model', 'sampler', 'steps', 'eta', 'seed', 'n', 'class-label', 'guidance', 'view', 'backend',
+  'draw-every', 'columns', 'autoplay', 'controls',
+];
+
+const MAX_SEED = Number.MAX_SAFE_INTEGER;
+
+function integer(name, text, min, max) {
+  if (!/^\s*\d+\s*$/.test(text)) throw new Error(`${name}="${text}": must be a whole number`);
+  const value = Number(text);
+  if (value < min || value > max) throw new Error(`${name}="${text}": must be between ${min} and ${max}`);
+  return value;
+}
+
+function number(name, text, min) {
+  const value = Number(text);
+  if (text.trim() === '' || !Number.isFinite(value) || value < min) {
+    throw new Error(`${name}="${text}": must be a number${min > -Infinity ? ` ≥ ${min}` : ''}`);
+  }
+  return value;
+}
+
+function oneOf(name, text, allowed) {
+  if (!allowed.includes(text)) throw new Error(`${name}="${text}": must be one of ${allowed.join(', ')}`);
+  return text;
+}
+
+/** The settings of `element`, or an Error naming the first bad attribute. */
+export function readSettings(element) {
+  const get = (name, fallback) => element.getAttribute(name) ?? fallback;
+  const model = get('model', '').trim();
+  if (!model) throw new Error('model: the attribute is required (the URL of a model card JSON)');
+  let modelUrl;
+  try {
+    modelUrl = new URL(model, element.ownerDocument.baseURI).href;
+  } catch {
+    throw new Error(`model="${model}": not a URL`);
+  }
+  // `class` is HTML's own attribute (CSS classes), so the diffusion class is `class-label`.
+  const classText = get('class-label', 'mixed').trim();
+  const columns = element.getAttribute('columns');
+  return {
+    model: modelUrl,
+    sampler: oneOf('sampler', get('sampler', 'ddim'), ['ddim', 'ddpm']),
+    steps: integer('steps', get('steps', '50'), 1, 100000),
+    eta: number('eta', get('eta', '0'), 0),
+    seed: integer('seed', get('seed', '0'), 0, MAX_SEED),
+    n: integer('n', get('n', '16'), 1, 64),
+    class: /^\d+$/.test(classText) ? Number(classText) : oneOf('class-label', classText, ['mixed', 'none']),
+    guidance: number('guidance', get('guidance', '1'), -Infinity),
+    view: oneOf('view', get('view', 'x'), ['x', 'x0']),
+    backend: oneOf('backend', get('backend', 'auto'), ['auto', 'cpu']),
+    drawEvery: integer('draw-every', get('draw-every', '1'), 1, 100000),
+    columns: columns === null ? null : integer('columns', columns, 1, 64),
+    autoplay: element.hasAttribute('autoplay'),
+    controls: element.hasAttribute('controls'),
+  };
+}
+
+/** What the sampler in the worker takes (the wasm crate's `RunOptions`). */
+export function runOptions(settings) {
+  const options = {
+    sampler: settings.sampler,
+    steps: settings.steps,
+    eta: settings.eta,
+    seed: settings.seed,
+    n: settings.n,
+    class: settings.class,
+    guidance: settings.guidance,
+  };
+  if (settings.columns !== null) options.columns = settings.columns;
+  return options;
+}
+
+/** A random seed for the "new seed" button. */
+export function randomSeed() {
+  return Math.floor(Math.random() * 2 ** 31);
+}

@@ -10,25 +10,38 @@ step "toolchain components"
 rustup component add rustfmt clippy >/dev/null
 rustup target add wasm32-unknown-unknown >/dev/null
 
-step "a Vulkan driver for the wgpu tests (Mesa's lavapipe when there is no GPU)"
-if ! ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1; then
+step "system packages: a Vulkan driver (Mesa's lavapipe without a GPU), Chromium, wasm-opt"
+missing=()
+ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1 || missing+=(mesa-vulkan-drivers)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v wasm-opt >/dev/null || missing+=(binaryen)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "no Vulkan driver: install one (Debian: sudo apt-get install mesa-vulkan-drivers)" >&2
+    echo "missing: ${missing[*]} (Debian: sudo apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi
 
+step "web tools: Trunk and wasm-bindgen-cli (installed once)"
+source web/tools.sh
+
 step "format"
 cargo fmt --all -- --check
 
+# ddpm-web compiles natively too, so this also enforces its clippy.toml: no synchronous tensor
+# read-back in the browser crate.
 step "clippy (native, warnings denied)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "the core crate builds for the browser (wasm32-unknown-unknown)"
-cargo check -p ddpm --target wasm32-unknown-unknown
-
 step "tests"
 cargo test --workspace
+
+step "the site (trunk build: target/site)"
+trunk build
+
+step "browser tests (headless Chromium: WebGPU on SwiftShader, and the CPU fallback)"
+npm ci --prefix tests/browser --no-audit --no-fund --silent
+DDPM_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ddpm" npm test --prefix tests/browser

@@ -5,7 +5,7 @@ const sampler = document.getElementById('sampler');
 const picker = document.getElementById('model');
 // URL parameter -> widget attribute (`class` is HTML's own attribute, hence `class-label`).
 const SHARED = {
-  model: 'model', sampler: 'sampler', steps: 'steps', eta: 'eta', seed: 'seed',
+  model: 'model', sampler: 'sampler', steps: 'steps', eta: 'eta', seed: 'seed', n: 'n',
   class: 'class-label', guidance: 'guidance', view: 'view', backend: 'backend',
 };
 
@@ -35,3 +35,12 @@ try {
 } catch {
   picker.disabled = true;
 }
+
+// Where the model came from, from its card.
+sampler.addEventListener('ddpm-ready', ({ detail: { card } }) => {
+  const parts = [`${card.parameters.toLocaleString('en')} parameters`, `${(card.bytes / 1e6).toFixed(1)} MB (${card.precision})`];
+  if (card.steps_trained) parts.push(`${card.steps_trained.toLocaleString('en')} training steps`);
+  if (card.training_seconds) parts.push(`${(card.training_seconds / 60).toFixed(0)} min of training`);
+  if (card.dataset) parts.push(`data: ${card.dataset}`);
+  document.getElementById('provenance').textContent = parts.join(' · ');
+});

@@ -43,6 +43,12 @@ export class DdpmSampler extends HTMLElement {
 
   connectedCallback() {
     if (this.#observer) return;
+    // Bad attributes are reported at once, even before the widget scrolls into view.
+    try {
+      readSettings(this);
+    } catch (e) {
+      this.#fail(e);
+    }
     this.#observer = new IntersectionObserver((entries) => {
       if (entries.some((e) => e.isIntersecting) && !this.#visible) {
         this.#visible = true;
@@ -177,7 +183,7 @@ export class DdpmSampler extends HTMLElement {
       this.#frames = [];
       this.#renderControls();
       this.#status(null);
-      this.#emit('ddpm-ready', { backend: this.#backendName, model: this.#model.info, total });
+      this.#emit('ddpm-ready', { backend: this.#backendName, model: this.#model.info, card: this.#model.card, total });
       if (s.autoplay) this.play();
     } catch (e) {
       if (generation === this.#generation) this.#fail(e);

@@ -93,7 +93,9 @@ async function openCache() {
 /** The weights at `url`, from the Cache API when a previous visit stored them. */
 async function fetchWeights(url, expected) {
   const cache = await openCache();
-  const key = `${url}#sha256=${expected}`;
+  // The Cache API ignores fragments, so the expected hash goes into the key's query: weights
+  // refused for one card never evict the good copy another card uses.
+  const key = `${url}${url.includes('?') ? '&' : '?'}ddpm-sha256=${expected}`;
   const cached = await cache?.match(key);
   if (cached) {
     const bytes = await cached.arrayBuffer();

@@ -24,15 +24,21 @@ after(async () => {
   server?.close();
 });
 
-// Share of pixels that are nearly black: MNIST digits are mostly background, noise is not.
-const darkShare = (rgba) => {
-  let dark = 0;
-  for (let i = 0; i < rgba.length; i += 4) dark += rgba[i] < 48 ? 1 : 0;
-  return dark / (rgba.length / 4);
+// Mean absolute difference of horizontally adjacent pixels (red channel, 0–255): high for
+// noise, low for images made of strokes and background.
+const roughness = (rgba, width) => {
+  let sum = 0;
+  let count = 0;
+  for (let i = 4; i < rgba.length; i += 4) {
+    if ((i / 4) % width === 0) continue;
+    sum += Math.abs(rgba[i] - rgba[i - 4]);
+    count += 1;
+  }
+  return sum / count;
 };
 
 test('the demo page picks WebGPU, redraws the canvas after every step and ends with digits, not noise', async () => {
-  const { page, problems } = await openPage(gpu, `${server.url}/?steps=6&seed=3`);
+  const { page, problems } = await openPage(gpu, `${server.url}/?steps=6&seed=3&n=4`);
   await waitFor(page, 'sampler', 'ddpm-done');
   const ready = (await events(page, 'sampler')).find((e) => e.type === 'ddpm-ready');
   assert.match(ready.detail.backend, /^WebGPU/);
@@ -41,8 +47,9 @@ test('the demo page picks WebGPU, redraws the canvas after every step and ends w
   for (let i = 1; i < 4; i++) {
     assert.ok(maxAbsDiff(steps[i].pixels, steps[i - 1].pixels) > 0, `canvas unchanged after step ${i + 1}`);
   }
-  const [first, last] = [darkShare(steps[0].pixels), darkShare(steps.at(-1).pixels)];
-  assert.ok(last > first + 0.25, `dark pixels: ${first.toFixed(2)} at step 1, ${last.toFixed(2)} at the end`);
+  const width = await page.evaluate(() => document.getElementById('sampler').shadowRoot.querySelector('canvas').width);
+  const [first, last] = [roughness(steps[0].pixels, width), roughness(steps.at(-1).pixels, width)];
+  assert.ok(last < 0.5 * first, `roughness: ${first.toFixed(1)} at step 1, ${last.toFixed(1)} at the end`);
   const status = await page.evaluate(() => document.getElementById('sampler').shadowRoot.querySelector('.status').textContent);
   assert.match(status, /step 6\/6 · \d+ ms\/step · WebGPU/);
   // The settings are in the address bar.
@@ -71,11 +78,23 @@ for (const backend of ['webgpu', 'cpu']) {
   });
 }
 
+test('with prefers-reduced-motion the widget draws only the finished grid', async () => {
+  const context = await cpu.newContext({ reducedMotion: 'reduce' });
+  const { page } = await openPage(context, `${server.url}/fixtures/parity.html`);
+  await waitFor(page, 'w', 'ddpm-done');
+  const steps = (await events(page, 'w')).filter((e) => e.type === 'ddpm-step');
+  assert.equal(steps.length, PARITY.steps);
+  for (const step of steps.slice(1, -1)) assert.deepEqual(step.pixels, steps[0].pixels);
+  assert.notDeepEqual(steps.at(-1).pixels, steps[0].pixels, 'the final grid is drawn');
+  await context.close();
+});
+
 test('widgets on one page: a bad attribute or tampered weights show a message, the others work, the weights are cached', async () => {
   const context = await gpu.newContext();
   const { page, problems } = await openPage(context, `${server.url}/fixtures/widgets.html`);
   await waitFor(page, 'good', 'ddpm-done');
   assert.match(await widgetError(page, 'bad'), /steps="abc": must be a whole number/);
+  await page.evaluate(() => document.getElementById('tampered').scrollIntoView());
   await page.waitForFunction(() => !document.getElementById('tampered').shadowRoot.querySelector('.error').hidden);
   assert.match(await widgetError(page, 'tampered'), /SHA-256 .* does not match the model card's .*refusing them/);
   assert.equal(await widgetError(page, 'good'), '');

@@ -3,7 +3,7 @@
 // headless Chromium with or without WebGPU (SwiftShader on the CPU).
 
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, normalize, resolve } from 'node:path';
@@ -32,6 +32,10 @@ export async function serve(mounts) {
   const server = createServer((request, response) => {
     const path = decodeURIComponent(new URL(request.url, 'http://x').pathname);
     counts.set(path, (counts.get(path) ?? 0) + 1);
+    if (path === '/favicon.ico') {
+      response.writeHead(204).end();
+      return;
+    }
     const prefix = Object.keys(mounts).filter((p) => path.startsWith(p)).sort((a, b) => b.length - a.length)[0];
     let file = prefix === undefined ? null : normalize(join(mounts[prefix], path.slice(prefix.length)));
     if (file && existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
@@ -75,6 +79,7 @@ export function tinyModel() {
     '--set', 'model.dim=8', '--set', 'model.dim_mults=[1, 2]', '--set', 'model.attn_dim_head=8',
     '--set', 'model.attn_heads=2', '--set', 'diffusion.timesteps=100', '--set', 'optim.warmup_steps=5');
   const models = join(dir, 'models');
+  mkdirSync(models);
   cli('export', run, '-o', join(models, 'bars.bpk'));
   const p = PARITY;
   cli('sample', join(models, 'bars.bpk'), '-o', join(dir, 'cli.png'), '--device', 'cpu',
@@ -103,7 +108,7 @@ function writeBars(folder) {
       pixels[i * 64 + y * 8 + x] = (labels[i] === 0 ? y : x) === pos ? 255 : 0;
     }
   }
-  execFileSync('mkdir', ['-p', folder]);
+  mkdirSync(folder, { recursive: true });
   writeFileSync(join(folder, 'train-images-idx3-ubyte'), Buffer.concat([header(0x803, [n, 8, 8]), pixels]));
   writeFileSync(join(folder, 'train-labels-idx1-ubyte'), Buffer.concat([header(0x801, [n]), labels]));
 }

@@ -55,6 +55,12 @@ fn a_few_hundred_steps_drive_the_loss_down() {
         3
     );
     assert!(run.join("samples/step-000000300.png").is_file());
+    // The EMA is a copy of the weights until ema.update_after_step (100), an average after.
+    let record = |step: usize, name: &str| {
+        std::fs::read(run.join(format!("checkpoints/step-{step:09}/{name}"))).expect("record")
+    };
+    assert!(record(100, "ema.bpk") == record(100, "model.bpk"));
+    assert!(record(300, "ema.bpk") != record(300, "model.bpk"));
 }
 
 /// Kills the training process at random moments (some during checkpoint writes), resumes it

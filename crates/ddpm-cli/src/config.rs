@@ -236,8 +236,11 @@ pub struct EmaConfig {
     pub decay: f64,
     /// Update every this many optimiser steps.
     pub every: usize,
-    /// Warm-up power: decay = 1 − (1 + step)^(−power), capped at `decay`.
+    /// Warm-up power: decay = 1 − (1 + step − update_after_step)^(−power), capped at `decay`.
     pub power: f64,
+    /// Until this step the average is a copy of the weights (ema-pytorch's default: 100), so
+    /// the random initialisation does not linger in it.
+    pub update_after_step: usize,
 }
 
 impl Default for EmaConfig {
@@ -246,6 +249,7 @@ impl Default for EmaConfig {
             decay: 0.995,
             every: 10,
             power: 0.75,
+            update_after_step: 100,
         }
     }
 }

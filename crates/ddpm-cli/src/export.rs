@@ -64,6 +64,8 @@ pub struct ModelCard {
     pub class_names: Vec<String>,
     /// Optimiser steps trained, when known.
     pub steps_trained: Option<usize>,
+    /// Wall-clock seconds those steps took (summed over resumed sessions), from `metrics.csv`.
+    pub training_seconds: Option<f64>,
 }
 
 /// Runs `ddpm export`.
@@ -79,6 +81,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let device = Device::flex();
     let (model, config) = load_model(&args.model, &device)?;
     let (dataset, class_names, steps_trained) = provenance(&args.model)?;
+    let training_seconds = steps_trained.and_then(|step| training_seconds(&args.model, step));
     let precision = if args.f16 {
         Precision::F16
     } else {
@@ -101,6 +104,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         dataset,
         class_names,
         steps_trained,
+        training_seconds,
     };
     let json = serde_json::to_string_pretty(&card)? + "\n";
     std::fs::write(&card_path, json)
@@ -133,6 +137,30 @@ fn provenance(source: &Path) -> Result<(Option<String>, Vec<String>, Option<usiz
         .and_then(|text| TrainConfig::from_toml(&text, &[]).ok())
         .map(|c| c.data.source);
     Ok((dataset, state.class_names, Some(state.step)))
+}
+
+/// The wall time of steps 1..=`step` of a run: its `metrics.csv` restarts the `seconds` column
+/// at 0 in every session, so each session adds its last value.
+fn training_seconds(run: &Path, step: usize) -> Option<f64> {
+    let text = std::fs::read_to_string(run.join("metrics.csv")).ok()?;
+    let (mut total, mut session) = (0.0, 0.0);
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let (Some(row_step), Some(seconds)) = (
+            fields.first().and_then(|s| s.parse::<usize>().ok()),
+            fields.get(4).and_then(|s| s.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        if row_step > step {
+            break;
+        }
+        if seconds < session {
+            total += session;
+        }
+        session = seconds;
+    }
+    Some(total + session)
 }
 
 /// The model's tensors as safetensors (f32), named by module path, with the configuration in
@@ -207,4 +235,18 @@ pub fn info(args: &InfoArgs) -> Result<()> {
         serde_json::to_string_pretty(&config)?.replace('\n', "\n              ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn training_time_adds_up_resumed_sessions() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let csv = "step,loss,lr,images_per_second,seconds\n1,0.9,1e-4,10,2.0\n2,0.8,1e-4,10,4.0\n\
+                   3,0.7,1e-4,10,1.5\n4,0.6,1e-4,10,3.5\n5,0.5,1e-4,10,5.0\n";
+        std::fs::write(dir.path().join("metrics.csv"), csv).expect("write");
+        assert_eq!(super::training_seconds(dir.path(), 4), Some(4.0 + 3.5));
+        assert_eq!(super::training_seconds(dir.path(), 2), Some(4.0));
+        assert_eq!(super::training_seconds(&dir.path().join("nope"), 2), None);
+    }
 }

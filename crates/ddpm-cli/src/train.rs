@@ -12,7 +12,7 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::{Bytes, Device};
-use ddpm::ema::warmup_decay;
+use ddpm::ema::decay_at;
 use ddpm::{Ema, GaussianDiffusion, ModelConfig, NoiseSource, Unet};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -357,8 +357,8 @@ impl Trainer {
         self.model = self.optim.step(lr, self.model.clone(), accumulator.grads());
         let ema = &self.config.ema;
         if self.step.is_multiple_of(ema.every) {
-            self.ema
-                .update(&self.model, warmup_decay(self.step, ema.power, ema.decay));
+            let decay = decay_at(self.step, ema.update_after_step, ema.power, ema.decay);
+            self.ema.update(&self.model, decay);
         }
         Ok(total)
     }

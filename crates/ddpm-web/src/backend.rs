@@ -115,6 +115,18 @@ impl Model {
         let options: RunOptions = if options.is_undefined() || options.is_null() {
             RunOptions::default()
         } else {
+            // serde-wasm-bindgen reads only the fields it knows, so a misspelt key would be
+            // ignored silently; name it instead.
+            let object: &js_sys::Object = options.unchecked_ref();
+            for key in js_sys::Object::keys(object) {
+                let key = key.as_string().unwrap_or_default();
+                if !RunOptions::KEYS.contains(&key.as_str()) {
+                    return Err(js_error(format!(
+                        "unknown option `{key}` (known: {})",
+                        RunOptions::KEYS.join(", ")
+                    )));
+                }
+            }
             serde_wasm_bindgen::from_value(options).map_err(js_error)?
         };
         Run::new(&self.unet, &self.config, &options, &self.device).map_err(js_error)

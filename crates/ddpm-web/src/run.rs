@@ -9,13 +9,13 @@ use ddpm::{
     DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler, SamplerConfig,
     SamplerKind, Unet,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use crate::js_error;
 
 /// How to sample; every key is optional (JavaScript names in camelCase).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct RunOptions {
     /// `"ddim"` (default) or `"ddpm"`.
@@ -38,7 +38,7 @@ pub struct RunOptions {
 }
 
 /// Which class each image gets.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ClassChoice {
     /// The same class for every image.
@@ -63,6 +63,11 @@ impl Default for RunOptions {
 }
 
 impl RunOptions {
+    /// The keys a JavaScript options object may have.
+    pub const KEYS: [&'static str; 8] = [
+        "sampler", "steps", "eta", "seed", "n", "class", "guidance", "columns",
+    ];
+
     /// The sampler configuration and the labels, checked against the model (the same rules as
     /// the CLI's `sample`).
     pub fn resolve(
@@ -297,6 +302,21 @@ mod tests {
             .resolve(None)
             .expect("ddpm");
         assert!(matches!(config.kind, SamplerKind::Ddpm { .. }));
+    }
+
+    #[test]
+    fn the_known_keys_are_the_fields() {
+        let json = serde_json::to_value(RunOptions::default()).expect("json");
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keys = RunOptions::KEYS.to_vec();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
-use ddpm::ema::{Ema, warmup_decay};
+use ddpm::ema::{Ema, decay_at};
 use ddpm::weights::{self, Precision};
 use ddpm::{
     DiffusionConfig, GaussianDiffusion, ModelConfig, NoiseSource, SampleRequest, Sampler,
@@ -196,7 +196,7 @@ fn main() -> Result<(), Error> {
         let lr = PEAK_LR * (step as f64 / WARMUP_STEPS as f64).min(1.0);
         model = optim.step(lr, model, grads);
         if step % 5 == 0 {
-            ema.update(&model, warmup_decay(step, 0.75, 0.995));
+            ema.update(&model, decay_at(step, 100, 0.75, 0.995));
         }
         let loss: f32 = loss.into_scalar();
         if !loss.is_finite() {

@@ -62,6 +62,16 @@ pub fn warmup_decay(step: usize, power: f64, max_decay: f64) -> f32 {
     decay.clamp(0.0, max_decay) as f32
 }
 
+/// The decay for the EMA update after optimiser step `step`, as ema-pytorch schedules it: until
+/// `update_after_step` the average is a plain copy (decay 0), so the random initial weights do
+/// not linger in it; after that [`warmup_decay`] counts from there.
+pub fn decay_at(step: usize, update_after_step: usize, power: f64, max_decay: f64) -> f32 {
+    if step <= update_after_step {
+        return 0.0;
+    }
+    warmup_decay(step - update_after_step - 1, power, max_decay)
+}
+
 /// Every float parameter of a model, detached and flattened, by id.
 #[derive(Default)]
 struct Collect(HashMap<ParamId, Tensor<1>>);
@@ -154,6 +164,21 @@ mod tests {
         assert!((f64::from(d10) - (1.0 - 11f64.powf(-0.75))).abs() < 1e-6);
         assert!(warmup_decay(100, 0.75, 0.995) > d10);
         assert_eq!(warmup_decay(1_000_000, 0.75, 0.995), 0.995);
+    }
+
+    #[test]
+    fn the_average_copies_until_update_after_step_then_warms_up() {
+        assert_eq!(decay_at(1, 100, 0.75, 0.995), 0.0);
+        assert_eq!(decay_at(100, 100, 0.75, 0.995), 0.0);
+        assert_eq!(
+            decay_at(101, 100, 0.75, 0.995),
+            warmup_decay(0, 0.75, 0.995)
+        );
+        assert_eq!(
+            decay_at(111, 100, 0.75, 0.995),
+            warmup_decay(10, 0.75, 0.995)
+        );
+        assert_eq!(decay_at(10, 0, 0.75, 0.995), warmup_decay(9, 0.75, 0.995));
     }
 
     /// Counts parameters on an autodiff device.

@@ -82,12 +82,12 @@ pub struct FieldDiff {
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     /// Reading or writing the file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {reason}")]
     Io {
         /// The file.
         path: String,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not repeated as a source).
+        reason: std::io::Error,
     },
     /// The bytes are not a readable burnpack (truncated, wrong magic, bad header).
     #[error("not a readable weights file: {0}")]
@@ -240,9 +240,9 @@ pub fn save(
     path: &Path,
     overwrite: bool,
 ) -> Result<(), WeightsError> {
-    let io = |source| WeightsError::Io {
+    let io = |reason| WeightsError::Io {
         path: path.display().to_string(),
-        source,
+        reason,
     };
     if !overwrite && path.exists() {
         return Err(io(std::io::Error::new(
@@ -362,9 +362,9 @@ pub fn from_bytes_expecting(
 
 /// Loads a model from a weights file onto `device`.
 pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+    let bytes = std::fs::read(path).map_err(|reason| WeightsError::Io {
         path: path.display().to_string(),
-        source,
+        reason,
     })?;
     from_bytes(&bytes, device)
 }

@@ -141,6 +141,7 @@ export class DdpmSampler extends HTMLElement {
   /** The current images as raw values in [−1, 1] (`[n, c, h, w]`, a Float32Array). */
   async values() {
     await this.#queue;
+    if (!this.#total) throw new Error('ddpm-sampler: no images yet (the widget has not started)');
     return this.#engine.call('values', { runId: this.#runId });
   }
 

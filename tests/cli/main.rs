@@ -245,6 +245,23 @@ fn an_export_sampled_in_a_fresh_process_reproduces_the_training_preview() {
         "sample", weights_s, "-o", out_s, "--device", "cpu", "--seed", "1", "-n", "8", "--force",
     ]);
     assert_ne!(pixels(&out), pixels(&out2));
+    // A class the model does not have is refused by number, and nothing is written.
+    let bad_class = dir.path().join("class-9.png");
+    let err = fails(&[
+        "sample",
+        weights_s,
+        "-o",
+        bad_class.to_str().expect("utf8"),
+        "--device",
+        "cpu",
+        "--class",
+        "9",
+    ]);
+    assert!(
+        err.contains("class 9 is out of range: this model has 2 classes, 0 to 1"),
+        "{err}"
+    );
+    assert!(!bad_class.exists());
     let info = ok(&["info", weights_s]);
     let info = String::from_utf8_lossy(&info.stdout);
     assert!(

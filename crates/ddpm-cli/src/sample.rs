@@ -8,8 +8,8 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use clap::ValueEnum;
 use ddpm::{
-    DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler, SamplerConfig,
-    SamplerKind, Unet,
+    ClassChoice, DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler,
+    SamplerConfig, SamplerKind, Unet,
 };
 
 use crate::checkpoint;
@@ -111,7 +111,8 @@ impl SampleOptions {
             },
             seed: 0,
             n,
-            classes: num_classes.map(|c| (0..n).map(|i| i % c).collect()),
+            // Mixed never fails.
+            classes: ClassChoice::Mixed.labels(num_classes, n).ok().flatten(),
             columns: num_classes.unwrap_or_else(|| ddpm::grid::square_columns(n)),
         }
     }
@@ -222,19 +223,14 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     }
     let selected = device::select(args.device)?;
     let (model, config) = load_model(&args.model, &selected.device)?;
-    let classes = match (config.unet.num_classes, args.class, args.unconditional) {
-        (None, Some(_), _) => bail!("--class: {} is not class-conditional", args.model.display()),
-        (None, None, _) | (Some(_), None, true) => None,
-        (Some(c), Some(k), _) if k >= c => {
-            bail!(
-                "--class {k}: {} has classes 0..{}",
-                args.model.display(),
-                c - 1
-            )
-        }
-        (Some(_), Some(k), _) => Some(vec![k; args.n]),
-        (Some(c), None, false) => Some((0..args.n).map(|i| i % c).collect()),
+    let choice = match (args.class, args.unconditional) {
+        (Some(k), _) => ClassChoice::Fixed(k),
+        (None, true) => ClassChoice::Null,
+        (None, false) => ClassChoice::Mixed,
     };
+    let classes = choice
+        .labels(config.unet.num_classes, args.n)
+        .with_context(|| format!("--class: {}", args.model.display()))?;
     let kind = match args.sampler {
         SamplerChoice::Ddpm => SamplerKind::Ddpm {
             variance: DdpmVariance::Posterior,

@@ -6,8 +6,8 @@ use std::rc::Rc;
 
 use burn::tensor::{Device, Tensor};
 use ddpm::{
-    DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler, SamplerConfig,
-    SamplerKind, Unet,
+    ClassChoice, DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler,
+    SamplerConfig, SamplerKind, Unet,
 };
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
@@ -30,7 +30,7 @@ pub struct RunOptions {
     pub n: usize,
     /// For class-conditional models: a class index for every image, `"mixed"` (default: the
     /// images cycle through the classes) or `"none"` (the null class, unconditional).
-    pub class: ClassChoice,
+    pub class: ClassOption,
     /// Classifier-free guidance scale (1 = none).
     pub guidance: f64,
     /// Grid columns (default: a square).
@@ -40,7 +40,7 @@ pub struct RunOptions {
 /// Which class each image gets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum ClassChoice {
+pub enum ClassOption {
     /// The same class for every image.
     Index(usize),
     /// `"mixed"` or `"none"`.
@@ -55,7 +55,7 @@ impl Default for RunOptions {
             eta: 0.0,
             seed: 0,
             n: 16,
-            class: ClassChoice::Named("mixed".into()),
+            class: ClassOption::Named("mixed".into()),
             guidance: 1.0,
             columns: None,
         }
@@ -91,26 +91,19 @@ impl RunOptions {
         if !(1..=256).contains(&self.n) {
             return Err(format!("n must be between 1 and 256, got {}", self.n));
         }
-        let classes = match (num_classes, &self.class) {
-            (None, ClassChoice::Index(_)) => {
-                return Err("class: this model is not class-conditional".into());
-            }
-            (_, ClassChoice::Named(name)) if name != "mixed" && name != "none" => {
+        let choice = match &self.class {
+            ClassOption::Index(k) => ClassChoice::Fixed(*k),
+            ClassOption::Named(name) if name == "mixed" => ClassChoice::Mixed,
+            ClassOption::Named(name) if name == "none" => ClassChoice::Null,
+            ClassOption::Named(name) => {
                 return Err(format!(
                     "class must be a class index, \"mixed\" or \"none\", got {name:?}"
                 ));
             }
-            (None, _) => None,
-            (Some(_), ClassChoice::Named(name)) if name == "none" => None,
-            (Some(c), ClassChoice::Index(k)) if *k >= c => {
-                return Err(format!(
-                    "class {k} is out of range: this model has 0..{}",
-                    c - 1
-                ));
-            }
-            (Some(_), ClassChoice::Index(k)) => Some(vec![*k; self.n]),
-            (Some(c), ClassChoice::Named(_)) => Some((0..self.n).map(|i| i % c).collect()),
         };
+        let classes = choice
+            .labels(num_classes, self.n)
+            .map_err(|e| e.to_string())?;
         let config = SamplerConfig {
             kind,
             guidance_scale: self.guidance,
@@ -330,7 +323,7 @@ mod tests {
         assert!(
             err(r#"{"class":10}"#, Some(10))
                 .expect_err("range")
-                .contains("0..9")
+                .contains("10 classes, 0 to 9")
         );
         assert!(
             err(r#"{"class":1}"#, None)

@@ -29,7 +29,9 @@ pub mod weights;
 pub use diffusion::{Denoiser, DiffusionConfig, GaussianDiffusion, Objective, Timesteps};
 pub use ema::Ema;
 pub use noise::{NoiseSource, NoiseState};
-pub use sampler::{DdpmVariance, SampleRequest, Sampler, SamplerConfig, SamplerKind, Step};
+pub use sampler::{
+    ClassChoice, DdpmVariance, SampleRequest, Sampler, SamplerConfig, SamplerKind, Step,
+};
 pub use schedule::{BetaSchedule, NoiseSchedule};
 pub use unet::{Unet, UnetConfig};
 pub use weights::{ModelConfig, WeightsError};

@@ -73,6 +73,41 @@ pub struct SampleRequest {
     pub classes: Option<Vec<usize>>,
 }
 
+/// Which class each image of a run gets. The CLI's `--class`/`--unconditional` and the
+/// browser's `class` option both resolve through [`ClassChoice::labels`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClassChoice {
+    /// Image i gets class i mod C: a grid shows every class in turn.
+    #[default]
+    Mixed,
+    /// Every image gets this class.
+    Fixed(usize),
+    /// The null class: the unconditional model that classifier-free guidance trains alongside.
+    Null,
+}
+
+impl ClassChoice {
+    /// One label per image for `n` images of a model with `num_classes` classes (`None`: not
+    /// class-conditional), or `None` to sample without labels (the sampler then uses the null
+    /// class of a class-conditional model).
+    pub fn labels(
+        self,
+        num_classes: Option<usize>,
+        n: usize,
+    ) -> Result<Option<Vec<usize>>, SamplerError> {
+        match (self, num_classes) {
+            (Self::Fixed(_), None) => Err(SamplerError::NotConditional),
+            (Self::Fixed(label), Some(c)) if label >= c => Err(SamplerError::ClassOutOfRange {
+                label,
+                num_classes: c,
+            }),
+            (Self::Fixed(label), Some(_)) => Ok(Some(vec![label; n])),
+            (Self::Mixed, Some(c)) => Ok(Some((0..n).map(|i| i % c).collect())),
+            (Self::Mixed | Self::Null, _) => Ok(None),
+        }
+    }
+}
+
 /// Why a sampler could not be started.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SamplerError {
@@ -100,7 +135,10 @@ pub enum SamplerError {
     #[error("this model is not class-conditional, but class labels were given")]
     NotConditional,
     /// A label outside the model's classes.
-    #[error("class {label} is out of range: this model has classes 0..{num_classes}")]
+    #[error(
+        "class {label} is out of range: this model has {num_classes} classes, 0 to {}",
+        .num_classes.saturating_sub(1)
+    )]
     ClassOutOfRange {
         /// The label.
         label: usize,
@@ -335,4 +373,42 @@ fn ddim_pairs(timesteps: usize, steps: usize) -> Vec<(usize, Option<usize>)> {
         .windows(2)
         .map(|w| (w[0] as usize, usize::try_from(w[1]).ok()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_choices_give_one_label_per_image_or_refuse_by_name() {
+        assert_eq!(
+            ClassChoice::Mixed.labels(Some(3), 7).expect("mixed"),
+            Some(vec![0, 1, 2, 0, 1, 2, 0])
+        );
+        assert_eq!(
+            ClassChoice::Fixed(2).labels(Some(3), 4).expect("labels"),
+            Some(vec![2; 4])
+        );
+        assert_eq!(ClassChoice::Null.labels(Some(3), 4).expect("labels"), None);
+        assert_eq!(ClassChoice::Mixed.labels(None, 4).expect("none"), None);
+        assert_eq!(ClassChoice::Null.labels(None, 4).expect("none"), None);
+        let out_of_range = ClassChoice::Fixed(3)
+            .labels(Some(3), 4)
+            .expect_err("refused");
+        assert_eq!(
+            out_of_range,
+            SamplerError::ClassOutOfRange {
+                label: 3,
+                num_classes: 3
+            }
+        );
+        assert_eq!(
+            out_of_range.to_string(),
+            "class 3 is out of range: this model has 3 classes, 0 to 2"
+        );
+        assert_eq!(
+            ClassChoice::Fixed(0).labels(None, 4).expect_err("refused"),
+            SamplerError::NotConditional
+        );
+    }
 }

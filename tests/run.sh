@@ -10,11 +10,10 @@ step "toolchain components"
 rustup component add rustfmt clippy >/dev/null
 rustup target add wasm32-unknown-unknown >/dev/null
 
-step "system packages: a Vulkan driver (Mesa's lavapipe without a GPU), Chromium, wasm-opt"
+step "system packages: a Vulkan driver (Mesa's lavapipe without a GPU), Chromium"
 missing=()
 ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1 || missing+=(mesa-vulkan-drivers)
 command -v chromium >/dev/null || missing+=(chromium)
-command -v wasm-opt >/dev/null || missing+=(binaryen)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
@@ -25,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-step "web tools: Trunk and wasm-bindgen-cli (installed once)"
+step "web tools: Trunk, wasm-bindgen-cli and wasm-opt (installed once)"
 source web/tools.sh
 
 step "format"

@@ -8,6 +8,7 @@
 // shadow root. Events: ddpm-ready, ddpm-step, ddpm-done, ddpm-error, ddpm-settings.
 
 import { engine } from './engine.js';
+import { Pace } from './pace.js';
 import { ATTRIBUTES, randomSeed, readSettings, runOptions } from './settings.js';
 import { CSS, controlsHtml } from './view.js';
 
@@ -27,6 +28,7 @@ export class DdpmSampler extends HTMLElement {
   #total = 0;
   #done = 0;
   #frames = []; // ImageData of each drawn step, for the scrubber
+  #pace = new Pace(1);
   #playing = false;
   #queue = Promise.resolve(); // worker calls of this widget, one after another
   #visible = false;
@@ -108,26 +110,33 @@ export class DdpmSampler extends HTMLElement {
     this.#syncButtons();
   }
 
-  /** One denoising step; draws it unless reduced motion or `draw-every` skips it. */
+  /** One denoising step; while playing, draws it unless reduced motion or `draw-every` skips it. */
   step() {
     const generation = this.#generation;
     this.#queue = this.#queue.then(async () => {
       if (generation !== this.#generation || this.#done >= this.#total) return;
       const next = this.#done + 1;
-      const last = next === this.#total;
       const s = this.#settings;
-      const animate = !(this.#playing && reducedMotion());
-      const draw = last || (animate && next % s.drawEvery === 0);
+      // The last step and a step asked for by hand are always drawn; while playing, reduced
+      // motion draws nothing else and `draw-every` picks the steps (see pace.js).
+      const playing = this.#playing;
+      const draw = next === this.#total || !playing || (!reducedMotion() && this.#pace.due(next));
       try {
         const frame = await this.#engine.call('step', { runId: this.#runId, view: draw ? s.view : 'none' });
         if (generation !== this.#generation || frame === null) return;
         this.#done = frame.step;
-        if (draw) this.#draw(frame);
-        this.#status(frame.ms);
+        if (draw) {
+          this.#draw(frame);
+          this.#pace.drawn(frame.step, performance.now(), playing);
+        }
+        // A step that draws nothing may only have queued its work on the GPU; the time per
+        // step measured between drawn steps is the one to show.
+        this.#status(this.#pace.msPerStep ?? frame.ms);
         this.#emit('ddpm-step', { step: frame.step, total: this.#total, ms: frame.ms });
         if (this.#done === this.#total) this.#emit('ddpm-done', { total: this.#total });
       } catch (e) {
-        this.#fail(e);
+        // A lost device restarts the widget on the CPU (see #onDeviceLost).
+        if (!e?.deviceLost && generation === this.#generation) this.#fail(e);
       }
     });
     return this.#queue;
@@ -173,6 +182,11 @@ export class DdpmSampler extends HTMLElement {
     const s = this.#settings;
     try {
       this.#engine = engine(s.backend);
+      if (this.#listening !== this.#engine) {
+        this.#listening?.removeEventListener('device-lost', this.#onDeviceLost);
+        this.#engine.addEventListener('device-lost', this.#onDeviceLost);
+        this.#listening = this.#engine;
+      }
       this.#statusText('starting the model…');
       this.#backendName = (await this.#engine.backend).name;
       this.#model = await this.#engine.model(s.model);
@@ -181,6 +195,7 @@ export class DdpmSampler extends HTMLElement {
       if (generation !== this.#generation) return;
       this.#total = total;
       this.#done = 0;
+      this.#pace = new Pace(s.drawEvery);
       this.#frames = [];
       this.#renderControls();
       this.#status(null);
@@ -190,6 +205,15 @@ export class DdpmSampler extends HTMLElement {
       if (generation === this.#generation) this.#fail(e);
     }
   }
+
+  #listening = null;
+
+  // The WebGPU device was lost: the engine now runs on the CPU; start this widget's run again
+  // there (same settings, so the same images within float rounding) and keep playing if it was.
+  #onDeviceLost = () => {
+    const resume = this.#playing;
+    this.#restart().then(() => resume && this.play());
+  };
 
   #draw(frame) {
     const canvas = this.#root.querySelector('canvas');

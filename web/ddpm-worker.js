@@ -20,9 +20,9 @@ async function adapterLabel() {
 }
 
 const ops = {
-  async init({ preferGpu }) {
+  async init({ preferGpu, lost }) {
     await init();
-    let reason = null;
+    let reason = lost ? `WebGPU device lost: ${lost}` : null;
     if (preferGpu && !('gpu' in navigator)) reason = 'this browser has no WebGPU';
     let label = null;
     if (preferGpu && !reason) {
@@ -63,6 +63,11 @@ const ops = {
     const values = await run.values();
     return { value: values, transfer: [values.buffer] };
   },
+  // Destroys the WebGPU device (a test of the fallback; see Backend.loseDevice).
+  loseDevice() {
+    backend.loseDevice();
+    return null;
+  },
   drop({ runId }) {
     runs.get(runId)?.free();
     runs.delete(runId);
@@ -70,17 +75,36 @@ const ops = {
   },
 };
 
+// Why the WebGPU device is gone, if it is: the browser's report, or burn's error once it
+// finds the device poisoned (whichever comes first).
+function lostReason(error) {
+  if (!backend?.gpu) return null;
+  try {
+    if (backend.lost) return backend.lost;
+  } catch {
+    return 'the model thread stopped';
+  }
+  return error && /device (was )?lost|poisoned/i.test(error) ? error : null;
+}
+
 // Requests are handled one after another, so a step never overlaps another on the device.
+// Every reply says whether the device has been lost; the page then moves to a CPU worker.
 let queue = Promise.resolve();
 self.onmessage = (event) => {
   const { id, op, args } = event.data;
   queue = queue.then(async () => {
     try {
       const result = await ops[op](args);
+      const lost = lostReason(null);
+      if (lost) {
+        self.postMessage({ id, ok: false, lost, error: `the WebGPU device was lost (${lost})` });
+        return;
+      }
       const { value, transfer } = result && 'value' in result ? result : { value: result, transfer: [] };
       self.postMessage({ id, ok: true, value }, transfer ?? []);
     } catch (e) {
-      self.postMessage({ id, ok: false, error: String(e?.message ?? e) });
+      const error = String(e?.message ?? e);
+      self.postMessage({ id, ok: false, error, lost: lostReason(error) });
     }
   });
 };

@@ -4,16 +4,35 @@
 const CACHE = 'ddpm-weights-v1';
 const engines = new Map(); // 'auto' | 'cpu' -> Engine
 
-class Engine {
+/** A call failed because the WebGPU device was lost; the engine has moved to the CPU. */
+export class DeviceLostError extends Error {
+  constructor(reason) {
+    super(`the WebGPU device was lost (${reason}); continuing on the CPU`);
+    this.deviceLost = true;
+  }
+}
+
+// Fires 'device-lost' (detail: { reason }) once it has moved to a CPU worker; widgets then
+// start their runs again there.
+class Engine extends EventTarget {
   constructor(preferGpu) {
-    this.worker = new Worker(new URL('./ddpm-worker.js', import.meta.url), { type: 'module' });
+    super();
+    this.lost = null;
+    this.#start(preferGpu);
+  }
+
+  #start(preferGpu) {
+    this.worker = startWorker();
     this.pending = new Map();
     this.nextId = 1;
     this.models = new Map(); // card URL -> Promise<{ card, info }>
     this.worker.onmessage = ({ data }) => {
       const pending = this.pending.get(data.id);
       this.pending.delete(data.id);
-      if (data.ok) pending.resolve(data.value);
+      if (data.lost) {
+        pending.reject(new DeviceLostError(data.lost));
+        this.#fallBack(data.lost);
+      } else if (data.ok) pending.resolve(data.value);
       else pending.reject(new Error(data.error));
     };
     this.worker.onerror = (event) => {
@@ -21,7 +40,19 @@ class Engine {
       for (const pending of this.pending.values()) pending.reject(error);
       this.pending.clear();
     };
-    this.backend = this.call('init', { preferGpu });
+    this.backend = this.call('init', { preferGpu, lost: this.lost });
+  }
+
+  // The WebGPU device is gone: every model moves to a new worker on the CPU backend (its
+  // weights come from the Cache API again, not the network).
+  #fallBack(reason) {
+    if (this.lost) return;
+    this.lost = reason;
+    this.worker.terminate();
+    const error = new DeviceLostError(reason);
+    for (const pending of this.pending.values()) pending.reject(error);
+    this.#start(false);
+    this.dispatchEvent(new CustomEvent('device-lost', { detail: { reason } }));
   }
 
   call(op, args, transfer = []) {
@@ -43,11 +74,24 @@ class Engine {
         const info = await this.call('load', { key: cardUrl, bytes }, [bytes]);
         return { card, info };
       })();
-      loading.catch(() => this.models.delete(cardUrl)); // a later attempt may succeed
+      // A later attempt may succeed (the map is replaced when the device is lost).
+      const models = this.models;
+      loading.catch(() => models.get(cardUrl) === loading && models.delete(cardUrl));
       this.models.set(cardUrl, loading);
     }
     return this.models.get(cardUrl);
   }
+}
+
+// The model worker. Browsers refuse a worker script from another origin, so when the widget is
+// loaded from one (a CDN) the worker is a same-origin blob that imports it; that needs CORS
+// headers on the widget's host and, under a Content-Security-Policy, `worker-src blob:` plus the
+// host (a module worker's imports are fetched under worker-src).
+function startWorker() {
+  const url = new URL('./ddpm-worker.js', import.meta.url);
+  if (url.origin === globalThis.location?.origin) return new Worker(url, { type: 'module' });
+  const shim = new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' });
+  return new Worker(URL.createObjectURL(shim), { type: 'module' });
 }
 
 /** The shared engine for `backend` ('auto': WebGPU when the browser has it, else CPU). */

@@ -28,6 +28,13 @@ function oneOf(name, text, allowed) {
   return text;
 }
 
+// `auto` (see pace.js) or a whole number k: draw every k-th step while playing.
+function drawEvery(text) {
+  if (text === 'auto') return 'auto';
+  if (!/^\d+$/.test(text)) throw new Error(`draw-every="${text}": must be "auto" or a whole number`);
+  return integer('draw-every', text, 1, 100000);
+}
+
 /** The settings of `element`, or an Error naming the first bad attribute. */
 export function readSettings(element) {
   const get = (name, fallback) => element.getAttribute(name) ?? fallback;
@@ -53,7 +60,7 @@ export function readSettings(element) {
     guidance: number('guidance', get('guidance', '1'), -Infinity),
     view: oneOf('view', get('view', 'x'), ['x', 'x0']),
     backend: oneOf('backend', get('backend', 'auto'), ['auto', 'cpu']),
-    drawEvery: integer('draw-every', get('draw-every', '1'), 1, 100000),
+    drawEvery: drawEvery(get('draw-every', 'auto').trim()),
     columns: columns === null ? null : integer('columns', columns, 1, 64),
     autoplay: element.hasAttribute('autoplay'),
     controls: element.hasAttribute('controls'),

@@ -3,9 +3,11 @@
 // Needs the site built (`trunk build`, see tests/run.sh) and the `ddpm` binary.
 
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { PARITY, events, launch, maxAbsDiff, openPage, serve, site, tinyModel, waitFor, widgetError } from './harness.mjs';
-import { writePages } from './fixtures.mjs';
+import { CSP, PARITY, events, launch, maxAbsDiff, openPage, serve, site, tinyModel, waitFor, widgetError } from './harness.mjs';
+import { writeCrossOriginPage, writePages } from './fixtures.mjs';
 
 let server;
 let model;
@@ -78,6 +80,58 @@ for (const backend of ['webgpu', 'cpu']) {
   });
 }
 
+test('when the WebGPU device is lost mid-run, the widget starts again on the CPU, says so and matches the CLI', async () => {
+  const { page, problems } = await openPage(gpu, `${server.url}/fixtures/parity.html`);
+  await page.waitForFunction(() => window.ddpmEvents.some((e) => e.id === 'w' && e.type === 'ddpm-step'), null, { timeout: 300000 });
+  // Destroy the device under the running widget (WebGPU's GPUDevice.destroy(), which the
+  // browser reports as lost just as it would a driver reset).
+  await page.evaluate(async () => (await import('/engine.js')).engine('auto').call('loseDevice'));
+  await page.waitForFunction(() => {
+    const mine = window.ddpmEvents.filter((e) => e.id === 'w');
+    const ready = mine.findLastIndex((e) => e.type === 'ddpm-ready');
+    return mine.some((e) => e.type === 'ddpm-error') || (mine[ready].detail.backend.startsWith('CPU') && mine.slice(ready).some((e) => e.type === 'ddpm-done'));
+  }, null, { timeout: 300000, polling: 100 });
+  const mine = await events(page, 'w');
+  assert.deepEqual(mine.filter((e) => e.type === 'ddpm-error'), []);
+  const backends = mine.filter((e) => e.type === 'ddpm-ready').map((e) => e.detail.backend);
+  assert.equal(backends.length, 2, backends.join(' | '));
+  assert.match(backends[0], /^WebGPU/);
+  assert.match(backends[1], /^CPU \(WebGPU device lost: Destroyed/);
+  const status = await page.evaluate(() => document.getElementById('w').shadowRoot.querySelector('.status').textContent);
+  assert.match(status, /step 5\/5 .*CPU \(WebGPU device lost/);
+  const values = await page.evaluate(async () => Array.from(await document.getElementById('w').values()));
+  const diff = maxAbsDiff(values, model.cliValues);
+  assert.ok(diff < 1e-3, `max |browser − CLI| = ${diff}`);
+  assert.equal(await widgetError(page, 'w'), '');
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('a widget loaded from another origin (a CDN with CORS) runs on a page whose CSP allows it', async () => {
+  const cdn = await serve({ '/': site, '/fixtures/': model.models }, { cors: true });
+  const host = join(model.dir, 'host');
+  mkdirSync(host, { recursive: true });
+  writeCrossOriginPage(host, cdn.url);
+  const csp = CSP.replace("script-src 'self'", `script-src 'self' ${cdn.url}`)
+    .replace("connect-src 'self'", `connect-src 'self' ${cdn.url}`)
+    // The worker's whole module graph is fetched as a worker: the CDN goes in worker-src too.
+    .replace("worker-src 'self'", `worker-src blob: ${cdn.url}`);
+  const docs = await serve({ '/': host }, { csp });
+  try {
+    const { page, problems } = await openPage(cpu, `${docs.url}/`);
+    await waitFor(page, 'w', 'ddpm-done');
+    const values = await page.evaluate(async () => Array.from(await document.getElementById('w').values()));
+    const diff = maxAbsDiff(values, model.cliValues);
+    assert.ok(diff < 1e-3, `max |browser − CLI| = ${diff}`);
+    assert.ok(cdn.requests('/ddpm-web_bg.wasm') === 1 && cdn.requests('/fixtures/bars.bpk') === 1);
+    assert.deepEqual(problems, []);
+    await page.close();
+  } finally {
+    cdn.close();
+    docs.close();
+  }
+});
+
 test('with prefers-reduced-motion the widget draws only the finished grid', async () => {
   const context = await cpu.newContext({ reducedMotion: 'reduce' });
   const { page } = await openPage(context, `${server.url}/fixtures/parity.html`);
@@ -134,7 +188,7 @@ test("the wasm crate's JS API: backend, model info, option errors, frames and va
   assert.equal(r.info.numClasses, 2);
   assert.equal(r.info.timesteps, 100);
   assert.match(r.sampler, /sampler must be "ddpm" or "ddim", got "euler"/);
-  assert.match(r.classRange, /class 5 is out of range: this model has 0\.\.1/);
+  assert.match(r.classRange, /class 5 is out of range: this model has 2 classes, 0 to 1/);
   assert.match(r.unknown, /stepz/);
   assert.match(r.steps, /DDIM steps must be between 1 and 100, got 0/);
   assert.equal(r.total, 3);

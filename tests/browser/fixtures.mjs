@@ -4,11 +4,11 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PARITY } from './harness.mjs';
 
-const page = (body, head = '') => `<!doctype html><html lang="en"><head><meta charset="utf-8">
-<script type="module" src="/ddpm-sampler.js"></script>${head}</head><body>${body}</body></html>`;
+const page = (body, head = '', origin = '') => `<!doctype html><html lang="en"><head><meta charset="utf-8">
+<script type="module" src="${origin}/ddpm-sampler.js"></script>${head}</head><body>${body}</body></html>`;
 
 const p = PARITY;
-const parityWidget = (id) => `<ddpm-sampler id="${id}" model="/fixtures/bars.json" sampler="${p.sampler}"
+const parityWidget = (id, origin = '') => `<ddpm-sampler id="${id}" model="${origin}/fixtures/bars.json" sampler="${p.sampler}"
   steps="${p.steps}" seed="${p.seed}" n="${p.n}" class-label="${p.classLabel}" guidance="${p.guidance}" autoplay></ddpm-sampler>`;
 
 /** Writes the fixture pages into `dir` (served as /fixtures/). */
@@ -55,4 +55,9 @@ try {
 }
 window.apiResult = result;
 `);
+}
+
+/** A page (in `dir`) that loads the widget and the model from `origin`, as from a CDN. */
+export function writeCrossOriginPage(dir, origin) {
+  writeFileSync(join(dir, 'index.html'), page(`<p>Docs on one host, widget on another.</p>${parityWidget('w', origin)}`, '', origin));
 }

@@ -24,10 +24,11 @@ const TYPES = {
 };
 
 /**
- * Serves `mounts` (URL prefix -> folder) on 127.0.0.1; every response carries `CSP`.
+ * Serves `mounts` (URL prefix -> folder) on 127.0.0.1; every response carries `csp`, and with
+ * `cors` a header that lets pages of any origin use it (as a CDN would).
  * `requests(path)` counts the requests for a path so far.
  */
-export async function serve(mounts) {
+export async function serve(mounts, { csp = CSP, cors = false } = {}) {
   const counts = new Map();
   const server = createServer((request, response) => {
     const path = decodeURIComponent(new URL(request.url, 'http://x').pathname);
@@ -45,8 +46,9 @@ export async function serve(mounts) {
     }
     response.writeHead(200, {
       'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
-      'content-security-policy': CSP,
+      'content-security-policy': csp,
       'cache-control': 'no-store',
+      ...(cors ? { 'access-control-allow-origin': '*' } : {}),
     });
     response.end(readFileSync(file));
   });

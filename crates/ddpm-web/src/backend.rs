@@ -1,6 +1,9 @@
 //! Where the model runs: WebGPU when the browser has an adapter, else the CPU.
 
+use std::sync::{Arc, OnceLock};
+
 use burn::tensor::Device;
+use burn::tensor::wgpu::wgpu;
 use ddpm::{ModelConfig, Unet};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -14,6 +17,10 @@ pub struct Backend {
     device: Device,
     name: String,
     gpu: bool,
+    /// The WebGPU device burn runs on, kept to watch it and for [`Backend::lose_device`].
+    wgpu: Option<wgpu::Device>,
+    /// Why the WebGPU device was lost, once it is.
+    lost: Arc<OnceLock<String>>,
 }
 
 #[wasm_bindgen]
@@ -34,10 +41,14 @@ impl Backend {
                 } else {
                     description
                 };
+                let lost = Arc::new(OnceLock::new());
+                watch(&setup.device, &lost);
                 Backend {
                     device,
                     name: format!("WebGPU ({name})"),
                     gpu: true,
+                    wgpu: Some(setup.device),
+                    lost,
                 }
             }
             Err(e) => Self::cpu(format!("CPU (no WebGPU: {e})")),
@@ -49,6 +60,26 @@ impl Backend {
             device: Device::flex(),
             name,
             gpu: false,
+            wgpu: None,
+            lost: Arc::default(),
+        }
+    }
+
+    /// Why the WebGPU device was lost (e.g. `Destroyed: …` or `Unknown: …` after a driver
+    /// reset), or `undefined` while it works. Once lost it stays lost: the page moves its models
+    /// to a CPU backend.
+    #[wasm_bindgen(getter)]
+    pub fn lost(&self) -> Option<String> {
+        self.lost.get().cloned()
+    }
+
+    /// Destroys the WebGPU device, as a driver reset would lose it; what
+    /// `WEBGL_lose_context.loseContext()` is for WebGL: a way to test the fallback. The loss is
+    /// reported asynchronously through [`Backend::lost`]. Does nothing on the CPU.
+    #[wasm_bindgen(js_name = loseDevice)]
+    pub fn lose_device(&self) {
+        if let Some(device) = &self.wgpu {
+            device.destroy();
         }
     }
 
@@ -72,6 +103,19 @@ impl Backend {
             config: loaded.config,
             device: self.device.clone(),
         })
+    }
+}
+
+/// Records the reason when the browser reports the device lost. Browsers resolve the device's
+/// `lost` promise for every listener, so this runs beside burn's own watch of the device (which
+/// then fails every later read-back). Natively wgpu keeps one callback per device, which burn's
+/// must stay, so there the loss is only seen through burn's errors.
+fn watch(device: &wgpu::Device, lost: &Arc<OnceLock<String>>) {
+    if cfg!(target_family = "wasm") {
+        let lost = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let _ = lost.set(format!("{reason:?}: {message}"));
+        });
     }
 }
 

@@ -61,6 +61,22 @@ test('the demo page picks WebGPU, redraws the canvas after every step and ends w
   await page.close();
 });
 
+test('on the CPU fallback the page stays responsive: the model runs off the main thread', async () => {
+  // 16 MNIST images per step take seconds on the CPU; no main-thread task may come near that.
+  const { page, problems } = await openPage(cpu, `${server.url}/?steps=3&seed=1&n=16`);
+  await waitFor(page, 'sampler', 'ddpm-done');
+  const mine = await events(page, 'sampler');
+  const ready = mine.find((e) => e.type === 'ddpm-ready');
+  assert.match(ready.detail.backend, /^CPU \(no WebGPU/);
+  const steps = mine.filter((e) => e.type === 'ddpm-step');
+  const stepMs = Math.min(...steps.map((e) => e.detail.ms));
+  const longest = await page.evaluate((t) => Math.max(0, ...window.ddpmLongTasks.filter((l) => l.start >= t).map((l) => l.duration)), ready.time);
+  assert.ok(stepMs > 500, `a step took ${stepMs} ms: too fast for this check to mean anything`);
+  assert.ok(longest < stepMs / 2, `longest main-thread task while sampling: ${longest} ms (a step: ${stepMs} ms)`);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
 for (const backend of ['webgpu', 'cpu']) {
   test(`the widget's final images equal the CLI's within 1e-3 (${backend})`, async () => {
     const { page, problems } = await openPage(backend === 'webgpu' ? gpu : cpu, `${server.url}/fixtures/parity.html`);

@@ -146,10 +146,15 @@ export async function openPage(browser, url) {
   page.on('pageerror', (e) => problems.push(String(e)));
   await page.addInitScript(() => {
     window.ddpmEvents = [];
+    // Main-thread tasks over 50 ms (the Long Tasks API), to check that the page stays responsive.
+    window.ddpmLongTasks = [];
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) window.ddpmLongTasks.push({ start: e.startTime, duration: e.duration });
+    }).observe({ type: 'longtask', buffered: true });
     document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
     for (const type of ['ddpm-ready', 'ddpm-step', 'ddpm-done', 'ddpm-error']) {
       document.addEventListener(type, (e) => {
-        const entry = { type, id: e.target.id, detail: e.detail };
+        const entry = { type, id: e.target.id, detail: e.detail, time: performance.now() };
         if (type === 'ddpm-step') {
           const canvas = e.target.shadowRoot.querySelector('canvas');
           entry.pixels = Array.from(canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data);

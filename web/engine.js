@@ -22,23 +22,27 @@ class Engine extends EventTarget {
   }
 
   #start(preferGpu) {
+    // Each worker answers into its own map, so a late reply from a replaced worker finds
+    // nothing to settle.
+    const pending = new Map();
     this.worker = startWorker();
-    this.pending = new Map();
+    this.pending = pending;
     this.nextId = 1;
     this.models = new Map(); // card URL -> Promise<{ card, info }>
     this.worker.onmessage = ({ data }) => {
-      const pending = this.pending.get(data.id);
-      this.pending.delete(data.id);
+      const call = pending.get(data.id);
+      if (!call) return;
+      pending.delete(data.id);
       if (data.lost) {
-        pending.reject(new DeviceLostError(data.lost));
+        call.reject(new DeviceLostError(data.lost));
         this.#fallBack(data.lost);
-      } else if (data.ok) pending.resolve(data.value);
-      else pending.reject(new Error(data.error));
+      } else if (data.ok) call.resolve(data.value);
+      else call.reject(new Error(data.error));
     };
     this.worker.onerror = (event) => {
       const error = new Error(`the model worker failed: ${event.message ?? 'unknown error'}`);
-      for (const pending of this.pending.values()) pending.reject(error);
-      this.pending.clear();
+      for (const call of pending.values()) call.reject(error);
+      pending.clear();
     };
     this.backend = this.call('init', { preferGpu, lost: this.lost });
   }
@@ -50,7 +54,8 @@ class Engine extends EventTarget {
     this.lost = reason;
     this.worker.terminate();
     const error = new DeviceLostError(reason);
-    for (const pending of this.pending.values()) pending.reject(error);
+    for (const call of this.pending.values()) call.reject(error);
+    this.pending.clear();
     this.#start(false);
     this.dispatchEvent(new CustomEvent('device-lost', { detail: { reason } }));
   }

@@ -154,6 +154,23 @@ fn an_export_sampled_in_a_fresh_process_reproduces_the_training_preview() {
         serde_json::from_slice(&std::fs::read(dir.path().join("bars.json")).expect("card"))
             .expect("json");
     assert_eq!(card["steps_trained"], 20);
+    // How the weights were made: the one training session's command and device.
+    let sessions = card["training_sessions"].as_array().expect("sessions");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let command: Vec<&str> = sessions[0]["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(command[..3], ["ddpm", "train", run_s]);
+    assert_eq!(sessions[0]["from_step"], 0);
+    assert!(
+        sessions[0]["device"]
+            .as_str()
+            .is_some_and(|d| d.contains("cpu")),
+        "{sessions:?}"
+    );
     assert_eq!(card["class_names"].as_array().map(Vec::len), Some(2));
     assert_eq!(
         card["bytes"].as_u64(),

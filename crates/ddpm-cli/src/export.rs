@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::checkpoint;
 use crate::config::TrainConfig;
+use crate::run_dir::RunDir;
 use crate::sample::load_model;
+use crate::session::{self, Session};
 
 /// `ddpm export`.
 #[derive(Debug, clap::Args)]
@@ -66,6 +68,10 @@ pub struct ModelCard {
     pub steps_trained: Option<usize>,
     /// Wall-clock seconds those steps took (summed over resumed sessions), from `metrics.csv`.
     pub training_seconds: Option<f64>,
+    /// The `ddpm train` sessions that made those steps: command, device and machine (from the
+    /// run folder's `sessions.jsonl`; empty for runs older than it).
+    #[serde(default)]
+    pub training_sessions: Vec<Session>,
 }
 
 /// Runs `ddpm export`.
@@ -82,6 +88,9 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let (model, config) = load_model(&args.model, &device)?;
     let (dataset, class_names, steps_trained) = provenance(&args.model)?;
     let training_seconds = steps_trained.and_then(|step| training_seconds(&args.model, step));
+    let training_sessions = steps_trained.map_or_else(Vec::new, |step| {
+        session::sessions_until(&RunDir(args.model.clone()).sessions(), step)
+    });
     let precision = if args.f16 {
         Precision::F16
     } else {
@@ -105,6 +114,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         class_names,
         steps_trained,
         training_seconds,
+        training_sessions,
     };
     let json = serde_json::to_string_pretty(&card)? + "\n";
     std::fs::write(&card_path, json)

@@ -10,6 +10,7 @@ mod picture;
 mod plot;
 mod run_dir;
 mod sample;
+mod session;
 mod train;
 
 use std::process::ExitCode;

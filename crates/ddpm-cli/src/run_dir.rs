@@ -32,6 +32,10 @@ impl RunDir {
     pub fn loss_plot(&self) -> PathBuf {
         self.0.join("loss.png")
     }
+    /// One line per training session (`crate::session`).
+    pub fn sessions(&self) -> PathBuf {
+        self.0.join("sessions.jsonl")
+    }
 }
 
 /// On resume the saved configuration rules; only the step count may grow.

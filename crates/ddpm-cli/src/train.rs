@@ -23,6 +23,7 @@ use crate::device::{self, DeviceChoice};
 use crate::plot;
 use crate::run_dir::{RunDir, prepare_new_run, resumed_config, truncate_metrics};
 use crate::sample::{self, SampleOptions};
+use crate::session::Session;
 
 /// `ddpm train`.
 #[derive(Debug, clap::Args)]
@@ -273,6 +274,9 @@ impl Trainer {
                 .map_or(String::new(), |n| format!(" in {n} classes")),
             self.step + 1
         );
+        if self.step < total {
+            Session::current(self.step, device_name).append_to(&run.sessions())?;
+        }
         let bar = ProgressBar::new(total as u64).with_position(self.step as u64);
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")

@@ -16,8 +16,8 @@ use crate::run::{Run, RunOptions};
 pub struct Backend {
     device: Device,
     name: String,
-    gpu: bool,
-    /// The WebGPU device burn runs on, kept to watch it and for [`Backend::lose_device`].
+    /// The WebGPU device burn runs on (`None` on the CPU), kept to watch it and for
+    /// [`Backend::lose_device`].
     wgpu: Option<wgpu::Device>,
     /// Why the WebGPU device was lost, once it is.
     lost: Arc<OnceLock<String>>,
@@ -46,7 +46,6 @@ impl Backend {
                 Backend {
                     device,
                     name: format!("WebGPU ({name})"),
-                    gpu: true,
                     wgpu: Some(setup.device),
                     lost,
                 }
@@ -59,7 +58,6 @@ impl Backend {
         Backend {
             device: Device::flex(),
             name,
-            gpu: false,
             wgpu: None,
             lost: Arc::default(),
         }
@@ -92,7 +90,7 @@ impl Backend {
     /// Whether the model runs on WebGPU.
     #[wasm_bindgen(getter)]
     pub fn gpu(&self) -> bool {
-        self.gpu
+        self.wgpu.is_some()
     }
 
     /// Loads the bytes of a weights file (`ddpm export`) onto this backend.

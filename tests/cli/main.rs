@@ -2,6 +2,7 @@
 //! export and sampling in fresh processes, and the messages for bad input.
 
 mod common;
+mod eval;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 

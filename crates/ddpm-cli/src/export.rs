@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::checkpoint;
 use crate::config::TrainConfig;
+use crate::eval::Report;
 use crate::run_dir::RunDir;
 use crate::sample::load_model;
 use crate::session::{self, Session};
@@ -33,6 +34,10 @@ pub struct ExportArgs {
     /// Also write the weights as safetensors (f32) here.
     #[arg(long, value_name = "FILE")]
     pub safetensors: Option<PathBuf>,
+    /// Put this `ddpm eval --out` report into the model card (it must have evaluated the same
+    /// step).
+    #[arg(long, value_name = "FILE")]
+    pub eval: Option<PathBuf>,
     /// Overwrite files that exist.
     #[arg(long)]
     pub force: bool,
@@ -72,6 +77,9 @@ pub struct ModelCard {
     /// run folder's `sessions.jsonl`; empty for runs older than it).
     #[serde(default)]
     pub training_sessions: Vec<Session>,
+    /// What `ddpm eval` measured for these weights, when it was run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Report>,
 }
 
 /// Runs `ddpm export`.
@@ -91,6 +99,11 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let training_sessions = steps_trained.map_or_else(Vec::new, |step| {
         session::sessions_until(&RunDir(args.model.clone()).sessions(), step)
     });
+    let evaluation = args
+        .eval
+        .as_deref()
+        .map(|path| read_evaluation(path, steps_trained))
+        .transpose()?;
     let precision = if args.f16 {
         Precision::F16
     } else {
@@ -115,6 +128,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         steps_trained,
         training_seconds,
         training_sessions,
+        evaluation,
     };
     let json = serde_json::to_string_pretty(&card)? + "\n";
     std::fs::write(&card_path, json)
@@ -132,6 +146,23 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         card_path.display()
     );
     Ok(())
+}
+
+/// A `ddpm eval` report, checked to be of the step being exported.
+fn read_evaluation(path: &Path, steps_trained: Option<usize>) -> Result<Report> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let report: Report = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a `ddpm eval --out` report", path.display()))?;
+    if report.step != steps_trained {
+        let show = |s: Option<usize>| s.map_or("unknown".into(), |s| s.to_string());
+        bail!(
+            "{}: evaluates step {}, but the weights exported are of step {}",
+            path.display(),
+            show(report.step),
+            show(steps_trained)
+        );
+    }
+    Ok(report)
 }
 
 /// Dataset, class names and steps of a run folder; nothing for a weights file.

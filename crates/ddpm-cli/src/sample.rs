@@ -121,17 +121,8 @@ impl SampleOptions {
 /// A model from a run folder (newest checkpoint, EMA weights) or a weights file.
 pub fn load_model(path: &Path, device: &Device) -> Result<(Unet, ModelConfig)> {
     if path.is_dir() {
-        let ckpt = checkpoint::latest(&path.join("checkpoints"))?
-            .with_context(|| format!("{}: no checkpoint in this run folder", path.display()))?;
-        let state = checkpoint::read_state(&ckpt)?;
-        let record = checkpoint::read_record(&ckpt, checkpoint::EMA)?;
-        let model = state
-            .model
-            .unet
-            .try_init(device)?
-            .try_load_record(record)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
-        Ok((model, state.model))
+        let (model, config, _) = load_run_model(path, checkpoint::EMA, device)?;
+        Ok((model, config))
     } else if path.is_file() {
         let loaded =
             ddpm::weights::load(path, device).with_context(|| path.display().to_string())?;
@@ -139,6 +130,26 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Unet, ModelConfig)> {
     } else {
         bail!("{}: no such run folder or weights file", path.display())
     }
+}
+
+/// One set of weights (`checkpoint::EMA` or `checkpoint::MODEL`) of a run folder's newest
+/// checkpoint, with its configuration and step.
+pub fn load_run_model(
+    run: &Path,
+    file: &str,
+    device: &Device,
+) -> Result<(Unet, ModelConfig, usize)> {
+    let ckpt = checkpoint::latest(&run.join("checkpoints"))?
+        .with_context(|| format!("{}: no checkpoint in this run folder", run.display()))?;
+    let state = checkpoint::read_state(&ckpt)?;
+    let record = checkpoint::read_record(&ckpt, file)?;
+    let model = state
+        .model
+        .unet
+        .try_init(device)?
+        .try_load_record(record)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
+    Ok((model, state.model, state.step))
 }
 
 /// Samples and writes the grid PNG (used by `train` for its previews).

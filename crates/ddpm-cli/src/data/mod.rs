@@ -15,11 +15,15 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
-/// The name that selects the embedded digits.
+/// The name that selects the embedded training digits.
 pub const EMBEDDED_MNIST: &str = "mnist";
+/// The name that selects the embedded MNIST test digits (held out: never trained on).
+pub const EMBEDDED_MNIST_TEST: &str = "mnist-test";
 
 const MNIST_IMAGES: &[u8] = include_bytes!("../../../../data/mnist-10k/images-idx3-ubyte.gz");
 const MNIST_LABELS: &[u8] = include_bytes!("../../../../data/mnist-10k/labels-idx1-ubyte.gz");
+const TEST_IMAGES: &[u8] = include_bytes!("../../../../data/mnist-test/images-idx3-ubyte.gz");
+const TEST_LABELS: &[u8] = include_bytes!("../../../../data/mnist-test/labels-idx1-ubyte.gz");
 
 /// How images become training tensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +93,7 @@ impl Dataset {
     }
 }
 
-/// Loads `source`: [`EMBEDDED_MNIST`], or a path to IDX files, CIFAR-10 batches or a folder of
+/// Loads `source`: [`EMBEDDED_MNIST`], [`EMBEDDED_MNIST_TEST`], or a path to IDX files, CIFAR-10 batches or a folder of
 /// images (recognised by their names).
 pub fn load(source: &str, shaping: &Shaping) -> Result<Dataset> {
     if !matches!(shaping.channels, 1 | 3) {
@@ -100,10 +104,14 @@ pub fn load(source: &str, shaping: &Shaping) -> Result<Dataset> {
     }
     let raw = if source == EMBEDDED_MNIST {
         idx::from_bytes(MNIST_IMAGES, MNIST_LABELS, "embedded MNIST-10k")?
+    } else if source == EMBEDDED_MNIST_TEST {
+        idx::from_bytes(TEST_IMAGES, TEST_LABELS, "embedded MNIST test set")?
     } else {
         let path = Path::new(source);
         if !path.exists() {
-            bail!("data `{source}` does not exist (give a folder or file, or `{EMBEDDED_MNIST}`)");
+            bail!(
+                "data `{source}` does not exist (give a folder or file, `{EMBEDDED_MNIST}` or `{EMBEDDED_MNIST_TEST}`)"
+            );
         }
         if let Some(images) = idx::find(path)? {
             idx::load(&images)?

@@ -9,6 +9,8 @@ use crate::noise::NoiseSource;
 use crate::schedule::{BetaSchedule, NoiseSchedule};
 use crate::vlb;
 
+mod likelihood;
+
 /// What the network is trained to predict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

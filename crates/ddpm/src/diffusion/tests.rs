@@ -338,3 +338,100 @@ fn the_hybrid_loss_trains_the_variance_towards_the_posterior() {
     assert!(posterior < 1e-3, "{posterior}");
     assert!(beta > 0.05, "{beta}");
 }
+
+/// Data that is one fixed image x*: the exact noise prediction is
+/// ε(x_t, t) = (x_t − √ᾱ_t x*) / √(1 − ᾱ_t), off by `error` everywhere.
+struct PointMass {
+    diffusion: GaussianDiffusion,
+    image: Tensor<4>,
+    error: f32,
+}
+
+impl Denoiser for PointMass {
+    fn denoise(
+        &self,
+        x: Tensor<4>,
+        t: &Timesteps,
+        _: Option<Tensor<4>>,
+        _: Option<&[usize]>,
+    ) -> Tensor<4> {
+        let Timesteps::All(t) = *t else {
+            panic!("the bound uses one step per batch")
+        };
+        let s = self.diffusion.schedule();
+        (x - self.image.clone().mul_scalar(s.sqrt_alphas_cumprod[t]))
+            .div_scalar(s.sqrt_one_minus_alphas_cumprod[t])
+            .add_scalar(self.error)
+    }
+}
+
+/// Pixel values 0, 102, 204 and 255 on [−1, 1].
+const PIXELS: [f32; 4] = [-1.0, 102.0 / 127.5 - 1.0, 204.0 / 127.5 - 1.0, 1.0];
+
+fn point_mass(error: f32) -> PointMass {
+    PointMass {
+        diffusion: GaussianDiffusion::new(DiffusionConfig::default()),
+        image: Tensor::from_data(TensorData::new(PIXELS.to_vec(), [1, 1, 2, 2]), &device()),
+        error,
+    }
+}
+
+#[test]
+fn the_prior_term_has_its_closed_form() {
+    let m = point_mass(0.0);
+    let abar = *m.diffusion.schedule().alphas_cumprod.last().expect("T > 0") as f64;
+    let bits = values(m.diffusion.prior_bits(m.image.clone()))[0] as f64;
+    // KL(N(√ᾱ x, 1 − ᾱ) ‖ N(0, 1)) = ½(−ln(1 − ᾱ) − 1 + (1 − ᾱ) + ᾱ x²), per pixel.
+    let want = PIXELS
+        .iter()
+        .map(|&x| 0.5 * (-(1.0 - abar).ln() - abar + abar * (x as f64).powi(2)))
+        .sum::<f64>()
+        / 4.0
+        / std::f64::consts::LN_2;
+    assert!((bits - want).abs() < 1e-7 + 1e-3 * want, "{bits} vs {want}");
+    assert!(
+        bits < 1e-4,
+        "the paper's schedule ends near N(0, I): {bits}"
+    );
+}
+
+#[test]
+fn an_exact_denoiser_leaves_only_the_decoder_term() {
+    let m = point_mass(0.0);
+    let mut rng = NoiseSource::new(3);
+    for t in [1usize, 10, 500, 999] {
+        let noise = rng.normal_tensor([1, 1, 2, 2], &device());
+        let kl = values(m.diffusion.bound_term(&m, m.image.clone(), t, None, noise))[0];
+        assert!(kl.abs() < 1e-3, "t={t}: {kl}");
+    }
+    // At t = 0 the mean is x* exactly; each pixel's bin has half-width 1/255 and the scale
+    // is √β̃ (clipped at the first step): −log₂ of the bin's normal probability mass.
+    let noise = rng.normal_tensor([1, 1, 2, 2], &device());
+    let l0 = values(m.diffusion.bound_term(&m, m.image.clone(), 0, None, noise))[0] as f64;
+    let sigma = (m.diffusion.schedule().posterior_log_variance_clipped[0] as f64 * 0.5).exp();
+    let cdf = |z: f64| 0.5 * (1.0 + libm::erf(z / std::f64::consts::SQRT_2));
+    let half = 1.0 / 255.0 / sigma;
+    let edge = -cdf(half).log2(); // open-ended bin at 0 or 255
+    let inner = -(cdf(half) - cdf(-half)).log2();
+    let want = (2.0 * edge + 2.0 * inner) / 4.0;
+    assert!((l0 - want).abs() < 0.01, "{l0} vs {want}");
+}
+
+#[test]
+fn a_wrong_denoiser_pays_in_every_kl_term() {
+    let (good, bad) = (point_mass(0.0), point_mass(0.1));
+    let mut rng = NoiseSource::new(4);
+    // A wrong ε̂ moves x̂₀ by √(1/ᾱ_t − 1)·error, which the posterior mean weighs less as t
+    // grows (at large t the bound barely cares about x̂₀).
+    for t in [1usize, 10, 100] {
+        let noise = rng.normal_tensor([1, 1, 2, 2], &device());
+        let term = |m: &PointMass| {
+            values(
+                m.diffusion
+                    .bound_term(m, m.image.clone(), t, None, noise.clone()),
+            )[0]
+        };
+        let (g, b) = (term(&good), term(&bad));
+        assert!(b > g + 1e-5, "t={t}: wrong {b} vs exact {g}");
+    }
+}

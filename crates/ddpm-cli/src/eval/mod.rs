@@ -1,0 +1,534 @@
+//! `ddpm eval`: how good a digit model is, measured on the held-out MNIST test set.
+//!
+//! - Fréchet distance between generated and real digits in the feature space of the project's
+//!   own MNIST [`classifier`], with the distance between two halves of the real data (at the
+//!   same number of images) as the floor a perfect model would reach;
+//! - the classifier's accuracy on class-conditional samples (was the requested digit drawn?)
+//!   and the entropy of its predicted-class histogram on unconditional ones (are all digits
+//!   drawn?);
+//! - for every sampler asked (DDPM with all T steps, DDIM with K) and both weights of a run
+//!   folder (EMA and raw);
+//! - the paper's negative log-likelihood bound in bits/dim on held-out digits ([`likelihood`]).
+//!
+//! `ddpm classifier` trains the classifier.
+
+pub mod classifier;
+pub mod frechet;
+pub mod likelihood;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use clap::ValueEnum;
+use ddpm::{
+    ClassChoice, DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler,
+    SamplerConfig, SamplerKind, Unet,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint;
+use crate::data::{self, Dataset, EMBEDDED_MNIST, EMBEDDED_MNIST_TEST, Shaping};
+use crate::device::{self, DeviceChoice};
+use crate::export::ModelCard;
+use crate::sample;
+use classifier::{CLASSES, Classifier, FEATURES, SIDE};
+use frechet::Gaussian;
+use likelihood::BoundOptions;
+pub use report::{Floor, Likelihood, Report, Row};
+
+/// `--samplers`: `ddpm` (ancestral, all T steps) or `ddim-K`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerSpec {
+    /// Algorithm 2 through every step.
+    Ddpm,
+    /// DDIM (η = 0) over this many steps.
+    Ddim(usize),
+}
+
+impl FromStr for SamplerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a sampler: give `ddpm` or `ddim-K` (e.g. ddim-50)");
+        match s {
+            "ddpm" => Ok(Self::Ddpm),
+            _ => match s.strip_prefix("ddim-").map(str::parse::<usize>) {
+                Some(Ok(steps)) if steps > 0 => Ok(Self::Ddim(steps)),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for SamplerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ddpm => write!(f, "ddpm"),
+            Self::Ddim(steps) => write!(f, "ddim-{steps}"),
+        }
+    }
+}
+
+impl SamplerSpec {
+    fn kind(self) -> SamplerKind {
+        match self {
+            Self::Ddpm => SamplerKind::Ddpm {
+                variance: DdpmVariance::Posterior,
+            },
+            Self::Ddim(steps) => SamplerKind::Ddim { steps, eta: 0.0 },
+        }
+    }
+}
+
+/// `--weights`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WeightsChoice {
+    /// The exponential moving average (what export ships).
+    Ema,
+    /// The optimiser's weights at the same step.
+    Raw,
+}
+
+impl WeightsChoice {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ema => "ema",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// `ddpm eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// A run folder (EMA and raw weights of its newest checkpoint) or an exported weights file
+    /// (EMA weights only). The model must make 28×28 grayscale digits.
+    pub model: PathBuf,
+    /// Generated images per sampler and weights for the class-conditional measures (the
+    /// classes in turn), and as many without a class.
+    #[arg(long, short, default_value_t = 1000)]
+    pub n: usize,
+    /// Samplers, comma-separated: `ddpm` (all T steps) and `ddim-K`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ddpm,ddim-10,ddim-20,ddim-50,ddim-100"
+    )]
+    pub samplers: Vec<SamplerSpec>,
+    /// Which weights of a run folder, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ema,raw")]
+    pub weights: Vec<WeightsChoice>,
+    /// Classifier-free guidance scale of the class-conditional samples (1 = none).
+    #[arg(long, default_value_t = 3.0)]
+    pub guidance: f64,
+    /// Held-out images for the bits/dim (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    pub nll_images: usize,
+    /// 1 evaluates all T terms of the bound; K > 1 one random step per block of K (weighted
+    /// by K): an unbiased estimate K times faster.
+    #[arg(long, default_value_t = 1)]
+    pub nll_stride: usize,
+    /// Images per network call.
+    #[arg(long, default_value_t = 250)]
+    pub batch: usize,
+    /// The held-out digits: the embedded MNIST test set, or IDX files.
+    #[arg(long, default_value = EMBEDDED_MNIST_TEST)]
+    pub heldout: String,
+    /// Classifier weights made by `ddpm classifier` (default: the embedded ones).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+    /// Fixes the sampling noise: the same seed gives the same numbers.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the results as JSON here (`ddpm export --eval` puts them in the model card).
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Overwrite `--out` if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Where to run.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// `ddpm classifier`.
+#[derive(Debug, clap::Args)]
+pub struct ClassifierArgs {
+    /// The weights file to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Passes over the 10,000 training digits.
+    #[arg(long, default_value_t = 8)]
+    pub epochs: usize,
+    /// Images per Adam step.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Seeds the initial weights and the batch order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Overwrite `--out` if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceChoice,
+}
+
+fn digits(source: &str) -> Result<Dataset> {
+    let shaping = Shaping {
+        image_size: SIDE,
+        channels: 1,
+        strict: false,
+    };
+    let data = data::load(source, &shaping)?;
+    match data.num_classes() {
+        Some(CLASSES) => Ok(data),
+        _ => bail!("{source}: not labelled digits 0–9"),
+    }
+}
+
+/// Runs `ddpm classifier`: trains on the embedded training digits, reports the accuracy on
+/// the held-out test digits, writes the weights.
+pub fn train_classifier(args: &ClassifierArgs) -> Result<()> {
+    if args.out.exists() && !args.force {
+        bail!(
+            "{}: exists; pass --force to overwrite it",
+            args.out.display()
+        );
+    }
+    if args.epochs == 0 || args.batch_size == 0 {
+        bail!("--epochs and --batch-size must be at least 1");
+    }
+    let selected = device::select(args.device)?;
+    let (train, test) = (digits(EMBEDDED_MNIST)?, digits(EMBEDDED_MNIST_TEST)?);
+    let started = Instant::now();
+    let training = classifier::Training {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        seed: args.seed,
+    };
+    let model = classifier::train(&train, &training, &selected.device)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let readout = model.read(&test.pixels, 500, &selected.device)?;
+    let labels = test.labels.as_deref().unwrap_or_default();
+    let accuracy = classifier::accuracy(&readout.predictions, labels);
+    write_new(&args.out, &model.to_bytes()?, args.force)?;
+    println!(
+        "held-out accuracy {:.2}% ({} MNIST test digits); trained {} epochs in {seconds:.0} s on {}; wrote {}",
+        100.0 * accuracy,
+        test.len(),
+        args.epochs,
+        selected.description,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Runs `ddpm eval`.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    if let Some(out) = &args.out
+        && out.exists()
+        && !args.force
+    {
+        bail!("{}: exists; pass --force to overwrite it", out.display());
+    }
+    if args.n < 2 {
+        bail!("--n must be at least 2 (a covariance needs two images)");
+    }
+    if args.batch == 0 || args.nll_stride == 0 {
+        bail!("--batch and --nll-stride must be at least 1");
+    }
+    let started = Instant::now();
+    let selected = device::select(args.device)?;
+    let device = &selected.device;
+    let classifier = Classifier::load(args.classifier.as_deref(), device)?;
+    let heldout = digits(&args.heldout)?;
+    let models = load_models(&args.model, &args.weights, device)?;
+    let Some(first) = models.first() else {
+        bail!("--weights: nothing to evaluate");
+    };
+    check_model(&first.config, &args.model, &args.samplers)?;
+    let (config, step) = (first.config.clone(), first.step);
+
+    // The real digits: half A is the reference, half B the floor.
+    let real = classifier.read(&heldout.pixels, args.batch, device)?;
+    let labels = heldout.labels.as_deref().unwrap_or_default();
+    let half = heldout.len() / 2;
+    let reference = Gaussian::fit(&real.features[..half * FEATURES], FEATURES);
+    let other = &real.features[half * FEATURES..];
+    let floor_n = args.n.min(heldout.len() - half);
+    let floor = Floor {
+        images: floor_n,
+        fd: Gaussian::fit(&other[..floor_n * FEATURES], FEATURES).distance(&reference),
+        halves: half,
+        fd_halves: Gaussian::fit(other, FEATURES).distance(&reference),
+    };
+
+    let mut rows = Vec::new();
+    let mut bounds = Vec::new();
+    for Loaded { which, model, .. } in &models {
+        for &spec in &args.samplers {
+            let row_started = Instant::now();
+            let mut row = Row::new(which.name(), spec);
+            let set = |classes: Option<Vec<usize>>, guidance: f64, label: &str| {
+                let options = Generation {
+                    spec,
+                    guidance,
+                    classes,
+                    n: args.n,
+                    batch: args.batch,
+                    seed: args.seed,
+                };
+                let what = format!("{} {spec} {label}", which.name());
+                generate(model, &config, &options, &what, device)
+                    .and_then(|pixels| classifier.read(&pixels, args.batch, device))
+            };
+            if let Some(classes) = ClassChoice::Mixed.labels(config.unet.num_classes, args.n)? {
+                let out = set(Some(classes.clone()), args.guidance, "class-conditional")?;
+                row.fd = Some(Gaussian::fit(&out.features, FEATURES).distance(&reference));
+                row.accuracy = Some(classifier::accuracy(&out.predictions, &classes));
+            }
+            let null = ClassChoice::Null.labels(config.unet.num_classes, args.n)?;
+            let out = set(null, 1.0, "unconditional")?;
+            row.fd_unconditional = Gaussian::fit(&out.features, FEATURES).distance(&reference);
+            row.class_entropy_bits = classifier::class_entropy(&out.predictions);
+            row.seconds = row_started.elapsed().as_secs_f64();
+            eprintln!("{}", row.line());
+            rows.push(row);
+        }
+        if args.nll_images > 0 {
+            let options = BoundOptions {
+                images: args.nll_images,
+                stride: args.nll_stride,
+                batch: args.batch,
+                seed: args.seed,
+            };
+            let bound = likelihood::bits_per_dim(model, &config, &heldout, options, device)?;
+            eprintln!("{} bits/dim {:.3}", which.name(), bound.bits_per_dim);
+            bounds.push(Likelihood {
+                weights: which.name().into(),
+                bound,
+            });
+        }
+    }
+
+    let report = Report {
+        model: args.model.display().to_string(),
+        step,
+        command: std::iter::once("ddpm".to_string())
+            .chain(std::env::args().skip(1))
+            .collect(),
+        device: selected.description.clone(),
+        heldout: args.heldout.clone(),
+        classifier_accuracy: classifier::accuracy(&real.predictions, labels),
+        images: args.n,
+        guidance: args.guidance,
+        seed: args.seed,
+        floor,
+        samples: rows,
+        likelihood: bounds,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    print!("{}", report.markdown());
+    if let Some(out) = &args.out {
+        let json = serde_json::to_string_pretty(&report)? + "\n";
+        write_new(out, json.as_bytes(), args.force)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// One set of weights to evaluate.
+struct Loaded {
+    which: WeightsChoice,
+    model: Unet,
+    config: ModelConfig,
+    /// The training step, when known (a run folder's checkpoint, or a weights file's card).
+    step: Option<usize>,
+}
+
+/// The weights asked for, in the order asked.
+fn load_models(path: &Path, weights: &[WeightsChoice], device: &Device) -> Result<Vec<Loaded>> {
+    let mut wanted: Vec<WeightsChoice> = Vec::new();
+    for w in weights {
+        if !wanted.contains(w) {
+            wanted.push(*w);
+        }
+    }
+    if path.is_dir() {
+        return wanted
+            .into_iter()
+            .map(|which| {
+                let file = match which {
+                    WeightsChoice::Ema => checkpoint::EMA,
+                    WeightsChoice::Raw => checkpoint::MODEL,
+                };
+                let (model, config, step) = sample::load_run_model(path, file, device)?;
+                Ok(Loaded {
+                    which,
+                    model,
+                    config,
+                    step: Some(step),
+                })
+            })
+            .collect();
+    }
+    if !wanted.contains(&WeightsChoice::Ema) {
+        bail!(
+            "{}: a weights file holds the EMA weights only; raw weights need the run folder",
+            path.display()
+        );
+    }
+    if wanted.contains(&WeightsChoice::Raw) {
+        eprintln!(
+            "notice: {}: a weights file holds the EMA weights only; evaluating those",
+            path.display()
+        );
+    }
+    let (model, config) = sample::load_model(path, device)?;
+    // The model card `ddpm export` wrote beside the file says the step.
+    let step = std::fs::read(path.with_extension("json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<ModelCard>(&bytes).ok())
+        .and_then(|card| card.steps_trained);
+    Ok(vec![Loaded {
+        which: WeightsChoice::Ema,
+        model,
+        config,
+        step,
+    }])
+}
+
+/// Refuses models the classifier cannot judge, and samplers the model cannot run.
+fn check_model(config: &ModelConfig, path: &Path, samplers: &[SamplerSpec]) -> Result<()> {
+    let [height, width] = config.image_size;
+    let channels = config.unet.channels;
+    if [height, width] != [SIDE, SIDE] || channels != 1 {
+        bail!(
+            "{}: makes {height}×{width} images with {channels} channel(s); the evaluation classifier reads 28×28 grayscale digits",
+            path.display()
+        );
+    }
+    if let Some(classes) = config.unet.num_classes
+        && classes != CLASSES
+    {
+        bail!(
+            "{}: has {classes} classes; class accuracy needs the ten digits",
+            path.display()
+        );
+    }
+    let timesteps = config.diffusion.timesteps;
+    for spec in samplers {
+        if let SamplerSpec::Ddim(steps) = spec
+            && *steps > timesteps
+        {
+            bail!("--samplers: {spec} takes more steps than the model's T = {timesteps}");
+        }
+    }
+    Ok(())
+}
+
+/// One set of generated images.
+struct Generation {
+    spec: SamplerSpec,
+    guidance: f64,
+    classes: Option<Vec<usize>>,
+    n: usize,
+    batch: usize,
+    seed: u64,
+}
+
+/// Samples `options.n` images in batches (batch `k` seeded `seed · 10⁶ + k`) and returns them
+/// as bytes, as a PNG would store them.
+fn generate(
+    model: &Unet,
+    config: &ModelConfig,
+    options: &Generation,
+    what: &str,
+    device: &Device,
+) -> Result<Vec<u8>> {
+    let diffusion = GaussianDiffusion::new(config.diffusion.clone());
+    let sampler_config = SamplerConfig {
+        kind: options.spec.kind(),
+        guidance_scale: options.guidance,
+        ..SamplerConfig::default()
+    };
+    let chunks = options.n.div_ceil(options.batch);
+    let steps = match options.spec {
+        SamplerSpec::Ddpm => diffusion.timesteps(),
+        SamplerSpec::Ddim(k) => k,
+    };
+    let bar = ProgressBar::new((chunks * steps) as u64).with_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} steps [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    let [height, width] = config.image_size;
+    let mut pixels = Vec::with_capacity(options.n * height * width);
+    for k in 0..chunks {
+        let start = k * options.batch;
+        let count = options.batch.min(options.n - start);
+        let request = SampleRequest {
+            seed: options.seed.wrapping_mul(1_000_000).wrapping_add(k as u64),
+            shape: [count, config.unet.channels, height, width],
+            classes: options
+                .classes
+                .as_ref()
+                .map(|c| c[start..start + count].to_vec()),
+        };
+        let mut sampler = Sampler::new(&diffusion, sampler_config, request, model, device)?;
+        while sampler.step(model).is_some() {
+            bar.inc(1);
+        }
+        let values = sampler
+            .sample()
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("cannot read the images back: {e:?}"))?;
+        pixels.extend(
+            values
+                .iter()
+                .map(|v| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8),
+        );
+    }
+    bar.finish_and_clear();
+    Ok(pixels)
+}
+
+/// Writes `bytes` to `path` (refusing to replace a file unless `force`).
+fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    if path.exists() && !force {
+        bail!("{}: exists; pass --force to overwrite it", path.display());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{}: cannot create", parent.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_specs_parse_and_print() {
+        assert_eq!("ddpm".parse::<SamplerSpec>(), Ok(SamplerSpec::Ddpm));
+        assert_eq!("ddim-50".parse::<SamplerSpec>(), Ok(SamplerSpec::Ddim(50)));
+        assert_eq!(SamplerSpec::Ddim(20).to_string(), "ddim-20");
+        for bad in ["ddim", "ddim-0", "ddim-x", "DDPM", "ddim50"] {
+            let err = bad.parse::<SamplerSpec>().expect_err(bad);
+            assert!(err.contains(bad) && err.contains("ddim-K"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! What `ddpm eval` measured: a JSON report (kept in the model card) and a Markdown table.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use super::SamplerSpec;
+use super::likelihood::Bound;
+
+/// Everything one `ddpm eval` run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The run folder or weights file evaluated.
+    pub model: String,
+    /// Its training step, when known.
+    pub step: Option<usize>,
+    /// The command that produced this report (program named `ddpm`).
+    pub command: Vec<String>,
+    /// Where it ran.
+    pub device: String,
+    /// The held-out digits (`mnist-test`: MNIST's test set, never trained on).
+    pub heldout: String,
+    /// The classifier's accuracy on all held-out digits.
+    pub classifier_accuracy: f64,
+    /// Generated images per measure.
+    pub images: usize,
+    /// Guidance scale of the class-conditional samples.
+    pub guidance: f64,
+    /// The sampling seed.
+    pub seed: u64,
+    /// Real against real: the distance a perfect model would reach.
+    pub floor: Floor,
+    /// One row per weights and sampler.
+    pub samples: Vec<Row>,
+    /// Bits/dim per weights.
+    pub likelihood: Vec<Likelihood>,
+    /// Wall time of the whole evaluation.
+    pub seconds: f64,
+}
+
+/// The Fréchet distance between real digits and the reference half of the held-out set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Floor {
+    /// Real images taken from the other half, as many as generated ones (FD depends on n).
+    pub images: usize,
+    /// Their distance to the reference half.
+    pub fd: f64,
+    /// Images in each half.
+    pub halves: usize,
+    /// The distance between the two whole halves.
+    pub fd_halves: f64,
+}
+
+/// The measures of one weights × sampler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// `ema` or `raw`.
+    pub weights: String,
+    /// `ddpm` or `ddim-K`.
+    pub sampler: String,
+    /// Fréchet distance of the class-conditional samples (classes in turn, with guidance).
+    pub fd: Option<f64>,
+    /// The fraction of class-conditional samples classified as the class asked for.
+    pub accuracy: Option<f64>,
+    /// Fréchet distance of the unconditional samples (null class, no guidance).
+    pub fd_unconditional: f64,
+    /// Entropy of the classes predicted for the unconditional samples, in bits (log₂ 10 ≈
+    /// 3.32 is every digit equally often).
+    pub class_entropy_bits: f64,
+    /// Wall time of this row.
+    pub seconds: f64,
+}
+
+impl Row {
+    /// A row with nothing measured yet.
+    pub fn new(weights: &str, sampler: SamplerSpec) -> Self {
+        Self {
+            weights: weights.into(),
+            sampler: sampler.to_string(),
+            fd: None,
+            accuracy: None,
+            fd_unconditional: f64::NAN,
+            class_entropy_bits: f64::NAN,
+            seconds: 0.0,
+        }
+    }
+
+    /// One line for the progress log.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {}: FD {} accuracy {} | unconditional FD {:.2} entropy {:.3} bits ({:.0} s)",
+            self.weights,
+            self.sampler,
+            opt(self.fd, 2),
+            self.accuracy
+                .map_or("–".into(), |a| format!("{:.1}%", 100.0 * a)),
+            self.fd_unconditional,
+            self.class_entropy_bits,
+            self.seconds
+        )
+    }
+}
+
+/// The bound of one set of weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Likelihood {
+    /// `ema` or `raw`.
+    pub weights: String,
+    /// Its parts.
+    #[serde(flatten)]
+    pub bound: Bound,
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.decimals$}"))
+}
+
+impl Report {
+    /// The results as Markdown: the sample table, the floor and the bits/dim.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let step = self.step.map_or("?".into(), |s| s.to_string());
+        let _ = writeln!(
+            s,
+            "{} at step {step}: {} generated images per cell, held-out `{}`, guidance {} for the class-conditional columns, seed {}\n",
+            self.model, self.images, self.heldout, self.guidance, self.seed
+        );
+        let _ = writeln!(
+            s,
+            "| weights | sampler | FD, class-conditional | class accuracy | FD, unconditional | class entropy (bits) |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for r in &self.samples {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.2} | {:.3} |",
+                r.weights,
+                r.sampler,
+                opt(r.fd, 2),
+                r.accuracy
+                    .map_or("–".into(), |a| format!("{:.1}%", 100.0 * a)),
+                r.fd_unconditional,
+                r.class_entropy_bits
+            );
+        }
+        let f = &self.floor;
+        let _ = writeln!(
+            s,
+            "| real digits (floor) | – | {:.2} | {:.1}% | {:.2} | – |",
+            f.fd,
+            100.0 * self.classifier_accuracy,
+            f.fd
+        );
+        let _ = writeln!(
+            s,
+            "\nFloor: {} real held-out digits against the reference half; the two whole halves ({} each) are {:.2} apart. Class accuracy of the floor row: the classifier on all held-out digits.",
+            f.images, f.halves, f.fd_halves
+        );
+        for l in &self.likelihood {
+            let b = &l.bound;
+            let how = if b.stride == 1 {
+                "all T terms".to_string()
+            } else {
+                format!("one step per block of {}, unbiased estimate", b.stride)
+            };
+            let _ = writeln!(
+                s,
+                "\nBits/dim ({} weights, {} held-out digits, {how}): **{:.3}** = prior {:.4} + diffusion {:.3} + decoder {:.3}",
+                l.weights, b.images, b.bits_per_dim, b.prior, b.diffusion, b.decoder
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,206 @@
+//! `ddpm eval` and `ddpm classifier` on real files: a tiny digit model trained for two steps
+//! through the CLI, measured against the embedded held-out MNIST test set.
+
+use crate::common::*;
+
+/// Flags for a tiny digit model (28×28, ten classes, T = 50) on the embedded training digits.
+const TINY_DIGITS: [&str; 18] = [
+    "--device",
+    "cpu",
+    "--data",
+    "mnist",
+    "--batch-size",
+    "16",
+    "--sample-every",
+    "0",
+    "--set",
+    "model.dim=8",
+    "--set",
+    "model.dim_mults=[1, 2]",
+    "--set",
+    "model.attn_dim_head=8",
+    "--set",
+    "model.attn_heads=2",
+    "--set",
+    "diffusion.timesteps=50",
+];
+
+fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json")
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = dir.path().join("digits");
+    let run_s = run.to_str().expect("utf8");
+    ok(&[&["train", run_s, "--steps", "2"][..], &TINY_DIGITS].concat());
+    let report = dir.path().join("eval.json");
+    let report_s = report.to_str().expect("utf8");
+    let eval = [
+        "eval",
+        run_s,
+        "--device",
+        "cpu",
+        "-n",
+        "20",
+        "--samplers",
+        "ddim-2,ddpm",
+        "--nll-images",
+        "6",
+        "--nll-stride",
+        "10",
+        "--batch",
+        "20",
+        "--out",
+        report_s,
+    ];
+    let out = ok(&eval);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| ema | ddim-2 |") && table.contains("| raw | ddpm |"),
+        "{table}"
+    );
+
+    let r = json(&report);
+    assert_eq!(r["step"], 2);
+    assert_eq!(r["command"][0], "ddpm");
+    // The embedded classifier on the 10,000 held-out digits.
+    assert!(
+        f(&r["classifier_accuracy"]) > 0.95,
+        "{}",
+        r["classifier_accuracy"]
+    );
+    let floor = &r["floor"];
+    assert_eq!(floor["images"], 20);
+    assert_eq!(floor["halves"], 5000);
+    // More real images, less small-sample bias: the whole halves are closer than 20 images.
+    assert!(f(&floor["fd_halves"]) < f(&floor["fd"]), "{floor}");
+    let rows = r["samples"].as_array().expect("rows");
+    let names: Vec<String> = rows
+        .iter()
+        .map(|row| format!("{} {}", row["weights"], row["sampler"]).replace('"', ""))
+        .collect();
+    assert_eq!(names, ["ema ddim-2", "ema ddpm", "raw ddim-2", "raw ddpm"]);
+    for row in rows {
+        // Two training steps draw noise, nothing like digits.
+        assert!(f(&row["fd"]) > 2.0 * f(&floor["fd"]), "{row} vs {floor}");
+        assert!(f(&row["fd_unconditional"]) > 2.0 * f(&floor["fd"]), "{row}");
+        let accuracy = f(&row["accuracy"]);
+        assert!((0.0..=1.0).contains(&accuracy), "{row}");
+        let entropy = f(&row["class_entropy_bits"]);
+        assert!((0.0..=10f64.log2() + 1e-9).contains(&entropy), "{row}");
+    }
+    let bounds = r["likelihood"].as_array().expect("likelihood");
+    assert_eq!(bounds.len(), 2);
+    for b in bounds {
+        let parts = f(&b["prior"]) + f(&b["diffusion"]) + f(&b["decoder"]);
+        assert!((f(&b["bits_per_dim"]) - parts).abs() < 1e-9, "{b}");
+        // An untrained model is far from the ~1 bit/dim of a good MNIST model.
+        assert!(f(&b["bits_per_dim"]) > 2.0, "{b}");
+        assert_eq!(b["images"], 6);
+        assert_eq!(b["stride"], 10);
+    }
+
+    // The report goes into the model card of the same step...
+    let weights = dir.path().join("digits.bpk");
+    let weights_s = weights.to_str().expect("utf8");
+    ok(&["export", run_s, "-o", weights_s, "--eval", report_s]);
+    let card = json(&dir.path().join("digits.json"));
+    assert_eq!(card["evaluation"], r);
+    // ...and no other: one more step, and the old report is refused.
+    ok(&[&["train", run_s, "--steps", "3"][..], &TINY_DIGITS].concat());
+    let err = fails(&[
+        "export", run_s, "-o", weights_s, "--eval", report_s, "--force",
+    ]);
+    assert!(
+        err.contains("eval.json") && err.contains("step 2") && err.contains("step 3"),
+        "{err}"
+    );
+    // An existing report is not overwritten.
+    let err = fails(&eval);
+    assert!(
+        err.contains("eval.json") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(json(&report), r);
+}
+
+#[test]
+fn eval_refuses_what_it_cannot_measure_by_name() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = bars_dataset(dir.path(), 32);
+    let folder = dir.path().join("bars-run");
+    let run_s = folder.to_str().expect("utf8");
+    let tiny = tiny(&data);
+    let train: Vec<&str> = ["train", run_s, "--steps", "1", "--sample-every", "0"]
+        .into_iter()
+        .chain(tiny.iter().map(String::as_str))
+        .collect();
+    ok(&train);
+    let err = fails(&["eval", run_s, "--device", "cpu"]);
+    assert!(
+        err.contains("bars") && err.contains("8×8") && err.contains("28×28"),
+        "{err}"
+    );
+    let err = fails(&["eval", run_s, "--device", "cpu", "--heldout", "/nope"]);
+    assert!(
+        err.contains("/nope") && err.contains("does not exist"),
+        "{err}"
+    );
+    let junk = dir.path().join("junk.bpk");
+    std::fs::write(&junk, b"not weights").expect("write");
+    let junk_s = junk.to_str().expect("utf8");
+    let err = fails(&["eval", run_s, "--device", "cpu", "--classifier", junk_s]);
+    assert!(
+        err.contains("junk.bpk") && err.contains("not classifier weights"),
+        "{err}"
+    );
+    for bad in ["ddim-0", "ddim", "plms"] {
+        let out = run(&["eval", run_s, "--samplers", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(bad) && stderr.contains("ddim-K"),
+            "{stderr}"
+        );
+    }
+    let err = fails(&["eval", run_s, "-n", "1"]);
+    assert!(err.contains("--n"), "{err}");
+}
+
+#[test]
+fn the_classifier_command_trains_one_that_eval_loads() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let weights = dir.path().join("classifier.bpk");
+    let weights_s = weights.to_str().expect("utf8");
+    let out = ok(&["classifier", "-o", weights_s, "--epochs", "1"]);
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let accuracy: f64 = line
+        .strip_prefix("held-out accuracy ")
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // One pass over the 10,000 training digits already recognises most held-out ones.
+    assert!(accuracy > 80.0, "{line}");
+    let err = fails(&["classifier", "-o", weights_s]);
+    assert!(
+        err.contains("classifier.bpk") && err.contains("--force"),
+        "{err}"
+    );
+    // eval accepts the file: it gets as far as the model (which is missing).
+    let err = fails(&[
+        "eval",
+        "/no/model",
+        "--classifier",
+        weights_s,
+        "--device",
+        "cpu",
+    ]);
+    assert!(err.contains("/no/model"), "{err}");
+    assert!(!err.contains("classifier"), "{err}");
+}

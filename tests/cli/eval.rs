@@ -3,7 +3,7 @@
 
 use crate::common::*;
 
-/// Flags for a tiny digit model (28×28, ten classes, T = 50) on the embedded training digits.
+/// Flags for a tiny digit model (28×28, ten classes, T = 20) on the embedded training digits.
 const TINY_DIGITS: [&str; 18] = [
     "--device",
     "cpu",
@@ -22,7 +22,7 @@ const TINY_DIGITS: [&str; 18] = [
     "--set",
     "model.attn_heads=2",
     "--set",
-    "diffusion.timesteps=50",
+    "diffusion.timesteps=20",
 ];
 
 fn json(path: &std::path::Path) -> serde_json::Value {

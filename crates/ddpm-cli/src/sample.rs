@@ -98,12 +98,13 @@ pub struct SampleOptions {
 }
 
 impl SampleOptions {
-    /// The training run's preview: DDIM-50, seed 0, each class in turn with guidance 3.
-    pub fn preview(n: usize, num_classes: Option<usize>) -> Self {
+    /// The training run's preview: DDIM-50 (all T steps when T is smaller), seed 0, each class
+    /// in turn with guidance 3.
+    pub fn preview(n: usize, num_classes: Option<usize>, timesteps: usize) -> Self {
         Self {
             sampler: SamplerConfig {
                 kind: SamplerKind::Ddim {
-                    steps: 50,
+                    steps: timesteps.min(50),
                     eta: 0.0,
                 },
                 guidance_scale: if num_classes.is_some() { 3.0 } else { 1.0 },

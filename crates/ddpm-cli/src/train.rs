@@ -400,7 +400,11 @@ impl Trainer {
 
     fn write_samples(&self, run: &RunDir) -> Result<()> {
         let n = self.model_config.unet.num_classes.map_or(16, |c| c * 4);
-        let options = SampleOptions::preview(n, self.model_config.unet.num_classes);
+        let options = SampleOptions::preview(
+            n,
+            self.model_config.unet.num_classes,
+            self.model_config.diffusion.timesteps,
+        );
         let path = run.samples().join(format!("step-{:09}.png", self.step));
         sample::grid_to_file(
             self.ema.model(),

@@ -112,6 +112,36 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
     ok(&["export", run_s, "-o", weights_s, "--eval", report_s]);
     let card = json(&dir.path().join("digits.json"));
     assert_eq!(card["evaluation"], r);
+    assert_eq!(card["averaging"], "ema");
+    // The raw weights, which the report also measured, can be exported instead.
+    let raw = dir.path().join("digits-raw.bpk");
+    let raw_s = raw.to_str().expect("utf8");
+    ok(&[
+        "export",
+        run_s,
+        "-o",
+        raw_s,
+        "--weights",
+        "raw",
+        "--eval",
+        report_s,
+    ]);
+    let raw_card = json(&dir.path().join("digits-raw.json"));
+    assert_eq!(raw_card["averaging"], "raw");
+    assert_ne!(raw_card["sha256"], card["sha256"]);
+    let err = fails(&[
+        "export",
+        weights_s,
+        "-o",
+        raw_s,
+        "--weights",
+        "raw",
+        "--force",
+    ]);
+    assert!(
+        err.contains("digits.bpk") && err.contains("run folder"),
+        "{err}"
+    );
     // ...and no other: one more step, and the old report is refused.
     ok(&[&["train", run_s, "--steps", "3"][..], &TINY_DIGITS].concat());
     let err = fails(&[

@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::eval::Report;
+use crate::eval::WeightsChoice;
 use crate::run_dir::RunDir;
-use crate::sample::load_model;
+use crate::sample::{load_model, load_run_model};
 use crate::session::{self, Session};
 
 /// `ddpm export`.
@@ -31,6 +32,10 @@ pub struct ExportArgs {
     /// Store the tensors as 16-bit floats (half the size).
     #[arg(long)]
     pub f16: bool,
+    /// Which weights of a run folder's checkpoint: the EMA (default) or the optimiser's own
+    /// (`raw`), e.g. when `ddpm eval` measures the raw ones better early in training.
+    #[arg(long, value_enum, default_value = "ema")]
+    pub weights: WeightsChoice,
     /// Also write the weights as safetensors (f32) here.
     #[arg(long, value_name = "FILE")]
     pub safetensors: Option<PathBuf>,
@@ -71,6 +76,10 @@ pub struct ModelCard {
     pub class_names: Vec<String>,
     /// Optimiser steps trained, when known.
     pub steps_trained: Option<usize>,
+    /// `ema` (the moving average, what is normally shipped) or `raw` (the optimiser's
+    /// weights), when exported from a run folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub averaging: Option<String>,
     /// Wall-clock seconds those steps took (summed over resumed sessions), from `metrics.csv`.
     pub training_seconds: Option<f64>,
     /// The `ddpm train` sessions that made those steps: command, device and machine (from the
@@ -93,7 +102,17 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         }
     }
     let device = Device::flex();
-    let (model, config) = load_model(&args.model, &device)?;
+    let (model, config) = match args.weights {
+        WeightsChoice::Ema => load_model(&args.model, &device)?,
+        WeightsChoice::Raw if args.model.is_dir() => {
+            let (model, config, _) = load_run_model(&args.model, checkpoint::MODEL, &device)?;
+            (model, config)
+        }
+        WeightsChoice::Raw => bail!(
+            "{}: --weights raw needs a run folder (a weights file holds one set of weights)",
+            args.model.display()
+        ),
+    };
     let (dataset, class_names, steps_trained) = provenance(&args.model)?;
     let training_seconds = steps_trained.and_then(|step| training_seconds(&args.model, step));
     let training_sessions = steps_trained.map_or_else(Vec::new, |step| {
@@ -126,6 +145,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         dataset,
         class_names,
         steps_trained,
+        averaging: args.model.is_dir().then(|| args.weights.name().to_string()),
         training_seconds,
         training_sessions,
         evaluation,

@@ -32,7 +32,7 @@ enum Command {
     Train(train::TrainArgs),
     /// Generate images from a run folder or a weights file.
     Sample(sample::SampleArgs),
-    /// Write the EMA weights for the browser, with a model card (and safetensors).
+    /// Write the EMA (or raw) weights for the browser, with a model card (and safetensors).
     Export(export::ExportArgs),
     /// Print a weights file's configuration, parameter count and size.
     Info(export::InfoArgs),

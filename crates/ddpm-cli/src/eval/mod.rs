@@ -94,7 +94,8 @@ pub enum WeightsChoice {
 }
 
 impl WeightsChoice {
-    fn name(self) -> &'static str {
+    /// `ema` or `raw`.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Ema => "ema",
             Self::Raw => "raw",

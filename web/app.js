@@ -42,5 +42,11 @@ sampler.addEventListener('ddpm-ready', ({ detail: { card } }) => {
   if (card.steps_trained) parts.push(`${card.steps_trained.toLocaleString('en')} training steps`);
   if (card.training_seconds) parts.push(`${(card.training_seconds / 60).toFixed(0)} min of training`);
   if (card.dataset) parts.push(`data: ${card.dataset}`);
+  // What `ddpm eval` measured (on held-out MNIST): the best class accuracy of these weights.
+  const rows = (card.evaluation?.samples ?? []).filter((r) => r.weights === (card.averaging ?? 'ema') && r.accuracy != null);
+  if (rows.length) {
+    const best = rows.reduce((a, b) => (b.accuracy > a.accuracy ? b : a));
+    parts.push(`${(100 * best.accuracy).toFixed(1)}% drawn as the digit asked (${best.sampler}, held-out classifier)`);
+  }
   document.getElementById('provenance').textContent = parts.join(' · ');
 });

@@ -54,6 +54,12 @@ test('the demo page picks WebGPU, redraws the canvas after every step and ends w
   assert.ok(last < 0.5 * first, `roughness: ${first.toFixed(1)} at step 1, ${last.toFixed(1)} at the end`);
   const status = await page.evaluate(() => document.getElementById('sampler').shadowRoot.querySelector('.status').textContent);
   assert.match(status, /step 6\/6 · \d+ ms\/step · WebGPU/);
+  // Where the model came from, and what `ddpm eval` measured, from its card.
+  const card = JSON.parse(await (await fetch(`${server.url}/models/mnist.json`)).text());
+  const best = Math.max(...card.evaluation.samples.filter((r) => r.weights === card.averaging).map((r) => r.accuracy));
+  const provenance = await page.evaluate(() => document.getElementById('provenance').textContent);
+  assert.ok(provenance.includes(`${card.steps_trained.toLocaleString('en')} training steps`), provenance);
+  assert.ok(provenance.includes(`${(100 * best).toFixed(1)}% drawn as the digit asked`), provenance);
   // The settings are in the address bar.
   assert.match(page.url(), /seed=3/);
   assert.match(page.url(), /steps=6/);

@@ -252,6 +252,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let device = &selected.device;
     let classifier = Classifier::load(args.classifier.as_deref(), device)?;
     let heldout = digits(&args.heldout)?;
+    if heldout.len() < 4 {
+        bail!(
+            "{}: {} image(s); the held-out set needs at least 4 (two halves to compare)",
+            args.heldout,
+            heldout.len()
+        );
+    }
     let models = load_models(&args.model, &args.weights, device)?;
     let Some(first) = models.first() else {
         bail!("--weights: nothing to evaluate");

@@ -103,11 +103,12 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     }
     let device = Device::flex();
     let (model, config) = match args.weights {
-        WeightsChoice::Ema => load_model(&args.model, &device)?,
-        WeightsChoice::Raw if args.model.is_dir() => {
-            let (model, config, _) = load_run_model(&args.model, checkpoint::MODEL, &device)?;
+        _ if args.model.is_dir() => {
+            let file = args.weights.checkpoint_file();
+            let (model, config, _) = load_run_model(&args.model, file, &device)?;
             (model, config)
         }
+        WeightsChoice::Ema => load_model(&args.model, &device)?,
         WeightsChoice::Raw => bail!(
             "{}: --weights raw needs a run folder (a weights file holds one set of weights)",
             args.model.display()

@@ -140,10 +140,23 @@ pub fn load_run_model(
     file: &str,
     device: &Device,
 ) -> Result<(Unet, ModelConfig, usize)> {
-    let ckpt = checkpoint::latest(&run.join("checkpoints"))?
-        .with_context(|| format!("{}: no checkpoint in this run folder", run.display()))?;
-    let state = checkpoint::read_state(&ckpt)?;
-    let record = checkpoint::read_record(&ckpt, file)?;
+    load_checkpoint_model(&newest_checkpoint(run)?, file, device)
+}
+
+/// The newest checkpoint folder of a run folder.
+pub fn newest_checkpoint(run: &Path) -> Result<PathBuf> {
+    checkpoint::latest(&run.join("checkpoints"))?
+        .with_context(|| format!("{}: no checkpoint in this run folder", run.display()))
+}
+
+/// One set of weights of a checkpoint folder, with its configuration and step.
+pub fn load_checkpoint_model(
+    ckpt: &Path,
+    file: &str,
+    device: &Device,
+) -> Result<(Unet, ModelConfig, usize)> {
+    let state = checkpoint::read_state(ckpt)?;
+    let record = checkpoint::read_record(ckpt, file)?;
     let model = state
         .model
         .unet

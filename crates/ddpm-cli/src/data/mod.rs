@@ -93,8 +93,8 @@ impl Dataset {
     }
 }
 
-/// Loads `source`: [`EMBEDDED_MNIST`], [`EMBEDDED_MNIST_TEST`], or a path to IDX files, CIFAR-10 batches or a folder of
-/// images (recognised by their names).
+/// Loads `source`: [`EMBEDDED_MNIST`], [`EMBEDDED_MNIST_TEST`], or a path to IDX files,
+/// CIFAR-10 batches or a folder of images (recognised by their names).
 pub fn load(source: &str, shaping: &Shaping) -> Result<Dataset> {
     if !matches!(shaping.channels, 1 | 3) {
         bail!("channels must be 1 or 3, got {}", shaping.channels);

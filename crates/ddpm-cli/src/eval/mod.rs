@@ -101,6 +101,14 @@ impl WeightsChoice {
             Self::Raw => "raw",
         }
     }
+
+    /// The file of a checkpoint folder that holds these weights.
+    pub fn checkpoint_file(self) -> &'static str {
+        match self {
+            Self::Ema => checkpoint::EMA,
+            Self::Raw => checkpoint::MODEL,
+        }
+    }
 }
 
 /// `ddpm eval`.
@@ -372,14 +380,13 @@ fn load_models(path: &Path, weights: &[WeightsChoice], device: &Device) -> Resul
         }
     }
     if path.is_dir() {
+        // One checkpoint for all of them, even if a running trainer writes a newer one.
+        let ckpt = sample::newest_checkpoint(path)?;
         return wanted
             .into_iter()
             .map(|which| {
-                let file = match which {
-                    WeightsChoice::Ema => checkpoint::EMA,
-                    WeightsChoice::Raw => checkpoint::MODEL,
-                };
-                let (model, config, step) = sample::load_run_model(path, file, device)?;
+                let (model, config, step) =
+                    sample::load_checkpoint_model(&ckpt, which.checkpoint_file(), device)?;
                 Ok(Loaded {
                     which,
                     model,
@@ -503,11 +510,7 @@ fn generate(
             .convert::<f32>()
             .try_to_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("cannot read the images back: {e:?}"))?;
-        pixels.extend(
-            values
-                .iter()
-                .map(|v| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8),
-        );
+        pixels.extend(values.iter().map(|&v| ddpm::grid::to_byte(v)));
     }
     bar.finish_and_clear();
     Ok(pixels)

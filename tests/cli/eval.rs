@@ -161,7 +161,7 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
 }
 
 #[test]
-fn eval_refuses_what_it_cannot_measure_by_name() {
+fn eval_measures_other_models_by_bits_per_dim_and_refuses_what_it_cannot_measure() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = bars_dataset(dir.path(), 32);
     let folder = dir.path().join("bars-run");
@@ -174,7 +174,61 @@ fn eval_refuses_what_it_cannot_measure_by_name() {
     ok(&train);
     let err = fails(&["eval", run_s, "--device", "cpu"]);
     assert!(
-        err.contains("bars") && err.contains("8×8") && err.contains("28×28"),
+        err.contains("bars") && err.contains("8×8") && err.contains("--heldout"),
+        "{err}"
+    );
+    // With held-out images of its own kind, an 8×8 bars model gets its bits/dim (all T = 100
+    // terms) and none of the digit classifier's measures.
+    let heldout = bars_dataset(&dir.path().join("heldout"), 6);
+    let heldout_s = heldout.to_str().expect("utf8");
+    let report = dir.path().join("bars-eval.json");
+    let report_s = report.to_str().expect("utf8");
+    let out = ok(&[
+        "eval",
+        run_s,
+        "--device",
+        "cpu",
+        "--heldout",
+        heldout_s,
+        "--out",
+        report_s,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("bits/dim only"), "{stdout}");
+    let r = json(&report);
+    assert!(
+        r["floor"].is_null() && r["classifier_accuracy"].is_null(),
+        "{r}"
+    );
+    assert_eq!(r["samples"].as_array().map(Vec::len), Some(0), "{r}");
+    let bounds = r["likelihood"].as_array().expect("likelihood");
+    let weights: Vec<&str> = bounds
+        .iter()
+        .filter_map(|b| b["weights"].as_str())
+        .collect();
+    assert_eq!(weights, ["ema", "raw"]);
+    for b in bounds {
+        assert_eq!(b["images"], 6);
+        assert_eq!(b["stride"], 1);
+        let parts = f(&b["prior"]) + f(&b["diffusion"]) + f(&b["decoder"]);
+        assert!((f(&b["bits_per_dim"]) - parts).abs() < 1e-9, "{b}");
+        assert!(
+            f(&b["bits_per_dim"]) > 0.0 && f(&b["diffusion"]) > 0.0,
+            "{b}"
+        );
+    }
+    let err = fails(&[
+        "eval",
+        run_s,
+        "--device",
+        "cpu",
+        "--heldout",
+        heldout_s,
+        "--nll-images",
+        "0",
+    ]);
+    assert!(
+        err.contains("--nll-images") && err.contains("nothing"),
         "{err}"
     );
     let err = fails(&["eval", run_s, "--device", "cpu", "--heldout", "/nope"]);

@@ -1,4 +1,5 @@
-//! `ddpm eval`: how good a digit model is, measured on the held-out MNIST test set.
+//! `ddpm eval`: how good a model is, measured on held-out images (a digit model: on MNIST's test
+//! set, with every measure below).
 //!
 //! - Fréchet distance between generated and real digits in the feature space of the project's
 //!   own MNIST [`classifier`], with the distance between two halves of the real data (at the
@@ -9,6 +10,9 @@
 //! - for every sampler asked (DDPM with all T steps, DDIM with K) and both weights of a run
 //!   folder (EMA and raw);
 //! - the paper's negative log-likelihood bound in bits/dim on held-out digits ([`likelihood`]).
+//!
+//! A model the classifier cannot judge (colour, another size, other classes) gets only the
+//! bits/dim, on held-out images of its own kind (`--heldout FOLDER`).
 //!
 //! `ddpm classifier` trains the classifier.
 
@@ -115,7 +119,8 @@ impl WeightsChoice {
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// A run folder (EMA and raw weights of its newest checkpoint) or an exported weights file
-    /// (EMA weights only). The model must make 28×28 grayscale digits.
+    /// (EMA weights only). A model of 28×28 grayscale digits gets every measure; any other
+    /// model only its bits/dim, on the `--heldout` images it is given.
     pub model: PathBuf,
     /// Generated images per sampler and weights for the class-conditional measures (the
     /// classes in turn), and as many without a class.
@@ -144,7 +149,8 @@ pub struct EvalArgs {
     /// Images per network call.
     #[arg(long, default_value_t = 250)]
     pub batch: usize,
-    /// The held-out digits: the embedded MNIST test set, or IDX files.
+    /// The held-out images: the embedded MNIST test set (digit models), or a folder (of class
+    /// folders, IDX files or CIFAR-10 batches) of images the model was not trained on.
     #[arg(long, default_value = EMBEDDED_MNIST_TEST)]
     pub heldout: String,
     /// Classifier weights made by `ddpm classifier` (default: the embedded ones).
@@ -258,69 +264,35 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let started = Instant::now();
     let selected = device::select(args.device)?;
     let device = &selected.device;
+    // Loaded (and so checked) even when the model turns out not to be of digits.
     let classifier = Classifier::load(args.classifier.as_deref(), device)?;
-    let heldout = digits(&args.heldout)?;
-    if heldout.len() < 4 {
-        bail!(
-            "{}: {} image(s); the held-out set needs at least 4 (two halves to compare)",
-            args.heldout,
-            heldout.len()
-        );
-    }
     let models = load_models(&args.model, &args.weights, device)?;
     let Some(first) = models.first() else {
         bail!("--weights: nothing to evaluate");
     };
-    check_model(&first.config, &args.model, &args.samplers)?;
     let (config, step) = (first.config.clone(), first.step);
-
-    // The real digits: half A is the reference, half B the floor.
-    let real = classifier.read(&heldout.pixels, args.batch, device)?;
-    let labels = heldout.labels.as_deref().unwrap_or_default();
-    let half = heldout.len() / 2;
-    let reference = Gaussian::fit(&real.features[..half * FEATURES], FEATURES);
-    let other = &real.features[half * FEATURES..];
-    let floor_n = args.n.min(heldout.len() - half);
-    let floor = Floor {
-        images: floor_n,
-        fd: Gaussian::fit(&other[..floor_n * FEATURES], FEATURES).distance(&reference),
-        halves: half,
-        fd_halves: Gaussian::fit(other, FEATURES).distance(&reference),
+    let digit_model = is_digit_model(&config);
+    let heldout = if digit_model {
+        check_samplers(&config, &args.samplers)?;
+        digits(&args.heldout)?
+    } else {
+        own_heldout(args, &config)?
     };
 
-    let mut rows = Vec::new();
+    let measured = if digit_model {
+        Some(measure_samples(
+            args,
+            &classifier,
+            &models,
+            &heldout,
+            device,
+        )?)
+    } else {
+        None
+    };
     let mut bounds = Vec::new();
-    for Loaded { which, model, .. } in &models {
-        for &spec in &args.samplers {
-            let row_started = Instant::now();
-            let mut row = Row::new(which.name(), spec);
-            let set = |classes: Option<Vec<usize>>, guidance: f64, label: &str| {
-                let options = Generation {
-                    spec,
-                    guidance,
-                    classes,
-                    n: args.n,
-                    batch: args.batch,
-                    seed: args.seed,
-                };
-                let what = format!("{} {spec} {label}", which.name());
-                generate(model, &config, &options, &what, device)
-                    .and_then(|pixels| classifier.read(&pixels, args.batch, device))
-            };
-            if let Some(classes) = ClassChoice::Mixed.labels(config.unet.num_classes, args.n)? {
-                let out = set(Some(classes.clone()), args.guidance, "class-conditional")?;
-                row.fd = Some(Gaussian::fit(&out.features, FEATURES).distance(&reference));
-                row.accuracy = Some(classifier::accuracy(&out.predictions, &classes));
-            }
-            let null = ClassChoice::Null.labels(config.unet.num_classes, args.n)?;
-            let out = set(null, 1.0, "unconditional")?;
-            row.fd_unconditional = Gaussian::fit(&out.features, FEATURES).distance(&reference);
-            row.class_entropy_bits = classifier::class_entropy(&out.predictions);
-            row.seconds = row_started.elapsed().as_secs_f64();
-            eprintln!("{}", row.line());
-            rows.push(row);
-        }
-        if args.nll_images > 0 {
+    if args.nll_images > 0 {
+        for Loaded { which, model, .. } in &models {
             let options = BoundOptions {
                 images: args.nll_images,
                 stride: args.nll_stride,
@@ -336,6 +308,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         }
     }
 
+    let (classifier_accuracy, floor, samples) = match measured {
+        Some(m) => (Some(m.classifier_accuracy), Some(m.floor), m.rows),
+        None => (None, None, Vec::new()),
+    };
     let report = Report {
         model: args.model.display().to_string(),
         step,
@@ -344,12 +320,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             .collect(),
         device: selected.description.clone(),
         heldout: args.heldout.clone(),
-        classifier_accuracy: classifier::accuracy(&real.predictions, labels),
+        classifier_accuracy,
         images: args.n,
         guidance: args.guidance,
         seed: args.seed,
         floor,
-        samples: rows,
+        samples,
         likelihood: bounds,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -360,6 +336,88 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// What the digit classifier measured: itself on the real digits, the floor, and one row per
+/// weights × sampler.
+struct SampleMeasures {
+    classifier_accuracy: f64,
+    floor: Floor,
+    rows: Vec<Row>,
+}
+
+/// Generates with every weights and sampler and measures the images with the classifier.
+fn measure_samples(
+    args: &EvalArgs,
+    classifier: &Classifier,
+    models: &[Loaded],
+    heldout: &Dataset,
+    device: &Device,
+) -> Result<SampleMeasures> {
+    if heldout.len() < 4 {
+        bail!(
+            "{}: {} image(s); the held-out set needs at least 4 (two halves to compare)",
+            args.heldout,
+            heldout.len()
+        );
+    }
+    // The real digits: half A is the reference, half B the floor.
+    let real = classifier.read(&heldout.pixels, args.batch, device)?;
+    let labels = heldout.labels.as_deref().unwrap_or_default();
+    let half = heldout.len() / 2;
+    let reference = Gaussian::fit(&real.features[..half * FEATURES], FEATURES);
+    let other = &real.features[half * FEATURES..];
+    let floor_n = args.n.min(heldout.len() - half);
+    let floor = Floor {
+        images: floor_n,
+        fd: Gaussian::fit(&other[..floor_n * FEATURES], FEATURES).distance(&reference),
+        halves: half,
+        fd_halves: Gaussian::fit(other, FEATURES).distance(&reference),
+    };
+
+    let mut rows = Vec::new();
+    for Loaded {
+        which,
+        model,
+        config,
+        ..
+    } in models
+    {
+        for &spec in &args.samplers {
+            let row_started = Instant::now();
+            let mut row = Row::new(which.name(), spec);
+            let set = |classes: Option<Vec<usize>>, guidance: f64, label: &str| {
+                let options = Generation {
+                    spec,
+                    guidance,
+                    classes,
+                    n: args.n,
+                    batch: args.batch,
+                    seed: args.seed,
+                };
+                let what = format!("{} {spec} {label}", which.name());
+                generate(model, config, &options, &what, device)
+                    .and_then(|pixels| classifier.read(&pixels, args.batch, device))
+            };
+            if let Some(classes) = ClassChoice::Mixed.labels(config.unet.num_classes, args.n)? {
+                let out = set(Some(classes.clone()), args.guidance, "class-conditional")?;
+                row.fd = Some(Gaussian::fit(&out.features, FEATURES).distance(&reference));
+                row.accuracy = Some(classifier::accuracy(&out.predictions, &classes));
+            }
+            let null = ClassChoice::Null.labels(config.unet.num_classes, args.n)?;
+            let out = set(null, 1.0, "unconditional")?;
+            row.fd_unconditional = Gaussian::fit(&out.features, FEATURES).distance(&reference);
+            row.class_entropy_bits = classifier::class_entropy(&out.predictions);
+            row.seconds = row_started.elapsed().as_secs_f64();
+            eprintln!("{}", row.line());
+            rows.push(row);
+        }
+    }
+    Ok(SampleMeasures {
+        classifier_accuracy: classifier::accuracy(&real.predictions, labels),
+        floor,
+        rows,
+    })
 }
 
 /// One set of weights to evaluate.
@@ -422,24 +480,16 @@ fn load_models(path: &Path, weights: &[WeightsChoice], device: &Device) -> Resul
     }])
 }
 
-/// Refuses models the classifier cannot judge, and samplers the model cannot run.
-fn check_model(config: &ModelConfig, path: &Path, samplers: &[SamplerSpec]) -> Result<()> {
-    let [height, width] = config.image_size;
-    let channels = config.unet.channels;
-    if [height, width] != [SIDE, SIDE] || channels != 1 {
-        bail!(
-            "{}: makes {height}×{width} images with {channels} channel(s); the evaluation classifier reads 28×28 grayscale digits",
-            path.display()
-        );
-    }
-    if let Some(classes) = config.unet.num_classes
-        && classes != CLASSES
-    {
-        bail!(
-            "{}: has {classes} classes; class accuracy needs the ten digits",
-            path.display()
-        );
-    }
+/// Whether the classifier can judge the model's images: 28×28 grayscale, unconditional or
+/// with the ten digit classes.
+fn is_digit_model(config: &ModelConfig) -> bool {
+    config.image_size == [SIDE, SIDE]
+        && config.unet.channels == 1
+        && config.unet.num_classes.is_none_or(|c| c == CLASSES)
+}
+
+/// Refuses samplers the model cannot run.
+fn check_samplers(config: &ModelConfig, samplers: &[SamplerSpec]) -> Result<()> {
     let timesteps = config.diffusion.timesteps;
     for spec in samplers {
         if let SamplerSpec::Ddim(steps) = spec
@@ -449,6 +499,39 @@ fn check_model(config: &ModelConfig, path: &Path, samplers: &[SamplerSpec]) -> R
         }
     }
     Ok(())
+}
+
+/// The held-out images of a model the digit classifier cannot judge (colour, another size or
+/// other classes): only its bits/dim is measured, on images it was not trained on, which the
+/// user names (the default, MNIST's test digits, is not of its kind).
+fn own_heldout(args: &EvalArgs, config: &ModelConfig) -> Result<Dataset> {
+    let [height, width] = config.image_size;
+    let channels = config.unet.channels;
+    let classes = config
+        .unet
+        .num_classes
+        .map_or(String::new(), |c| format!(" in {c} classes"));
+    let what = format!(
+        "{}: makes {height}×{width} images with {channels} channel(s){classes}, not 28×28 digits (the evaluation classifier's)",
+        args.model.display()
+    );
+    if args.heldout == EMBEDDED_MNIST_TEST {
+        bail!("{what}; pass --heldout with held-out images of its own to measure its bits/dim");
+    }
+    if args.nll_images == 0 {
+        bail!("{what}, and --nll-images is 0: nothing to measure");
+    }
+    eprintln!("notice: {what}: measuring bits/dim only");
+    let shaping = Shaping {
+        image_size: height,
+        channels,
+        strict: true,
+    };
+    let data = data::load(&args.heldout, &shaping)?;
+    if data.len() == 0 {
+        bail!("{}: no images", args.heldout);
+    }
+    Ok(data)
 }
 
 /// One set of generated images.

@@ -18,19 +18,19 @@ pub struct Report {
     pub command: Vec<String>,
     /// Where it ran.
     pub device: String,
-    /// The held-out digits (`mnist-test`: MNIST's test set, never trained on).
+    /// The held-out images (`mnist-test`: MNIST's test set, never trained on).
     pub heldout: String,
-    /// The classifier's accuracy on all held-out digits.
-    pub classifier_accuracy: f64,
+    /// The classifier's accuracy on all held-out digits (none for a model it cannot judge).
+    pub classifier_accuracy: Option<f64>,
     /// Generated images per measure.
     pub images: usize,
     /// Guidance scale of the class-conditional samples.
     pub guidance: f64,
     /// The sampling seed.
     pub seed: u64,
-    /// Real against real: the distance a perfect model would reach.
-    pub floor: Floor,
-    /// One row per weights and sampler.
+    /// Real against real: the distance a perfect model would reach (digit models only).
+    pub floor: Option<Floor>,
+    /// One row per weights and sampler (digit models only).
     pub samples: Vec<Row>,
     /// Bits/dim per weights.
     pub likelihood: Vec<Likelihood>,
@@ -92,8 +92,7 @@ impl Row {
             self.weights,
             self.sampler,
             opt(self.fd, 2),
-            self.accuracy
-                .map_or("–".into(), |a| format!("{:.1}%", 100.0 * a)),
+            percent(self.accuracy),
             self.fd_unconditional,
             self.class_entropy_bits,
             self.seconds
@@ -115,16 +114,46 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.decimals$}"))
 }
 
+fn percent(fraction: Option<f64>) -> String {
+    fraction.map_or("–".into(), |a| format!("{:.1}%", 100.0 * a))
+}
+
 impl Report {
     /// The results as Markdown: the sample table, the floor and the bits/dim.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let step = self.step.map_or("?".into(), |s| s.to_string());
-        let _ = writeln!(
-            s,
-            "{} at step {step}: {} generated images per cell, held-out `{}`, guidance {} for the class-conditional columns, seed {}\n",
-            self.model, self.images, self.heldout, self.guidance, self.seed
-        );
+        if let Some(f) = &self.floor {
+            let _ = writeln!(
+                s,
+                "{} at step {step}: {} generated images per cell, held-out `{}`, guidance {} for the class-conditional columns, seed {}\n",
+                self.model, self.images, self.heldout, self.guidance, self.seed
+            );
+            self.sample_table(&mut s, f);
+        } else {
+            let _ = writeln!(
+                s,
+                "{} at step {step}: held-out `{}`, seed {} (not a digit model: bits/dim only)",
+                self.model, self.heldout, self.seed
+            );
+        }
+        for l in &self.likelihood {
+            let b = &l.bound;
+            let how = if b.stride == 1 {
+                "all T terms".to_string()
+            } else {
+                format!("one step per block of {}, unbiased estimate", b.stride)
+            };
+            let _ = writeln!(
+                s,
+                "\nBits/dim ({} weights, {} held-out images, {how}): **{:.3}** = prior {:.4} + diffusion {:.3} + decoder {:.3}",
+                l.weights, b.images, b.bits_per_dim, b.prior, b.diffusion, b.decoder
+            );
+        }
+        s
+    }
+
+    fn sample_table(&self, s: &mut String, f: &Floor) {
         let _ = writeln!(
             s,
             "| weights | sampler | FD, class-conditional | class accuracy | FD, unconditional | class entropy (bits) |"
@@ -137,18 +166,16 @@ impl Report {
                 r.weights,
                 r.sampler,
                 opt(r.fd, 2),
-                r.accuracy
-                    .map_or("–".into(), |a| format!("{:.1}%", 100.0 * a)),
+                percent(r.accuracy),
                 r.fd_unconditional,
                 r.class_entropy_bits
             );
         }
-        let f = &self.floor;
         let _ = writeln!(
             s,
-            "| real digits (floor) | – | {:.2} | {:.1}% | {:.2} | – |",
+            "| real digits (floor) | – | {:.2} | {} | {:.2} | – |",
             f.fd,
-            100.0 * self.classifier_accuracy,
+            percent(self.classifier_accuracy),
             f.fd
         );
         let _ = writeln!(
@@ -156,19 +183,5 @@ impl Report {
             "\nFloor: {} real held-out digits against the reference half; the two whole halves ({} each) are {:.2} apart. Class accuracy of the floor row: the classifier on all held-out digits.",
             f.images, f.halves, f.fd_halves
         );
-        for l in &self.likelihood {
-            let b = &l.bound;
-            let how = if b.stride == 1 {
-                "all T terms".to_string()
-            } else {
-                format!("one step per block of {}, unbiased estimate", b.stride)
-            };
-            let _ = writeln!(
-                s,
-                "\nBits/dim ({} weights, {} held-out digits, {how}): **{:.3}** = prior {:.4} + diffusion {:.3} + decoder {:.3}",
-                l.weights, b.images, b.bits_per_dim, b.prior, b.diffusion, b.decoder
-            );
-        }
-        s
     }
 }

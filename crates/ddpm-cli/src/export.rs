@@ -18,7 +18,7 @@ use crate::config::TrainConfig;
 use crate::eval::Report;
 use crate::eval::WeightsChoice;
 use crate::run_dir::RunDir;
-use crate::sample::{load_model, load_run_model};
+use crate::sample::{load_checkpoint_model, load_model, newest_checkpoint};
 use crate::session::{self, Session};
 
 /// `ddpm export`.
@@ -102,19 +102,23 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         }
     }
     let device = Device::flex();
-    let (model, config) = match args.weights {
-        _ if args.model.is_dir() => {
-            let file = args.weights.checkpoint_file();
-            let (model, config, _) = load_run_model(&args.model, file, &device)?;
-            (model, config)
+    let (model, config, (dataset, class_names, steps_trained)) = if args.model.is_dir() {
+        // One checkpoint for the weights and for the card, even if a running trainer lands a
+        // newer one in between.
+        let ckpt = newest_checkpoint(&args.model)?;
+        let file = args.weights.checkpoint_file();
+        let (model, config, _) = load_checkpoint_model(&ckpt, file, &device)?;
+        (model, config, provenance(&args.model, &ckpt)?)
+    } else {
+        if args.weights == WeightsChoice::Raw {
+            bail!(
+                "{}: --weights raw needs a run folder (a weights file holds one set of weights)",
+                args.model.display()
+            );
         }
-        WeightsChoice::Ema => load_model(&args.model, &device)?,
-        WeightsChoice::Raw => bail!(
-            "{}: --weights raw needs a run folder (a weights file holds one set of weights)",
-            args.model.display()
-        ),
+        let (model, config) = load_model(&args.model, &device)?;
+        (model, config, (None, Vec::new(), None))
     };
-    let (dataset, class_names, steps_trained) = provenance(&args.model)?;
     let training_seconds = steps_trained.and_then(|step| training_seconds(&args.model, step));
     let training_sessions = steps_trained.map_or_else(Vec::new, |step| {
         session::sessions_until(&RunDir(args.model.clone()).sessions(), step)
@@ -186,15 +190,10 @@ fn read_evaluation(path: &Path, steps_trained: Option<usize>) -> Result<Report> 
     Ok(report)
 }
 
-/// Dataset, class names and steps of a run folder; nothing for a weights file.
-fn provenance(source: &Path) -> Result<(Option<String>, Vec<String>, Option<usize>)> {
-    if !source.is_dir() {
-        return Ok((None, Vec::new(), None));
-    }
-    let ckpt = checkpoint::latest(&source.join("checkpoints"))?
-        .with_context(|| format!("{}: no checkpoint", source.display()))?;
-    let state = checkpoint::read_state(&ckpt)?;
-    let dataset = std::fs::read_to_string(source.join("config.toml"))
+/// Dataset (from the run's configuration), class names and step (from the checkpoint).
+fn provenance(run: &Path, ckpt: &Path) -> Result<(Option<String>, Vec<String>, Option<usize>)> {
+    let state = checkpoint::read_state(ckpt)?;
+    let dataset = std::fs::read_to_string(run.join("config.toml"))
         .ok()
         .and_then(|text| TrainConfig::from_toml(&text, &[]).ok())
         .map(|c| c.data.source);

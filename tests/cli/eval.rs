@@ -183,16 +183,8 @@ fn eval_measures_other_models_by_bits_per_dim_and_refuses_what_it_cannot_measure
     let heldout_s = heldout.to_str().expect("utf8");
     let report = dir.path().join("bars-eval.json");
     let report_s = report.to_str().expect("utf8");
-    let out = ok(&[
-        "eval",
-        run_s,
-        "--device",
-        "cpu",
-        "--heldout",
-        heldout_s,
-        "--out",
-        report_s,
-    ]);
+    let own = ["eval", run_s, "--device", "cpu", "--heldout", heldout_s];
+    let out = ok(&[&own[..], &["--out", report_s]].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("bits/dim only"), "{stdout}");
     let r = json(&report);
@@ -217,16 +209,7 @@ fn eval_measures_other_models_by_bits_per_dim_and_refuses_what_it_cannot_measure
             "{b}"
         );
     }
-    let err = fails(&[
-        "eval",
-        run_s,
-        "--device",
-        "cpu",
-        "--heldout",
-        heldout_s,
-        "--nll-images",
-        "0",
-    ]);
+    let err = fails(&[&own[..], &["--nll-images", "0"]].concat());
     assert!(
         err.contains("--nll-images") && err.contains("nothing"),
         "{err}"

@@ -2,8 +2,9 @@
 //! (the last three with stride 2: 28 → 14 → 7 → 4), a linear layer from the flattened
 //! 4×4×64 map to [`FEATURES`] features, and a linear layer to the ten digits. The Fréchet
 //! distance is measured in its feature space (the role Inception-v3 plays for FID on natural
-//! images) and its predictions give the class accuracy and the class entropy of samples. `ddpm classifier` trains it with burn on the embedded
-//! training digits and reports its accuracy on the held-out MNIST test set.
+//! images) and its predictions give the class accuracy and the class entropy of samples.
+//! `ddpm classifier` trains it with burn on the embedded training digits and reports its
+//! accuracy on the held-out MNIST test set.
 
 use std::path::Path;
 

@@ -8,9 +8,6 @@ use serde::{Deserialize, Serialize};
 /// β is never allowed to reach 1: ᾱ_t would become 0 and every `1/ᾱ` table infinite.
 pub const MAX_BETA: f64 = 0.999;
 
-/// The log of the posterior variance is clipped here: β̃ is 0 at the first step.
-pub const MIN_POSTERIOR_VARIANCE: f64 = 1e-20;
-
 /// How β_t grows with `t`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -116,7 +113,12 @@ pub struct NoiseSchedule {
     pub sqrt_recipm1_alphas_cumprod: Vec<f32>,
     /// β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t), the variance of q(x_{t−1} | x_t, x₀) (eq. 7).
     pub posterior_variance: Vec<f32>,
-    /// ln max(β̃_t, 1e-20): β̃ is 0 at the first step.
+    /// ln β̃_t, with the second step's value at the first step, where β̃ is 0 (as in the
+    /// paper's code and Nichol & Dhariwal's): it is the decoder p(x₀ | x₁)'s variance in the
+    /// bound and the lower end of a learned variance there. lucidrains and diffusers clamp β̃
+    /// at 1e-20 instead, which leaves sampling unchanged (its last step adds no noise) but
+    /// makes that decoder a point mass worth about 50 bits for every pixel it misses.
+    /// With T = 1 the first step's β.
     pub posterior_log_variance_clipped: Vec<f32>,
     /// Coefficient of x₀ in μ̃_t (eq. 7): β_t √ᾱ_{t−1} / (1 − ᾱ_t).
     pub posterior_mean_coef1: Vec<f32>,
@@ -157,8 +159,10 @@ impl NoiseSchedule {
             sqrt_recip_alphas_cumprod: table(&|t| (1.0 / abar[t]).sqrt()),
             sqrt_recipm1_alphas_cumprod: table(&|t| (1.0 / abar[t] - 1.0).sqrt()),
             posterior_variance: table(&posterior_variance),
-            posterior_log_variance_clipped: table(&|t| {
-                posterior_variance(t).max(MIN_POSTERIOR_VARIANCE).ln()
+            posterior_log_variance_clipped: table(&|t| match (t, betas.len()) {
+                (0, 1) => betas[0].ln(),
+                (0, _) => posterior_variance(1).ln(),
+                _ => posterior_variance(t).ln(),
             }),
             posterior_mean_coef1: table(&|t| betas[t] * abar_prev[t].sqrt() / (1.0 - abar[t])),
             posterior_mean_coef2: table(&|t| {
@@ -230,6 +234,13 @@ mod tests {
     }
 
     #[test]
+    fn a_single_step_decodes_with_its_beta() {
+        let s = NoiseSchedule::from_betas(&[0.3]);
+        assert_eq!(s.posterior_variance[0], 0.0);
+        close(s.posterior_log_variance_clipped[0], 0.3f64.ln(), "ln σ²", 0);
+    }
+
+    #[test]
     fn linear_betas_are_scaled_for_other_lengths_and_clipped() {
         let s = NoiseSchedule::new(BetaSchedule::Linear, 10);
         close(s.betas[0], 1e-4 * 100.0, "β", 0);
@@ -289,12 +300,9 @@ mod tests {
                     );
                     let var = beta * (1.0 - abar_prev) / (1.0 - abar);
                     close(s.posterior_variance[t], var, "β̃", t);
-                    close(
-                        s.posterior_log_variance_clipped[t],
-                        var.max(1e-20).ln(),
-                        "ln β̃",
-                        t,
-                    );
+                    if t > 0 {
+                        close(s.posterior_log_variance_clipped[t], var.ln(), "ln β̃", t);
+                    }
                     close(
                         s.posterior_mean_coef1[t],
                         beta * abar_prev.sqrt() / (1.0 - abar),
@@ -309,9 +317,12 @@ mod tests {
                     );
                     rel(s.snr[t], abar / (1.0 - abar), "snr");
                 }
-                // The first posterior variance is exactly 0 and its log is clipped.
+                // The first posterior variance is exactly 0; its log is the second step's.
                 assert_eq!(s.posterior_variance[0], 0.0);
-                assert_eq!(s.posterior_log_variance_clipped[0], (1e-20f64).ln() as f32);
+                assert_eq!(
+                    s.posterior_log_variance_clipped[0],
+                    s.posterior_log_variance_clipped[1]
+                );
                 // ᾱ decreases strictly: every β > 0.
                 assert!(
                     s.alphas_cumprod.windows(2).all(|w| w[1] < w[0]),

@@ -123,6 +123,7 @@ fn posterior_matches_equation_seven() {
 }
 
 /// A denoiser that returns the exact target, so the unweighted loss would be 0.
+#[derive(Clone)]
 struct Oracle<'a> {
     d: &'a GaussianDiffusion,
     x0: Tensor<4>,
@@ -310,8 +311,9 @@ impl Denoiser for OracleWithVariance<'_> {
 
 #[test]
 fn the_hybrid_loss_trains_the_variance_towards_the_posterior() {
-    // With the exact mean, σ² = β̃ (v = −1) makes every KL term 0, while σ² = β (v = 1)
-    // does not: the vb term is what tells the two apart.
+    // With the exact mean, σ² = β̃ (v = −1) makes every KL term 0, so only the images drawn at
+    // t = 0 pay: the decoder's bits, the bound's decoder term. σ² = β (v = 1) pays more: the vb
+    // term is what tells the two apart.
     let d = GaussianDiffusion::new(DiffusionConfig {
         timesteps: 10,
         beta_schedule: BetaSchedule::COSINE,
@@ -321,22 +323,29 @@ fn the_hybrid_loss_trains_the_variance_towards_the_posterior() {
     let x0 = NoiseSource::new(2)
         .normal_tensor([64, 1, 4, 4], &device())
         .clamp(-1.0, 1.0);
+    let exact = Oracle {
+        d: &d,
+        x0: x0.clone(),
+    };
     let loss = |v: f32| {
-        let oracle = OracleWithVariance(
-            Oracle {
-                d: &d,
-                x0: x0.clone(),
-            },
-            v,
-        );
+        let oracle = OracleWithVariance(exact.clone(), v);
         let out = d.loss(&oracle, x0.clone(), None, &mut NoiseSource::new(1));
         assert!(out.timesteps.iter().any(|&t| t > 0));
-        values(out.loss)[0]
+        (f64::from(values(out.loss)[0]), out.timesteps)
     };
-    let (posterior, beta) = (loss(-1.0), loss(1.0));
-    assert!(posterior.is_finite() && beta.is_finite());
-    assert!(posterior < 1e-3, "{posterior}");
-    assert!(beta > 0.05, "{beta}");
+    let ((posterior, timesteps), (beta, _)) = (loss(-1.0), loss(1.0));
+    let noise = NoiseSource::new(3).normal_tensor(x0.dims(), &device());
+    let decoder = values(d.bound_term(&exact, x0.clone(), 0, None, noise));
+    let want: f64 = timesteps
+        .iter()
+        .zip(&decoder)
+        .filter(|&(&t, _)| t == 0)
+        .map(|(_, &bits)| f64::from(bits))
+        .sum::<f64>()
+        / 64.0;
+    assert!(timesteps.contains(&0) && want > 0.05, "{want}");
+    assert!((posterior - want).abs() < 1e-4, "{posterior} vs {want}");
+    assert!(beta > posterior + 0.05, "{beta} vs {posterior}");
 }
 
 /// Data that is one fixed image x*: the exact noise prediction is
@@ -404,17 +413,52 @@ fn an_exact_denoiser_leaves_only_the_decoder_term() {
         let kl = values(m.diffusion.bound_term(&m, m.image.clone(), t, None, noise))[0];
         assert!(kl.abs() < 1e-3, "t={t}: {kl}");
     }
-    // At t = 0 the mean is x* exactly; each pixel's bin has half-width 1/255 and the scale
-    // is √β̃ (clipped at the first step): −log₂ of the bin's normal probability mass.
-    let noise = rng.normal_tensor([1, 1, 2, 2], &device());
-    let l0 = values(m.diffusion.bound_term(&m, m.image.clone(), 0, None, noise))[0] as f64;
-    let sigma = (m.diffusion.schedule().posterior_log_variance_clipped[0] as f64 * 0.5).exp();
+}
+
+/// The decoder term of [`point_mass`] data whose ε̂ is off by `error`: x̂₀ = x* + √(1/ᾱ₁ − 1)·error
+/// at the first step (x̂₀ is clipped to [−1, 1]), and each pixel pays −log₂ of the normal
+/// probability mass of its bin (half-width 1/255, open-ended at 0 and 255) around x̂₀, with the
+/// scale σ₁ = √β̃₂ of the paper's code (β̃₁ = 0).
+fn decoder_bits(error: f64) -> f64 {
+    // The paper's linear schedule at T = 1000: β₁ = 1e-4, β₂ = 1e-4 + (0.02 − 1e-4)/999.
+    let (b1, b2): (f64, f64) = (1e-4, 1e-4 + (0.02 - 1e-4) / 999.0);
+    let sigma = (b2 * b1 / (1.0 - (1.0 - b1) * (1.0 - b2))).sqrt();
+    let shift = (1.0 / (1.0 - b1) - 1.0f64).sqrt() * error;
     let cdf = |z: f64| 0.5 * (1.0 + libm::erf(z / std::f64::consts::SQRT_2));
-    let half = 1.0 / 255.0 / sigma;
-    let edge = -cdf(half).log2(); // open-ended bin at 0 or 255
-    let inner = -(cdf(half) - cdf(-half)).log2();
-    let want = (2.0 * edge + 2.0 * inner) / 4.0;
-    assert!((l0 - want).abs() < 0.01, "{l0} vs {want}");
+    let bin = 1.0 / 255.0;
+    PIXELS
+        .iter()
+        .map(|&x| {
+            let x = x as f64;
+            let mean = (x + shift).clamp(-1.0, 1.0);
+            let (lo, hi) = ((x - bin - mean) / sigma, (x + bin - mean) / sigma);
+            let mass = if x < -0.999 {
+                cdf(hi)
+            } else if x > 0.999 {
+                1.0 - cdf(lo)
+            } else {
+                cdf(hi) - cdf(lo)
+            };
+            -mass.log2()
+        })
+        .sum::<f64>()
+        / PIXELS.len() as f64
+}
+
+#[test]
+fn the_decoder_pays_for_each_pixel_its_bins_normal_mass() {
+    let mut rng = NoiseSource::new(5);
+    for error in [0.0, 0.5, -1.0] {
+        let m = point_mass(error as f32);
+        let noise = rng.normal_tensor([1, 1, 2, 2], &device());
+        let l0 = values(m.diffusion.bound_term(&m, m.image.clone(), 0, None, noise))[0] as f64;
+        let want = decoder_bits(error);
+        // The code uses the paper's tanh approximation of the normal CDF.
+        assert!((l0 - want).abs() < 0.01, "error {error}: {l0} vs {want}");
+        // A finite scale: even an exact x̂₀ pays for the bins' width, and a miss of about a
+        // bin costs a few bits, not the ~50 of a point mass.
+        assert!((0.5..6.0).contains(&l0), "error {error}: {l0}");
+    }
 }
 
 #[test]

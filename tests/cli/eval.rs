@@ -69,6 +69,11 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
     let r = json(&report);
     assert_eq!(r["step"], 2);
     assert_eq!(r["command"][0], "ddpm");
+    // The flags given, and the default guidance.
+    assert_eq!(
+        (r["images"].as_u64(), r["guidance"].as_f64()),
+        (Some(20), Some(3.0))
+    );
     // The embedded classifier on the 10,000 held-out digits.
     assert!(
         f(&r["classifier_accuracy"]) > 0.95,
@@ -209,11 +214,24 @@ fn eval_measures_other_models_by_bits_per_dim_and_refuses_what_it_cannot_measure
             "{b}"
         );
     }
+    assert!(r["images"].is_null() && r["guidance"].is_null(), "{r}");
     let err = fails(&[&own[..], &["--nll-images", "0"]].concat());
     assert!(
         err.contains("--nll-images") && err.contains("nothing"),
         "{err}"
     );
+    // The flags of the digit measures are refused by name, not silently ignored.
+    for flag in [
+        &["-n", "50"][..],
+        &["--samplers", "ddim-10"],
+        &["--guidance", "2"],
+    ] {
+        let err = fails(&[&own[..], flag].concat());
+        assert!(
+            err.contains(flag[0]) && err.contains("bits/dim only"),
+            "{flag:?}: {err}"
+        );
+    }
     let err = fails(&["eval", run_s, "--device", "cpu", "--heldout", "/nope"]);
     assert!(
         err.contains("/nope") && err.contains("does not exist"),

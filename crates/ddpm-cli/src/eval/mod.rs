@@ -123,22 +123,20 @@ pub struct EvalArgs {
     /// model only its bits/dim, on the `--heldout` images it is given.
     pub model: PathBuf,
     /// Generated images per sampler and weights for the class-conditional measures (the
-    /// classes in turn), and as many without a class.
-    #[arg(long, short, default_value_t = 1000)]
-    pub n: usize,
-    /// Samplers, comma-separated: `ddpm` (all T steps) and `ddim-K`.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "ddpm,ddim-10,ddim-20,ddim-50,ddim-100"
-    )]
-    pub samplers: Vec<SamplerSpec>,
+    /// classes in turn), and as many without a class [default: 1000]. Digit models only.
+    #[arg(long, short)]
+    pub n: Option<usize>,
+    /// Samplers, comma-separated: `ddpm` (all T steps) and `ddim-K` [default:
+    /// ddpm,ddim-10,ddim-20,ddim-50,ddim-100]. Digit models only.
+    #[arg(long, value_delimiter = ',')]
+    pub samplers: Option<Vec<SamplerSpec>>,
     /// Which weights of a run folder, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "ema,raw")]
     pub weights: Vec<WeightsChoice>,
-    /// Classifier-free guidance scale of the class-conditional samples (1 = none).
-    #[arg(long, default_value_t = 3.0)]
-    pub guidance: f64,
+    /// Classifier-free guidance scale of the class-conditional samples (1 = none) [default:
+    /// 3]. Digit models only.
+    #[arg(long)]
+    pub guidance: Option<f64>,
     /// Held-out images for the bits/dim (0 skips it).
     #[arg(long, default_value_t = 1000)]
     pub nll_images: usize,
@@ -255,7 +253,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     {
         bail!("{}: exists; pass --force to overwrite it", out.display());
     }
-    if args.n < 2 {
+    if args.n.is_some_and(|n| n < 2) {
         bail!("--n must be at least 2 (a covariance needs two images)");
     }
     if args.batch == 0 || args.nll_stride == 0 {
@@ -271,24 +269,24 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bail!("--weights: nothing to evaluate");
     };
     let (config, step) = (first.config.clone(), first.step);
-    let digit_model = is_digit_model(&config);
-    let heldout = if digit_model {
-        check_samplers(&config, &args.samplers)?;
+    let settings = is_digit_model(&config).then(|| Sampling::of(args));
+    let heldout = if let Some(settings) = &settings {
+        check_samplers(&config, &settings.samplers)?;
         digits(&args.heldout)?
     } else {
         own_heldout(args, &config)?
     };
 
-    let measured = if digit_model {
-        Some(measure_samples(
+    let measured = match &settings {
+        Some(settings) => Some(measure_samples(
             args,
+            settings,
             &classifier,
             &models,
             &heldout,
             device,
-        )?)
-    } else {
-        None
+        )?),
+        None => None,
     };
     let mut bounds = Vec::new();
     if args.nll_images > 0 {
@@ -321,8 +319,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         device: selected.description.clone(),
         heldout: args.heldout.clone(),
         classifier_accuracy,
-        images: args.n,
-        guidance: args.guidance,
+        images: settings.as_ref().map(|s| s.n),
+        guidance: settings.as_ref().map(|s| s.guidance),
         seed: args.seed,
         floor,
         samples,
@@ -338,6 +336,26 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// How a digit model's samples are generated: the flags, or their defaults.
+struct Sampling {
+    n: usize,
+    samplers: Vec<SamplerSpec>,
+    guidance: f64,
+}
+
+impl Sampling {
+    fn of(args: &EvalArgs) -> Self {
+        Self {
+            n: args.n.unwrap_or(1000),
+            samplers: args.samplers.clone().unwrap_or_else(|| {
+                use SamplerSpec::{Ddim, Ddpm};
+                vec![Ddpm, Ddim(10), Ddim(20), Ddim(50), Ddim(100)]
+            }),
+            guidance: args.guidance.unwrap_or(3.0),
+        }
+    }
+}
+
 /// What the digit classifier measured: itself on the real digits, the floor, and one row per
 /// weights × sampler.
 struct SampleMeasures {
@@ -349,6 +367,7 @@ struct SampleMeasures {
 /// Generates with every weights and sampler and measures the images with the classifier.
 fn measure_samples(
     args: &EvalArgs,
+    settings: &Sampling,
     classifier: &Classifier,
     models: &[Loaded],
     heldout: &Dataset,
@@ -367,7 +386,7 @@ fn measure_samples(
     let half = heldout.len() / 2;
     let reference = Gaussian::fit(&real.features[..half * FEATURES], FEATURES);
     let other = &real.features[half * FEATURES..];
-    let floor_n = args.n.min(heldout.len() - half);
+    let floor_n = settings.n.min(heldout.len() - half);
     let floor = Floor {
         images: floor_n,
         fd: Gaussian::fit(&other[..floor_n * FEATURES], FEATURES).distance(&reference),
@@ -383,7 +402,7 @@ fn measure_samples(
         ..
     } in models
     {
-        for &spec in &args.samplers {
+        for &spec in &settings.samplers {
             let row_started = Instant::now();
             let mut row = Row::new(which.name(), spec);
             let set = |classes: Option<Vec<usize>>, guidance: f64, label: &str| {
@@ -391,7 +410,7 @@ fn measure_samples(
                     spec,
                     guidance,
                     classes,
-                    n: args.n,
+                    n: settings.n,
                     batch: args.batch,
                     seed: args.seed,
                 };
@@ -399,12 +418,16 @@ fn measure_samples(
                 generate(model, config, &options, &what, device)
                     .and_then(|pixels| classifier.read(&pixels, args.batch, device))
             };
-            if let Some(classes) = ClassChoice::Mixed.labels(config.unet.num_classes, args.n)? {
-                let out = set(Some(classes.clone()), args.guidance, "class-conditional")?;
+            if let Some(classes) = ClassChoice::Mixed.labels(config.unet.num_classes, settings.n)? {
+                let out = set(
+                    Some(classes.clone()),
+                    settings.guidance,
+                    "class-conditional",
+                )?;
                 row.fd = Some(Gaussian::fit(&out.features, FEATURES).distance(&reference));
                 row.accuracy = Some(classifier::accuracy(&out.predictions, &classes));
             }
-            let null = ClassChoice::Null.labels(config.unet.num_classes, args.n)?;
+            let null = ClassChoice::Null.labels(config.unet.num_classes, settings.n)?;
             let out = set(null, 1.0, "unconditional")?;
             row.fd_unconditional = Gaussian::fit(&out.features, FEATURES).distance(&reference);
             row.class_entropy_bits = classifier::class_entropy(&out.predictions);
@@ -520,6 +543,16 @@ fn own_heldout(args: &EvalArgs, config: &ModelConfig) -> Result<Dataset> {
     }
     if args.nll_images == 0 {
         bail!("{what}, and --nll-images is 0: nothing to measure");
+    }
+    let sample_flags = [
+        (args.n.is_some(), "-n"),
+        (args.samplers.is_some(), "--samplers"),
+        (args.guidance.is_some(), "--guidance"),
+    ];
+    if let Some((_, flag)) = sample_flags.iter().find(|(given, _)| *given) {
+        bail!(
+            "{what}; {flag} sets how digits are generated for the classifier, and this model gets bits/dim only"
+        );
     }
     eprintln!("notice: {what}: measuring bits/dim only");
     let shaping = Shaping {

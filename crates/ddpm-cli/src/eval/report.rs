@@ -22,10 +22,10 @@ pub struct Report {
     pub heldout: String,
     /// The classifier's accuracy on all held-out digits (none for a model it cannot judge).
     pub classifier_accuracy: Option<f64>,
-    /// Generated images per measure.
-    pub images: usize,
-    /// Guidance scale of the class-conditional samples.
-    pub guidance: f64,
+    /// Generated images per measure (digit models only).
+    pub images: Option<usize>,
+    /// Guidance scale of the class-conditional samples (digit models only).
+    pub guidance: Option<f64>,
     /// The sampling seed.
     pub seed: u64,
     /// Real against real: the distance a perfect model would reach (digit models only).
@@ -127,7 +127,11 @@ impl Report {
             let _ = writeln!(
                 s,
                 "{} at step {step}: {} generated images per cell, held-out `{}`, guidance {} for the class-conditional columns, seed {}\n",
-                self.model, self.images, self.heldout, self.guidance, self.seed
+                self.model,
+                self.images.unwrap_or_default(),
+                self.heldout,
+                opt(self.guidance, 1),
+                self.seed
             );
             self.sample_table(&mut s, f);
         } else {

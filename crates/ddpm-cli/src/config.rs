@@ -181,6 +181,11 @@ pub struct OptimConfig {
     pub batch_size: usize,
     /// Micro-batches whose gradients are summed before each step.
     pub accumulation: usize,
+    /// Parts of each micro-batch computed at the same time, each on its own thread with its
+    /// own fork of the model, their gradients summed as in accumulation. On burn's CPU backend
+    /// this overlaps the element-wise work it runs on one core (BENCHMARKS.md). 0: 2 on the
+    /// CPU when the micro-batch splits evenly, 1 on a GPU.
+    pub parallel: usize,
     /// Peak learning rate.
     pub lr: f64,
     /// Adam's β₁, β₂.
@@ -200,6 +205,7 @@ impl Default for OptimConfig {
         Self {
             batch_size: 64,
             accumulation: 1,
+            parallel: 0,
             lr: 2e-4,
             betas: [0.9, 0.99],
             warmup_steps: 200,
@@ -318,6 +324,13 @@ impl TrainConfig {
                 o.accumulation
             );
         }
+        let micro = o.batch_size / o.accumulation;
+        if o.parallel > 0 && !micro.is_multiple_of(o.parallel) {
+            bail!(
+                "optim.parallel ({}) must divide the micro-batch of {micro} images (optim.batch_size / optim.accumulation)",
+                o.parallel
+            );
+        }
         if !(o.lr.is_finite() && o.lr > 0.0) {
             bail!("optim.lr must be a positive number, got {}", o.lr);
         }
@@ -415,6 +428,15 @@ mod tests {
         .expect_err("indivisible")
         .to_string();
         assert!(err.contains("accumulation"), "{err}");
+        // Micro-batches of 64 / 2 = 32 images do not split into 3 parts.
+        let set = ["optim.accumulation=2".into(), "optim.parallel=3".into()];
+        let err = TrainConfig::from_toml("", &set)
+            .expect_err("indivisible")
+            .to_string();
+        assert!(
+            err.contains("optim.parallel (3)") && err.contains("32"),
+            "{err}"
+        );
         let err = TrainConfig::from_toml("", &["nokey".into()])
             .expect_err("no =")
             .to_string();

@@ -7,6 +7,7 @@ mod data;
 mod device;
 mod eval;
 mod export;
+mod gradients;
 mod picture;
 mod plot;
 mod run_dir;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams};
+use burn::optim::{AdamConfig, GradientsAccumulator};
 use burn::tensor::{Bytes, Device};
 use ddpm::ema::decay_at;
 use ddpm::{Ema, GaussianDiffusion, ModelConfig, NoiseSource, Unet};
@@ -19,7 +19,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::checkpoint::{self, TrainingState};
 use crate::config::TrainConfig;
 use crate::data::{self, BatchOrder, Dataset, Shaping};
-use crate::device::{self, DeviceChoice};
+use crate::device::{self, DeviceChoice, Selected};
+use crate::gradients::Batches;
 use crate::plot;
 use crate::run_dir::{RunDir, prepare_new_run, resumed_config, truncate_metrics};
 use crate::sample::{self, SampleOptions};
@@ -140,7 +141,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         strict: config.data.strict,
     };
     let dataset = data::load(&config.data.source, &shaping)?;
-    let trainer = Trainer::new(config, dataset, selected.device, &run, latest.as_deref())?;
+    let trainer = Trainer::new(config, dataset, &selected, &run, latest.as_deref())?;
     if latest.is_none() {
         prepare_new_run(&run, args.force)?;
         std::fs::write(run.config(), trainer.config.to_toml()?)
@@ -161,16 +162,25 @@ struct Trainer {
     noise: NoiseSource,
     order: BatchOrder,
     step: usize,
+    /// Parts of each micro-batch computed at the same time (`optim.parallel` resolved).
+    parts: usize,
 }
 
 impl Trainer {
     fn new(
         config: TrainConfig,
         dataset: Dataset,
-        device: Device,
+        selected: &Selected,
         run: &RunDir,
         latest: Option<&Path>,
     ) -> Result<Self> {
+        let device = selected.device.clone();
+        let micro = config.optim.batch_size / config.optim.accumulation;
+        let parts = match config.optim.parallel {
+            0 if selected.cpu && micro.is_multiple_of(2) => 2,
+            0 => 1,
+            n => n,
+        };
         let num_classes = if config.data.class_conditional {
             dataset.num_classes()
         } else {
@@ -243,6 +253,7 @@ impl Trainer {
             noise,
             order,
             step,
+            parts,
         })
     }
 
@@ -265,14 +276,18 @@ impl Trainer {
             writeln!(metrics, "step,loss,lr,images_per_second,seconds")?;
         }
         eprintln!(
-            "training {} parameters on {device_name}: {} images{}, steps {}..{total}",
+            "training {} parameters on {device_name}: {} images{}, steps {}..{total}{}",
             self.model.num_params(),
             self.dataset.len(),
             self.model_config
                 .unet
                 .num_classes
                 .map_or(String::new(), |n| format!(" in {n} classes")),
-            self.step + 1
+            self.step + 1,
+            match self.parts {
+                1 => String::new(),
+                n => format!(", each batch in {n} parts on {n} threads"),
+            }
         );
         if self.step < total {
             Session::current(self.step, device_name).append_to(&run.sessions())?;
@@ -337,24 +352,29 @@ impl Trainer {
         let optim_config = &self.config.optim;
         let micro = optim_config.batch_size / optim_config.accumulation;
         let train_device = self.device.clone().autodiff();
+        let batches = Batches {
+            dataset: &self.dataset,
+            diffusion: &self.diffusion,
+            class_conditional: self.model_config.unet.num_classes.is_some(),
+            device: &train_device,
+        };
+        let divisor = (optim_config.accumulation * self.parts) as f32;
         let mut accumulator = GradientsAccumulator::<Unet>::new();
         let mut total = 0.0f32;
         for _ in 0..optim_config.accumulation {
             let flip = if self.config.data.flip { 0.5 } else { 0.0 };
             let (indices, flips) = self.order.next(self.dataset.len(), micro, flip);
-            let x0 = self.dataset.batch(&indices, &flips, &train_device);
-            let classes = self
-                .model_config
-                .unet
-                .num_classes
-                .and(self.dataset.labels_of(&indices));
-            let out = self
-                .diffusion
-                .loss(&self.model, x0, classes.as_deref(), &mut self.noise);
-            let loss = out.loss.div_scalar(optim_config.accumulation as f32);
-            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-            accumulator.accumulate(&self.model, grads);
-            total += loss.into_scalar::<f32>();
+            let parts = batches.gradients(
+                &self.model,
+                (&indices, &flips),
+                &mut self.noise,
+                divisor,
+                self.parts,
+            )?;
+            for (grads, loss) in parts {
+                accumulator.accumulate(&self.model, grads);
+                total += loss;
+            }
         }
         self.step += 1;
         let lr = optim_config.lr_at(self.step, self.config.run.steps);

@@ -3,12 +3,15 @@
 //! `cargo bench -p ddpm --bench unet [-- STEPS]` prints one JSON line per measurement;
 //! `benches/run.sh` runs it beside PyTorch. With `--features wgpu` and the argument `wgpu`, the
 //! same measurements run on burn's wgpu backend (lavapipe on a machine without a GPU). The
-//! argument `train` or `sample` runs only that half (for profiling one of them).
+//! argument `train` or `sample` runs only that half (for profiling one of them). Training is
+//! timed as one batch and in 2 parts on two threads, as `ddpm train` does on the CPU (`quarters`
+//! adds 4 parts).
 //! Not part of the tests.
 
 use std::time::Instant;
 
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
 use ddpm::{
     BetaSchedule, Denoiser, DiffusionConfig, GaussianDiffusion, NoiseSource, Objective, Timesteps,
@@ -41,30 +44,66 @@ fn main() {
             .any(|a| (a == "train" || a == "sample") && a != half)
     };
     if only("train") {
-        train(&device, backend, &diffusion, steps);
+        let quarters = args.iter().any(|a| a == "quarters");
+        for parts in [1, 2, 4].into_iter().filter(|&p| p < 4 || quarters) {
+            train(&device, backend, &diffusion, steps, parts);
+        }
     }
     if only("sample") {
         sample(&device, backend, steps);
     }
 }
 
-/// Training: Algorithm 1 with Adam, batch 64, 1×28×28.
-fn train(device: &Device, backend: &str, diffusion: &GaussianDiffusion, steps: usize) {
+/// Training: Algorithm 1 with Adam, batch 64, 1×28×28. With `parts` > 1 the batch's parts run
+/// forward and backward at the same time on as many threads, each on its own fork of the model
+/// (its own autodiff graph), their gradients summed: what `ddpm train` does on the CPU, where
+/// the element-wise work burn-flex runs on one core then overlaps.
+fn train(
+    device: &Device,
+    backend: &str,
+    diffusion: &GaussianDiffusion,
+    steps: usize,
+    parts: usize,
+) {
     let mut rng = NoiseSource::new(0);
     let train_device = device.clone().autodiff();
     let mut model = mnist_unet().init(&train_device);
     let mut optim = AdamConfig::new().init();
     let batch = 64;
-    let mut train_step = |model: ddpm::Unet| {
+    let part = |model: &ddpm::Unet, rng: &mut NoiseSource| {
         let x0 = rng
-            .normal_tensor([batch, 1, 28, 28], &train_device)
+            .normal_tensor([batch / parts, 1, 28, 28], &train_device)
             .clamp(-1.0, 1.0);
-        let loss = diffusion.loss(&model, x0, None, &mut rng).loss;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let model = optim.step(8e-5, model, grads);
-        // Wait for the step to finish before the clock is read.
+        let loss = diffusion
+            .loss(model, x0, None, rng)
+            .loss
+            .div_scalar(parts as f32);
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        // Wait for the part to finish before the clock is read.
         let _ = loss.into_scalar::<f32>();
-        model
+        grads
+    };
+    let mut train_step = |model: ddpm::Unet| {
+        let grads: Vec<GradientsParams> = if parts == 1 {
+            vec![part(&model, &mut rng)]
+        } else {
+            let streams: Vec<NoiseSource> = (0..parts).map(|_| rng.split()).collect();
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = streams
+                    .into_iter()
+                    .map(|mut rng| {
+                        let fork = model.clone().fork(&train_device);
+                        scope.spawn(move || part(&fork, &mut rng))
+                    })
+                    .collect();
+                workers.into_iter().filter_map(|w| w.join().ok()).collect()
+            })
+        };
+        let mut accumulator = GradientsAccumulator::<ddpm::Unet>::new();
+        for g in grads {
+            accumulator.accumulate(&model, g);
+        }
+        optim.step(8e-5, model, accumulator.grads())
     };
     model = train_step(model); // warm-up
     let times: Vec<f64> = (0..steps)
@@ -75,8 +114,12 @@ fn train(device: &Device, backend: &str, diffusion: &GaussianDiffusion, steps: u
         })
         .collect();
     let (mean, fastest) = summary(&times);
+    let name = match parts {
+        1 => "train_step".to_string(),
+        n => format!("train_step_{n}_parts"),
+    };
     println!(
-        "{{\"bench\":\"train_step\",\"backend\":\"{backend}\",\"batch\":{batch},\"seconds\":{mean:.4},\"fastest\":{fastest:.4},\"images_per_second\":{:.2}}}",
+        "{{\"bench\":\"{name}\",\"backend\":\"{backend}\",\"batch\":{batch},\"seconds\":{mean:.4},\"fastest\":{fastest:.4},\"images_per_second\":{:.2}}}",
         batch as f64 / mean
     );
 }

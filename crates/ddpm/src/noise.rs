@@ -65,6 +65,12 @@ impl NoiseSource {
         })
     }
 
+    /// A new stream seeded from this one's next draw: parts of a batch that run on their own
+    /// threads each take one, in order, so the whole step stays determined by the seed.
+    pub fn split(&mut self) -> Self {
+        Self::new(self.rng.next_u64())
+    }
+
     /// A uniform draw from `[0, 1)` with 53 random bits.
     pub fn uniform(&mut self) -> f64 {
         (self.rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
@@ -123,6 +129,16 @@ impl NoiseSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_streams_are_fixed_by_the_parent_and_differ_from_each_other() {
+        let (mut a, mut b) = (NoiseSource::new(9), NoiseSource::new(9));
+        let (mut a1, mut a2, mut b1) = (a.split(), a.split(), b.split());
+        let first = a1.normals(8);
+        assert_eq!(first, b1.normals(8));
+        assert_ne!(first, a2.normals(8));
+        assert_ne!(first, a.normals(8));
+    }
 
     #[test]
     fn same_seed_gives_the_same_sequence_on_two_runs() {

@@ -13,6 +13,7 @@ mod plot;
 mod run_dir;
 mod sample;
 mod session;
+mod split_batch;
 mod train;
 
 use std::process::ExitCode;

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
+use crate::split_batch::SplitBatch;
 
 /// The bound's parts, each a mean over the images in bits/dim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +71,7 @@ pub fn bits_per_dim(
         seed,
     } = options;
     let diffusion = GaussianDiffusion::new(config.diffusion.clone());
+    let model = &SplitBatch::for_device(model, device);
     let images = images.min(data.len());
     let mut rng = NoiseSource::new(seed);
     let chunks: Vec<Vec<usize>> = (0..images)

@@ -25,8 +25,6 @@ pub struct Selected {
     pub device: Device,
     /// e.g. `wgpu: NVIDIA H200 (Vulkan)` or `cpu (flex)`.
     pub description: String,
-    /// burn's CPU backend (flex), whose element-wise work runs on one core.
-    pub cpu: bool,
 }
 
 /// Picks the device; prints a notice when `auto` falls back to the CPU.
@@ -34,7 +32,6 @@ pub fn select(choice: DeviceChoice) -> Result<Selected> {
     let cpu = || Selected {
         device: Device::flex(),
         description: "cpu (flex)".into(),
-        cpu: true,
     };
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
@@ -76,7 +73,6 @@ mod gpu {
         Ok(Selected {
             device,
             description: format!("wgpu: {} ({:?})", info.name, info.backend),
-            cpu: false,
         })
     }
 }
@@ -119,7 +115,6 @@ mod cuda {
         Ok(Selected {
             device,
             description: "cuda:0".into(),
-            cpu: false,
         })
     }
 }

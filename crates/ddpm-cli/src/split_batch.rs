@@ -15,9 +15,15 @@ pub struct SplitBatch<'a> {
 impl<'a> SplitBatch<'a> {
     /// Two parts on the CPU backend, one (a plain call) elsewhere.
     pub fn for_device(model: &'a Unet, device: &Device) -> Self {
-        let parts = if *device == Device::flex() { 2 } else { 1 };
+        let parts = if on_cpu(device) { 2 } else { 1 };
         Self { model, parts }
     }
+}
+
+/// Whether `device` is burn's CPU backend (flex), whose element-wise work runs on one core, so
+/// that batches pay to be split over threads (here and in training, `gradients.rs`).
+pub fn on_cpu(device: &Device) -> bool {
+    *device == Device::flex()
 }
 
 impl Denoiser for SplitBatch<'_> {

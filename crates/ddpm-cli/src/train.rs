@@ -19,12 +19,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::checkpoint::{self, TrainingState};
 use crate::config::TrainConfig;
 use crate::data::{self, BatchOrder, Dataset, Shaping};
-use crate::device::{self, DeviceChoice, Selected};
+use crate::device::{self, DeviceChoice};
 use crate::gradients::Batches;
 use crate::plot;
 use crate::run_dir::{RunDir, prepare_new_run, resumed_config, truncate_metrics};
 use crate::sample::{self, SampleOptions};
 use crate::session::Session;
+use crate::split_batch;
 
 /// `ddpm train`.
 #[derive(Debug, clap::Args)]
@@ -141,7 +142,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         strict: config.data.strict,
     };
     let dataset = data::load(&config.data.source, &shaping)?;
-    let trainer = Trainer::new(config, dataset, &selected, &run, latest.as_deref())?;
+    let trainer = Trainer::new(config, dataset, selected.device, &run, latest.as_deref())?;
     if latest.is_none() {
         prepare_new_run(&run, args.force)?;
         std::fs::write(run.config(), trainer.config.to_toml()?)
@@ -170,14 +171,13 @@ impl Trainer {
     fn new(
         config: TrainConfig,
         dataset: Dataset,
-        selected: &Selected,
+        device: Device,
         run: &RunDir,
         latest: Option<&Path>,
     ) -> Result<Self> {
-        let device = selected.device.clone();
         let micro = config.optim.batch_size / config.optim.accumulation;
         let parts = match config.optim.parallel {
-            0 if selected.cpu && micro.is_multiple_of(2) => 2,
+            0 if split_batch::on_cpu(&device) && micro.is_multiple_of(2) => 2,
             0 => 1,
             n => n,
         };

@@ -15,7 +15,7 @@ use ddpm::{
 use crate::checkpoint;
 use crate::device::{self, DeviceChoice};
 use crate::picture::{self, Batch};
-use crate::split_batch::SplitBatch;
+use crate::split_batch;
 
 /// `--sampler`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -196,7 +196,7 @@ pub fn sample(
         shape: [options.n, channels, height, width],
         classes: options.classes.clone(),
     };
-    let model = &SplitBatch::for_device(model, device);
+    let model = &split_batch::for_device(model, device);
     let mut sampler = Sampler::new(&diffusion, options.sampler, request, model, device)?;
     let total = sampler.total_steps();
     let read = |t: &Tensor<4>| -> Result<Batch> {

@@ -1,23 +1,13 @@
-//! The network's calls while sampling, split over threads: on burn's CPU backend each call's
-//! batch runs in two halves at the same time, which overlaps the element-wise work it runs on
-//! one core (as training's batch parts do, `gradients.rs`). The noise is drawn by the sampler
-//! for the whole batch as before, so a seed gives the same images up to float rounding.
+//! The network's calls while sampling on the CPU, split over threads (`ddpm::SplitBatch`): on
+//! burn's CPU backend each call's batch runs in two halves at the same time, which overlaps the
+//! element-wise work it runs on one core (as training's batch parts do, `gradients.rs`).
 
-use burn::tensor::{Device, Tensor};
-use ddpm::{Denoiser, Timesteps, Unet};
+use burn::tensor::Device;
+use ddpm::{SplitBatch, Unet};
 
-/// A model whose calls run in `parts` pieces of the batch on as many threads.
-pub struct SplitBatch<'a> {
-    model: &'a Unet,
-    parts: usize,
-}
-
-impl<'a> SplitBatch<'a> {
-    /// Two parts on the CPU backend, one (a plain call) elsewhere.
-    pub fn for_device(model: &'a Unet, device: &Device) -> Self {
-        let parts = if on_cpu(device) { 2 } else { 1 };
-        Self { model, parts }
-    }
+/// `model` calling in two halves on the CPU backend, whole elsewhere.
+pub fn for_device<'a>(model: &'a Unet, device: &Device) -> SplitBatch<'a> {
+    SplitBatch::new(model, if on_cpu(device) { 2 } else { 1 })
 }
 
 /// Whether `device` is burn's CPU backend (flex), whose element-wise work runs on one core, so
@@ -26,79 +16,21 @@ pub fn on_cpu(device: &Device) -> bool {
     *device == Device::flex()
 }
 
-impl Denoiser for SplitBatch<'_> {
-    fn denoise(
-        &self,
-        x: Tensor<4>,
-        t: &Timesteps,
-        x_self_cond: Option<Tensor<4>>,
-        classes: Option<&[usize]>,
-    ) -> Tensor<4> {
-        let batch = x.dims()[0];
-        if self.parts < 2 || batch < self.parts {
-            return self.model.denoise(x, t, x_self_cond, classes);
-        }
-        let size = batch.div_ceil(self.parts);
-        let outputs: Vec<Tensor<4>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..batch)
-                .step_by(size)
-                .map(|start| {
-                    let len = size.min(batch - start);
-                    let (model, x) = (self.model.clone(), x.clone().narrow(0, start, len));
-                    let cond = x_self_cond.clone().map(|c| c.narrow(0, start, len));
-                    let t = match t {
-                        Timesteps::All(t) => Timesteps::All(*t),
-                        Timesteps::Each(ts) => Timesteps::Each(ts[start..start + len].to_vec()),
-                    };
-                    let classes = classes.map(|c| &c[start..start + len]);
-                    scope.spawn(move || model.denoise(x, &t, cond, classes))
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        });
-        Tensor::cat(outputs, 0)
-    }
-
-    fn check_shape(&self, shape: [usize; 4]) -> Result<(), String> {
-        self.model.check_shape(shape)
-    }
-
-    fn self_condition(&self) -> bool {
-        self.model.self_condition()
-    }
-
-    fn num_classes(&self) -> Option<usize> {
-        self.model.num_classes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ddpm::{NoiseSource, UnetConfig};
+    use ddpm::{Denoiser, UnetConfig};
 
     #[test]
-    fn halves_on_threads_give_the_whole_batchs_output() {
+    fn the_cpu_gets_halves_and_keeps_the_models_classes() {
         let device = Device::flex();
         let model = UnetConfig::new(8)
             .with_dim_mults(vec![1, 2])
             .with_channels(1)
             .with_num_classes(Some(3))
             .init(&device);
-        let split = SplitBatch::for_device(&model, &device);
-        assert_eq!(split.parts, 2);
-        assert_eq!(split.num_classes(), Some(3));
-        let x = NoiseSource::new(2).normal_tensor([5, 1, 8, 8], &device);
-        let classes = [0, 2, 1, 3, 2];
-        for t in [Timesteps::All(7), Timesteps::Each(vec![1, 50, 999, 3, 400])] {
-            let whole = model.denoise(x.clone(), &t, None, Some(&classes));
-            let parts = split.denoise(x.clone(), &t, None, Some(&classes));
-            assert_eq!(parts.dims(), [5, 1, 8, 8]);
-            let diff = (whole - parts).abs().max().into_scalar::<f32>();
-            assert!(diff < 1e-5, "{diff}");
-        }
+        assert!(on_cpu(&device));
+        assert_eq!(for_device(&model, &device).parts(), 2);
+        assert_eq!(for_device(&model, &device).num_classes(), Some(3));
     }
 }

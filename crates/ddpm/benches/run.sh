@@ -23,7 +23,8 @@ import json, sys
 ours = {j["bench"]: j for j in map(json.loads, sys.argv[1].splitlines())}
 theirs = {j["bench"]: j for j in map(json.loads, sys.argv[2].splitlines())}
 for name in ours:
-    # PyTorch's one training step is the reference for ours in one batch and in parts.
-    a, b = ours[name]["seconds"], theirs.get(name, theirs["train_step"])["seconds"]
+    # PyTorch's one step is the reference for ours in one batch and in parts.
+    ref = "train_step" if name.startswith("train") else "sampling_step"
+    a, b = ours[name]["seconds"], theirs.get(name, theirs[ref])["seconds"]
     print(f"{name}: ours {a:.4f} s, PyTorch {b:.4f} s, ours / PyTorch = {a / b:.2f}")
 PY

@@ -5,7 +5,7 @@
 //! same measurements run on burn's wgpu backend (lavapipe on a machine without a GPU). The
 //! argument `train` or `sample` runs only that half (for profiling one of them). Training is
 //! timed as one batch and in 2 parts on two threads, as `ddpm train` does on the CPU (`quarters`
-//! adds 4 parts).
+//! adds 4 parts); sampling as one batch and in halves on two threads, as `ddpm sample` does.
 //! Not part of the tests.
 
 use std::time::Instant;
@@ -14,8 +14,8 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
 use ddpm::{
-    BetaSchedule, Denoiser, DiffusionConfig, GaussianDiffusion, NoiseSource, Objective, Timesteps,
-    UnetConfig,
+    BetaSchedule, Denoiser, DiffusionConfig, GaussianDiffusion, NoiseSource, Objective, SplitBatch,
+    Timesteps, UnetConfig,
 };
 
 fn mnist_unet() -> UnetConfig {
@@ -50,7 +50,9 @@ fn main() {
         }
     }
     if only("sample") {
-        sample(&device, backend, steps);
+        for parts in [1, 2] {
+            sample(&device, backend, steps, parts);
+        }
     }
 }
 
@@ -124,9 +126,11 @@ fn train(
     );
 }
 
-/// Sampling: one network evaluation of a batch of 16 (one sampler step).
-fn sample(device: &Device, backend: &str, steps: usize) {
+/// Sampling: one network evaluation of a batch of 16 (one sampler step), with the batch whole
+/// (`parts` 1) or in halves on two threads (`parts` 2, what `ddpm sample` does on the CPU).
+fn sample(device: &Device, backend: &str, steps: usize, parts: usize) {
     let model = mnist_unet().init(device);
+    let model = SplitBatch::new(&model, parts);
     let x = NoiseSource::new(1).normal_tensor([16, 1, 28, 28], device);
     let eval = || {
         let out = model.denoise(x.clone(), &Timesteps::All(500), None, None);
@@ -141,8 +145,12 @@ fn sample(device: &Device, backend: &str, steps: usize) {
         })
         .collect();
     let (mean, fastest) = summary(&times);
+    let name = match parts {
+        1 => "sampling_step".to_string(),
+        n => format!("sampling_step_{n}_parts"),
+    };
     println!(
-        "{{\"bench\":\"sampling_step\",\"backend\":\"{backend}\",\"batch\":16,\"seconds\":{mean:.4},\"fastest\":{fastest:.4}}}"
+        "{{\"bench\":\"{name}\",\"backend\":\"{backend}\",\"batch\":16,\"seconds\":{mean:.4},\"fastest\":{fastest:.4}}}"
     );
 }
 

@@ -13,6 +13,7 @@
 //! - [`ema`]: the exponential moving average of the weights that gets sampled.
 //! - [`weights`]: one self-describing file holding the configuration and the weights.
 //! - [`grid`]: a batch of samples as the RGBA pixels of one grid image.
+//! - `split_batch`: the network's calls in parts of the batch on threads (not on wasm).
 //!
 //! The crate enables no burn backend: pass any [`burn::tensor::Device`].
 
@@ -22,6 +23,8 @@ pub mod grid;
 pub mod noise;
 pub mod sampler;
 pub mod schedule;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod split_batch;
 pub mod unet;
 pub mod vlb;
 pub mod weights;
@@ -33,6 +36,8 @@ pub use sampler::{
     ClassChoice, DdpmVariance, SampleRequest, Sampler, SamplerConfig, SamplerKind, Step,
 };
 pub use schedule::{BetaSchedule, NoiseSchedule};
+#[cfg(not(target_arch = "wasm32"))]
+pub use split_batch::SplitBatch;
 pub use unet::{Unet, UnetConfig};
 pub use weights::{ModelConfig, WeightsError};
 

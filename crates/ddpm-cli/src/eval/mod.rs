@@ -39,7 +39,7 @@ use crate::data::{self, Dataset, EMBEDDED_MNIST, EMBEDDED_MNIST_TEST, Shaping};
 use crate::device::{self, DeviceChoice};
 use crate::export::ModelCard;
 use crate::sample;
-use crate::split_batch::SplitBatch;
+use crate::split_batch;
 use classifier::{CLASSES, Classifier, FEATURES, SIDE};
 use frechet::Gaussian;
 use likelihood::BoundOptions;
@@ -602,7 +602,7 @@ fn generate(
     bar.set_message(what.to_string());
     let [height, width] = config.image_size;
     let mut pixels = Vec::with_capacity(options.n * height * width);
-    let model = &SplitBatch::for_device(model, device);
+    let model = &split_batch::for_device(model, device);
     for k in 0..chunks {
         let start = k * options.batch;
         let count = options.batch.min(options.n - start);

@@ -111,6 +111,84 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
         assert_eq!(b["stride"], 10);
     }
 
+    // The same rows measured in two runs, the second extending the first's report, are the
+    // same numbers (seconds aside); the extension takes -n and the guidance from the report.
+    let part = dir.path().join("part.json");
+    let whole = dir.path().join("whole.json");
+    let (part_s, whole_s) = (part.to_str().expect("utf8"), whole.to_str().expect("utf8"));
+    let flags = ["--device", "cpu", "--nll-stride", "10", "--batch", "20"];
+    ok(&[
+        &[
+            "eval",
+            run_s,
+            "-n",
+            "20",
+            "--samplers",
+            "ddim-2",
+            "--weights",
+            "ema",
+        ][..],
+        &["--nll-images", "6", "-o", part_s],
+        &flags,
+    ]
+    .concat());
+    let more = [
+        &[
+            "eval",
+            run_s,
+            "--extend",
+            part_s,
+            "--samplers",
+            "ddpm,ddim-2",
+        ][..],
+        &["--nll-images", "6", "-o", whole_s],
+        &flags,
+    ]
+    .concat();
+    ok(&more);
+    let w = json(&whole);
+    let without_seconds = |rows: &serde_json::Value| {
+        let mut rows = rows.clone();
+        for row in rows.as_array_mut().expect("rows") {
+            row.as_object_mut().expect("row").remove("seconds");
+        }
+        rows
+    };
+    assert_eq!(
+        without_seconds(&w["samples"]),
+        without_seconds(&r["samples"])
+    );
+    assert_eq!(w["likelihood"], r["likelihood"]);
+    assert_eq!(
+        (&w["images"], &w["guidance"]),
+        (&r["images"], &r["guidance"])
+    );
+    assert_eq!(w["floor"], r["floor"]);
+    assert_eq!(w["command"], json(&part)["command"]);
+    assert_eq!(w["extended_by"][0][3], "--extend");
+    // Nothing left to measure, or settings the report was not measured with: refused by name.
+    let err = fails(
+        &[
+            &["eval", run_s, "--extend", whole_s, "--samplers", "ddpm"][..],
+            &flags,
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("whole.json") && err.contains("already has"),
+        "{err}"
+    );
+    let err = fails(&[&["eval", run_s, "--extend", part_s, "-n", "30"][..], &flags].concat());
+    assert!(err.contains("-n 30") && err.contains("20 images"), "{err}");
+    let err = fails(
+        &[
+            &["eval", run_s, "--extend", part_s, "--seed", "4"][..],
+            &flags,
+        ]
+        .concat(),
+    );
+    assert!(err.contains("part.json") && err.contains("seed 0"), "{err}");
+
     // The report goes into the model card of the same step...
     let weights = dir.path().join("digits.bpk");
     let weights_s = weights.to_str().expect("utf8");
@@ -154,6 +232,18 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
     ]);
     assert!(
         err.contains("eval.json") && err.contains("step 2") && err.contains("step 3"),
+        "{err}"
+    );
+    // A report of step 2 is not extended with step 3's weights.
+    let err = fails(
+        &[
+            &["eval", run_s, "--extend", whole_s, "--samplers", "ddim-3"][..],
+            &flags,
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("whole.json") && err.contains("step 2") && err.contains("step 3"),
         "{err}"
     );
     // An existing report is not overwritten.

@@ -175,9 +175,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
 
 /// A `ddpm eval` report, checked to be of the step being exported.
 fn read_evaluation(path: &Path, steps_trained: Option<usize>) -> Result<Report> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let report: Report = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: not a `ddpm eval --out` report", path.display()))?;
+    let report = Report::read(path)?;
     if report.step != steps_trained {
         let show = |s: Option<usize>| s.map_or("unknown".into(), |s| s.to_string());
         bail!(

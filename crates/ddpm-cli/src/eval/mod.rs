@@ -11,6 +11,9 @@
 //!   folder (EMA and raw);
 //! - the paper's negative log-likelihood bound in bits/dim on held-out digits ([`likelihood`]).
 //!
+//! `--extend REPORT` measures only what an earlier report of the same checkpoint lacks and
+//! writes both together, so an evaluation can be done in parts.
+//!
 //! A model the classifier cannot judge (colour, another size, other classes) gets only the
 //! bits/dim, on held-out images of its own kind (`--heldout FOLDER`).
 //!
@@ -161,6 +164,11 @@ pub struct EvalArgs {
     /// Also write the results as JSON here (`ddpm export --eval` puts them in the model card).
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+    /// Add to this earlier `--out` report of the same checkpoint instead of starting afresh:
+    /// only the weights × samplers (and bits/dim) it lacks are measured, with its number of
+    /// images, guidance, held-out set and seed; `--out` gets the report with both.
+    #[arg(long, value_name = "REPORT")]
+    pub extend: Option<PathBuf>,
     /// Overwrite `--out` if it exists.
     #[arg(long)]
     pub force: bool,
@@ -261,6 +269,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bail!("--batch and --nll-stride must be at least 1");
     }
     let started = Instant::now();
+    let previous = args.extend.as_deref().map(Report::read).transpose()?;
     let selected = device::select(args.device)?;
     let device = &selected.device;
     // Loaded (and so checked) even when the model turns out not to be of digits.
@@ -270,7 +279,15 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bail!("--weights: nothing to evaluate");
     };
     let (config, step) = (first.config.clone(), first.step);
-    let settings = is_digit_model(&config).then(|| Sampling::of(args));
+    if let Some(previous) = &previous {
+        check_extends(args, previous, step)?;
+    }
+    let settings = is_digit_model(&config)
+        .then(|| Sampling::of(args, previous.as_ref()))
+        .transpose()?;
+    if let Some(previous) = &previous {
+        nothing_new(args, previous, settings.as_ref())?;
+    }
     let heldout = if let Some(settings) = &settings {
         check_samplers(&config, &settings.samplers)?;
         digits(&args.heldout)?
@@ -282,6 +299,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         Some(settings) => Some(measure_samples(
             args,
             settings,
+            previous.as_ref(),
             &classifier,
             &models,
             &heldout,
@@ -292,6 +310,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let mut bounds = Vec::new();
     if args.nll_images > 0 {
         for Loaded { which, model, .. } in &models {
+            if previous.as_ref().is_some_and(|p| p.has_bound(which.name())) {
+                continue;
+            }
             let options = BoundOptions {
                 images: args.nll_images,
                 stride: args.nll_stride,
@@ -317,6 +338,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         command: std::iter::once("ddpm".to_string())
             .chain(std::env::args().skip(1))
             .collect(),
+        extended_by: Vec::new(),
         device: selected.description.clone(),
         heldout: args.heldout.clone(),
         classifier_accuracy,
@@ -327,6 +349,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         samples,
         likelihood: bounds,
         seconds: started.elapsed().as_secs_f64(),
+    };
+    let report = match previous {
+        Some(previous) => previous.extended(report),
+        None => report,
     };
     print!("{}", report.markdown());
     if let Some(out) = &args.out {
@@ -345,16 +371,84 @@ struct Sampling {
 }
 
 impl Sampling {
-    fn of(args: &EvalArgs) -> Self {
-        Self {
-            n: args.n.unwrap_or(1000),
-            samplers: args.samplers.clone().unwrap_or_else(|| {
-                use SamplerSpec::{Ddim, Ddpm};
-                vec![Ddpm, Ddim(10), Ddim(20), Ddim(50), Ddim(100)]
-            }),
-            guidance: args.guidance.unwrap_or(3.0),
+    /// The flags, else the report being extended's settings, else the defaults. An extension
+    /// that sets `-n` or `--guidance` otherwise than its report is refused: its rows would not
+    /// compare.
+    fn of(args: &EvalArgs, previous: Option<&Report>) -> Result<Self> {
+        let (n, guidance) = match previous {
+            Some(p) => (p.images, p.guidance),
+            None => (None, None),
+        };
+        if let (Some(given), Some(n)) = (args.n, n)
+            && given != n
+        {
+            bail!("-n {given}: the report extended (--extend) generated {n} images per row");
         }
+        if let (Some(given), Some(g)) = (args.guidance, guidance)
+            && given != g
+        {
+            bail!("--guidance {given}: the report extended (--extend) used guidance {g}");
+        }
+        let samplers = args.samplers.clone().unwrap_or_else(|| {
+            use SamplerSpec::{Ddim, Ddpm};
+            vec![Ddpm, Ddim(10), Ddim(20), Ddim(50), Ddim(100)]
+        });
+        Ok(Self {
+            n: args.n.or(n).unwrap_or(1000),
+            samplers,
+            guidance: args.guidance.or(guidance).unwrap_or(3.0),
+        })
     }
+}
+
+/// Refuses an extension that would measure nothing: every weights × sampler and bits/dim asked
+/// for is in the report already.
+fn nothing_new(args: &EvalArgs, previous: &Report, settings: Option<&Sampling>) -> Result<()> {
+    let weights = || args.weights.iter().map(|w| w.name());
+    let rows = settings.is_some_and(|s| {
+        weights().any(|w| {
+            s.samplers
+                .iter()
+                .any(|&x| !previous.has_row(w, &x.to_string()))
+        })
+    });
+    let bounds = args.nll_images > 0 && weights().any(|w| !previous.has_bound(w));
+    if !rows && !bounds {
+        bail!(
+            "--extend {}: already has every row asked for; name other --samplers or --weights",
+            args.extend.as_deref().unwrap_or(Path::new("")).display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses to extend a report of another step, held-out set or seed.
+fn check_extends(args: &EvalArgs, previous: &Report, step: Option<usize>) -> Result<()> {
+    let path = args.extend.as_deref().unwrap_or(Path::new("")).display();
+    let show = |s: Option<usize>| s.map_or("unknown".into(), |s| s.to_string());
+    if previous.step != step {
+        bail!(
+            "--extend {path}: evaluates step {}, but {} is at step {}",
+            show(previous.step),
+            args.model.display(),
+            show(step)
+        );
+    }
+    if previous.heldout != args.heldout {
+        bail!(
+            "--extend {path}: measured on held-out `{}`, not `{}`",
+            previous.heldout,
+            args.heldout
+        );
+    }
+    if previous.seed != args.seed {
+        bail!(
+            "--extend {path}: seed {}, not {} (give --seed {0})",
+            previous.seed,
+            args.seed
+        );
+    }
+    Ok(())
 }
 
 /// What the digit classifier measured: itself on the real digits, the floor, and one row per
@@ -369,6 +463,7 @@ struct SampleMeasures {
 fn measure_samples(
     args: &EvalArgs,
     settings: &Sampling,
+    previous: Option<&Report>,
     classifier: &Classifier,
     models: &[Loaded],
     heldout: &Dataset,
@@ -404,6 +499,9 @@ fn measure_samples(
     } in models
     {
         for &spec in &settings.samplers {
+            if previous.is_some_and(|p| p.has_row(which.name(), &spec.to_string())) {
+                continue;
+            }
             let row_started = Instant::now();
             let mut row = Row::new(which.name(), spec);
             let set = |classes: Option<Vec<usize>>, guidance: f64, label: &str| {

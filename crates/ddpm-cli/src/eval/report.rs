@@ -1,7 +1,9 @@
 //! What `ddpm eval` measured: a JSON report (kept in the model card) and a Markdown table.
 
 use std::fmt::Write;
+use std::path::Path;
 
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::SamplerSpec;
@@ -16,6 +18,9 @@ pub struct Report {
     pub step: Option<usize>,
     /// The command that produced this report (program named `ddpm`).
     pub command: Vec<String>,
+    /// The `ddpm eval --extend` commands that added rows to it since, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extended_by: Vec<Vec<String>>,
     /// Where it ran.
     pub device: String,
     /// The held-out images (`mnist-test`: MNIST's test set, never trained on).
@@ -34,7 +39,7 @@ pub struct Report {
     pub samples: Vec<Row>,
     /// Bits/dim per weights.
     pub likelihood: Vec<Likelihood>,
-    /// Wall time of the whole evaluation.
+    /// Wall time of the whole evaluation (of all its commands).
     pub seconds: f64,
 }
 
@@ -119,6 +124,52 @@ fn percent(fraction: Option<f64>) -> String {
 }
 
 impl Report {
+    /// Reads a `ddpm eval --out` report.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a `ddpm eval --out` report", path.display()))
+    }
+
+    /// Whether this report already measured `sampler` with `weights`.
+    pub fn has_row(&self, weights: &str, sampler: &str) -> bool {
+        self.samples
+            .iter()
+            .any(|r| r.weights == weights && r.sampler == sampler)
+    }
+
+    /// Whether this report already has the bits/dim of `weights`.
+    pub fn has_bound(&self, weights: &str) -> bool {
+        self.likelihood.iter().any(|l| l.weights == weights)
+    }
+
+    /// This report with the rows of `newer`, a `--extend` run on the same model, step, held-out
+    /// set, seed and sampling settings, added: rows sorted by weights, then sampler (DDIM by
+    /// steps, then `ddpm`); its command recorded in `extended_by`, its time added.
+    pub fn extended(mut self, newer: Report) -> Self {
+        self.extended_by.push(newer.command);
+        self.extended_by.extend(newer.extended_by);
+        if newer.device != self.device && !self.device.contains(&newer.device) {
+            self.device = format!("{} + {}", self.device, newer.device);
+        }
+        self.samples.extend(newer.samples);
+        let order = |r: &Row| {
+            let steps = match r.sampler.parse::<SamplerSpec>() {
+                Ok(SamplerSpec::Ddim(k)) => k,
+                // All T steps: after every DDIM.
+                Ok(SamplerSpec::Ddpm) => usize::MAX - 1,
+                Err(_) => usize::MAX,
+            };
+            (r.weights.clone(), steps, r.sampler.clone())
+        };
+        self.samples.sort_by_key(order);
+        self.likelihood.extend(newer.likelihood);
+        self.likelihood.sort_by(|a, b| a.weights.cmp(&b.weights));
+        self.seconds += newer.seconds;
+        self
+    }
+
     /// The results as Markdown: the sample table, the floor and the bits/dim.
     pub fn markdown(&self) -> String {
         let mut s = String::new();

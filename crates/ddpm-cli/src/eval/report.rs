@@ -240,3 +240,97 @@ impl Report {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(command: &str, device: &str, rows: &[(&str, &str)], bounds: &[&str]) -> Report {
+        Report {
+            model: "run".into(),
+            step: Some(7),
+            command: vec!["ddpm".into(), command.into()],
+            extended_by: Vec::new(),
+            device: device.into(),
+            heldout: "mnist-test".into(),
+            classifier_accuracy: Some(0.97),
+            images: Some(20),
+            guidance: Some(3.0),
+            seed: 0,
+            floor: None,
+            samples: rows
+                .iter()
+                .map(|&(w, s)| Row {
+                    fd_unconditional: 30.0,
+                    class_entropy_bits: 3.0,
+                    ..Row::new(w, s.parse().expect("sampler"))
+                })
+                .collect(),
+            likelihood: bounds
+                .iter()
+                .map(|&w| Likelihood {
+                    weights: w.into(),
+                    bound: Bound {
+                        bits_per_dim: 1.0,
+                        prior: 0.0,
+                        diffusion: 0.5,
+                        decoder: 0.5,
+                        images: 6,
+                        stride: 10,
+                    },
+                })
+                .collect(),
+            seconds: 2.0,
+        }
+    }
+
+    #[test]
+    fn an_extension_adds_its_rows_in_order_and_records_its_command() {
+        let first = report(
+            "a",
+            "cpu (flex)",
+            &[("raw", "ddim-10"), ("ema", "ddpm")],
+            &["raw"],
+        );
+        let second = report(
+            "b",
+            "cpu (flex)",
+            &[("ema", "ddim-100"), ("raw", "ddim-2")],
+            &["ema"],
+        );
+        let third = report("c", "wgpu", &[("ema", "ddim-20")], &[]);
+        let both = first.extended(second).extended(third);
+        let rows: Vec<String> = both
+            .samples
+            .iter()
+            .map(|r| format!("{} {}", r.weights, r.sampler))
+            .collect();
+        // By weights, then steps: ddim-100 before ddim-20 would be a string sort.
+        assert_eq!(
+            rows,
+            [
+                "ema ddim-20",
+                "ema ddim-100",
+                "ema ddpm",
+                "raw ddim-2",
+                "raw ddim-10"
+            ]
+        );
+        let bounds: Vec<&str> = both.likelihood.iter().map(|l| l.weights.as_str()).collect();
+        assert_eq!(bounds, ["ema", "raw"]);
+        assert_eq!(both.command, ["ddpm", "a"]);
+        assert_eq!(both.extended_by, [["ddpm", "b"], ["ddpm", "c"]]);
+        assert_eq!(both.device, "cpu (flex) + wgpu");
+        assert_eq!(both.seconds, 6.0);
+        // A report from before `extended_by` existed still reads, and writes without it.
+        let mut json = serde_json::to_value(&both).expect("json");
+        json.as_object_mut().expect("object").remove("extended_by");
+        let old: Report = serde_json::from_value(json).expect("old report");
+        assert!(old.extended_by.is_empty());
+        assert!(
+            !serde_json::to_string(&old)
+                .expect("json")
+                .contains("extended_by")
+        );
+    }
+}

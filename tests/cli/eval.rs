@@ -166,28 +166,45 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
     assert_eq!(w["floor"], r["floor"]);
     assert_eq!(w["command"], json(&part)["command"]);
     assert_eq!(w["extended_by"][0][3], "--extend");
-    // Nothing left to measure, or settings the report was not measured with: refused by name.
-    let err = fails(
-        &[
-            &["eval", run_s, "--extend", whole_s, "--samplers", "ddpm"][..],
-            &flags,
-        ]
-        .concat(),
-    );
+    // Nothing left to measure, no --out, or settings the report was not measured with
+    // (they would change the numbers): refused by name, before anything is measured.
+    let never = dir.path().join("never.json");
+    let refused = |report: &str, more: &[&str]| {
+        let out = ["-o", never.to_str().expect("utf8")];
+        // Without `flags`: an extension takes the report's batch and bound settings.
+        let device = ["--device", "cpu"];
+        fails(
+            &[
+                &["eval", run_s, "--extend", report][..],
+                more,
+                &out,
+                &device,
+            ]
+            .concat(),
+        )
+    };
+    let err = refused(whole_s, &[]);
     assert!(
         err.contains("whole.json") && err.contains("already has"),
         "{err}"
     );
-    let err = fails(&[&["eval", run_s, "--extend", part_s, "-n", "30"][..], &flags].concat());
-    assert!(err.contains("-n 30") && err.contains("20 images"), "{err}");
-    let err = fails(
-        &[
-            &["eval", run_s, "--extend", part_s, "--seed", "4"][..],
-            &flags,
-        ]
-        .concat(),
-    );
+    let err = fails(&["eval", run_s, "--extend", part_s, "--samplers", "ddpm"]);
+    assert!(err.contains("--extend needs --out"), "{err}");
+    for (flag, value, theirs) in [
+        ("-n", "30", "20"),
+        ("--batch", "10", "20"),
+        ("--nll-stride", "5", "10"),
+        ("--guidance", "2", "3"),
+    ] {
+        let err = refused(part_s, &["--samplers", "ddpm", flag, value]);
+        assert!(
+            err.contains(&format!("{flag} {value}")) && err.contains(&format!("with {theirs}")),
+            "{err}"
+        );
+    }
+    let err = refused(part_s, &["--seed", "4"]);
     assert!(err.contains("part.json") && err.contains("seed 0"), "{err}");
+    assert!(!never.exists());
 
     // The report goes into the model card of the same step...
     let weights = dir.path().join("digits.bpk");
@@ -212,6 +229,41 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
     let raw_card = json(&dir.path().join("digits-raw.json"));
     assert_eq!(raw_card["averaging"], "raw");
     assert_ne!(raw_card["sha256"], card["sha256"]);
+    // Evaluated as a file, the raw weights are called raw (their card says so) and measure
+    // as they did in the run folder; the EMA ones are not in that file.
+    let from_file = dir.path().join("raw-file.json");
+    let from_file_s = from_file.to_str().expect("utf8");
+    let file_eval = [
+        &[
+            "eval",
+            raw_s,
+            "-n",
+            "20",
+            "--samplers",
+            "ddim-2",
+            "-o",
+            from_file_s,
+        ][..],
+        &["--nll-images", "0"],
+        &flags,
+    ]
+    .concat();
+    ok(&file_eval);
+    let rows = without_seconds(&json(&from_file)["samples"]);
+    let from_run = without_seconds(&r["samples"]);
+    let raw_ddim2: Vec<_> = from_run
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|row| row["weights"] == "raw" && row["sampler"] == "ddim-2")
+        .cloned()
+        .collect();
+    assert_eq!(rows.as_array().expect("rows"), &raw_ddim2);
+    let err = fails(&[&file_eval[..], &["--weights", "ema", "--force"]].concat());
+    assert!(
+        err.contains("digits-raw.bpk") && err.contains("raw here"),
+        "{err}"
+    );
     let err = fails(&[
         "export",
         weights_s,
@@ -235,13 +287,7 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
         "{err}"
     );
     // A report of step 2 is not extended with step 3's weights.
-    let err = fails(
-        &[
-            &["eval", run_s, "--extend", whole_s, "--samplers", "ddim-3"][..],
-            &flags,
-        ]
-        .concat(),
-    );
+    let err = refused(whole_s, &["--samplers", "ddim-3"]);
     assert!(
         err.contains("whole.json") && err.contains("step 2") && err.contains("step 3"),
         "{err}"
@@ -336,13 +382,8 @@ fn eval_measures_other_models_by_bits_per_dim_and_refuses_what_it_cannot_measure
         "{err}"
     );
     for bad in ["ddim-0", "ddim", "plms"] {
-        let out = run(&["eval", run_s, "--samplers", bad]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains(bad) && stderr.contains("ddim-K"),
-            "{stderr}"
-        );
+        let err = fails(&["eval", run_s, "--samplers", bad]);
+        assert!(err.contains(bad) && err.contains("ddim-K"), "{err}");
     }
     let err = fails(&["eval", run_s, "-n", "1"]);
     assert!(err.contains("--n"), "{err}");

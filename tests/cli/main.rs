@@ -334,9 +334,27 @@ fn bad_input_gets_one_line_naming_the_problem() {
         "cpu",
     ]);
     assert!(err.contains("other files"), "{err}");
-    // Resuming a folder without checkpoints.
+    // Resuming a folder without checkpoints, or resuming and starting over at once.
     let err = fails(&["train", run_s, "--resume", "--device", "cpu"]);
     assert!(err.contains("no checkpoint"), "{err}");
+    let err = fails(&["train", run_s, "--resume", "--force"]);
+    assert!(
+        err.contains("'--resume' cannot be used with '--force'"),
+        "{err}"
+    );
+    // Flags clap refuses are one line too, with status 1: a missing argument is named on it.
+    let err = fails(&["sample", "--device", "cpu"]);
+    assert!(err.contains("required") && err.contains("<MODEL>"), "{err}");
+    let err = fails(&["eval", run_s, "--samplers", "ddim-0"]);
+    assert!(err.contains("ddim-0") && err.contains("ddim-K"), "{err}");
+    // Weights whose card (same name, `.json`) would overwrite them.
+    let card_clash = dir.path().join("m.json");
+    let err = fails(&["export", run_s, "-o", card_clash.to_str().expect("utf8")]);
+    assert!(
+        err.contains("m.json") && err.contains("two of the outputs"),
+        "{err}"
+    );
+    assert!(!card_clash.exists());
     // A truncated or foreign weights file.
     let weights = dir.path().join("w.bpk");
     std::fs::write(&weights, b"BURNPACK? no").expect("write");
@@ -404,6 +422,41 @@ fn weights_of_another_model_and_unwritable_run_folders_are_refused_by_name() {
     assert!(err.contains("file/run"), "{err}");
     let err = fails(&args(&["train", "/proc/ddpm-run", "--steps", "1"], &tiny));
     assert!(err.contains("/proc/ddpm-run"), "{err}");
+    // --force starts the run over: its own files (sessions.jsonl too) go, a stranger's stays.
+    ok(&args(
+        &[
+            "train",
+            run_s,
+            "--steps",
+            "1",
+            "--sample-every",
+            "0",
+            "--force",
+        ],
+        &tiny,
+    ));
+    let sessions = std::fs::read_to_string(run.join("sessions.jsonl")).expect("sessions");
+    assert_eq!(sessions.lines().count(), 1, "{sessions}");
+    assert_eq!(losses(&run).len(), 1);
+    assert!(!run.join("checkpoints/step-000000002").exists());
+    std::fs::write(run.join("notes.txt"), "mine").expect("write");
+    let err = fails(&args(
+        &[
+            "train",
+            run_s,
+            "--steps",
+            "1",
+            "--sample-every",
+            "0",
+            "--force",
+        ],
+        &tiny,
+    ));
+    assert!(err.contains("notes.txt"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("notes.txt")).expect("kept"),
+        "mine"
+    );
 }
 
 #[test]

@@ -81,10 +81,21 @@ pub fn write(
     Ok(target)
 }
 
-/// The newest complete checkpoint in `dir`, if any. Leftover temporary folders are removed.
+/// The newest complete checkpoint in `dir`, if any. Temporary folders (a write in progress, or
+/// one a crash cut short) are not checkpoints; they are left alone here, since a trainer may be
+/// writing one while `sample`, `eval` or `export` reads the folder.
 pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
     if !dir.exists() {
         return Ok(None);
+    }
+    Ok(list(dir)?.pop())
+}
+
+/// Removes the temporary folders a crash left in `dir`: only the trainer about to write there
+/// calls this.
+pub fn remove_leftovers(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
     }
     for entry in
         std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
@@ -98,7 +109,7 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
                 .with_context(|| format!("{}: cannot remove", path.display()))?;
         }
     }
-    Ok(list(dir)?.pop())
+    Ok(())
 }
 
 /// Reads a checkpoint's state and the named file.
@@ -193,6 +204,9 @@ mod tests {
         assert!(latest.ends_with("step-000000040"));
         assert_eq!(read_state(&latest).expect("state"), state(40));
         assert_eq!(read_file(&latest, MODEL).expect("model"), vec![40u8; 4]);
+        // Reading leaves a write in progress alone; the trainer clears a crash's leftovers.
+        assert!(ckpt.join(".step-000000050.tmp").exists());
+        remove_leftovers(&ckpt).expect("remove");
         assert!(!ckpt.join(".step-000000050.tmp").exists());
         let kept: Vec<_> = list(&ckpt).expect("list");
         assert_eq!(kept.len(), 2, "{kept:?}");

@@ -96,6 +96,17 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let card_path = args.out.with_extension("json");
     let mut outputs = vec![args.out.clone(), card_path.clone()];
     outputs.extend(args.safetensors.clone());
+    // The weights, their card (the weights' name with `.json`) and the safetensors copy are
+    // three files: one path for two of them would overwrite what was just written.
+    for (i, a) in outputs.iter().enumerate() {
+        if outputs[..i].contains(a) {
+            bail!(
+                "{}: would hold two of the outputs (the weights, their card `{}`, the safetensors copy); name the weights file e.g. model.bpk",
+                a.display(),
+                card_path.display()
+            );
+        }
+    }
     for out in &outputs {
         if out.exists() && !args.force {
             bail!("{}: exists; pass --force to overwrite it", out.display());
@@ -247,7 +258,8 @@ fn safetensors_bytes(model: &Unet, config: &ModelConfig) -> Result<Vec<u8>> {
     safetensors::serialize(views, Some(metadata)).map_err(|e| anyhow::anyhow!("safetensors: {e}"))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hexadecimal of `bytes` (for SHA-256 digests).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -18,6 +18,7 @@ mod train;
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 /// Denoising diffusion probabilistic models (Ho et al. 2020): train, sample, export.
@@ -46,7 +47,28 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, or a bare `ddpm`: clap prints them.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            // A bad flag is a user error like any other: its first paragraph on one line
+            // (clap's usage and tips follow in its own output, dropped here), status 1.
+            let text = e.render().to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see --help)", lines.join(" "));
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match &cli.command {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),

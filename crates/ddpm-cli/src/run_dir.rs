@@ -89,7 +89,9 @@ pub fn prepare_new_run(run: &RunDir, force: bool) -> Result<()> {
             run.samples(),
             run.config(),
             run.metrics(),
+            run.metrics().with_extension("csv.tmp"),
             run.loss_plot(),
+            run.sessions(),
         ];
         let entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("{}: cannot list", dir.display()))?
@@ -140,7 +142,7 @@ pub fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
             kept.push('\n');
         }
     }
-    let tmp = path.with_extension("csv.tmp");
+    let tmp = path.with_extension("csv.tmp"); // `prepare_new_run` knows this name
     std::fs::write(&tmp, kept)
         .and_then(|()| std::fs::rename(&tmp, path))
         .with_context(|| format!("{}: cannot rewrite", path.display()))

@@ -33,7 +33,7 @@ pub struct TrainArgs {
     /// The run folder: created if new; a folder with checkpoints is resumed from the latest.
     pub run_dir: PathBuf,
     /// Continue the run in RUN_DIR (an error when it has no checkpoint).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "force")]
     pub resume: bool,
     /// Start over in an existing run folder, deleting its checkpoints and samples.
     #[arg(long)]
@@ -125,6 +125,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let latest = if args.force {
         None
     } else {
+        checkpoint::remove_leftovers(&run.checkpoints())?;
         checkpoint::latest(&run.checkpoints())?
     };
     if args.resume && latest.is_none() {

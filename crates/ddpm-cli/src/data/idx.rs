@@ -43,8 +43,16 @@ pub(super) fn find(path: &Path) -> Result<Option<PathBuf>> {
 /// Loads an IDX image file and, when present beside it, its labels (`images` → `labels`,
 /// `idx3` → `idx1` in the name).
 pub(super) fn load(images: &Path) -> Result<RawImages> {
-    let name = images.to_string_lossy();
-    let labels_path = PathBuf::from(name.replace("images", "labels").replace("idx3", "idx1"));
+    // Only the file's name changes: a folder called `images` stays where it is.
+    let name = images
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .replace("images", "labels")
+                .replace("idx3", "idx1")
+        })
+        .unwrap_or_default();
+    let labels_path = images.with_file_name(name);
     let image_bytes = read_maybe_gz(images)?;
     let label_bytes = if labels_path.is_file() && labels_path != images {
         Some((read_maybe_gz(&labels_path)?, labels_path))

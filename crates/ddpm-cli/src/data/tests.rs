@@ -43,7 +43,11 @@ fn embedded_mnist_has_ten_thousand_labelled_digits() {
 
 #[test]
 fn idx_files_load_plain_or_gzipped_with_their_labels() {
-    let dir = tempfile::tempdir().expect("tmp");
+    // In a folder whose own name has `images` in it: only the file name maps to the labels'.
+    let dir = tempfile::Builder::new()
+        .prefix("images-")
+        .tempdir()
+        .expect("tmp");
     let pixels: Vec<u8> = (0..2 * 4 * 4).map(|i| (i * 8) as u8).collect();
     std::fs::write(
         dir.path().join("train-images-idx3-ubyte.gz"),

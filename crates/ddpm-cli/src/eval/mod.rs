@@ -23,6 +23,7 @@ pub mod classifier;
 pub mod frechet;
 pub mod likelihood;
 mod report;
+mod settings;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -47,6 +48,7 @@ use classifier::{CLASSES, Classifier, FEATURES, SIDE};
 use frechet::Gaussian;
 use likelihood::BoundOptions;
 pub use report::{Floor, Likelihood, Report, Row};
+use settings::Settings;
 
 /// `--samplers`: `ddpm` (ancestral, all T steps) or `ddim-K`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +125,7 @@ impl WeightsChoice {
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// A run folder (EMA and raw weights of its newest checkpoint) or an exported weights file
-    /// (EMA weights only). A model of 28×28 grayscale digits gets every measure; any other
+    /// (the one set of weights it holds, EMA or raw as its card says). A model of 28×28 grayscale digits gets every measure; any other
     /// model only its bits/dim, on the `--heldout` images it is given.
     pub model: PathBuf,
     /// Generated images per sampler and weights for the class-conditional measures (the
@@ -141,16 +143,16 @@ pub struct EvalArgs {
     /// 3]. Digit models only.
     #[arg(long)]
     pub guidance: Option<f64>,
-    /// Held-out images for the bits/dim (0 skips it).
-    #[arg(long, default_value_t = 1000)]
-    pub nll_images: usize,
+    /// Held-out images for the bits/dim (0 skips it) [default: 1000].
+    #[arg(long)]
+    pub nll_images: Option<usize>,
     /// 1 evaluates all T terms of the bound; K > 1 one random step per block of K (weighted
-    /// by K): an unbiased estimate K times faster.
-    #[arg(long, default_value_t = 1)]
-    pub nll_stride: usize,
-    /// Images per network call.
-    #[arg(long, default_value_t = 250)]
-    pub batch: usize,
+    /// by K): an unbiased estimate K times faster [default: 1].
+    #[arg(long)]
+    pub nll_stride: Option<usize>,
+    /// Images per network call; it also fixes which noise each image gets [default: 250].
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// The held-out images: the embedded MNIST test set (digit models), or a folder (of class
     /// folders, IDX files or CIFAR-10 batches) of images the model was not trained on.
     #[arg(long, default_value = EMBEDDED_MNIST_TEST)]
@@ -165,8 +167,9 @@ pub struct EvalArgs {
     #[arg(long, short)]
     pub out: Option<PathBuf>,
     /// Add to this earlier `--out` report of the same checkpoint instead of starting afresh:
-    /// only the weights × samplers (and bits/dim) it lacks are measured, with its number of
-    /// images, guidance, held-out set and seed; `--out` gets the report with both.
+    /// only the weights × samplers (by default its samplers) and bits/dim it lacks are
+    /// measured, with its settings (-n, guidance, batch, bound's images and stride, held-out
+    /// set, seed, classifier); `--out` (needed; it may be this file, with --force) gets both.
     #[arg(long, value_name = "REPORT")]
     pub extend: Option<PathBuf>,
     /// Overwrite `--out` if it exists.
@@ -262,14 +265,20 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     {
         bail!("{}: exists; pass --force to overwrite it", out.display());
     }
+    if args.extend.is_some() && args.out.is_none() {
+        bail!(
+            "--extend needs --out: where to write the report with both (the same file, with --force)"
+        );
+    }
     if args.n.is_some_and(|n| n < 2) {
         bail!("--n must be at least 2 (a covariance needs two images)");
     }
-    if args.batch == 0 || args.nll_stride == 0 {
+    if args.batch == Some(0) || args.nll_stride == Some(0) {
         bail!("--batch and --nll-stride must be at least 1");
     }
     let started = Instant::now();
     let previous = args.extend.as_deref().map(Report::read).transpose()?;
+    let settings = Settings::resolve(args, previous.as_ref())?;
     let selected = device::select(args.device)?;
     let device = &selected.device;
     // Loaded (and so checked) even when the model turns out not to be of digits.
@@ -279,44 +288,45 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bail!("--weights: nothing to evaluate");
     };
     let (config, step) = (first.config.clone(), first.step);
-    if let Some(previous) = &previous {
-        check_extends(args, previous, step)?;
-    }
-    let settings = is_digit_model(&config)
-        .then(|| Sampling::of(args, previous.as_ref()))
+    let digit_model = is_digit_model(&config);
+    let classifier_sha256 = digit_model
+        .then(|| classifier::fingerprint(args.classifier.as_deref()))
         .transpose()?;
     if let Some(previous) = &previous {
-        nothing_new(args, previous, settings.as_ref())?;
+        settings::check_extends(args, previous, step, classifier_sha256.as_deref())?;
+        let weights: Vec<&str> = models.iter().map(|m| m.which.name()).collect();
+        settings::nothing_new(args, previous, &settings, &weights, digit_model)?;
     }
-    let heldout = if let Some(settings) = &settings {
+    let heldout = if digit_model {
         check_samplers(&config, &settings.samplers)?;
         digits(&args.heldout)?
     } else {
-        own_heldout(args, &config)?
+        own_heldout(args, &settings, &config)?
     };
 
-    let measured = match &settings {
-        Some(settings) => Some(measure_samples(
+    let measured = if digit_model {
+        Some(measure_samples(
             args,
-            settings,
+            &settings,
             previous.as_ref(),
             &classifier,
             &models,
             &heldout,
             device,
-        )?),
-        None => None,
+        )?)
+    } else {
+        None
     };
     let mut bounds = Vec::new();
-    if args.nll_images > 0 {
+    if settings.nll_images > 0 {
         for Loaded { which, model, .. } in &models {
             if previous.as_ref().is_some_and(|p| p.has_bound(which.name())) {
                 continue;
             }
             let options = BoundOptions {
-                images: args.nll_images,
-                stride: args.nll_stride,
-                batch: args.batch,
+                images: settings.nll_images,
+                stride: settings.nll_stride,
+                batch: settings.batch,
                 seed: args.seed,
             };
             let bound = likelihood::bits_per_dim(model, &config, &heldout, options, device)?;
@@ -342,8 +352,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         device: selected.description.clone(),
         heldout: args.heldout.clone(),
         classifier_accuracy,
-        images: settings.as_ref().map(|s| s.n),
-        guidance: settings.as_ref().map(|s| s.guidance),
+        classifier_sha256,
+        images: digit_model.then_some(settings.n),
+        guidance: digit_model.then_some(settings.guidance),
+        batch: Some(settings.batch),
         seed: args.seed,
         floor,
         samples,
@@ -363,94 +375,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// How a digit model's samples are generated: the flags, or their defaults.
-struct Sampling {
-    n: usize,
-    samplers: Vec<SamplerSpec>,
-    guidance: f64,
-}
-
-impl Sampling {
-    /// The flags, else the report being extended's settings, else the defaults. An extension
-    /// that sets `-n` or `--guidance` otherwise than its report is refused: its rows would not
-    /// compare.
-    fn of(args: &EvalArgs, previous: Option<&Report>) -> Result<Self> {
-        let (n, guidance) = match previous {
-            Some(p) => (p.images, p.guidance),
-            None => (None, None),
-        };
-        if let (Some(given), Some(n)) = (args.n, n)
-            && given != n
-        {
-            bail!("-n {given}: the report extended (--extend) generated {n} images per row");
-        }
-        if let (Some(given), Some(g)) = (args.guidance, guidance)
-            && given != g
-        {
-            bail!("--guidance {given}: the report extended (--extend) used guidance {g}");
-        }
-        let samplers = args.samplers.clone().unwrap_or_else(|| {
-            use SamplerSpec::{Ddim, Ddpm};
-            vec![Ddpm, Ddim(10), Ddim(20), Ddim(50), Ddim(100)]
-        });
-        Ok(Self {
-            n: args.n.or(n).unwrap_or(1000),
-            samplers,
-            guidance: args.guidance.or(guidance).unwrap_or(3.0),
-        })
-    }
-}
-
-/// Refuses an extension that would measure nothing: every weights × sampler and bits/dim asked
-/// for is in the report already.
-fn nothing_new(args: &EvalArgs, previous: &Report, settings: Option<&Sampling>) -> Result<()> {
-    let weights = || args.weights.iter().map(|w| w.name());
-    let rows = settings.is_some_and(|s| {
-        weights().any(|w| {
-            s.samplers
-                .iter()
-                .any(|&x| !previous.has_row(w, &x.to_string()))
-        })
-    });
-    let bounds = args.nll_images > 0 && weights().any(|w| !previous.has_bound(w));
-    if !rows && !bounds {
-        bail!(
-            "--extend {}: already has every row asked for; name other --samplers or --weights",
-            args.extend.as_deref().unwrap_or(Path::new("")).display()
-        );
-    }
-    Ok(())
-}
-
-/// Refuses to extend a report of another step, held-out set or seed.
-fn check_extends(args: &EvalArgs, previous: &Report, step: Option<usize>) -> Result<()> {
-    let path = args.extend.as_deref().unwrap_or(Path::new("")).display();
-    let show = |s: Option<usize>| s.map_or("unknown".into(), |s| s.to_string());
-    if previous.step != step {
-        bail!(
-            "--extend {path}: evaluates step {}, but {} is at step {}",
-            show(previous.step),
-            args.model.display(),
-            show(step)
-        );
-    }
-    if previous.heldout != args.heldout {
-        bail!(
-            "--extend {path}: measured on held-out `{}`, not `{}`",
-            previous.heldout,
-            args.heldout
-        );
-    }
-    if previous.seed != args.seed {
-        bail!(
-            "--extend {path}: seed {}, not {} (give --seed {0})",
-            previous.seed,
-            args.seed
-        );
-    }
-    Ok(())
-}
-
 /// What the digit classifier measured: itself on the real digits, the floor, and one row per
 /// weights × sampler.
 struct SampleMeasures {
@@ -462,7 +386,7 @@ struct SampleMeasures {
 /// Generates with every weights and sampler and measures the images with the classifier.
 fn measure_samples(
     args: &EvalArgs,
-    settings: &Sampling,
+    settings: &Settings,
     previous: Option<&Report>,
     classifier: &Classifier,
     models: &[Loaded],
@@ -477,8 +401,20 @@ fn measure_samples(
         );
     }
     // The real digits: half A is the reference, half B the floor.
-    let real = classifier.read(&heldout.pixels, args.batch, device)?;
+    let real = classifier.read(&heldout.pixels, settings.batch, device)?;
     let labels = heldout.labels.as_deref().unwrap_or_default();
+    let classifier_accuracy = classifier::accuracy(&real.predictions, labels);
+    // A report without the classifier's fingerprint: its accuracy on the same digits tells.
+    if let Some(theirs) = previous.and_then(|p| p.classifier_accuracy)
+        && previous.is_some_and(|p| p.classifier_sha256.is_none())
+        && theirs != classifier_accuracy
+    {
+        bail!(
+            "--extend: the report's classifier was right on {:.2}% of the held-out digits, this one on {:.2}%: another classifier (--classifier)",
+            100.0 * theirs,
+            100.0 * classifier_accuracy
+        );
+    }
     let half = heldout.len() / 2;
     let reference = Gaussian::fit(&real.features[..half * FEATURES], FEATURES);
     let other = &real.features[half * FEATURES..];
@@ -510,12 +446,12 @@ fn measure_samples(
                     guidance,
                     classes,
                     n: settings.n,
-                    batch: args.batch,
+                    batch: settings.batch,
                     seed: args.seed,
                 };
                 let what = format!("{} {spec} {label}", which.name());
                 generate(model, config, &options, &what, device)
-                    .and_then(|pixels| classifier.read(&pixels, args.batch, device))
+                    .and_then(|pixels| classifier.read(&pixels, settings.batch, device))
             };
             if let Some(classes) = ClassChoice::Mixed.labels(config.unet.num_classes, settings.n)? {
                 let out = set(
@@ -536,7 +472,7 @@ fn measure_samples(
         }
     }
     Ok(SampleMeasures {
-        classifier_accuracy: classifier::accuracy(&real.predictions, labels),
+        classifier_accuracy,
         floor,
         rows,
     })
@@ -576,29 +512,35 @@ fn load_models(path: &Path, weights: &[WeightsChoice], device: &Device) -> Resul
             })
             .collect();
     }
-    if !wanted.contains(&WeightsChoice::Ema) {
+    // The model card `ddpm export` wrote beside the file says the step and which weights the
+    // file holds (EMA unless it says raw).
+    let card = std::fs::read(path.with_extension("json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<ModelCard>(&bytes).ok());
+    let held = match card.as_ref().and_then(|c| c.averaging.as_deref()) {
+        Some("raw") => WeightsChoice::Raw,
+        _ => WeightsChoice::Ema,
+    };
+    if !wanted.contains(&held) {
         bail!(
-            "{}: a weights file holds the EMA weights only; raw weights need the run folder",
-            path.display()
+            "{}: a weights file holds one set of weights, {} here (its card says); the others need the run folder",
+            path.display(),
+            held.name()
         );
     }
-    if wanted.contains(&WeightsChoice::Raw) {
+    if wanted.len() > 1 {
         eprintln!(
-            "notice: {}: a weights file holds the EMA weights only; evaluating those",
-            path.display()
+            "notice: {}: a weights file holds one set of weights; evaluating those ({})",
+            path.display(),
+            held.name()
         );
     }
     let (model, config) = sample::load_model(path, device)?;
-    // The model card `ddpm export` wrote beside the file says the step.
-    let step = std::fs::read(path.with_extension("json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<ModelCard>(&bytes).ok())
-        .and_then(|card| card.steps_trained);
     Ok(vec![Loaded {
-        which: WeightsChoice::Ema,
+        which: held,
         model,
         config,
-        step,
+        step: card.and_then(|card| card.steps_trained),
     }])
 }
 
@@ -626,7 +568,7 @@ fn check_samplers(config: &ModelConfig, samplers: &[SamplerSpec]) -> Result<()> 
 /// The held-out images of a model the digit classifier cannot judge (colour, another size or
 /// other classes): only its bits/dim is measured, on images it was not trained on, which the
 /// user names (the default, MNIST's test digits, is not of its kind).
-fn own_heldout(args: &EvalArgs, config: &ModelConfig) -> Result<Dataset> {
+fn own_heldout(args: &EvalArgs, settings: &Settings, config: &ModelConfig) -> Result<Dataset> {
     let [height, width] = config.image_size;
     let channels = config.unet.channels;
     let classes = config
@@ -640,7 +582,7 @@ fn own_heldout(args: &EvalArgs, config: &ModelConfig) -> Result<Dataset> {
     if args.heldout == EMBEDDED_MNIST_TEST {
         bail!("{what}; pass --heldout with held-out images of its own to measure its bits/dim");
     }
-    if args.nll_images == 0 {
+    if settings.nll_images == 0 {
         bail!("{what}, and --nll-images is 0: nothing to measure");
     }
     let sample_flags = [
@@ -729,7 +671,8 @@ fn generate(
     Ok(pixels)
 }
 
-/// Writes `bytes` to `path` (refusing to replace a file unless `force`).
+/// Writes `bytes` to `path` (refusing to replace a file unless `force`), through a temporary
+/// file renamed into place, so that a failed write leaves the old file whole.
 fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     if path.exists() && !force {
         bail!("{}: exists; pass --force to overwrite it", path.display());
@@ -738,7 +681,15 @@ fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("{}: cannot create", parent.display()))?;
     }
-    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SamplerSpec;
 use super::likelihood::Bound;
+use super::settings::DEFAULT_BATCH;
 
 /// Everything one `ddpm eval` run measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,10 +28,17 @@ pub struct Report {
     pub heldout: String,
     /// The classifier's accuracy on all held-out digits (none for a model it cannot judge).
     pub classifier_accuracy: Option<f64>,
+    /// SHA-256 of the classifier's weights (digit models; reports before 2026-11-30 lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_sha256: Option<String>,
     /// Generated images per measure (digit models only).
     pub images: Option<usize>,
     /// Guidance scale of the class-conditional samples (digit models only).
     pub guidance: Option<f64>,
+    /// Images per network call, which also decides each image's noise (reports before
+    /// 2026-11-30 lack it: see [`Report::batch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
     /// The sampling seed.
     pub seed: u64,
     /// Real against real: the distance a perfect model would reach (digit models only).
@@ -130,6 +138,30 @@ impl Report {
             std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
         serde_json::from_slice(&bytes)
             .with_context(|| format!("{}: not a `ddpm eval --out` report", path.display()))
+    }
+
+    /// Images per network call: recorded, else the `--batch` of its command, else the default
+    /// of the time.
+    pub fn batch(&self) -> usize {
+        let flag = self.command.iter().enumerate().find_map(|(i, arg)| {
+            match arg.strip_prefix("--batch") {
+                Some("") => self.command.get(i + 1)?.parse().ok(),
+                Some(value) => value.strip_prefix('=')?.parse().ok(),
+                None => None,
+            }
+        });
+        self.batch.or(flag).unwrap_or(DEFAULT_BATCH)
+    }
+
+    /// The samplers of its rows, in the order they first appear.
+    pub fn samplers(&self) -> Vec<SamplerSpec> {
+        let mut found = Vec::new();
+        for spec in self.samples.iter().filter_map(|r| r.sampler.parse().ok()) {
+            if !found.contains(&spec) {
+                found.push(spec);
+            }
+        }
+        found
     }
 
     /// Whether this report already measured `sampler` with `weights`.
@@ -254,8 +286,10 @@ mod tests {
             device: device.into(),
             heldout: "mnist-test".into(),
             classifier_accuracy: Some(0.97),
+            classifier_sha256: None,
             images: Some(20),
             guidance: Some(3.0),
+            batch: None,
             seed: 0,
             floor: None,
             samples: rows

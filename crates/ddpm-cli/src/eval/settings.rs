@@ -1,0 +1,166 @@
+//! How an evaluation runs: the flags, else the settings of the report it extends (`--extend`),
+//! else the defaults; and the checks that keep an extension's rows comparable with the report's.
+
+use std::fmt::Display;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use super::{EvalArgs, Report, SamplerSpec};
+
+/// Images per network call when not given.
+pub const DEFAULT_BATCH: usize = 250;
+
+/// The settings of one `ddpm eval` run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Generated images per weights × sampler (digit models).
+    pub n: usize,
+    /// Samplers (digit models).
+    pub samplers: Vec<SamplerSpec>,
+    /// Guidance scale of the class-conditional samples (digit models).
+    pub guidance: f64,
+    /// Images per network call; it also decides each image's noise (batch k is seeded
+    /// `seed · 10⁶ + k`) and the steps drawn for the bound.
+    pub batch: usize,
+    /// Held-out images for the bits/dim (0: none).
+    pub nll_images: usize,
+    /// One step per block of this many for the bound.
+    pub nll_stride: usize,
+}
+
+impl Settings {
+    /// The flags, else `previous`'s settings, else the defaults. A flag that differs from the
+    /// report extended is refused by name: its rows would not compare.
+    pub fn resolve(args: &EvalArgs, previous: Option<&Report>) -> Result<Self> {
+        let bound = previous
+            .and_then(|p| p.likelihood.first())
+            .map(|l| &l.bound);
+        let nll_images = match args.nll_images {
+            // Skipping the bound is always allowed.
+            Some(0) => 0,
+            given => pick("--nll-images", given, bound.map(|b| b.images), 1000)?,
+        };
+        Ok(Self {
+            n: pick("-n", args.n, previous.and_then(|p| p.images), 1000)?,
+            samplers: args
+                .samplers
+                .clone()
+                .or_else(|| previous.map(Report::samplers).filter(|s| !s.is_empty()))
+                .unwrap_or_else(|| {
+                    use SamplerSpec::{Ddim, Ddpm};
+                    vec![Ddpm, Ddim(10), Ddim(20), Ddim(50), Ddim(100)]
+                }),
+            guidance: pick(
+                "--guidance",
+                args.guidance,
+                previous.and_then(|p| p.guidance),
+                3.0,
+            )?,
+            batch: pick(
+                "--batch",
+                args.batch,
+                previous.map(Report::batch),
+                DEFAULT_BATCH,
+            )?,
+            nll_images,
+            nll_stride: pick("--nll-stride", args.nll_stride, bound.map(|b| b.stride), 1)?,
+        })
+    }
+}
+
+/// `given`, else `extended`, else `default`; refused when `given` and `extended` differ.
+fn pick<T: PartialEq + Display + Copy>(
+    flag: &str,
+    given: Option<T>,
+    extended: Option<T>,
+    default: T,
+) -> Result<T> {
+    match (given, extended) {
+        (Some(given), Some(extended)) if given != extended => {
+            bail!("{flag} {given}: the report extended (--extend) was measured with {extended}")
+        }
+        _ => Ok(given.or(extended).unwrap_or(default)),
+    }
+}
+
+/// Refuses to extend a report of another model, step, held-out set, seed or classifier.
+pub fn check_extends(
+    args: &EvalArgs,
+    previous: &Report,
+    step: Option<usize>,
+    classifier_sha256: Option<&str>,
+) -> Result<()> {
+    let path = args.extend.as_deref().unwrap_or(Path::new("")).display();
+    let show = |s: Option<usize>| s.map_or("unknown".into(), |s| s.to_string());
+    if let (Ok(theirs), Ok(ours)) = (
+        std::fs::canonicalize(&previous.model),
+        std::fs::canonicalize(&args.model),
+    ) && theirs != ours
+    {
+        bail!(
+            "--extend {path}: measured {}, not {}",
+            theirs.display(),
+            ours.display()
+        );
+    }
+    if previous.step != step {
+        bail!(
+            "--extend {path}: evaluates step {}, but {} is at step {}",
+            show(previous.step),
+            args.model.display(),
+            show(step)
+        );
+    }
+    if previous.heldout != args.heldout {
+        bail!(
+            "--extend {path}: measured on held-out `{}`, not `{}`",
+            previous.heldout,
+            args.heldout
+        );
+    }
+    if previous.seed != args.seed {
+        bail!(
+            "--extend {path}: seed {}, not {} (give --seed {0})",
+            previous.seed,
+            args.seed
+        );
+    }
+    if let (Some(theirs), Some(ours)) = (&previous.classifier_sha256, classifier_sha256)
+        && theirs != ours
+    {
+        bail!("--extend {path}: measured with another classifier (--classifier)");
+    }
+    Ok(())
+}
+
+/// Refuses an extension that would measure nothing: every weights × sampler and bits/dim asked
+/// for is in the report already. `weights` are those loaded (a weights file holds one set).
+pub fn nothing_new(
+    args: &EvalArgs,
+    previous: &Report,
+    settings: &Settings,
+    weights: &[&str],
+    digit_model: bool,
+) -> Result<()> {
+    let rows = digit_model
+        && weights.iter().any(|w| {
+            settings
+                .samplers
+                .iter()
+                .any(|s| !previous.has_row(w, &s.to_string()))
+        });
+    let bounds = settings.nll_images > 0 && weights.iter().any(|w| !previous.has_bound(w));
+    if !rows && !bounds {
+        let other = if digit_model {
+            "--samplers or --weights"
+        } else {
+            "--weights"
+        };
+        bail!(
+            "--extend {}: already has every row asked for; name other {other}",
+            args.extend.as_deref().unwrap_or(Path::new("")).display()
+        );
+    }
+    Ok(())
+}

@@ -264,6 +264,33 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
         err.contains("digits-raw.bpk") && err.contains("raw here"),
         "{err}"
     );
+    // Re-exported (to f16), a weights file keeps what its card knew.
+    let half = dir.path().join("digits-raw16.bpk");
+    ok(&[
+        "export",
+        raw_s,
+        "-o",
+        half.to_str().expect("utf8"),
+        "--f16",
+        "--weights",
+        "raw",
+    ]);
+    let half_card = json(&dir.path().join("digits-raw16.json"));
+    for key in [
+        "averaging",
+        "steps_trained",
+        "class_names",
+        "dataset",
+        "training_seconds",
+        "training_sessions",
+    ] {
+        assert_eq!(half_card[key], raw_card[key], "{key}");
+    }
+    assert_eq!(half_card["precision"], "f16");
+    assert_eq!(
+        half_card["training_sessions"].as_array().map(Vec::len),
+        Some(1)
+    );
     let err = fails(&[
         "export",
         weights_s,

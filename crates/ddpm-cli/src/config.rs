@@ -346,7 +346,10 @@ impl TrainConfig {
                 o.min_lr_ratio
             );
         }
-        if !(0.0..1.0).contains(&self.ema.decay) || self.ema.every == 0 || self.ema.power <= 0.0 {
+        // `!(p > 0.0)` refuses NaN too.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        let bad_power = !(self.ema.power > 0.0);
+        if !(0.0..1.0).contains(&self.ema.decay) || self.ema.every == 0 || bad_power {
             bail!("ema.decay must be in [0, 1), ema.every ≥ 1 and ema.power > 0");
         }
         let r = &self.run;
@@ -356,8 +359,27 @@ impl TrainConfig {
         if self.diffusion.timesteps == 0 {
             bail!("diffusion.timesteps must be at least 1");
         }
-        if !(0.0..1.0).contains(&self.diffusion.cond_drop_prob) {
+        let d = &self.diffusion;
+        if !(0.0..1.0).contains(&d.cond_drop_prob) {
             bail!("diffusion.cond_drop_prob must be in [0, 1)");
+        }
+        if d.beta_schedule
+            .betas(d.timesteps)
+            .iter()
+            .any(|b| !(0.0..1.0).contains(b))
+        {
+            bail!(
+                "diffusion.beta_schedule {:?} gives no valid β (each in [0, 1)) at T = {}: check its parameters",
+                d.beta_schedule,
+                d.timesteps
+            );
+        }
+        let finite_non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        if !finite_non_negative(d.offset_noise_strength) || !finite_non_negative(d.vb_loss_weight) {
+            bail!("diffusion.offset_noise_strength and diffusion.vb_loss_weight must be ≥ 0");
+        }
+        if d.min_snr_gamma.is_some_and(|g| !(g.is_finite() && g > 0.0)) {
+            bail!("diffusion.min_snr_gamma must be a positive number when set");
         }
         Ok(())
     }
@@ -441,6 +463,28 @@ mod tests {
             .expect_err("no =")
             .to_string();
         assert!(err.contains("KEY=VALUE"), "{err}");
+        // Values that would make NaN β or weights, named by key.
+        for (set, key) in [
+            (
+                "diffusion.beta_schedule={ kind = \"sigmoid\", start = 1, end = 1, tau = 1 }",
+                "beta_schedule",
+            ),
+            (
+                "diffusion.beta_schedule={ kind = \"cosine\", s = -1 }",
+                "beta_schedule",
+            ),
+            ("ema.power=nan", "ema.power"),
+            ("diffusion.min_snr_gamma=-5", "min_snr_gamma"),
+            (
+                "diffusion.offset_noise_strength=inf",
+                "offset_noise_strength",
+            ),
+        ] {
+            let err = TrainConfig::from_toml("", &[set.into()])
+                .expect_err(set)
+                .to_string();
+            assert!(err.contains(key), "{set}: {err}");
+        }
         let err = TrainConfig::from_toml("[run]\nsteps = \"many\"\n", &[])
             .expect_err("type")
             .to_string();

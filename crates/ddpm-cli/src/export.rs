@@ -113,6 +113,8 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         }
     }
     let device = Device::flex();
+    // What a weights file's own card knew: its weights, training time and sessions.
+    let mut earlier = None;
     let (model, config, (dataset, class_names, steps_trained)) = if args.model.is_dir() {
         // One checkpoint for the weights and for the card, even if a running trainer lands a
         // newer one in between.
@@ -121,19 +123,40 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         let (model, config, _) = load_checkpoint_model(&ckpt, file, &device)?;
         (model, config, provenance(&args.model, &ckpt)?)
     } else {
-        if args.weights == WeightsChoice::Raw {
+        let (model, config) = load_model(&args.model, &device)?;
+        // Re-exporting a file (e.g. to f16) keeps what its card knew.
+        let card = card_of(&args.model);
+        let held = card.as_ref().and_then(|c| c.averaging.clone());
+        if args.weights == WeightsChoice::Raw && held.as_deref() != Some("raw") {
             bail!(
-                "{}: --weights raw needs a run folder (a weights file holds one set of weights)",
+                "{}: --weights raw needs a run folder (a weights file holds one set of weights, and its card does not say raw)",
                 args.model.display()
             );
         }
-        let (model, config) = load_model(&args.model, &device)?;
-        (model, config, (None, Vec::new(), None))
+        let known = card.map(|c| {
+            (
+                c.dataset,
+                c.class_names,
+                c.steps_trained,
+                c.training_seconds,
+                c.training_sessions,
+            )
+        });
+        let (dataset, class_names, steps, seconds, sessions) =
+            known.unwrap_or((None, Vec::new(), None, None, Vec::new()));
+        earlier = Some((held, seconds, sessions));
+        (model, config, (dataset, class_names, steps))
     };
-    let training_seconds = steps_trained.and_then(|step| training_seconds(&args.model, step));
-    let training_sessions = steps_trained.map_or_else(Vec::new, |step| {
-        session::sessions_until(&RunDir(args.model.clone()).sessions(), step)
-    });
+    let (averaging, training_seconds, training_sessions) = match earlier {
+        Some(known) => known,
+        None => (
+            Some(args.weights.name().to_string()),
+            steps_trained.and_then(|step| training_seconds(&args.model, step)),
+            steps_trained.map_or_else(Vec::new, |step| {
+                session::sessions_until(&RunDir(args.model.clone()).sessions(), step)
+            }),
+        ),
+    };
     let evaluation = args
         .eval
         .as_deref()
@@ -161,7 +184,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         dataset,
         class_names,
         steps_trained,
-        averaging: args.model.is_dir().then(|| args.weights.name().to_string()),
+        averaging,
         training_seconds,
         training_sessions,
         evaluation,
@@ -182,6 +205,21 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         card_path.display()
     );
     Ok(())
+}
+
+/// The model card beside a weights file, when it describes that file (same SHA-256).
+fn card_of(weights: &Path) -> Option<ModelCard> {
+    let card: ModelCard =
+        serde_json::from_slice(&std::fs::read(weights.with_extension("json")).ok()?).ok()?;
+    let bytes = std::fs::read(weights).ok()?;
+    if card.sha256 != hex(&Sha256::digest(&bytes)) {
+        eprintln!(
+            "notice: {}: its card describes other weights (another SHA-256); exporting without it",
+            weights.display()
+        );
+        return None;
+    }
+    Some(card)
 }
 
 /// A `ddpm eval` report, checked to be of the step being exported.

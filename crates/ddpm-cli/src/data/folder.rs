@@ -24,6 +24,15 @@ pub(super) fn load(root: &Path, shaping: &Shaping) -> Result<Dataset> {
         Some(first.as_os_str().to_string_lossy().into_owned())
     };
     let labelled = files.iter().all(|f| class_of(f).is_some());
+    if !labelled
+        && let Some(loose) = files.iter().find(|f| class_of(f).is_none())
+        && files.iter().any(|f| class_of(f).is_some())
+    {
+        eprintln!(
+            "notice: {}: lies beside the class folders, so the images get no classes (move it to use the folder names as classes)",
+            loose.display()
+        );
+    }
     let mut class_names: Vec<String> = if labelled {
         files.iter().filter_map(|f| class_of(f)).collect()
     } else {

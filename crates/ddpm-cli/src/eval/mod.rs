@@ -125,8 +125,9 @@ impl WeightsChoice {
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// A run folder (EMA and raw weights of its newest checkpoint) or an exported weights file
-    /// (the one set of weights it holds, EMA or raw as its card says). A model of 28×28 grayscale digits gets every measure; any other
-    /// model only its bits/dim, on the `--heldout` images it is given.
+    /// (the one set of weights it holds, EMA or raw as its card says). A model of 28×28
+    /// grayscale digits gets every measure; any other model only its bits/dim, on the
+    /// `--heldout` images it is given.
     pub model: PathBuf,
     /// Generated images per sampler and weights for the class-conditional measures (the
     /// classes in turn), and as many without a class [default: 1000]. Digit models only.

@@ -423,35 +423,22 @@ fn weights_of_another_model_and_unwritable_run_folders_are_refused_by_name() {
     let err = fails(&args(&["train", "/proc/ddpm-run", "--steps", "1"], &tiny));
     assert!(err.contains("/proc/ddpm-run"), "{err}");
     // --force starts the run over: its own files (sessions.jsonl too) go, a stranger's stays.
-    ok(&args(
-        &[
-            "train",
-            run_s,
-            "--steps",
-            "1",
-            "--sample-every",
-            "0",
-            "--force",
-        ],
-        &tiny,
-    ));
+    let restart = [
+        "train",
+        run_s,
+        "--steps",
+        "1",
+        "--sample-every",
+        "0",
+        "--force",
+    ];
+    ok(&args(&restart, &tiny));
     let sessions = std::fs::read_to_string(run.join("sessions.jsonl")).expect("sessions");
     assert_eq!(sessions.lines().count(), 1, "{sessions}");
     assert_eq!(losses(&run).len(), 1);
     assert!(!run.join("checkpoints/step-000000002").exists());
     std::fs::write(run.join("notes.txt"), "mine").expect("write");
-    let err = fails(&args(
-        &[
-            "train",
-            run_s,
-            "--steps",
-            "1",
-            "--sample-every",
-            "0",
-            "--force",
-        ],
-        &tiny,
-    ));
+    let err = fails(&args(&restart, &tiny));
     assert!(err.contains("notes.txt"), "{err}");
     assert_eq!(
         std::fs::read_to_string(run.join("notes.txt")).expect("kept"),

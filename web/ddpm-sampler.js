@@ -38,13 +38,19 @@ export class DdpmSampler extends HTMLElement {
     super();
     this.#root = this.attachShadow({ mode: 'open' });
     this.#root.adoptedStyleSheets = [sheet];
-    this.#root.innerHTML = `<div class="frame"><canvas part="canvas"></canvas>
-      <div class="status" part="status" aria-live="polite"></div>
+    // The status changes with every step, so it is not a live region (a screen reader would
+    // read each one); the canvas names what it shows instead.
+    this.#root.innerHTML = `<div class="frame"><canvas part="canvas" role="img" aria-label="no images yet"></canvas>
+      <div class="status" part="status"></div>
       <div class="error" part="error" role="alert" hidden></div><div class="controls"></div></div>`;
   }
 
   connectedCallback() {
-    if (this.#observer) return;
+    if (this.#observer) {
+      // Moved elsewhere in the page (disconnected, then connected again): start again.
+      if (this.#visible) this.#restart();
+      return;
+    }
     // Bad attributes are reported at once, even before the widget scrolls into view.
     try {
       readSettings(this);
@@ -63,12 +69,23 @@ export class DdpmSampler extends HTMLElement {
 
   #observer = null;
 
+  // Removed from the page: stop, free the run on the model thread and stop listening to it.
   disconnectedCallback() {
     this.#playing = false;
+    clearTimeout(this.#debounce);
+    this.#generation++; // a restart or step in flight ends without drawing
+    this.#total = 0;
+    this.#done = 0;
+    this.#listening?.removeEventListener('device-lost', this.#onDeviceLost);
+    this.#listening = null;
+    const engine = this.#engine;
+    if (engine) {
+      this.#queue = this.#queue.then(() => engine.call('drop', { runId: this.#runId })).catch(() => {});
+    }
   }
 
   attributeChangedCallback() {
-    if (!this.#visible) return;
+    if (!this.#visible || !this.isConnected) return;
     clearTimeout(this.#debounce);
     this.#debounce = setTimeout(() => this.#restart(), 0);
   }
@@ -171,6 +188,10 @@ export class DdpmSampler extends HTMLElement {
   async #restart() {
     const generation = ++this.#generation;
     this.#playing = false;
+    // Nothing to play or step until the new run has started.
+    this.#total = 0;
+    this.#done = 0;
+    this.#syncButtons();
     this.#error(null);
     try {
       this.#settings = readSettings(this);
@@ -188,11 +209,15 @@ export class DdpmSampler extends HTMLElement {
         this.#listening = this.#engine;
       }
       this.#statusText('starting the model…');
-      this.#backendName = (await this.#engine.backend).name;
-      this.#model = await this.#engine.model(s.model);
+      const engine = this.#engine;
+      const backendName = (await engine.backend).name;
+      const model = await engine.model(s.model);
       if (generation !== this.#generation) return;
-      const { total } = await this.#engine.call('start', { key: s.model, runId: this.#runId, options: runOptions(s) });
+      const { total } = await engine.call('start', { key: s.model, runId: this.#runId, options: runOptions(s) });
       if (generation !== this.#generation) return;
+      // Kept only now: a restart that a newer one overtook changes nothing.
+      this.#backendName = backendName;
+      this.#model = model;
       this.#total = total;
       this.#done = 0;
       this.#pace = new Pace(s.drawEvery);
@@ -221,6 +246,7 @@ export class DdpmSampler extends HTMLElement {
     canvas.height = frame.height;
     const image = new ImageData(frame.pixels, frame.width, frame.height);
     canvas.getContext('2d').putImageData(image, 0, 0);
+    canvas.setAttribute('aria-label', `${this.#settings.n} generated images, denoising step ${frame.step} of ${this.#total}`);
     this.#frames[frame.step] = image;
     const scrub = this.#root.querySelector('[name=scrub]');
     if (scrub) {

@@ -40,7 +40,11 @@ const ops = {
   start({ key, runId, options }) {
     const model = models.get(key);
     if (!model) throw new Error(`model ${key} is not loaded`);
-    runs.get(runId)?.free();
+    // The widget's old run goes first, so that a start the model refuses leaves no run
+    // behind to be stepped.
+    const old = runs.get(runId);
+    runs.delete(runId);
+    old?.free();
     const run = model.run(options);
     runs.set(runId, run);
     return { total: run.total };

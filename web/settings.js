@@ -56,7 +56,8 @@ export function readSettings(element) {
     eta: number('eta', get('eta', '0'), 0),
     seed: integer('seed', get('seed', '0'), 0, MAX_SEED),
     n: integer('n', get('n', '16'), 1, 64),
-    class: /^\d+$/.test(classText) ? Number(classText) : oneOf('class-label', classText, ['mixed', 'none']),
+    // A class number past the model's classes is refused by the model, naming its count.
+    class: /^\d+$/.test(classText) ? integer('class-label', classText, 0, 1_000_000) : oneOf('class-label', classText, ['mixed', 'none']),
     guidance: number('guidance', get('guidance', '1'), -Infinity),
     view: oneOf('view', get('view', 'x'), ['x', 'x0']),
     backend: oneOf('backend', get('backend', 'auto'), ['auto', 'cpu']),

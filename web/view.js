@@ -5,7 +5,7 @@ export const CSS = `
 :host { display: block; max-width: 32rem; font: 14px/1.4 system-ui, sans-serif; color: #222; }
 :host([hidden]) { display: none; }
 .frame { border: 1px solid #ccc; border-radius: 6px; padding: 8px; background: #fafafa; }
-canvas { display: block; width: 100%; aspect-ratio: 1; image-rendering: pixelated; background: #202020; }
+canvas { display: block; width: 100%; height: auto; image-rendering: pixelated; background: #202020; }
 .status { margin-top: 4px; font-size: 12px; color: #555; min-height: 1.4em; }
 .error { margin-top: 4px; padding: 6px; border-radius: 4px; background: #fde8e8; color: #8a1010; }
 .controls { display: grid; grid-template-columns: repeat(auto-fill, minmax(7.5rem, 1fr)); gap: 6px; margin-top: 6px; }

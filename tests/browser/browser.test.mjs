@@ -177,6 +177,29 @@ test('widgets on one page: a bad attribute or tampered weights show a message, t
   // The host page is untouched: its prose is still there and no error escaped the widgets.
   assert.equal(await page.evaluate(() => document.querySelectorAll('p').length), 2);
   assert.deepEqual(problems.filter((p) => !p.includes('ddpm-sampler')), []);
+  // A start the model refuses (more DDIM steps than its T) leaves no run to play or step.
+  const good = (js) => page.evaluate(js);
+  await good(() => document.getElementById('good').setAttribute('steps', '100000'));
+  await page.waitForFunction(() => !document.getElementById('good').shadowRoot.querySelector('.error').hidden);
+  const refused = await widgetError(page, 'good');
+  assert.match(refused, /100000/);
+  await good(() => document.getElementById('good').step());
+  assert.equal(await widgetError(page, 'good'), refused);
+  assert.deepEqual(await good(() => document.getElementById('good').progress), { done: 0, total: 0 });
+  // Two images side by side: the canvas keeps the grid's 2:1 shape instead of a square.
+  await good(() => {
+    const w = document.getElementById('good');
+    w.setAttribute('n', '2');
+    w.setAttribute('steps', '2');
+  });
+  await page.waitForFunction(() => window.ddpmEvents.filter((e) => e.id === 'good' && e.type === 'ddpm-done').length === 2);
+  const shape = await good(() => {
+    const canvas = document.getElementById('good').shadowRoot.querySelector('canvas');
+    const box = canvas.getBoundingClientRect();
+    return { grid: canvas.width / canvas.height, shown: box.width / box.height };
+  });
+  assert.ok(shape.grid > 1.5, JSON.stringify(shape));
+  assert.ok(Math.abs(shape.shown - shape.grid) < 0.05, JSON.stringify(shape));
   // A second visit takes the weights from the cache: the server sees no new request for them.
   const before = server.requests('/fixtures/bars.bpk');
   const second = await openPage(context, `${server.url}/fixtures/parity.html`);

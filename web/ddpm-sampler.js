@@ -78,9 +78,9 @@ export class DdpmSampler extends HTMLElement {
     this.#done = 0;
     this.#listening?.removeEventListener('device-lost', this.#onDeviceLost);
     this.#listening = null;
-    const engine = this.#engine;
-    if (engine) {
-      this.#queue = this.#queue.then(() => engine.call('drop', { runId: this.#runId })).catch(() => {});
+    const runner = this.#engine;
+    if (runner) {
+      this.#queue = this.#queue.then(() => runner.call('drop', { runId: this.#runId })).catch(() => {});
     }
   }
 
@@ -209,11 +209,11 @@ export class DdpmSampler extends HTMLElement {
         this.#listening = this.#engine;
       }
       this.#statusText('starting the model…');
-      const engine = this.#engine;
-      const backendName = (await engine.backend).name;
-      const model = await engine.model(s.model);
+      const runner = this.#engine;
+      const backendName = (await runner.backend).name;
+      const model = await runner.model(s.model);
       if (generation !== this.#generation) return;
-      const { total } = await engine.call('start', { key: s.model, runId: this.#runId, options: runOptions(s) });
+      const { total } = await runner.call('start', { key: s.model, runId: this.#runId, options: runOptions(s) });
       if (generation !== this.#generation) return;
       // Kept only now: a restart that a newer one overtook changes nothing.
       this.#backendName = backendName;

@@ -38,7 +38,10 @@ try {
 
 // Where the model came from, from its card.
 sampler.addEventListener('ddpm-ready', ({ detail: { card } }) => {
-  const parts = [`${card.parameters.toLocaleString('en')} parameters`, `${(card.bytes / 1e6).toFixed(1)} MB (${card.precision})`];
+  // A hand-written card may lack any of these: show what it has.
+  const parts = [];
+  if (Number.isFinite(card.parameters)) parts.push(`${card.parameters.toLocaleString('en')} parameters`);
+  if (Number.isFinite(card.bytes)) parts.push(`${(card.bytes / 1e6).toFixed(1)} MB (${card.precision ?? '?'})`);
   if (card.steps_trained) parts.push(`${card.steps_trained.toLocaleString('en')} training steps`);
   if (card.training_seconds) parts.push(`${(card.training_seconds / 60).toFixed(0)} min of training`);
   if (card.dataset) parts.push(`data: ${card.dataset}`);

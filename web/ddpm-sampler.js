@@ -150,7 +150,10 @@ export class DdpmSampler extends HTMLElement {
         // step measured between drawn steps is the one to show.
         this.#status(this.#pace.msPerStep ?? frame.ms);
         this.#emit('ddpm-step', { step: frame.step, total: this.#total, ms: frame.ms });
-        if (this.#done === this.#total) this.#emit('ddpm-done', { total: this.#total });
+        if (this.#done === this.#total) {
+          this.#syncButtons();
+          this.#emit('ddpm-done', { total: this.#total });
+        }
       } catch (e) {
         // A lost device restarts the widget on the CPU (see #onDeviceLost).
         if (!e?.deviceLost && generation === this.#generation) this.#fail(e);
@@ -316,6 +319,12 @@ export class DdpmSampler extends HTMLElement {
   #syncButtons() {
     const play = this.#root.querySelector('[data-action=play]');
     if (play) play.textContent = this.#playing ? 'Pause' : 'Play';
+    // Nothing to play or step before the run has started or after its last step.
+    const finished = !this.#total || this.#done >= this.#total;
+    for (const action of ['play', 'step']) {
+      const button = this.#root.querySelector(`[data-action=${action}]`);
+      if (button) button.disabled = finished && !this.#playing;
+    }
   }
 }
 

@@ -40,7 +40,10 @@ class Engine extends EventTarget {
       else call.reject(new Error(data.error));
     };
     this.worker.onerror = (event) => {
-      const error = new Error(`the model worker failed: ${event.message ?? 'unknown error'}`);
+      // A script that fails to load (e.g. a CSP without `worker-src` for its origin) gives no
+      // message; say what to check.
+      const why = event.message ?? 'its script did not load (check the CSP allows workers from its origin)';
+      const error = new Error(`the model worker failed: ${why}`);
       for (const call of pending.values()) call.reject(error);
       pending.clear();
     };

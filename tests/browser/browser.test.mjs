@@ -54,6 +54,14 @@ test('the demo page picks WebGPU, redraws the canvas after every step and ends w
   assert.ok(last < 0.5 * first, `roughness: ${first.toFixed(1)} at step 1, ${last.toFixed(1)} at the end`);
   const status = await page.evaluate(() => document.getElementById('sampler').shadowRoot.querySelector('.status').textContent);
   assert.match(status, /step 6\/6 · \d+ ms\/step · WebGPU/);
+  // After the last step there is nothing to play or step; a restart is still offered, and the
+  // canvas says what it shows.
+  const controls = await page.evaluate(() => {
+    const root = document.getElementById('sampler').shadowRoot;
+    const disabled = (a) => root.querySelector(`[data-action=${a}]`).disabled;
+    return { play: disabled('play'), step: disabled('step'), restart: disabled('restart'), label: root.querySelector('canvas').getAttribute('aria-label') };
+  });
+  assert.deepEqual(controls, { play: true, step: true, restart: false, label: '4 generated images, denoising step 6 of 6' });
   // Where the model came from, and what `ddpm eval` measured, from its card.
   const card = JSON.parse(await (await fetch(`${server.url}/models/mnist.json`)).text());
   const best = Math.max(...card.evaluation.samples.filter((r) => r.weights === card.averaging).map((r) => r.accuracy));

@@ -79,6 +79,9 @@ pub enum UnetConfigError {
     /// θ must be a finite number greater than 1.
     #[error("U-Net config: `sinusoidal_pos_emb_theta` must be finite and > 1, got {0}")]
     Theta(f64),
+    /// A model's images are gray or RGB.
+    #[error("images have 1 (gray) or 3 (RGB) channels, got {0}")]
+    ImageChannels(usize),
     /// An image size the U-Net cannot take.
     #[error("image size {height}×{width} must be divisible by {factor} for {levels} levels")]
     ImageSize {

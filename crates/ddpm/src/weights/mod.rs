@@ -40,9 +40,13 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// Checks that the network can be built and takes images of `image_size`.
+    /// Checks that the network can be built and takes images of `image_size`, gray or RGB
+    /// (what samples are drawn as; the U-Net alone takes any number of channels).
     pub fn validate(&self) -> Result<(), UnetConfigError> {
         self.unet.validate()?;
+        if !matches!(self.unet.channels, 1 | 3) {
+            return Err(UnetConfigError::ImageChannels(self.unet.channels));
+        }
         let [height, width] = self.image_size;
         self.unet.check_image_size(height, width)
     }

@@ -266,6 +266,17 @@ fn bad_metadata_gives_typed_errors() {
         err.to_string(),
         "the file's model configuration is invalid: image size 9×8 must be divisible by 2 for 2 levels"
     );
+    // Four channels make a valid U-Net, but not images that can be drawn.
+    let mut rgba = config.clone();
+    rgba.unet.channels = 4;
+    let rgba_model = rgba.unet.init(&device);
+    let err = from_bytes(&file_with(&rgba_model, &rgba, &[]), &device)
+        .map(|_| ())
+        .expect_err("4 channels");
+    assert_eq!(
+        err.to_string(),
+        "the file's model configuration is invalid: images have 1 (gray) or 3 (RGB) channels, got 4"
+    );
     assert!(matches!(
         with(KEY_PRECISION, "f8"),
         Err(WeightsError::Config(_))

@@ -13,6 +13,7 @@ import { ATTRIBUTES, randomSeed, readSettings, runOptions } from './settings.js'
 import { CSS, controlsHtml } from './view.js';
 
 let nextRunId = 1;
+const MAX_FRAMES = 200;
 const sheet = new CSSStyleSheet();
 sheet.replaceSync(CSS);
 const reducedMotion = () => globalThis.matchMedia?.('(prefers-reduced-motion: reduce)').matches;
@@ -251,11 +252,23 @@ export class DdpmSampler extends HTMLElement {
     canvas.getContext('2d').putImageData(image, 0, 0);
     canvas.setAttribute('aria-label', `${this.#settings.n} generated images, denoising step ${frame.step} of ${this.#total}`);
     this.#frames[frame.step] = image;
+    this.#thinFrames();
     const scrub = this.#root.querySelector('[name=scrub]');
     if (scrub) {
       scrub.max = String(frame.step);
       scrub.value = String(frame.step);
     }
+  }
+
+  // The scrubber keeps at most MAX_FRAMES drawn steps (a DDPM run of 64 images draws 1000 of
+  // about 234 KB each): past that, every other kept step goes, the newest always stays.
+  #thinFrames() {
+    const kept = [];
+    this.#frames.forEach((_, step) => kept.push(step));
+    if (kept.length <= MAX_FRAMES) return;
+    kept.slice(0, -1).forEach((step, i) => {
+      if (i % 2 === 1) delete this.#frames[step];
+    });
   }
 
   #scrubTo(step) {

@@ -33,10 +33,12 @@ function input(attr, label, value, extra) {
 /** The controls for `settings` of a loaded `model` ({ card, info }). */
 export function controlsHtml(settings, model) {
   const { info, card } = model;
+  const ddimOnly = settings.sampler === 'ddpm' ? ' disabled title="DDIM only: DDPM takes all T steps"' : '';
   const parts = [
     select('sampler', 'Sampler', [['ddim', 'DDIM'], ['ddpm', 'DDPM']], settings.sampler),
-    input('steps', 'Steps', settings.steps, `type="number" min="1" max="${info.timesteps}"`),
-    input('eta', 'η', settings.eta, 'type="number" min="0" step="0.1"'),
+    // DDPM runs all T steps with its own variance: steps and η are DDIM's.
+    input('steps', 'Steps', settings.steps, `type="number" min="1" max="${info.timesteps}"${ddimOnly}`),
+    input('eta', 'η', settings.eta, `type="number" min="0" step="0.1"${ddimOnly}`),
     input('seed', 'Seed', settings.seed, 'type="number" min="0"'),
   ];
   if (info.numClasses) {
@@ -44,7 +46,8 @@ export function controlsHtml(settings, model) {
     const classes = [['mixed', 'every class'], ['none', 'none (unconditional)']];
     for (let k = 0; k < info.numClasses; k++) classes.push([k, names ? names[k] : `class ${k}`]);
     parts.push(select('class-label', 'Class', classes, settings.class));
-    parts.push(input('guidance', 'Guidance', settings.guidance, 'type="number" step="0.5"'));
+    const unguided = settings.class === 'none' ? ' disabled title="no class to guide towards"' : '';
+    parts.push(input('guidance', 'Guidance', settings.guidance, `type="number" step="0.5"${unguided}`));
   }
   parts.push(select('view', 'Show', [['x', 'x_t'], ['x0', 'predicted x₀']], settings.view));
   parts.push(`<div class="buttons wide">

@@ -143,13 +143,16 @@ export class DdpmSampler extends HTMLElement {
         const frame = await this.#engine.call('step', { runId: this.#runId, view: draw ? s.view : 'none' });
         if (generation !== this.#generation || frame === null) return;
         this.#done = frame.step;
+        // A step in flight when play was paused (e.g. by the scrubber) keeps its frame for the
+        // scrubber but does not draw over what is shown.
+        const show = !(playing && !this.#playing);
         if (draw) {
-          this.#draw(frame);
+          this.#draw(frame, show);
           this.#pace.drawn(frame.step, performance.now(), playing);
         }
         // A step that draws nothing may only have queued its work on the GPU; the time per
         // step measured between drawn steps is the one to show.
-        this.#status(this.#pace.msPerStep ?? frame.ms);
+        if (show) this.#status(this.#pace.msPerStep ?? frame.ms);
         this.#emit('ddpm-step', { step: frame.step, total: this.#total, ms: frame.ms });
         if (this.#done === this.#total) {
           this.#syncButtons();
@@ -181,7 +184,7 @@ export class DdpmSampler extends HTMLElement {
     canvas.toBlob((blob) => {
       const a = document.createElement('a');
       a.href = URL.createObjectURL(blob);
-      a.download = `ddpm-seed${this.#settings?.seed ?? 0}-step${this.#done}.png`;
+      a.download = `ddpm-seed${this.#settings?.seed ?? 0}-step${this.#shown}.png`;
       a.click();
       setTimeout(() => URL.revokeObjectURL(a.href), 1000);
     }, 'image/png');
@@ -226,6 +229,7 @@ export class DdpmSampler extends HTMLElement {
       this.#done = 0;
       this.#pace = new Pace(s.drawEvery);
       this.#frames = [];
+      this.#shown = 0;
       this.#renderControls();
       this.#status(null);
       this.#emit('ddpm-ready', { backend: this.#backendName, model: this.#model.info, card: this.#model.card, total });
@@ -244,21 +248,29 @@ export class DdpmSampler extends HTMLElement {
     this.#restart().then(() => resume && this.play());
   };
 
-  #draw(frame) {
-    const canvas = this.#root.querySelector('canvas');
-    canvas.width = frame.width;
-    canvas.height = frame.height;
+  #draw(frame, show) {
     const image = new ImageData(frame.pixels, frame.width, frame.height);
-    canvas.getContext('2d').putImageData(image, 0, 0);
-    canvas.setAttribute('aria-label', `${this.#settings.n} generated images, denoising step ${frame.step} of ${this.#total}`);
     this.#frames[frame.step] = image;
     this.#thinFrames();
     const scrub = this.#root.querySelector('[name=scrub]');
-    if (scrub) {
-      scrub.max = String(frame.step);
-      scrub.value = String(frame.step);
-    }
+    if (scrub) scrub.max = String(frame.step);
+    if (!show) return;
+    const canvas = this.#root.querySelector('canvas');
+    canvas.width = frame.width;
+    canvas.height = frame.height;
+    this.#show(image, frame.step);
+    if (scrub) scrub.value = String(frame.step);
   }
+
+  // Puts a drawn step on the canvas (the PNG download is named after it).
+  #show(image, step) {
+    const canvas = this.#root.querySelector('canvas');
+    canvas.getContext('2d').putImageData(image, 0, 0);
+    canvas.setAttribute('aria-label', `${this.#settings.n} generated images, denoising step ${step} of ${this.#total}`);
+    this.#shown = step;
+  }
+
+  #shown = 0;
 
   // The scrubber keeps at most MAX_FRAMES drawn steps (a DDPM run of 64 images draws 1000 of
   // about 234 KB each): past that, every other kept step goes, the newest always stays.
@@ -272,11 +284,12 @@ export class DdpmSampler extends HTMLElement {
   }
 
   #scrubTo(step) {
-    const image = this.#frames.slice(0, step + 1).findLast(Boolean);
-    if (!image) return;
+    // The nearest drawn step at or before the one asked for (not every step is drawn or kept).
+    const shown = this.#frames.slice(0, step + 1).findLastIndex(Boolean);
+    if (shown < 0) return;
     this.pause();
-    this.#root.querySelector('canvas').getContext('2d').putImageData(image, 0, 0);
-    this.#statusText(`showing step ${step} of ${this.#total} · ${this.#backendName}`);
+    this.#show(this.#frames[shown], shown);
+    this.#statusText(`showing step ${shown} of ${this.#total} · ${this.#backendName}`);
   }
 
   #status(ms) {

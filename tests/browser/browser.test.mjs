@@ -62,6 +62,16 @@ test('the demo page picks WebGPU, redraws the canvas after every step and ends w
     return { play: disabled('play'), step: disabled('step'), restart: disabled('restart'), label: root.querySelector('canvas').getAttribute('aria-label') };
   });
   assert.deepEqual(controls, { play: true, step: true, restart: false, label: '4 generated images, denoising step 6 of 6' });
+  // The scrubber goes back to a drawn step and says which one is shown.
+  const scrubbed = await page.evaluate(() => {
+    const root = document.getElementById('sampler').shadowRoot;
+    const scrub = root.querySelector('[name=scrub]');
+    scrub.value = '3';
+    scrub.dispatchEvent(new Event('input'));
+    return { status: root.querySelector('.status').textContent, label: root.querySelector('canvas').getAttribute('aria-label') };
+  });
+  assert.match(scrubbed.status, /^showing step 3 of 6 · WebGPU/);
+  assert.equal(scrubbed.label, '4 generated images, denoising step 3 of 6');
   // Where the model came from, and what `ddpm eval` measured, from its card.
   const card = JSON.parse(await (await fetch(`${server.url}/models/mnist.json`)).text());
   const best = Math.max(...card.evaluation.samples.filter((r) => r.weights === card.averaging).map((r) => r.accuracy));

@@ -14,6 +14,7 @@ import { CSS, controlsHtml } from './view.js';
 
 let nextRunId = 1;
 const MAX_FRAMES = 200;
+const IN_PLACE = ['controls', 'autoplay', 'draw-every'];
 const sheet = new CSSStyleSheet();
 sheet.replaceSync(CSS);
 const reducedMotion = () => globalThis.matchMedia?.('(prefers-reduced-motion: reduce)').matches;
@@ -85,13 +86,38 @@ export class DdpmSampler extends HTMLElement {
     }
   }
 
-  attributeChangedCallback() {
-    if (!this.#visible || !this.isConnected) return;
+  attributeChangedCallback(name, before, after) {
+    if (!this.#visible || !this.isConnected || before === after) return;
+    this.#changed.add(name);
     clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(() => this.#restart(), 0);
+    this.#debounce = setTimeout(() => {
+      const changed = [...this.#changed];
+      this.#changed.clear();
+      if (this.#total && changed.every((n) => IN_PLACE.includes(n))) this.#applyInPlace();
+      else this.#restart();
+    }, 0);
   }
 
   #debounce = 0;
+  #changed = new Set();
+
+  // `controls`, `autoplay` and `draw-every` change how the run is shown and driven, not its
+  // images: they apply to the run in progress instead of starting it over.
+  #applyInPlace() {
+    let s;
+    try {
+      s = readSettings(this);
+    } catch (e) {
+      this.#fail(e);
+      return;
+    }
+    const was = this.#settings;
+    this.#settings = s;
+    if (s.drawEvery !== was.drawEvery) this.#pace = new Pace(s.drawEvery);
+    if (s.controls !== was.controls) this.#renderControls();
+    this.#emit('ddpm-settings', { ...s });
+    if (s.autoplay && !was.autoplay) this.play();
+  }
 
   // --- the JS API -----------------------------------------------------------------------
 
@@ -324,6 +350,8 @@ export class DdpmSampler extends HTMLElement {
       box.replaceChildren();
       return;
     }
+    // The control that had the keyboard focus gets it back in the new markup.
+    const focused = this.#root.activeElement?.dataset ?? {};
     box.innerHTML = controlsHtml(this.#settings, this.#model);
     const set = (name, value) => this.setAttribute(name, String(value));
     for (const input of box.querySelectorAll('[data-attr]')) {
@@ -340,6 +368,8 @@ export class DdpmSampler extends HTMLElement {
     on('download', () => this.download());
     box.querySelector('[name=scrub]').addEventListener('input', (e) => this.#scrubTo(Number(e.target.value)));
     this.#syncButtons();
+    const again = focused.attr ? `[data-attr="${focused.attr}"]` : focused.action ? `[data-action="${focused.action}"]` : null;
+    if (again) box.querySelector(again)?.focus();
   }
 
   #syncButtons() {

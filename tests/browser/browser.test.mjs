@@ -218,6 +218,17 @@ test('widgets on one page: a bad attribute or tampered weights show a message, t
   });
   assert.ok(shape.grid > 1.5, JSON.stringify(shape));
   assert.ok(Math.abs(shape.shown - shape.grid) < 0.05, JSON.stringify(shape));
+  // Controls and draw-every apply to the finished run in place: no new start, same progress.
+  const starts = () => good(() => window.ddpmEvents.filter((e) => e.id === 'good' && e.type === 'ddpm-ready').length);
+  const started = await starts();
+  await good(() => {
+    const w = document.getElementById('good');
+    w.setAttribute('controls', '');
+    w.setAttribute('draw-every', '2');
+  });
+  await page.waitForFunction(() => document.getElementById('good').shadowRoot.querySelector('[data-action=restart]'));
+  assert.equal(await starts(), started);
+  assert.deepEqual(await good(() => document.getElementById('good').progress), { done: 2, total: 2 });
   // A second visit takes the weights from the cache: the server sees no new request for them.
   const before = server.requests('/fixtures/bars.bpk');
   const second = await openPage(context, `${server.url}/fixtures/parity.html`);

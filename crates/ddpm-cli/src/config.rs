@@ -346,9 +346,7 @@ impl TrainConfig {
                 o.min_lr_ratio
             );
         }
-        // `!(p > 0.0)` refuses NaN too.
-        #[allow(clippy::neg_cmp_op_on_partial_ord)]
-        let bad_power = !(self.ema.power > 0.0);
+        let bad_power = self.ema.power.is_nan() || self.ema.power <= 0.0;
         if !(0.0..1.0).contains(&self.ema.decay) || self.ema.every == 0 || bad_power {
             bail!("ema.decay must be in [0, 1), ema.every ≥ 1 and ema.power > 0");
         }

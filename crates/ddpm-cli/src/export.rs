@@ -113,50 +113,33 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         }
     }
     let device = Device::flex();
-    // What a weights file's own card knew: its weights, training time and sessions.
-    let mut earlier = None;
-    let (model, config, (dataset, class_names, steps_trained)) = if args.model.is_dir() {
+    let (model, config, known) = if args.model.is_dir() {
         // One checkpoint for the weights and for the card, even if a running trainer lands a
         // newer one in between.
         let ckpt = newest_checkpoint(&args.model)?;
         let file = args.weights.checkpoint_file();
         let (model, config, _) = load_checkpoint_model(&ckpt, file, &device)?;
-        (model, config, provenance(&args.model, &ckpt)?)
+        (model, config, provenance(&args.model, &ckpt, args.weights)?)
     } else {
         let (model, config) = load_model(&args.model, &device)?;
         // Re-exporting a file (e.g. to f16) keeps what its card knew.
-        let card = card_of(&args.model);
-        let held = card.as_ref().and_then(|c| c.averaging.clone());
-        if args.weights == WeightsChoice::Raw && held.as_deref() != Some("raw") {
+        let known = card_of(&args.model).map_or_else(Provenance::default, Provenance::from);
+        if args.weights == WeightsChoice::Raw && known.averaging.as_deref() != Some("raw") {
             bail!(
                 "{}: --weights raw needs a run folder (a weights file holds one set of weights, and its card does not say raw)",
                 args.model.display()
             );
         }
-        let known = card.map(|c| {
-            (
-                c.dataset,
-                c.class_names,
-                c.steps_trained,
-                c.training_seconds,
-                c.training_sessions,
-            )
-        });
-        let (dataset, class_names, steps, seconds, sessions) =
-            known.unwrap_or((None, Vec::new(), None, None, Vec::new()));
-        earlier = Some((held, seconds, sessions));
-        (model, config, (dataset, class_names, steps))
+        (model, config, known)
     };
-    let (averaging, training_seconds, training_sessions) = match earlier {
-        Some(known) => known,
-        None => (
-            Some(args.weights.name().to_string()),
-            steps_trained.and_then(|step| training_seconds(&args.model, step)),
-            steps_trained.map_or_else(Vec::new, |step| {
-                session::sessions_until(&RunDir(args.model.clone()).sessions(), step)
-            }),
-        ),
-    };
+    let Provenance {
+        dataset,
+        class_names,
+        steps_trained,
+        averaging,
+        training_seconds,
+        training_sessions,
+    } = known;
     let evaluation = args
         .eval
         .as_deref()
@@ -176,7 +159,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        sha256: hex(&Sha256::digest(&bytes)),
+        sha256: sha256_hex(&bytes),
         bytes: bytes.len() as u64,
         precision,
         parameters: model.num_params(),
@@ -207,14 +190,15 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// The model card beside a weights file, when it describes that file (same SHA-256).
-fn card_of(weights: &Path) -> Option<ModelCard> {
+/// The model card `ddpm export` wrote beside a weights file, when it describes that file (same
+/// SHA-256).
+pub fn card_of(weights: &Path) -> Option<ModelCard> {
     let card: ModelCard =
         serde_json::from_slice(&std::fs::read(weights.with_extension("json")).ok()?).ok()?;
     let bytes = std::fs::read(weights).ok()?;
-    if card.sha256 != hex(&Sha256::digest(&bytes)) {
+    if card.sha256 != sha256_hex(&bytes) {
         eprintln!(
-            "notice: {}: its card describes other weights (another SHA-256); exporting without it",
+            "notice: {}: its card describes other weights (another SHA-256); ignoring the card",
             weights.display()
         );
         return None;
@@ -237,14 +221,49 @@ fn read_evaluation(path: &Path, steps_trained: Option<usize>) -> Result<Report> 
     Ok(report)
 }
 
-/// Dataset (from the run's configuration), class names and step (from the checkpoint).
-fn provenance(run: &Path, ckpt: &Path) -> Result<(Option<String>, Vec<String>, Option<usize>)> {
+/// Where exported weights came from: what the model card says besides the weights themselves.
+#[derive(Debug, Default)]
+struct Provenance {
+    dataset: Option<String>,
+    class_names: Vec<String>,
+    steps_trained: Option<usize>,
+    averaging: Option<String>,
+    training_seconds: Option<f64>,
+    training_sessions: Vec<Session>,
+}
+
+impl From<ModelCard> for Provenance {
+    fn from(card: ModelCard) -> Self {
+        Self {
+            dataset: card.dataset,
+            class_names: card.class_names,
+            steps_trained: card.steps_trained,
+            averaging: card.averaging,
+            training_seconds: card.training_seconds,
+            training_sessions: card.training_sessions,
+        }
+    }
+}
+
+/// A run folder's checkpoint `ckpt`: dataset (from the run's configuration), class names and
+/// step (from the checkpoint), the weights exported, and the time and sessions to that step.
+fn provenance(run: &Path, ckpt: &Path, weights: WeightsChoice) -> Result<Provenance> {
     let state = checkpoint::read_state(ckpt)?;
     let dataset = std::fs::read_to_string(run.join("config.toml"))
         .ok()
         .and_then(|text| TrainConfig::from_toml(&text, &[]).ok())
         .map(|c| c.data.source);
-    Ok((dataset, state.class_names, Some(state.step)))
+    Ok(Provenance {
+        dataset,
+        class_names: state.class_names,
+        steps_trained: Some(state.step),
+        averaging: Some(weights.name().to_string()),
+        training_seconds: training_seconds(run, state.step),
+        training_sessions: session::sessions_until(
+            &RunDir(run.to_path_buf()).sessions(),
+            state.step,
+        ),
+    })
 }
 
 /// The wall time of steps 1..=`step` of a run: its `metrics.csv` restarts the `seconds` column
@@ -296,9 +315,12 @@ fn safetensors_bytes(model: &Unet, config: &ModelConfig) -> Result<Vec<u8>> {
     safetensors::serialize(views, Some(metadata)).map_err(|e| anyhow::anyhow!("safetensors: {e}"))
 }
 
-/// Lower-case hexadecimal of `bytes` (for SHA-256 digests).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// SHA-256 of `bytes` in lower-case hexadecimal (model cards, eval reports).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Runs `ddpm info`.

@@ -23,9 +23,9 @@ pub(super) fn load(root: &Path, shaping: &Shaping) -> Result<Dataset> {
         parts.next()?; // a file directly in `root` has no class
         Some(first.as_os_str().to_string_lossy().into_owned())
     };
-    let labelled = files.iter().all(|f| class_of(f).is_some());
-    if !labelled
-        && let Some(loose) = files.iter().find(|f| class_of(f).is_none())
+    let loose = files.iter().find(|f| class_of(f).is_none());
+    let labelled = loose.is_none();
+    if let Some(loose) = loose
         && files.iter().any(|f| class_of(f).is_some())
     {
         eprintln!(

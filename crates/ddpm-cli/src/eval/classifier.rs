@@ -17,7 +17,6 @@ use burn::store::ModuleRecord;
 use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
 
 use crate::data::{BatchOrder, Dataset};
 
@@ -27,24 +26,6 @@ pub const FEATURES: usize = 64;
 pub const CLASSES: usize = 10;
 /// Side of the images it reads.
 pub const SIDE: usize = 28;
-
-/// The bytes of the classifier weights `ddpm eval` uses (the embedded ones, or `path`'s) and
-/// what to call them in messages.
-fn weights_file(path: Option<&Path>) -> Result<(Vec<u8>, String)> {
-    Ok(match path {
-        Some(path) => (
-            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?,
-            path.display().to_string(),
-        ),
-        None => (EMBEDDED.to_vec(), "the embedded classifier".to_string()),
-    })
-}
-
-/// SHA-256 of those weights: which classifier a report's numbers were measured with.
-pub fn fingerprint(path: Option<&Path>) -> Result<String> {
-    let (bytes, _) = weights_file(path)?;
-    Ok(crate::export::hex(&Sha256::digest(&bytes)))
-}
 
 /// The weights `ddpm eval` uses unless `--classifier` names others (made by the command in
 /// `data/classifier/README.md`).
@@ -125,14 +106,23 @@ impl Classifier {
         Ok(out)
     }
 
-    /// The embedded weights, or those in `path`.
-    pub fn load(path: Option<&Path>, device: &Device) -> Result<Self> {
-        let (bytes, name) = weights_file(path)?;
+    /// The embedded weights, or those in `path`, with their SHA-256 (which classifier a
+    /// report's numbers were measured with).
+    pub fn load(path: Option<&Path>, device: &Device) -> Result<(Self, String)> {
+        let (bytes, name) = match path {
+            Some(path) => (
+                std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => (EMBEDDED.to_vec(), "the embedded classifier".to_string()),
+        };
+        let sha256 = crate::export::sha256_hex(&bytes);
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(|e| anyhow::anyhow!("{name}: not classifier weights ({e})"))?;
-        Self::new(device)
+        let classifier = Self::new(device)
             .try_load_record(record)
-            .map_err(|e| anyhow::anyhow!("{name}: not classifier weights ({e})"))
+            .map_err(|e| anyhow::anyhow!("{name}: not classifier weights ({e})"))?;
+        Ok((classifier, sha256))
     }
 
     /// The weights as the bytes of a file [`Classifier::load`] reads.

@@ -41,7 +41,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::checkpoint;
 use crate::data::{self, Dataset, EMBEDDED_MNIST, EMBEDDED_MNIST_TEST, Shaping};
 use crate::device::{self, DeviceChoice};
-use crate::export::ModelCard;
+use crate::export;
 use crate::sample;
 use crate::split_batch;
 use classifier::{CLASSES, Classifier, FEATURES, SIDE};
@@ -283,16 +283,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let selected = device::select(args.device)?;
     let device = &selected.device;
     // Loaded (and so checked) even when the model turns out not to be of digits.
-    let classifier = Classifier::load(args.classifier.as_deref(), device)?;
+    let (classifier, classifier_sha256) = Classifier::load(args.classifier.as_deref(), device)?;
     let models = load_models(&args.model, &args.weights, device)?;
     let Some(first) = models.first() else {
         bail!("--weights: nothing to evaluate");
     };
     let (config, step) = (first.config.clone(), first.step);
     let digit_model = is_digit_model(&config);
-    let classifier_sha256 = digit_model
-        .then(|| classifier::fingerprint(args.classifier.as_deref()))
-        .transpose()?;
+    let classifier_sha256 = digit_model.then_some(classifier_sha256);
     if let Some(previous) = &previous {
         settings::check_extends(args, previous, step, classifier_sha256.as_deref())?;
         let weights: Vec<&str> = models.iter().map(|m| m.which.name()).collect();
@@ -515,9 +513,7 @@ fn load_models(path: &Path, weights: &[WeightsChoice], device: &Device) -> Resul
     }
     // The model card `ddpm export` wrote beside the file says the step and which weights the
     // file holds (EMA unless it says raw).
-    let card = std::fs::read(path.with_extension("json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<ModelCard>(&bytes).ok());
+    let card = export::card_of(path);
     let held = match card.as_ref().and_then(|c| c.averaging.as_deref()) {
         Some("raw") => WeightsChoice::Raw,
         _ => WeightsChoice::Ema,

@@ -195,7 +195,7 @@ impl Report {
             };
             (r.weights.clone(), steps, r.sampler.clone())
         };
-        self.samples.sort_by_key(order);
+        self.samples.sort_by_cached_key(order);
         self.likelihood.extend(newer.likelihood);
         self.likelihood.sort_by(|a, b| a.weights.cmp(&b.weights));
         self.seconds += newer.seconds;

@@ -91,7 +91,7 @@ pub fn check_extends(
     step: Option<usize>,
     classifier_sha256: Option<&str>,
 ) -> Result<()> {
-    let path = args.extend.as_deref().unwrap_or(Path::new("")).display();
+    let path = extended(args);
     let show = |s: Option<usize>| s.map_or("unknown".into(), |s| s.to_string());
     if let (Ok(theirs), Ok(ours)) = (
         std::fs::canonicalize(&previous.model),
@@ -159,8 +159,13 @@ pub fn nothing_new(
         };
         bail!(
             "--extend {}: already has every row asked for; name other {other}",
-            args.extend.as_deref().unwrap_or(Path::new("")).display()
+            extended(args)
         );
     }
     Ok(())
+}
+
+/// The report `--extend` names, for messages.
+fn extended(args: &EvalArgs) -> std::path::Display<'_> {
+    args.extend.as_deref().unwrap_or(Path::new("")).display()
 }

@@ -11,14 +11,18 @@
 //! - [`vlb`]: the variational-bound terms that train a learned variance.
 //! - [`noise`]: seeded noise that is identical on every device.
 //! - [`ema`]: the exponential moving average of the weights that gets sampled.
+//! - [`fused`]: one-pass CPU kernels for the U-Net's element-wise chains (with the `fused`
+//!   features).
 //! - [`weights`]: one self-describing file holding the configuration and the weights.
 //! - [`grid`]: a batch of samples as the RGBA pixels of one grid image.
 //! - `split_batch`: the network's calls in parts of the batch on threads (not on wasm).
 //!
-//! The crate enables no burn backend: pass any [`burn::tensor::Device`].
+//! The crate enables no burn backend (the `fused` features add burn's CPU backend, flex, for
+//! their kernels): pass any [`burn::tensor::Device`].
 
 pub mod diffusion;
 pub mod ema;
+pub mod fused;
 pub mod grid;
 pub mod noise;
 pub mod sampler;

@@ -5,10 +5,10 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::blocks::{RmsNorm, conv, pointwise};
+use crate::fused::{self, softmax};
 
 /// The number of learned memory key/value slots per head (`num_mem_kv = 4`).
 pub const NUM_MEM_KV: usize = 4;
@@ -111,7 +111,7 @@ impl LinearAttention {
         let scale = (dim_head as f32).powf(-0.5);
         // Softmax over features for q, over positions for k, then
         // context[d, e] = Σ_n k[d, n] v[e, n] and out[e, n] = scale · Σ_d context[d, e] q[d, n].
-        let out = if v.device().is_autodiff() {
+        let out = if v.device().is_autodiff() && !fused::kernels_apply(&v) {
             // Each softmax's division is applied after the matmul it feeds: k's to the small
             // context (its denominator depends on d only), q's (and the scale) to the output
             // (its denominator depends on n only). Fewer full-size ops to record and
@@ -121,7 +121,8 @@ impl LinearAttention {
             let context = k.matmul(v.swap_dims(2, 3)) * k_recip; // [b, heads, d, e]
             context.swap_dims(2, 3).matmul(q) * q_recip.mul_scalar(scale) // [b, heads, e, n]
         } else {
-            // burn's fused softmax is the fastest forward pass.
+            // One pass per softmax: the fused kernel (with its own backward pass), or burn's
+            // softmax, the fastest forward pass of the composites.
             let context = softmax(k, 3).matmul(v.swap_dims(2, 3)).mul_scalar(scale);
             context.swap_dims(2, 3).matmul(softmax(q, 2))
         };

@@ -7,6 +7,8 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{gelu, silu};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::fused::norm_film_silu;
+
 /// A `k×k` convolution with "same" padding, as `nn.Conv2d(i, o, k, padding = k // 2)`.
 pub(crate) fn conv(
     channels_in: usize,
@@ -146,15 +148,7 @@ impl Block {
     /// - `x`: `[batch, dim, h, w]`; `scale_shift`: two `[batch, dim_out, 1, 1]`;
     ///   output: `[batch, dim_out, h, w]`
     fn forward(&self, x: Tensor<4>, scale_shift: Option<(Tensor<4>, Tensor<4>)>) -> Tensor<4> {
-        let x = RmsNorm::normalize(self.proj.forward(x));
-        // The norm's gain and the FiLM scale are both per channel: multiply them first (on a
-        // `[batch, dim_out, 1, 1]` tensor) and apply the product once.
-        let gain = self.norm.gain();
-        let x = match scale_shift {
-            Some((scale, shift)) => x * (gain * scale.add_scalar(1.0)) + shift,
-            None => x * gain,
-        };
-        let x = silu(x);
+        let x = norm_film_silu(self.proj.forward(x), self.norm.gain(), scale_shift);
         match &self.dropout {
             Some(dropout) => dropout.forward(x),
             None => x,

@@ -1,0 +1,243 @@
+//! The kernels as a burn backend extension: implemented for the flex backend and, with
+//! hand-written backward passes, for autodiff over it. burn's generated `Dispatch` routes a call
+//! to them; [`super`] calls them only for tensors on flex (another backend would panic).
+
+use std::borrow::Cow;
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::tensor::{DType, Tensor, TensorData};
+
+use super::norm_film_silu::{self as nfs, Dims};
+use super::softmax::{self as sm, Axis};
+
+/// The fused operations.
+#[backend_extension(Flex, Autodiff: cfg(feature = "fused-autodiff"))]
+pub trait CpuKernels: Backend {
+    /// `silu(normalize(h) · a + s)` ([`nfs::norm_film_silu`]); `h` is
+    /// `[batch, channels, height, width]`, `a` and `s` are `[batch, channels, 1, 1]`.
+    fn norm_film_silu(
+        h: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        s: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// The softmax of `x` along `dim` ([`sm::softmax`]).
+    fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self>;
+}
+
+/// The backward passes of [`CpuKernels`] on the backend an autodiff graph wraps.
+pub trait CpuKernelsBackward: Backend {
+    /// The gradients for `h`, `a` and `s` given the output's gradient `g`.
+    fn norm_film_silu_backward(
+        h: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        s: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3];
+
+    /// The input's gradient from the softmax's output `y` and its gradient `g`.
+    fn fused_softmax_backward(
+        y: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        dim: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// A flex tensor's values as `f32` in row-major order, borrowed when they already are.
+fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(values) => Cow::Borrowed(values),
+        None => Cow::Owned(
+            t.clone()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("converted to f32"),
+        ),
+    }
+}
+
+fn shape(t: &FlexTensor) -> Vec<usize> {
+    t.layout().shape().to_vec()
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn image_dims(shape: &[usize]) -> Dims {
+    Dims {
+        batch: shape.first().copied().unwrap_or(1),
+        channels: shape.get(1).copied().unwrap_or(1),
+        pixels: shape.iter().skip(2).product(),
+    }
+}
+
+impl CpuKernels for Flex {
+    fn norm_film_silu(h: FlexTensor, a: FlexTensor, s: FlexTensor) -> FlexTensor {
+        let shape = shape(&h);
+        let y = nfs::norm_film_silu(&values(&h), &values(&a), &values(&s), image_dims(&shape));
+        tensor(y, shape)
+    }
+
+    fn fused_softmax(x: FlexTensor, dim: usize) -> FlexTensor {
+        let shape = shape(&x);
+        tensor(sm::softmax(&values(&x), Axis::of(&shape, dim)), shape)
+    }
+}
+
+impl CpuKernelsBackward for Flex {
+    fn norm_film_silu_backward(
+        h: FlexTensor,
+        a: FlexTensor,
+        s: FlexTensor,
+        g: FlexTensor,
+    ) -> [FlexTensor; 3] {
+        let (shape, small) = (self::shape(&h), self::shape(&a));
+        let (h, a, s, g) = (values(&h), values(&a), values(&s), values(&g));
+        let (dh, da, ds) = nfs::norm_film_silu_backward(&h, &a, &s, &g, image_dims(&shape));
+        [
+            tensor(dh, shape),
+            tensor(da, small.clone()),
+            tensor(ds, small),
+        ]
+    }
+
+    fn fused_softmax_backward(y: FlexTensor, g: FlexTensor, dim: usize) -> FlexTensor {
+        let shape = shape(&y);
+        let dx = sm::softmax_backward(&values(&y), &values(&g), Axis::of(&shape, dim));
+        tensor(dx, shape)
+    }
+}
+
+#[cfg(feature = "fused-autodiff")]
+mod autodiff {
+    use burn::backend::Autodiff;
+    use burn::backend::autodiff::NodeId;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::tensor::FloatTensor;
+
+    use super::{CpuKernels, CpuKernelsBackward};
+
+    #[derive(Debug)]
+    struct NormFilmSiluGrad;
+
+    impl<B: CpuKernelsBackward> Backward<B, 3> for NormFilmSiluGrad {
+        /// The inputs, kept by the checkpointer.
+        type State = [NodeId; 3];
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ck: &mut Checkpointer) {
+            let g = grads.consume::<B>(&ops.node);
+            let [h, a, s] = ops
+                .state
+                .map(|id| ck.retrieve_node_output::<FloatTensor<B>>(id));
+            let gradients = B::norm_film_silu_backward(h, a, s, g);
+            for (parent, grad) in ops.parents.into_iter().zip(gradients) {
+                if let Some(node) = parent {
+                    grads.register::<B>(node.id, grad);
+                }
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    struct SoftmaxGrad;
+
+    impl<B: CpuKernelsBackward> Backward<B, 1> for SoftmaxGrad {
+        /// The output and the axis.
+        type State = (FloatTensor<B>, usize);
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let g = grads.consume::<B>(&ops.node);
+            let (y, dim) = ops.state;
+            if let [Some(node)] = ops.parents {
+                grads.register::<B>(node.id, B::fused_softmax_backward(y, g, dim));
+            }
+        }
+    }
+
+    impl<B, C> CpuKernels for Autodiff<B, C>
+    where
+        B: CpuKernels + CpuKernelsBackward,
+        C: CheckpointStrategy,
+    {
+        fn norm_film_silu(
+            h: FloatTensor<Self>,
+            a: FloatTensor<Self>,
+            s: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            let prep = NormFilmSiluGrad.prepare::<C>([h.node(), a.node(), s.node()]);
+            match prep.compute_bound().stateful() {
+                OpsKind::Tracked(mut prep) => {
+                    let state = [
+                        prep.checkpoint(&h),
+                        prep.checkpoint(&a),
+                        prep.checkpoint(&s),
+                    ];
+                    let [h, a, s] = [h, a, s].map(|t| t.into_primitive());
+                    prep.finish(state, B::norm_film_silu(h, a, s))
+                }
+                OpsKind::UnTracked(prep) => {
+                    let [h, a, s] = [h, a, s].map(|t| t.into_primitive());
+                    prep.finish(B::norm_film_silu(h, a, s))
+                }
+            }
+        }
+
+        fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
+            match SoftmaxGrad
+                .prepare::<C>([x.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let y = B::fused_softmax(x.into_primitive(), dim);
+                    prep.finish((y.clone(), dim), y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::fused_softmax(x.into_primitive(), dim)),
+            }
+        }
+    }
+}
+
+/// Whether the kernels run for `t`: on flex, in `f32`, and with gradients only when their
+/// backward passes are built in.
+pub(super) fn applies<const D: usize>(t: &Tensor<D>) -> bool {
+    let device = t.device();
+    let on_flex = matches!(
+        device.as_dispatch().clone().inner(),
+        DispatchDevice::Flex(_)
+    );
+    on_flex
+        && t.dtype() == DType::F32
+        && (cfg!(feature = "fused-autodiff") || !device.is_autodiff())
+}
+
+/// [`super::norm_film_silu`] through the kernel: `a` and `s` (`None` for zero) are broadcast to
+/// `[batch, channels, 1, 1]`.
+pub(super) fn norm_film_silu(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>) -> Tensor<4> {
+    let [batch, channels, ..] = h.dims();
+    let small = [batch, channels, 1, 1];
+    let s = match s {
+        Some(s) => s.expand(small),
+        None => Tensor::zeros(small, &h.device()),
+    };
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::norm_film_silu(
+        h.into_dispatch(),
+        a.expand(small).into_dispatch(),
+        s.into_dispatch(),
+    ))
+}
+
+/// [`super::softmax`] through the kernel.
+pub(super) fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::fused_softmax(
+        x.into_dispatch(),
+        dim,
+    ))
+}

@@ -1,0 +1,105 @@
+//! Fused CPU kernels. On burn's CPU backend (flex) a chain of element-wise operations costs a
+//! pass over memory (and, in training, a saved intermediate and more passes backward) for each
+//! operation, mostly on one core. The chains the U-Net runs on every activation are written
+//! here as one pass each, through burn's backend-extension API, with hand-written backward
+//! passes for autodiff:
+//!
+//! - [`norm_film_silu`]: a `Block`'s RMSNorm, FiLM scale and shift, and SiLU;
+//! - [`softmax`]: the attentions' softmax along one axis.
+//!
+//! Features: `fused` (the forward kernels on flex), `fused-autodiff` (their backward passes,
+//! for training), `fused-rayon` (one image or row block per core). Other devices (wgpu), other
+//! dtypes and builds without the features run the same functions as burn operations.
+
+#[cfg(feature = "fused-rayon")]
+macro_rules! chunks_mut {
+    ($slice:expr, $len:expr) => {
+        rayon::slice::ParallelSliceMut::par_chunks_mut($slice, $len)
+    };
+}
+#[cfg(not(feature = "fused-rayon"))]
+macro_rules! chunks_mut {
+    ($slice:expr, $len:expr) => {
+        $slice.chunks_mut($len)
+    };
+}
+#[cfg(feature = "fused-rayon")]
+macro_rules! chunks {
+    ($slice:expr, $len:expr) => {
+        rayon::slice::ParallelSlice::par_chunks($slice, $len)
+    };
+}
+#[cfg(not(feature = "fused-rayon"))]
+macro_rules! chunks {
+    ($slice:expr, $len:expr) => {
+        $slice.chunks($len)
+    };
+}
+
+#[cfg(feature = "fused")]
+mod extension;
+pub mod norm_film_silu;
+pub mod softmax;
+#[cfg(test)]
+mod tests;
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+use burn::tensor::activation::softmax as burn_softmax;
+
+use crate::unet::RmsNorm;
+
+/// `silu(normalize(h) · gain · (1 + scale) + shift)`, lucidrains' `Block` after its convolution
+/// (`normalize` over the channels, as `F.normalize(h, dim = 1)`); without FiLM
+/// (`scale_shift = None`) `silu(normalize(h) · gain)`.
+///
+/// # Shapes
+/// - `h` and the output: `[batch, channels, height, width]`; `gain`: `[1, channels, 1, 1]`;
+///   `scale` and `shift`: `[batch, channels, 1, 1]`
+pub fn norm_film_silu(
+    h: Tensor<4>,
+    gain: Tensor<4>,
+    scale_shift: Option<(Tensor<4>, Tensor<4>)>,
+) -> Tensor<4> {
+    // The gain and the FiLM scale are both per channel: multiply them first, on the small
+    // tensor, and apply the product once.
+    let (a, s) = match scale_shift {
+        Some((scale, shift)) => (gain * scale.add_scalar(1.0), Some(shift)),
+        None => (gain, None),
+    };
+    #[cfg(feature = "fused")]
+    if extension::applies(&h) {
+        return extension::norm_film_silu(h, a, s);
+    }
+    norm_film_silu_composite(h, a, s)
+}
+
+/// [`norm_film_silu`] as burn operations, with the per-channel factor `a` and shift `s` (the
+/// reference the fused kernel is tested against, and the path on every other device).
+pub fn norm_film_silu_composite(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>) -> Tensor<4> {
+    let x = RmsNorm::normalize(h) * a;
+    silu(match s {
+        Some(s) => x + s,
+        None => x,
+    })
+}
+
+/// The softmax of `x` along `dim` (burn's `softmax` where the kernel does not run).
+pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    #[cfg(feature = "fused")]
+    if extension::applies(&x) {
+        return extension::softmax(x, dim);
+    }
+    burn_softmax(x, dim)
+}
+
+/// Whether the kernels run for tensors like `t` (on flex, `f32`, built with the features).
+pub fn kernels_apply<const D: usize>(t: &Tensor<D>) -> bool {
+    #[cfg(feature = "fused")]
+    return extension::applies(t);
+    #[cfg(not(feature = "fused"))]
+    {
+        let _ = t;
+        false
+    }
+}

@@ -1,0 +1,133 @@
+//! `Block`'s RMSNorm, FiLM and SiLU on plain `f32` slices, one image of the batch at a time
+//! (on the cores in parallel with the `fused-rayon` feature).
+
+#[cfg(feature = "fused-rayon")]
+use rayon::iter::{IndexedParallelIterator, ParallelIterator};
+
+/// `F.normalize`'s floor on the norm.
+const NORM_FLOOR: f32 = 1e-12;
+
+/// The sizes of a `[batch, channels, height · width]` tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Channels of each image.
+    pub channels: usize,
+    /// Pixels of each channel (`height · width`).
+    pub pixels: usize,
+}
+
+impl Dims {
+    fn image(&self) -> usize {
+        self.channels * self.pixels
+    }
+}
+
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// `1 / max(‖h[:, p]‖₂, 1e-12)` for every pixel `p` of one image `[channels, pixels]`.
+fn reciprocal_norms(image: &[f32], pixels: usize) -> Vec<f32> {
+    let mut r = vec![0.0f32; pixels];
+    for row in image.chunks_exact(pixels) {
+        for (acc, &x) in r.iter_mut().zip(row) {
+            *acc += x * x;
+        }
+    }
+    for v in &mut r {
+        *v = 1.0 / v.sqrt().max(NORM_FLOOR);
+    }
+    r
+}
+
+/// `silu(normalize(h) · a + s)`: lucidrains' `Block` after its convolution, with the RMSNorm's
+/// gain and the FiLM scale folded into `a` and the FiLM shift in `s`. `h` is
+/// `[batch, channels, pixels]`; `a` and `s` are `[batch, channels]`.
+pub fn norm_film_silu(h: &[f32], a: &[f32], s: &[f32], dims: Dims) -> Vec<f32> {
+    let (c, p) = (dims.channels, dims.pixels);
+    let mut y = vec![0.0f32; h.len()];
+    if y.is_empty() {
+        return y;
+    }
+    chunks_mut!(&mut y[..], dims.image())
+        .enumerate()
+        .for_each(|(b, out)| {
+            let image = &h[b * c * p..(b + 1) * c * p];
+            let r = reciprocal_norms(image, p);
+            for ch in 0..c {
+                let (ac, sc) = (a[b * c + ch], s[b * c + ch]);
+                let rows = ch * p..(ch + 1) * p;
+                for ((yv, &x), &rv) in out[rows.clone()].iter_mut().zip(&image[rows]).zip(&r) {
+                    let z = x * rv * ac + sc;
+                    *yv = z * sigmoid(z);
+                }
+            }
+        });
+    y
+}
+
+/// The gradients of [`norm_film_silu`] with respect to `h`, `a` and `s`, given the gradient
+/// `g` of its output. With `u = h / n` (`n` the channel norm), `z = u·a + s`, `σ = sigmoid(z)`:
+/// `dz = g·σ·(1 + z(1 − σ))`, `da = Σ_p dz·u`, `ds = Σ_p dz`, and, through the normalisation,
+/// `dh = (du − u·Σ_c du·u) / n` with `du = dz·a` (just `du / n` where the norm is floored).
+pub fn norm_film_silu_backward(
+    h: &[f32],
+    a: &[f32],
+    s: &[f32],
+    g: &[f32],
+    dims: Dims,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (c, p) = (dims.channels, dims.pixels);
+    let mut dh = vec![0.0f32; h.len()];
+    let mut da = vec![0.0f32; a.len()];
+    let mut ds = vec![0.0f32; s.len()];
+    if dh.is_empty() {
+        return (dh, da, ds);
+    }
+    chunks_mut!(&mut dh[..], dims.image())
+        .zip(chunks_mut!(&mut da[..], c))
+        .zip(chunks_mut!(&mut ds[..], c))
+        .enumerate()
+        .for_each(|(b, ((dh, da), ds))| {
+            let image = &h[b * c * p..(b + 1) * c * p];
+            let grad = &g[b * c * p..(b + 1) * c * p];
+            let r = reciprocal_norms(image, p);
+            // Σ_c du·u for each pixel.
+            let mut dot = vec![0.0f32; p];
+            for ch in 0..c {
+                let (ac, sc) = (a[b * c + ch], s[b * c + ch]);
+                let rows = ch * p..(ch + 1) * p;
+                let (mut da_c, mut ds_c) = (0.0f32, 0.0f32);
+                let pixels = dh[rows.clone()]
+                    .iter_mut()
+                    .zip(&image[rows.clone()])
+                    .zip(&grad[rows])
+                    .zip(r.iter().zip(dot.iter_mut()));
+                for (((du, &x), &gv), (&rv, dot)) in pixels {
+                    let u = x * rv;
+                    let z = u * ac + sc;
+                    let sg = sigmoid(z);
+                    let dz = gv * sg * (1.0 + z * (1.0 - sg));
+                    da_c += dz * u;
+                    ds_c += dz;
+                    *du = dz * ac;
+                    *dot += *du * u;
+                }
+                da[ch] = da_c;
+                ds[ch] = ds_c;
+            }
+            for (row_dh, row_h) in dh.chunks_exact_mut(p).zip(image.chunks_exact(p)) {
+                let pixels = row_dh.iter_mut().zip(row_h).zip(r.iter().zip(&dot));
+                for ((d, &x), (&rv, &dot)) in pixels {
+                    *d = if rv * NORM_FLOOR < 1.0 {
+                        rv * (*d - x * rv * dot)
+                    } else {
+                        rv * *d
+                    };
+                }
+            }
+        });
+    (dh, da, ds)
+}

@@ -1,0 +1,103 @@
+//! The softmax along one axis on plain `f32` slices. A tensor is seen as `[outer, len, inner]`
+//! (the softmax runs along `len`); each of the `outer` blocks is one task (on the cores in
+//! parallel with the `fused-rayon` feature), its `inner` columns in step, so that the axis may
+//! be the last one (`inner = 1`) or one with a stride.
+
+#[cfg(feature = "fused-rayon")]
+use rayon::iter::{IndexedParallelIterator, ParallelIterator};
+
+/// The sizes of a tensor around its softmax axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Axis {
+    /// The product of the sizes before the axis.
+    pub outer: usize,
+    /// The axis' size.
+    pub len: usize,
+    /// The product of the sizes after it.
+    pub inner: usize,
+}
+
+impl Axis {
+    /// `shape` around axis `dim`.
+    pub fn of(shape: &[usize], dim: usize) -> Self {
+        Self {
+            outer: shape[..dim].iter().product(),
+            len: shape[dim],
+            inner: shape[dim + 1..].iter().product(),
+        }
+    }
+
+    fn block(&self) -> usize {
+        self.len * self.inner
+    }
+}
+
+/// `exp(x − max x) / Σ exp(x − max x)` along the axis.
+pub fn softmax(x: &[f32], axis: Axis) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    if y.is_empty() {
+        return y;
+    }
+    let inner = axis.inner;
+    chunks_mut!(&mut y[..], axis.block())
+        .zip(chunks!(x, axis.block()))
+        .for_each(|(y, x)| {
+            let mut max = vec![f32::NEG_INFINITY; inner];
+            for row in x.chunks_exact(inner) {
+                for (m, &v) in max.iter_mut().zip(row) {
+                    *m = m.max(v);
+                }
+            }
+            let mut sum = vec![0.0f32; inner];
+            for (y_row, x_row) in y.chunks_exact_mut(inner).zip(x.chunks_exact(inner)) {
+                let columns = y_row
+                    .iter_mut()
+                    .zip(x_row)
+                    .zip(max.iter().zip(sum.iter_mut()));
+                for ((yv, &v), (&m, s)) in columns {
+                    *yv = (v - m).exp();
+                    *s += *yv;
+                }
+            }
+            for s in &mut sum {
+                *s = 1.0 / *s;
+            }
+            for y_row in y.chunks_exact_mut(inner) {
+                for (yv, &r) in y_row.iter_mut().zip(&sum) {
+                    *yv *= r;
+                }
+            }
+        });
+    y
+}
+
+/// The softmax's gradient from its output `y` and the output's gradient `g`:
+/// `dx = y · (g − Σ g·y)`, the sum along the axis.
+pub fn softmax_backward(y: &[f32], g: &[f32], axis: Axis) -> Vec<f32> {
+    let mut dx = vec![0.0f32; y.len()];
+    if dx.is_empty() {
+        return dx;
+    }
+    let inner = axis.inner;
+    chunks_mut!(&mut dx[..], axis.block())
+        .zip(chunks!(y, axis.block()))
+        .zip(chunks!(g, axis.block()))
+        .for_each(|((dx, y), g)| {
+            let mut dot = vec![0.0f32; inner];
+            for (y_row, g_row) in y.chunks_exact(inner).zip(g.chunks_exact(inner)) {
+                for ((d, &yv), &gv) in dot.iter_mut().zip(y_row).zip(g_row) {
+                    *d += yv * gv;
+                }
+            }
+            let rows = dx
+                .chunks_exact_mut(inner)
+                .zip(y.chunks_exact(inner).zip(g.chunks_exact(inner)));
+            for (dx_row, (y_row, g_row)) in rows {
+                let columns = dx_row.iter_mut().zip(y_row.iter().zip(g_row)).zip(&dot);
+                for ((d, (&yv, &gv)), &dot) in columns {
+                    *d = yv * (gv - dot);
+                }
+            }
+        });
+    dx
+}

@@ -3,7 +3,9 @@
 //! step (batch 64), with its FLOP count and the rate it reaches, then LinearAttention at 28×28
 //! taken apart step by step.
 //!
-//! `cargo bench -p ddpm --bench ops [-- REPEATS]`. Not part of the tests.
+//! `cargo bench -p ddpm --bench ops --features fused-autodiff,fused-rayon [-- REPEATS]` (the
+//! layers as the CLI runs them; without the features, as burn's composites). Not part of the
+//! tests.
 
 use std::time::Instant;
 
@@ -232,7 +234,8 @@ type Part<'a> = Box<dyn Fn() -> Tensor<4> + 'a>;
 /// LinearAttention(32, heads 4, dim_head 32) at 28×28, one operation at a time, with the shapes
 /// of the real forward pass.
 fn linear_attention_parts(device: &Device, b: usize, repeats: usize) {
-    use burn::tensor::activation::softmax;
+    // The U-Net's softmax: the fused kernel when built with the `fused` features.
+    use ddpm::fused::softmax;
     let (heads, d, n, m) = (4, 32, 784, 4);
     let rand =
         |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);

@@ -14,7 +14,8 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install -q torch denoising-diffusion-pytorch==2.3.1
 fi
 threads=$(nproc)
-ours=$(cargo bench -q -p ddpm --bench unet -- "$steps" | grep '^{')
+# The features the CLI builds the library with: the fused CPU kernels (`ddpm::fused`).
+ours=$(cargo bench -q -p ddpm --bench unet --features fused-autodiff,fused-rayon -- "$steps" | grep '^{')
 theirs=$("$venv/bin/python" pytorch_unet.py "$steps" "$threads" | grep '^{')
 echo "$ours"
 echo "$theirs"

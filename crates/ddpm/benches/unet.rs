@@ -1,6 +1,8 @@
 //! Training and sampling speed of the seed's MNIST U-Net on burn's CPU backend (flex).
 //!
-//! `cargo bench -p ddpm --bench unet [-- STEPS]` prints one JSON line per measurement;
+//! `cargo bench -p ddpm --bench unet --features fused-autodiff,fused-rayon [-- STEPS]` prints
+//! one JSON line per measurement (without the features: burn's composite operations instead of
+//! the fused kernels, for comparison);
 //! `benches/run.sh` runs it beside PyTorch. With `--features wgpu` and the argument `wgpu`, the
 //! same measurements run on burn's wgpu backend (lavapipe on a machine without a GPU). The
 //! argument `train` or `sample` runs only that half (for profiling one of them). Training is

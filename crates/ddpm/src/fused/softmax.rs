@@ -42,6 +42,9 @@ pub fn softmax(x: &[f32], axis: Axis) -> Vec<f32> {
     chunks_mut!(&mut y[..], axis.block())
         .zip(chunks!(x, axis.block()))
         .for_each(|(y, x)| {
+            if inner == 1 {
+                return softmax_row(x, y);
+            }
             let mut max = vec![f32::NEG_INFINITY; inner];
             for row in x.chunks_exact(inner) {
                 for (m, &v) in max.iter_mut().zip(row) {
@@ -71,6 +74,20 @@ pub fn softmax(x: &[f32], axis: Axis) -> Vec<f32> {
     y
 }
 
+/// The softmax of one contiguous row (the last axis).
+fn softmax_row(x: &[f32], y: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for (yv, &v) in y.iter_mut().zip(x) {
+        *yv = (v - max).exp();
+        sum += *yv;
+    }
+    let r = 1.0 / sum;
+    for yv in y.iter_mut() {
+        *yv *= r;
+    }
+}
+
 /// The softmax's gradient from its output `y` and the output's gradient `g`:
 /// `dx = y · (g − Σ g·y)`, the sum along the axis.
 pub fn softmax_backward(y: &[f32], g: &[f32], axis: Axis) -> Vec<f32> {
@@ -83,6 +100,13 @@ pub fn softmax_backward(y: &[f32], g: &[f32], axis: Axis) -> Vec<f32> {
         .zip(chunks!(y, axis.block()))
         .zip(chunks!(g, axis.block()))
         .for_each(|((dx, y), g)| {
+            if inner == 1 {
+                let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                for ((d, &yv), &gv) in dx.iter_mut().zip(y).zip(g) {
+                    *d = yv * (gv - dot);
+                }
+                return;
+            }
             let mut dot = vec![0.0f32; inner];
             for (y_row, g_row) in y.chunks_exact(inner).zip(g.chunks_exact(inner)) {
                 for ((d, &yv), &gv) in dot.iter_mut().zip(y_row).zip(g_row) {

@@ -36,6 +36,7 @@ macro_rules! chunks {
     };
 }
 
+pub mod exp;
 #[cfg(feature = "fused")]
 mod extension;
 pub mod norm_film_silu;

@@ -4,6 +4,8 @@
 #[cfg(feature = "fused-rayon")]
 use rayon::iter::{IndexedParallelIterator, ParallelIterator};
 
+use super::exp::{sigmoid, silu};
+
 /// `F.normalize`'s floor on the norm.
 const NORM_FLOOR: f32 = 1e-12;
 
@@ -22,10 +24,6 @@ impl Dims {
     fn image(&self) -> usize {
         self.channels * self.pixels
     }
-}
-
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
 }
 
 /// `1 / max(‖h[:, p]‖₂, 1e-12)` for every pixel `p` of one image `[channels, pixels]`.
@@ -60,8 +58,7 @@ pub fn norm_film_silu(h: &[f32], a: &[f32], s: &[f32], dims: Dims) -> Vec<f32> {
                 let (ac, sc) = (a[b * c + ch], s[b * c + ch]);
                 let rows = ch * p..(ch + 1) * p;
                 for ((yv, &x), &rv) in out[rows.clone()].iter_mut().zip(&image[rows]).zip(&r) {
-                    let z = x * rv * ac + sc;
-                    *yv = z * sigmoid(z);
+                    *yv = silu(x * rv * ac + sc);
                 }
             }
         });

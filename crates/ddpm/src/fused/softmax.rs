@@ -6,6 +6,8 @@
 #[cfg(feature = "fused-rayon")]
 use rayon::iter::{IndexedParallelIterator, ParallelIterator};
 
+use super::exp::exp;
+
 /// The sizes of a tensor around its softmax axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Axis {
@@ -58,7 +60,7 @@ pub fn softmax(x: &[f32], axis: Axis) -> Vec<f32> {
                     .zip(x_row)
                     .zip(max.iter().zip(sum.iter_mut()));
                 for ((yv, &v), (&m, s)) in columns {
-                    *yv = (v - m).exp();
+                    *yv = exp(v - m);
                     *s += *yv;
                 }
             }
@@ -77,12 +79,10 @@ pub fn softmax(x: &[f32], axis: Axis) -> Vec<f32> {
 /// The softmax of one contiguous row (the last axis).
 fn softmax_row(x: &[f32], y: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
     for (yv, &v) in y.iter_mut().zip(x) {
-        *yv = (v - max).exp();
-        sum += *yv;
+        *yv = exp(v - max);
     }
-    let r = 1.0 / sum;
+    let r = 1.0 / y.iter().sum::<f32>();
     for yv in y.iter_mut() {
         *yv *= r;
     }

@@ -194,3 +194,17 @@ fn softmax_runs_the_kernel_on_flex_with_burns_gradients() {
         );
     }
 }
+
+#[test]
+fn exp_is_within_two_ulps_of_std_and_clamps_to_normal_floats() {
+    let mut worst = 0.0f64;
+    for i in -87_000..=88_000 {
+        let x = i as f32 / 1000.0 + 0.000_37;
+        let (got, want) = (super::exp::exp(x) as f64, (x as f64).exp());
+        worst = worst.max((got - want).abs() / want);
+    }
+    assert!(worst < 2.4e-7, "relative error {worst:e}");
+    assert!(super::exp::exp(-1000.0) > 0.0 && super::exp::exp(-1000.0) < 1.3e-38);
+    assert!(super::exp::exp(1000.0).is_finite());
+    assert_eq!(super::exp::exp(0.0), 1.0);
+}

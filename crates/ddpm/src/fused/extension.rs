@@ -69,7 +69,6 @@ fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
 
 fn image_dims(shape: &[usize]) -> Dims {
     Dims {
-        batch: shape.first().copied().unwrap_or(1),
         channels: shape.get(1).copied().unwrap_or(1),
         pixels: shape.iter().skip(2).product(),
     }

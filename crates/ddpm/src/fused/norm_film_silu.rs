@@ -9,11 +9,10 @@ use super::exp::{sigmoid, silu};
 /// `F.normalize`'s floor on the norm.
 const NORM_FLOOR: f32 = 1e-12;
 
-/// The sizes of a `[batch, channels, height · width]` tensor.
+/// The sizes of each image of a `[batch, channels, height · width]` tensor (the number of
+/// images follows from the slices' length).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dims {
-    /// Images in the batch.
-    pub batch: usize,
     /// Channels of each image.
     pub channels: usize,
     /// Pixels of each channel (`height · width`).

@@ -8,11 +8,10 @@ use rayon::iter::{IndexedParallelIterator, ParallelIterator};
 
 use super::exp::exp;
 
-/// The sizes of a tensor around its softmax axis.
+/// The sizes of a tensor around its softmax axis (`outer`, the number of blocks, follows from
+/// the slices' length).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Axis {
-    /// The product of the sizes before the axis.
-    pub outer: usize,
     /// The axis' size.
     pub len: usize,
     /// The product of the sizes after it.
@@ -23,7 +22,6 @@ impl Axis {
     /// `shape` around axis `dim`.
     pub fn of(shape: &[usize], dim: usize) -> Self {
         Self {
-            outer: shape[..dim].iter().product(),
             len: shape[dim],
             inner: shape[dim + 1..].iter().product(),
         }

@@ -95,6 +95,16 @@ fn main() {
             repeats,
             |x| conv.forward(x),
         );
+        if k > 1 {
+            profile(
+                "  the same through fused::same_conv",
+                &device,
+                [b, cin, side, side],
+                flops,
+                repeats,
+                |x| ddpm::fused::same_conv(&conv, x),
+            );
+        }
     }
 
     // The same 1×1 convolution through `unet::pointwise`, the batched matmul `W·x` the U-Net

@@ -9,6 +9,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 
+use super::conv::{self, ConvDims};
 use super::norm_film_silu::{self as nfs, Dims};
 use super::softmax::{self as sm, Axis};
 
@@ -25,6 +26,14 @@ pub trait CpuKernels: Backend {
 
     /// The softmax of `x` along `dim` ([`sm::softmax`]).
     fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self>;
+
+    /// A same convolution ([`conv`]) of `x` `[batch, channels, height, width]` with `weight`
+    /// `[outputs, channels, k, k]` (odd `k`) and `bias` `[outputs]`.
+    fn same_conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// The backward passes of [`CpuKernels`] on the backend an autodiff graph wraps.
@@ -43,6 +52,14 @@ pub trait CpuKernelsBackward: Backend {
         g: FloatTensor<Self>,
         dim: usize,
     ) -> FloatTensor<Self>;
+
+    /// The gradients for `x`, `weight` and the bias of [`CpuKernels::same_conv`] given the
+    /// output's gradient `g`.
+    fn same_conv_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3];
 }
 
 /// A flex tensor's values as `f32` in row-major order, borrowed when they already are.
@@ -74,6 +91,18 @@ fn image_dims(shape: &[usize]) -> Dims {
     }
 }
 
+/// The sizes of a same convolution of `x` with `weight`, and its number of outputs.
+fn conv_dims(x: &FlexTensor, weight: &FlexTensor) -> (usize, ConvDims, usize) {
+    let (x, w) = (shape(x), shape(weight));
+    let dims = ConvDims {
+        channels: x[1],
+        height: x[2],
+        width: x[3],
+        kernel: w[2],
+    };
+    (x[0], dims, w[0])
+}
+
 impl CpuKernels for Flex {
     fn norm_film_silu(h: FlexTensor, a: FlexTensor, s: FlexTensor) -> FlexTensor {
         let shape = shape(&h);
@@ -84,6 +113,12 @@ impl CpuKernels for Flex {
     fn fused_softmax(x: FlexTensor, dim: usize) -> FlexTensor {
         let shape = shape(&x);
         tensor(sm::softmax(&values(&x), Axis::of(&shape, dim)), shape)
+    }
+
+    fn same_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let (batch, d, outputs) = conv_dims(&x, &weight);
+        let y = conv::same_conv(&values(&x), &values(&weight), &values(&bias), d);
+        tensor(y, vec![batch, outputs, d.height, d.width])
     }
 }
 
@@ -108,6 +143,16 @@ impl CpuKernelsBackward for Flex {
         let shape = shape(&y);
         let dx = sm::softmax_backward(&values(&y), &values(&g), Axis::of(&shape, dim));
         tensor(dx, shape)
+    }
+
+    fn same_conv_backward(x: FlexTensor, weight: FlexTensor, g: FlexTensor) -> [FlexTensor; 3] {
+        let (_, d, outputs) = conv_dims(&x, &weight);
+        let (dx, dw, db) = conv::same_conv_backward(&values(&x), &values(&weight), &values(&g), d);
+        [
+            tensor(dx, shape(&x)),
+            tensor(dw, shape(&weight)),
+            tensor(db, vec![outputs]),
+        ]
     }
 }
 
@@ -160,6 +205,27 @@ mod autodiff {
         }
     }
 
+    #[derive(Debug)]
+    struct SameConvGrad;
+
+    impl<B: CpuKernelsBackward> Backward<B, 3> for SameConvGrad {
+        /// The input and the weight, kept by the checkpointer.
+        type State = [NodeId; 2];
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ck: &mut Checkpointer) {
+            let g = grads.consume::<B>(&ops.node);
+            let [x, weight] = ops
+                .state
+                .map(|id| ck.retrieve_node_output::<FloatTensor<B>>(id));
+            let gradients = B::same_conv_backward(x, weight, g);
+            for (parent, grad) in ops.parents.into_iter().zip(gradients) {
+                if let Some(node) = parent {
+                    grads.register::<B>(node.id, grad);
+                }
+            }
+        }
+    }
+
     impl<B, C> CpuKernels for Autodiff<B, C>
     where
         B: CpuKernels + CpuKernelsBackward,
@@ -184,6 +250,25 @@ mod autodiff {
                 OpsKind::UnTracked(prep) => {
                     let [h, a, s] = [h, a, s].map(|t| t.into_primitive());
                     prep.finish(B::norm_film_silu(h, a, s))
+                }
+            }
+        }
+
+        fn same_conv(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            let prep = SameConvGrad.prepare::<C>([x.node(), weight.node(), bias.node()]);
+            match prep.compute_bound().stateful() {
+                OpsKind::Tracked(mut prep) => {
+                    let state = [prep.checkpoint(&x), prep.checkpoint(&weight)];
+                    let [x, w, b] = [x, weight, bias].map(|t| t.into_primitive());
+                    prep.finish(state, B::same_conv(x, w, b))
+                }
+                OpsKind::UnTracked(prep) => {
+                    let [x, w, b] = [x, weight, bias].map(|t| t.into_primitive());
+                    prep.finish(B::same_conv(x, w, b))
                 }
             }
         }
@@ -238,5 +323,15 @@ pub(super) fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as CpuKernels>::fused_softmax(
         x.into_dispatch(),
         dim,
+    ))
+}
+
+/// [`super::same_conv`] through the kernel (`bias = None`: zero).
+pub(super) fn same_conv(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &x.device()));
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::same_conv(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
     ))
 }

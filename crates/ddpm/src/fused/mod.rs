@@ -5,7 +5,9 @@
 //! passes for autodiff:
 //!
 //! - [`norm_film_silu`]: a `Block`'s RMSNorm, FiLM scale and shift, and SiLU;
-//! - [`softmax`]: the attentions' softmax along one axis.
+//! - [`softmax`]: the attentions' softmax along one axis;
+//! - [`same_conv`]: the 3×3 (and 7×7) convolutions with "same" padding, as one matrix product
+//!   over a patch matrix built from the NCHW input ([`conv`]).
 //!
 //! Features: `fused` (the forward kernels on flex), `fused-autodiff` (their backward passes,
 //! for training), `fused-rayon` (one image or row block per core). Other devices (wgpu), other
@@ -36,14 +38,21 @@ macro_rules! chunks {
     };
 }
 
+pub mod conv;
+#[cfg(test)]
+mod conv_tests;
 pub mod exp;
 #[cfg(feature = "fused")]
 mod extension;
+#[cfg(feature = "fused")]
+pub mod gemm;
 pub mod norm_film_silu;
 pub mod softmax;
 #[cfg(test)]
 mod tests;
 
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::activation::softmax as burn_softmax;
@@ -92,6 +101,36 @@ pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
         return extension::softmax(x, dim);
     }
     burn_softmax(x, dim)
+}
+
+/// `conv.forward(x)`; through the kernel where it runs and `conv` is a same convolution with a
+/// kernel larger than 1×1 ([`is_same_conv`]). 1×1 convolutions keep burn's own path (a plain
+/// matrix product, see `unet::blocks::pointwise`).
+pub fn same_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "fused")]
+    if conv.kernel_size[0] > 1 && is_same_conv(conv) && extension::applies(&x) {
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        return extension::same_conv(x, conv.weight.val(), bias);
+    }
+    conv.forward(x)
+}
+
+/// Whether `conv` is a "same" convolution: square odd kernel `k`, stride 1, no dilation, one
+/// group, padding `k / 2` on every side.
+pub fn is_same_conv(conv: &Conv2d) -> bool {
+    let [k, kw] = conv.kernel_size;
+    let p = k / 2;
+    let padded = match conv.padding {
+        PaddingConfig2d::Same => true,
+        PaddingConfig2d::Valid => p == 0,
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right] == [p; 4],
+    };
+    k == kw
+        && k % 2 == 1
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && padded
 }
 
 /// Whether the kernels run for tensors like `t` (on flex, `f32`, built with the features).

@@ -7,7 +7,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{gelu, silu};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::fused::norm_film_silu;
+use crate::fused::{norm_film_silu, same_conv};
 
 /// A `k×k` convolution with "same" padding, as `nn.Conv2d(i, o, k, padding = k // 2)`.
 pub(crate) fn conv(
@@ -148,7 +148,7 @@ impl Block {
     /// - `x`: `[batch, dim, h, w]`; `scale_shift`: two `[batch, dim_out, 1, 1]`;
     ///   output: `[batch, dim_out, h, w]`
     fn forward(&self, x: Tensor<4>, scale_shift: Option<(Tensor<4>, Tensor<4>)>) -> Tensor<4> {
-        let x = norm_film_silu(self.proj.forward(x), self.norm.gain(), scale_shift);
+        let x = norm_film_silu(same_conv(&self.proj, x), self.norm.gain(), scale_shift);
         match &self.dropout {
             Some(dropout) => dropout.forward(x),
             None => x,
@@ -223,7 +223,7 @@ impl Down {
                     .reshape([b, c * 4, h / 2, w / 2]);
                 pointwise(conv, x)
             }
-            Self::Same(conv) => conv.forward(x),
+            Self::Same(conv) => same_conv(conv, x),
         }
     }
 }
@@ -249,9 +249,9 @@ impl Up {
                     .reshape([b, c, h, 1, w, 1])
                     .expand([b, c, h, 2, w, 2])
                     .reshape([b, c, h * 2, w * 2]);
-                conv.forward(x)
+                same_conv(conv, x)
             }
-            Self::Same(conv) => conv.forward(x),
+            Self::Same(conv) => same_conv(conv, x),
         }
     }
 }

@@ -112,7 +112,7 @@ impl Unet {
         } else {
             x
         };
-        let x = self.init_conv.forward(x);
+        let x = crate::fused::same_conv(&self.init_conv, x);
         let r = x.clone();
 
         let mut emb = self

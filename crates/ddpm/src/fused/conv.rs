@@ -57,22 +57,40 @@ pub fn patches(image: &[f32], dims: ConvDims, out: &mut [f32]) {
     }
 }
 
-/// One row of the patch matrix: `plane` shifted by kernel tap `tap` (`ky · k + kx`).
+/// One row of the patch matrix: `plane` shifted by kernel tap `tap` (`ky · k + kx`). In the
+/// flattened image the shift is one offset, so the rows it reaches are copied in one piece and
+/// the columns that wrapped around from a neighbouring row are zeroed after (a copy per image
+/// row cost more than the copying itself at these widths).
 fn fill_tap(row: &mut [f32], plane: &[f32], dims: ConvDims, tap: usize) {
     let (h, w, pad) = (dims.height, dims.width, dims.kernel / 2);
     let (dy, dx) = (tap / dims.kernel, tap % dims.kernel);
-    // Output columns whose input column `x + dx − pad` lies in `0..w`.
+    // Output rows whose input row `y + dy − pad` lies in `0..h`, and likewise columns.
+    let y0 = pad.saturating_sub(dy).min(h);
+    let y1 = (h + pad).saturating_sub(dy).clamp(y0, h);
     let x0 = pad.saturating_sub(dx).min(w);
     let x1 = (w + pad).saturating_sub(dx).clamp(x0, w);
-    for (y, out) in row.chunks_exact_mut(w).enumerate() {
-        match (y + dy).checked_sub(pad).filter(|&sy| sy < h) {
-            Some(sy) if x0 < x1 => {
-                let src = sy * w + x0 + dx - pad;
-                out[..x0].fill(0.0);
-                out[x0..x1].copy_from_slice(&plane[src..src + (x1 - x0)]);
-                out[x1..].fill(0.0);
-            }
-            _ => out.fill(0.0),
+    if x0 == x1 {
+        row.fill(0.0);
+        return;
+    }
+    row[..y0 * w].fill(0.0);
+    row[y1 * w..].fill(0.0);
+    // Output element `i` reads input element `i + dy·w + dx − (w + 1)·pad`; keep both in range.
+    let (lo, hi) = (y0 * w, y1 * w);
+    let (ahead, behind) = (dy * w + dx, (w + 1) * pad);
+    let start = behind.saturating_sub(ahead).clamp(lo, hi);
+    let end = (plane.len() + behind)
+        .saturating_sub(ahead)
+        .clamp(start, hi);
+    row[lo..start].fill(0.0);
+    row[end..hi].fill(0.0);
+    if start < end {
+        row[start..end].copy_from_slice(&plane[start + ahead - behind..end + ahead - behind]);
+    }
+    if x0 > 0 || x1 < w {
+        for out in row[lo..hi].chunks_exact_mut(w) {
+            out[..x0].fill(0.0);
+            out[x1..].fill(0.0);
         }
     }
 }

@@ -53,6 +53,37 @@ fn patches_shift_each_plane_by_its_tap_with_zeros_outside() {
 }
 
 #[test]
+fn patches_equal_a_pixel_by_pixel_reading_for_every_shape_and_kernel() {
+    for (h, w) in [(1, 1), (1, 4), (4, 1), (2, 5), (5, 3), (6, 6)] {
+        for kernel in [1, 3, 5, 7] {
+            let dims = ConvDims {
+                channels: 2,
+                height: h,
+                width: w,
+                kernel,
+            };
+            let x: Vec<f32> = (0..2 * h * w).map(|v| v as f32 + 1.0).collect();
+            let mut got = vec![f32::NAN; dims.taps() * h * w];
+            patches(&x, dims, &mut got);
+            let pad = kernel as isize / 2;
+            let mut want = Vec::new();
+            for c in 0..2 {
+                for (ky, kx) in (0..kernel * kernel).map(|t| (t / kernel, t % kernel)) {
+                    for (y, xx) in (0..h * w).map(|p| (p / w, p % w)) {
+                        let sy = y as isize + ky as isize - pad;
+                        let sx = xx as isize + kx as isize - pad;
+                        let inside = (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx);
+                        let at = c * h * w + (sy * w as isize + sx).max(0) as usize;
+                        want.push(if inside { x[at] } else { 0.0 });
+                    }
+                }
+            }
+            assert_eq!(got, want, "{h}×{w}, kernel {kernel}");
+        }
+    }
+}
+
+#[test]
 fn only_stride_1_odd_padded_convolutions_are_same() {
     let device = device();
     assert!(is_same_conv(&conv(3, true, &device)));

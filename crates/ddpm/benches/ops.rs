@@ -3,7 +3,7 @@
 //! step (batch 64), with its FLOP count and the rate it reaches, then LinearAttention at 28×28
 //! taken apart step by step.
 //!
-//! `cargo bench -p ddpm --bench ops --features fused-autodiff,fused-rayon,avx512 [-- REPEATS]` (the
+//! `cargo bench -p ddpm --bench ops --features fused-autodiff,fused-rayon [-- REPEATS]` (the
 //! layers as the CLI runs them; without the features, as burn's composites). Not part of the
 //! tests.
 

@@ -15,7 +15,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 threads=$(nproc)
 # The features the CLI builds the library with: the fused CPU kernels (`ddpm::fused`).
-ours=$(cargo bench -q -p ddpm --bench unet --features fused-autodiff,fused-rayon,avx512 -- "$steps" | grep '^{')
+ours=$(cargo bench -q -p ddpm --bench unet --features fused-autodiff,fused-rayon -- "$steps" | grep '^{')
 theirs=$("$venv/bin/python" pytorch_unet.py "$steps" "$threads" | grep '^{')
 echo "$ours"
 echo "$theirs"

@@ -447,7 +447,7 @@ fn weights_of_another_model_and_unwritable_run_folders_are_refused_by_name() {
 }
 
 #[test]
-fn ctrl_c_writes_a_checkpoint_at_the_current_step_and_exits_cleanly() {
+fn ctrl_c_writes_a_checkpoint_at_the_current_step_and_exits_cleanly_and_one_trainer_holds_a_run() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = bars_dataset(dir.path(), 32);
     let run = dir.path().join("run");
@@ -475,6 +475,11 @@ fn ctrl_c_writes_a_checkpoint_at_the_current_step_and_exits_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A second trainer on the same folder is turned away and leaves the first one's files be.
+    let before = losses_if_any(&run);
+    let err = fails(&args(&fixed, &tiny));
+    assert!(err.contains("another `ddpm train`"), "{err}");
+    assert!(losses_if_any(&run) >= before, "metrics kept");
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -1,6 +1,7 @@
 //! The run folder: what `train` writes there, how a new run claims it and how a resumed run
 //! checks that it continues the same experiment.
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -35,6 +36,41 @@ impl RunDir {
     /// One line per training session (`crate::session`).
     pub fn sessions(&self) -> PathBuf {
         self.0.join("sessions.jsonl")
+    }
+    /// Locked by the `ddpm train` using the folder ([`RunLock`]).
+    pub fn lock(&self) -> PathBuf {
+        self.0.join("train.lock")
+    }
+}
+
+/// An exclusive lock on a run folder, held while one `ddpm train` uses it and released by the
+/// system when that process ends, a crash included. A second trainer on the same folder would
+/// delete the first one's half-written checkpoints, truncate its metrics and overwrite its
+/// checkpoints.
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock of the existing folder `run`, or says that another trainer holds it.
+    pub fn acquire(run: &RunDir) -> Result<Self> {
+        let path = run.lock();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(TryLockError::WouldBlock) => bail!(
+                "{}: another `ddpm train` is using this run folder",
+                run.0.display()
+            ),
+            Err(TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("{}: cannot lock", path.display()))
+            }
+        }
     }
 }
 
@@ -93,9 +129,11 @@ pub fn prepare_new_run(run: &RunDir, force: bool) -> Result<()> {
             run.loss_plot(),
             run.sessions(),
         ];
+        // The lock file is neither the run's nor foreign, and stays (another trainer may hold it).
         let entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("{}: cannot list", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| *p != run.lock())
             .collect();
         let foreign: Vec<&PathBuf> = entries.iter().filter(|p| !ours.contains(p)).collect();
         if !foreign.is_empty() {

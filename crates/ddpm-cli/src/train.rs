@@ -22,7 +22,7 @@ use crate::data::{self, BatchOrder, Dataset, Shaping};
 use crate::device::{self, DeviceChoice};
 use crate::gradients::Batches;
 use crate::plot;
-use crate::run_dir::{RunDir, prepare_new_run, resumed_config, truncate_metrics};
+use crate::run_dir::{RunDir, RunLock, prepare_new_run, resumed_config, truncate_metrics};
 use crate::sample::{self, SampleOptions};
 use crate::session::Session;
 use crate::split_batch;
@@ -122,6 +122,11 @@ impl TrainArgs {
 pub fn run(args: &TrainArgs) -> Result<()> {
     let run = RunDir(args.run_dir.clone());
     let wanted = args.config()?;
+    // Held until training ends; a new folder is locked once it exists.
+    let mut lock = match run.0.is_dir() {
+        true => Some(RunLock::acquire(&run)?),
+        false => None,
+    };
     let latest = if args.force {
         None
     } else {
@@ -146,10 +151,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let trainer = Trainer::new(config, dataset, selected.device, &run, latest.as_deref())?;
     if latest.is_none() {
         prepare_new_run(&run, args.force)?;
+        if lock.is_none() {
+            lock = Some(RunLock::acquire(&run)?);
+        }
         std::fs::write(run.config(), trainer.config.to_toml()?)
             .with_context(|| format!("{}: cannot write", run.config().display()))?;
     }
-    trainer.train(&run, &selected.description)
+    let trained = trainer.train(&run, &selected.description);
+    drop(lock);
+    trained
 }
 
 struct Trainer {

@@ -36,7 +36,9 @@ pub trait CpuKernels: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// The backward passes of [`CpuKernels`] on the backend an autodiff graph wraps.
+/// The backward passes of [`CpuKernels`] on the backend an autodiff graph wraps (used with
+/// `fused-autodiff` only).
+#[cfg_attr(not(feature = "fused-autodiff"), allow(dead_code))]
 pub trait CpuKernelsBackward: Backend {
     /// The gradients for `h`, `a` and `s` given the output's gradient `g`.
     fn norm_film_silu_backward(

@@ -1,16 +1,19 @@
 //! Fused CPU kernels. On burn's CPU backend (flex) a chain of element-wise operations costs a
 //! pass over memory (and, in training, a saved intermediate and more passes backward) for each
-//! operation, mostly on one core. The chains the U-Net runs on every activation are written
-//! here as one pass each, through burn's backend-extension API, with hand-written backward
-//! passes for autodiff:
+//! operation, mostly on one core, and a convolution converts its input to NHWC on one core and
+//! runs its backward pass as a transposed convolution. The chains the U-Net runs on every
+//! activation are written here as one pass each, and its convolutions as one matrix product
+//! per image, through burn's backend-extension API, with hand-written backward passes for
+//! autodiff:
 //!
 //! - [`norm_film_silu`]: a `Block`'s RMSNorm, FiLM scale and shift, and SiLU;
 //! - [`softmax`]: the attentions' softmax along one axis;
 //! - [`same_conv`]: the 3×3 (and 7×7) convolutions with "same" padding, as one matrix product
-//!   over a patch matrix built from the NCHW input ([`conv`]).
+//!   over a patch matrix built from the NCHW input ([`conv`], through [`gemm`]).
 //!
 //! Features: `fused` (the forward kernels on flex), `fused-autodiff` (their backward passes,
-//! for training), `fused-rayon` (one image or row block per core). Other devices (wgpu), other
+//! for training), `fused-rayon` (one image or row block per core, and gemm's own threads for a
+//! batch smaller than the core count). Other devices (wgpu), other
 //! dtypes and builds without the features run the same functions as burn operations.
 
 #[cfg(feature = "fused-rayon")]
@@ -38,8 +41,9 @@ macro_rules! chunks {
     };
 }
 
+#[cfg(feature = "fused")]
 pub mod conv;
-#[cfg(test)]
+#[cfg(all(test, feature = "fused"))]
 mod conv_tests;
 pub mod exp;
 #[cfg(feature = "fused")]

@@ -1,8 +1,10 @@
 use burn::tensor::{Device, Distribution, Tensor};
 
+#[cfg(feature = "fused")]
+use super::norm_film_silu;
 use super::norm_film_silu::{self as kernel, Dims};
+use super::norm_film_silu_composite;
 use super::softmax::{self as sm, Axis};
-use super::{norm_film_silu, norm_film_silu_composite};
 use crate::test_util::{device, values};
 
 const DIMS: Dims = Dims {

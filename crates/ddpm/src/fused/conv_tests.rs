@@ -3,18 +3,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::conv::{ConvDims, patches};
+use super::tests::close;
 use super::{is_same_conv, same_conv};
 use crate::test_util::{device, values};
-
-fn close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (p, q)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (p - q).abs() <= 1e-4 * q.abs().max(1.0),
-            "{what}[{i}]: {p} vs {q}"
-        );
-    }
-}
 
 fn conv(kernel: usize, bias: bool, device: &Device) -> Conv2d {
     let p = kernel / 2;

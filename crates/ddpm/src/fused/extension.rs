@@ -160,15 +160,28 @@ impl CpuKernelsBackward for Flex {
 
 #[cfg(feature = "fused-autodiff")]
 mod autodiff {
-    use burn::backend::Autodiff;
     use burn::backend::autodiff::NodeId;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Autodiff, Backend};
 
     use super::{CpuKernels, CpuKernelsBackward};
+
+    /// Registers each gradient with its parent node, where that parent is tracked.
+    fn register<B: Backend, const N: usize>(
+        grads: &mut Gradients,
+        parents: [Option<NodeId>; N],
+        gradients: [FloatTensor<B>; N],
+    ) {
+        for (parent, grad) in parents.into_iter().zip(gradients) {
+            if let Some(id) = parent {
+                grads.register::<B>(id, grad);
+            }
+        }
+    }
 
     #[derive(Debug)]
     struct NormFilmSiluGrad;
@@ -182,12 +195,8 @@ mod autodiff {
             let [h, a, s] = ops
                 .state
                 .map(|id| ck.retrieve_node_output::<FloatTensor<B>>(id));
-            let gradients = B::norm_film_silu_backward(h, a, s, g);
-            for (parent, grad) in ops.parents.into_iter().zip(gradients) {
-                if let Some(node) = parent {
-                    grads.register::<B>(node.id, grad);
-                }
-            }
+            let parents = ops.parents.map(|p| p.map(|node| node.id));
+            register::<B, 3>(grads, parents, B::norm_film_silu_backward(h, a, s, g));
         }
     }
 
@@ -219,12 +228,8 @@ mod autodiff {
             let [x, weight] = ops
                 .state
                 .map(|id| ck.retrieve_node_output::<FloatTensor<B>>(id));
-            let gradients = B::same_conv_backward(x, weight, g);
-            for (parent, grad) in ops.parents.into_iter().zip(gradients) {
-                if let Some(node) = parent {
-                    grads.register::<B>(node.id, grad);
-                }
-            }
+            let parents = ops.parents.map(|p| p.map(|node| node.id));
+            register::<B, 3>(grads, parents, B::same_conv_backward(x, weight, g));
         }
     }
 

@@ -12,7 +12,8 @@ const DIMS: Dims = Dims {
     pixels: 15,
 };
 
-fn close(got: &[f32], want: &[f32], what: &str) {
+/// Element-wise within 1e-4, relative for values above 1 (the kernels' tests share it).
+pub(super) fn close(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (p, q)) in got.iter().zip(want).enumerate() {
         assert!(

@@ -13,8 +13,8 @@
 //!
 //! Features: `fused` (the forward kernels on flex), `fused-autodiff` (their backward passes,
 //! for training), `fused-rayon` (one image or row block per core, and gemm's own threads for a
-//! batch smaller than the core count). Other devices (wgpu), other
-//! dtypes and builds without the features run the same functions as burn operations.
+//! batch smaller than the core count). Other devices (wgpu), other dtypes and builds without
+//! the features run the same functions as burn operations.
 
 #[cfg(feature = "fused-rayon")]
 macro_rules! chunks_mut {

@@ -444,6 +444,18 @@ fn weights_of_another_model_and_unwritable_run_folders_are_refused_by_name() {
         std::fs::read_to_string(run.join("notes.txt")).expect("kept"),
         "mine"
     );
+    // A folder of someone else's files is refused before anything is written into it.
+    let stranger = dir.path().join("stranger");
+    std::fs::create_dir(&stranger).expect("mkdir");
+    std::fs::write(stranger.join("notes.txt"), "mine").expect("write");
+    let stranger_s = stranger.to_str().expect("utf8");
+    let err = fails(&args(&["train", stranger_s, "--steps", "1"], &tiny));
+    assert!(err.contains("notes.txt"), "{err}");
+    let names: Vec<_> = std::fs::read_dir(&stranger)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"], "nothing added");
 }
 
 #[test]

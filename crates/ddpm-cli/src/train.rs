@@ -122,8 +122,11 @@ impl TrainArgs {
 pub fn run(args: &TrainArgs) -> Result<()> {
     let run = RunDir(args.run_dir.clone());
     let wanted = args.config()?;
-    // Held until training ends; a new folder is locked once it exists.
-    let mut lock = match run.0.is_dir() {
+    // Held until training ends. A folder that holds a run is locked before anything in it is
+    // read or removed; any other folder only once `prepare_new_run` has accepted it, so that a
+    // refused folder gets no lock file.
+    let holds_run = run.config().is_file() || run.checkpoints().is_dir();
+    let mut lock = match holds_run {
         true => Some(RunLock::acquire(&run)?),
         false => None,
     };

@@ -160,20 +160,19 @@ fn weight_gradient(x: &[f32], g: &[f32], dims: ConvDims, outputs: usize) -> Vec<
         (dw, buf)
     };
     let fresh = || (vec![0.0f32; outputs * taps], vec![0.0f32; taps * pixels]);
-    let sum = |mut a: Vec<f32>, b: Vec<f32>| {
-        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-        a
-    };
     #[cfg(feature = "fused-rayon")]
     return rayon::iter::IntoParallelIterator::into_par_iter(0..batch)
         .fold(fresh, add_image)
         .map(|(dw, _)| dw)
-        .reduce(|| vec![0.0f32; outputs * taps], sum);
+        .reduce(
+            || vec![0.0f32; outputs * taps],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            },
+        );
     #[cfg(not(feature = "fused-rayon"))]
-    {
-        let _ = sum;
-        (0..batch).fold(fresh(), add_image).0
-    }
+    (0..batch).fold(fresh(), add_image).0
 }
 
 /// Runs `f(b, output of image b, patch buffer)` for every image, in parallel with

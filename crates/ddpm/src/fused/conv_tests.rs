@@ -7,12 +7,9 @@ use super::tests::close;
 use super::{is_same_conv, same_conv};
 use crate::test_util::{device, values};
 
+/// The U-Net's same convolution, 2 → 4 channels.
 fn conv(kernel: usize, bias: bool, device: &Device) -> Conv2d {
-    let p = kernel / 2;
-    Conv2dConfig::new([2, 4], [kernel, kernel])
-        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-        .with_bias(bias)
-        .init(device)
+    crate::unet::conv(2, 4, kernel, bias, device)
 }
 
 #[test]

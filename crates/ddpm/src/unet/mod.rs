@@ -9,6 +9,8 @@ mod blocks;
 mod config;
 
 pub use attention::{Attention, LinearAttention, NUM_MEM_KV, StageAttention};
+#[cfg(all(test, feature = "fused"))]
+pub(crate) use blocks::conv;
 pub use blocks::{
     Block, Down, EmbeddingMlp, ResnetBlock, RmsNorm, Up, pointwise, sinusoidal_embedding,
 };

@@ -179,18 +179,33 @@ fn weight_gradient(x: &[f32], g: &[f32], dims: ConvDims, outputs: usize) -> Vec<
 /// `fused-rayon`, each thread reusing one buffer of `taps × pixels`.
 fn for_each_image<F>(y: &mut [f32], per_image: usize, dims: ConvDims, f: F)
 where
-    F: Fn(usize, &mut [f32], &mut [f32]) + Send + Sync,
+    F: Fn(usize, &mut [f32], &mut Vec<f32>) + Send + Sync,
 {
-    let buffer = || vec![0.0f32; dims.taps() * dims.pixels()];
+    for_each_chunk(
+        y,
+        per_image,
+        || vec![0.0f32; dims.taps() * dims.pixels()],
+        f,
+    );
+}
+
+/// Runs `f(i, chunk i of y, scratch)` for every chunk of `per_chunk` elements of `y`, in
+/// parallel with `fused-rayon`, each thread reusing one `scratch` made by `init`.
+pub(super) fn for_each_chunk<T, I, F>(y: &mut [f32], per_chunk: usize, init: I, f: F)
+where
+    T: Send,
+    I: Fn() -> T + Send + Sync,
+    F: Fn(usize, &mut [f32], &mut T) + Send + Sync,
+{
     #[cfg(feature = "fused-rayon")]
-    chunks_mut!(y, per_image)
+    chunks_mut!(y, per_chunk)
         .enumerate()
-        .for_each_init(buffer, |buf, (b, out)| f(b, out, buf));
+        .for_each_init(init, |scratch, (i, chunk)| f(i, chunk, scratch));
     #[cfg(not(feature = "fused-rayon"))]
     {
-        let mut buf = buffer();
-        for (b, out) in y.chunks_mut(per_image).enumerate() {
-            f(b, out, &mut buf);
+        let mut scratch = init();
+        for (i, chunk) in y.chunks_mut(per_chunk).enumerate() {
+            f(i, chunk, &mut scratch);
         }
     }
 }

@@ -10,6 +10,7 @@ use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 
 use super::conv::{self, ConvDims};
+use super::linear_attention::{self as la, HeadDims};
 use super::norm_film_silu::{self as nfs, Dims};
 use super::softmax::{self as sm, Axis};
 
@@ -33,6 +34,16 @@ pub trait CpuKernels: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// `LinearAttention`'s core ([`la::linear_attention`]) from the `to_qkv` projection `qkv`
+    /// `[batch, 3 · heads · dim_head, height, width]` and the memory slots `memory`
+    /// `[2, heads, dim_head, slots]`: `[batch, heads · dim_head, height, width]`. No backward
+    /// pass: for tensors without gradients only.
+    fn linear_attention(
+        qkv: FloatTensor<Self>,
+        memory: FloatTensor<Self>,
+        heads: usize,
     ) -> FloatTensor<Self>;
 }
 
@@ -122,6 +133,21 @@ impl CpuKernels for Flex {
         let y = conv::same_conv(&values(&x), &values(&weight), &values(&bias), d);
         tensor(y, vec![batch, outputs, d.height, d.width])
     }
+
+    fn linear_attention(qkv: FlexTensor, memory: FlexTensor, heads: usize) -> FlexTensor {
+        let (mut out_shape, slots) = (shape(&qkv), shape(&memory));
+        let dims = HeadDims {
+            heads,
+            dim_head: slots[2],
+            pixels: out_shape[2..].iter().product(),
+            memory: slots[3],
+        };
+        out_shape[1] = heads * dims.dim_head;
+        tensor(
+            la::linear_attention(&values(&qkv), &values(&memory), dims),
+            out_shape,
+        )
+    }
 }
 
 impl CpuKernelsBackward for Flex {
@@ -166,7 +192,7 @@ mod autodiff {
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{Autodiff, Backend};
+    use burn::backend::{Autodiff, AutodiffBackend, Backend};
 
     use super::{CpuKernels, CpuKernelsBackward};
 
@@ -280,6 +306,19 @@ mod autodiff {
             }
         }
 
+        fn linear_attention(
+            qkv: FloatTensor<Self>,
+            memory: FloatTensor<Self>,
+            heads: usize,
+        ) -> FloatTensor<Self> {
+            assert!(
+                !qkv.is_tracked() && !memory.is_tracked(),
+                "linear_attention has no backward pass: call it without gradients"
+            );
+            let (qkv, memory) = (qkv.into_primitive(), memory.into_primitive());
+            Self::from_inner(B::linear_attention(qkv, memory, heads))
+        }
+
         fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
             match SoftmaxGrad
                 .prepare::<C>([x.node()])
@@ -340,5 +379,14 @@ pub(super) fn same_conv(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
+    ))
+}
+
+/// [`super::linear_attention`] through the kernel.
+pub(super) fn linear_attention(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::linear_attention(
+        qkv.into_dispatch(),
+        memory.into_dispatch(),
+        heads,
     ))
 }

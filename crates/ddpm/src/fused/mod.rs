@@ -9,7 +9,9 @@
 //! - [`norm_film_silu`]: a `Block`'s RMSNorm, FiLM scale and shift, and SiLU;
 //! - [`softmax`]: the attentions' softmax along one axis;
 //! - [`same_conv`]: the 3×3 (and 7×7) convolutions with "same" padding, as one matrix product
-//!   over a patch matrix built from the NCHW input ([`conv`], through [`gemm`]).
+//!   over a patch matrix built from the NCHW input ([`conv`], through [`gemm`]);
+//! - [`linear_attention`]: `LinearAttention` between its two projections, while sampling (no
+//!   backward pass; training keeps burn's operations and [`softmax`]).
 //!
 //! Features: `fused` (the forward kernels on flex), `fused-autodiff` (their backward passes,
 //! for training), `fused-rayon` (one image or row block per core, and gemm's own threads for a
@@ -50,6 +52,10 @@ pub mod exp;
 mod extension;
 #[cfg(feature = "fused")]
 pub mod gemm;
+#[cfg(feature = "fused")]
+pub mod linear_attention;
+#[cfg(all(test, feature = "fused"))]
+mod linear_attention_tests;
 pub mod norm_film_silu;
 pub mod softmax;
 #[cfg(test)]
@@ -135,6 +141,37 @@ pub fn is_same_conv(conv: &Conv2d) -> bool {
         && conv.dilation == [1, 1]
         && conv.groups == 1
         && padded
+}
+
+/// `LinearAttention`'s core, between its two projections: from the `to_qkv` projection `qkv`
+/// `[batch, 3 · heads · dim_head, h, w]` and the memory slots `memory`
+/// `[2, heads, dim_head, slots]` (keys, then values), the heads' outputs
+/// `[batch, heads · dim_head, h, w]`. Through the kernel ([`linear_attention::linear_attention`])
+/// where the kernels run and no gradients are recorded (it has no backward pass).
+pub fn linear_attention(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
+    #[cfg(feature = "fused")]
+    if extension::applies(&qkv) && !qkv.device().is_autodiff() {
+        return extension::linear_attention(qkv, memory, heads);
+    }
+    linear_attention_composite(qkv, memory, heads)
+}
+
+/// [`linear_attention`] as burn operations: q, k and v of `[batch, heads, dim_head, h·w]`, the
+/// memory slots in front of k and v, `context = softmax(k) · vᵀ · scale` and
+/// `out = contextᵀ · softmax(q)` (the reference the kernel is tested against).
+pub fn linear_attention_composite(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
+    let [b, _, h, w] = qkv.dims();
+    let [_, _, d, m] = memory.dims();
+    let qkv = qkv.reshape([b, 3, heads, d, h * w]);
+    let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([b, heads, d, h * w]);
+    let slots = |i: usize| memory.clone().narrow(0, i, 1).expand([b, heads, d, m]);
+    let k = Tensor::cat(vec![slots(0), part(1)], 3);
+    let v = Tensor::cat(vec![slots(1), part(2)], 3);
+    let context = softmax(k, 3)
+        .matmul(v.swap_dims(2, 3))
+        .mul_scalar((d as f32).powf(-0.5));
+    let out = context.swap_dims(2, 3).matmul(softmax(part(0), 2));
+    out.reshape([b, heads * d, h, w])
 }
 
 /// Whether the kernels run for tensors like `t` (on flex, `f32`, built with the features).

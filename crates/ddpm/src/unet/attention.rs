@@ -102,8 +102,20 @@ impl LinearAttention {
     /// # Shapes
     /// - `x` and the output: `[batch, dim, height, width]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, _, h, w] = x.dims();
         let x = self.norm.forward(x);
+        let out = if x.device().is_autodiff() {
+            self.recorded_core(x)
+        } else {
+            let qkv = pointwise(&self.to_qkv, x);
+            fused::linear_attention(qkv, self.mem_kv.val(), self.heads)
+        };
+        self.to_out_norm.forward(pointwise(&self.to_out, out))
+    }
+
+    /// Softmaxes, context and output from the normalised input `x` while gradients are
+    /// recorded (without them: [`fused::linear_attention`]).
+    fn recorded_core(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, _, h, w] = x.dims();
         let [q, k, v] = project_qkv(&self.to_qkv, x, self.heads); // [b, heads, d, n]
         let dim_head = q.dims()[2];
         let k = Tensor::cat(vec![memory(&self.mem_kv, 0, b), k], 3);
@@ -111,7 +123,11 @@ impl LinearAttention {
         let scale = (dim_head as f32).powf(-0.5);
         // Softmax over features for q, over positions for k, then
         // context[d, e] = Σ_n k[d, n] v[e, n] and out[e, n] = scale · Σ_d context[d, e] q[d, n].
-        let out = if v.device().is_autodiff() && !fused::kernels_apply(&v) {
+        let out = if fused::kernels_apply(&v) {
+            // One pass per softmax: the fused kernel, with its own backward pass.
+            let context = softmax(k, 3).matmul(v.swap_dims(2, 3)).mul_scalar(scale);
+            context.swap_dims(2, 3).matmul(softmax(q, 2))
+        } else {
             // Each softmax's division is applied after the matmul it feeds: k's to the small
             // context (its denominator depends on d only), q's (and the scale) to the output
             // (its denominator depends on n only). Fewer full-size ops to record and
@@ -120,14 +136,8 @@ impl LinearAttention {
             let (k, k_recip) = softmax_parts(k, 3); // [b, heads, d, m + n], [b, heads, d, 1]
             let context = k.matmul(v.swap_dims(2, 3)) * k_recip; // [b, heads, d, e]
             context.swap_dims(2, 3).matmul(q) * q_recip.mul_scalar(scale) // [b, heads, e, n]
-        } else {
-            // One pass per softmax: the fused kernel (with its own backward pass), or burn's
-            // softmax, the fastest forward pass of the composites.
-            let context = softmax(k, 3).matmul(v.swap_dims(2, 3)).mul_scalar(scale);
-            context.swap_dims(2, 3).matmul(softmax(q, 2))
         };
-        let out = out.reshape([b, self.heads * dim_head, h, w]);
-        self.to_out_norm.forward(pointwise(&self.to_out, out))
+        out.reshape([b, self.heads * dim_head, h, w])
     }
 }
 

@@ -12,6 +12,8 @@
 use super::conv::for_each_chunk;
 use super::exp::exp;
 use super::gemm::{View, matmul};
+use super::softmax::{row_max, row_sum};
+use super::{Kernel, simd};
 
 /// The sizes of a linear attention (the batch follows from the slices' length).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +77,6 @@ pub fn linear_attention(qkv: &[f32], memory: &[f32], dims: HeadDims) -> Vec<f32>
     if out.is_empty() {
         return out;
     }
-    let scale = (d as f32).powf(-0.5);
     for_each_chunk(
         &mut out,
         head,
@@ -85,51 +86,110 @@ pub fn linear_attention(qkv: &[f32], memory: &[f32], dims: HeadDims) -> Vec<f32>
             let part = |which: usize| &qkv[(3 * b + which) * hidden + h * head..][..head];
             let slots = |which: usize| &memory[(which * dims.heads + h) * d * m..][..d * m];
             let (q, k, v) = (part(0), part(1), part(2));
-            let recip = key_softmax(k, slots(0), dims, s);
-            // context = softmax(k) · vᵀ over the memory slots, then over the pixels.
-            fn view(data: &[f32], rows: usize, cols: usize) -> View<'_> {
-                View::row_major(data, rows, cols)
-            }
-            let (k_memory, v_memory) = (view(&s.k_memory, d, m), view(slots(1), d, m).t());
-            matmul(&mut s.context, k_memory, v_memory, false, false);
-            let (k, v) = (view(&s.k, d, dims.pixels), view(v, d, dims.pixels).t());
-            matmul(&mut s.context, k, v, true, false);
-            for (row, r) in s.context.chunks_exact_mut(d).zip(recip) {
-                row.iter_mut().for_each(|c| *c *= r * scale);
-            }
-            query_softmax(q, dims, s);
-            let (context, q) = (view(&s.context, d, d).t(), view(&s.q, d, dims.pixels));
-            matmul(out, context, q, false, false);
+            let (k_memory, v_memory) = (slots(0), slots(1));
+            simd(OneHead {
+                q,
+                k,
+                v,
+                k_memory,
+                v_memory,
+                dims,
+                s,
+                out,
+            });
         },
     );
     out
 }
 
+/// One image's head: its q, k and v `[dim_head, pixels]`, its memory keys and values
+/// `[dim_head, slots]`, the thread's scratch and the output `[dim_head, pixels]`.
+struct OneHead<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    k_memory: &'a [f32],
+    v_memory: &'a [f32],
+    dims: HeadDims,
+    s: &'a mut Scratch,
+    out: &'a mut [f32],
+}
+
+impl Kernel for OneHead<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self {
+            q,
+            k,
+            v,
+            k_memory,
+            v_memory,
+            dims,
+            s,
+            out,
+        } = self;
+        let (d, m, n) = (dims.dim_head, dims.memory, dims.pixels);
+        let recip = key_softmax(k, k_memory, dims, s);
+        // context = softmax(k) · vᵀ over the memory slots, then over the pixels, then each row
+        // divided by its softmax denominator and scaled.
+        matmul(
+            &mut s.context,
+            view(&s.k_memory, d, m),
+            view(v_memory, d, m).t(),
+            false,
+            false,
+        );
+        matmul(
+            &mut s.context,
+            view(&s.k, d, n),
+            view(v, d, n).t(),
+            true,
+            false,
+        );
+        let scale = (d as f32).powf(-0.5);
+        for (row, r) in s.context.chunks_exact_mut(d).zip(recip) {
+            row.iter_mut().for_each(|c| *c *= r * scale);
+        }
+        query_softmax(q, dims, s);
+        matmul(
+            out,
+            view(&s.context, d, d).t(),
+            view(&s.q, d, n),
+            false,
+            false,
+        );
+    }
+}
+
+fn view(data: &[f32], rows: usize, cols: usize) -> View<'_> {
+    View::row_major(data, rows, cols)
+}
+
 /// The numerators of k's softmax along each row (the memory slots `k_memory` and the pixels
 /// `k` together) into the scratch buffers; returns each row's reciprocal denominator.
+#[inline(always)]
 fn key_softmax(k: &[f32], k_memory: &[f32], dims: HeadDims, s: &mut Scratch) -> Vec<f32> {
     let (n, m) = (dims.pixels, dims.memory);
     (0..dims.dim_head)
         .map(|row| {
             let (x, x_mem) = (&k[row * n..][..n], &k_memory[row * m..][..m]);
             let (e, e_mem) = (&mut s.k[row * n..][..n], &mut s.k_memory[row * m..][..m]);
-            let max = x
-                .iter()
-                .chain(x_mem)
-                .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let max = row_max(x).max(row_max(x_mem));
             for (e, &x) in e.iter_mut().zip(x) {
                 *e = exp(x - max);
             }
             for (e, &x) in e_mem.iter_mut().zip(x_mem) {
                 *e = exp(x - max);
             }
-            let sum: f32 = e.iter().chain(e_mem.iter()).sum();
-            1.0 / sum
+            1.0 / (row_sum(e) + row_sum(e_mem))
         })
         .collect()
 }
 
 /// q's softmax along each column (over the head's channels) into `s.q`.
+#[inline(always)]
 fn query_softmax(q: &[f32], dims: HeadDims, s: &mut Scratch) {
     let n = dims.pixels;
     let max = &mut s.columns;

@@ -43,6 +43,38 @@ macro_rules! chunks {
     };
 }
 
+/// A kernel's loop body, for [`simd`].
+#[cfg(feature = "fused")]
+pub(crate) trait Kernel {
+    type Output;
+    /// The body; marked `#[inline(always)]`, as everything it calls in its loops.
+    fn run(self) -> Self::Output;
+}
+
+/// Runs `kernel` compiled for the widest vector instructions the CPU has, chosen at run time
+/// by pulp (the gemm crate's dispatch): AVX2 and FMA on most x86-64 machines, where the
+/// build's baseline is SSE2, so the loops vectorise at twice the width. The body must inline
+/// into pulp's target-feature function, which a closure's body does not (its loops stayed
+/// SSE2): hence a type with an `#[inline(always)]` method.
+#[cfg(feature = "fused")]
+#[inline(always)]
+pub(crate) fn simd<K: Kernel>(kernel: K) -> K::Output {
+    pulp::Arch::new().dispatch(Dispatched(kernel))
+}
+
+#[cfg(feature = "fused")]
+struct Dispatched<K>(K);
+
+#[cfg(feature = "fused")]
+impl<K: Kernel> pulp::WithSimd for Dispatched<K> {
+    type Output = K::Output;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> K::Output {
+        self.0.run()
+    }
+}
+
 #[cfg(feature = "fused")]
 pub mod conv;
 #[cfg(all(test, feature = "fused"))]

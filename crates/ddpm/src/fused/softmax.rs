@@ -76,14 +76,58 @@ pub fn softmax(x: &[f32], axis: Axis) -> Vec<f32> {
 
 /// The softmax of one contiguous row (the last axis).
 fn softmax_row(x: &[f32], y: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = row_max(x);
     for (yv, &v) in y.iter_mut().zip(x) {
         *yv = exp(v - max);
     }
-    let r = 1.0 / y.iter().sum::<f32>();
+    let r = 1.0 / row_sum(y);
     for yv in y.iter_mut() {
         *yv *= r;
     }
+}
+
+/// The largest element of `x` (−∞ for none), in eight lanes so that it vectorises.
+#[inline(always)]
+pub(super) fn row_max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = x.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            *m = m.max(v);
+        }
+    }
+    let rest = chunks.remainder().iter();
+    lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// The sum of `x`, in eight lanes so that it vectorises.
+#[inline(always)]
+pub(super) fn row_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (s, &v) in lanes.iter_mut().zip(chunk) {
+            *s += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// `Σ x·y`, in eight lanes so that it vectorises.
+#[inline(always)]
+fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (xs, ys) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail = xs.remainder().iter().zip(ys.remainder());
+    for (a, b) in xs.zip(ys) {
+        for ((s, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
+            *s += a * b;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail.map(|(a, b)| a * b).sum::<f32>()
 }
 
 /// The softmax's gradient from its output `y` and the output's gradient `g`:
@@ -99,7 +143,7 @@ pub fn softmax_backward(y: &[f32], g: &[f32], axis: Axis) -> Vec<f32> {
         .zip(chunks!(g, axis.block()))
         .for_each(|((dx, y), g)| {
             if inner == 1 {
-                let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                let dot = lane_dot(y, g);
                 for ((d, &yv), &gv) in dx.iter_mut().zip(y).zip(g) {
                     *d = yv * (gv - dot);
                 }

@@ -44,7 +44,6 @@ macro_rules! chunks {
 }
 
 /// A kernel's loop body, for [`simd`].
-#[cfg(feature = "fused")]
 pub(crate) trait Kernel {
     type Output;
     /// The body; marked `#[inline(always)]`, as everything it calls in its loops.
@@ -55,11 +54,14 @@ pub(crate) trait Kernel {
 /// by pulp (the gemm crate's dispatch): AVX2 and FMA on most x86-64 machines, where the
 /// build's baseline is SSE2, so the loops vectorise at twice the width. The body must inline
 /// into pulp's target-feature function, which a closure's body does not (its loops stayed
-/// SSE2): hence a type with an `#[inline(always)]` method.
-#[cfg(feature = "fused")]
+/// SSE2): hence a type with an `#[inline(always)]` method. Without the `fused` feature (no
+/// pulp): `kernel.run()`.
 #[inline(always)]
 pub(crate) fn simd<K: Kernel>(kernel: K) -> K::Output {
-    pulp::Arch::new().dispatch(Dispatched(kernel))
+    #[cfg(feature = "fused")]
+    return pulp::Arch::new().dispatch(Dispatched(kernel));
+    #[cfg(not(feature = "fused"))]
+    kernel.run()
 }
 
 #[cfg(feature = "fused")]

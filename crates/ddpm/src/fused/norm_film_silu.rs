@@ -5,6 +5,7 @@
 use rayon::iter::{IndexedParallelIterator, ParallelIterator};
 
 use super::exp::{sigmoid, silu};
+use super::{Kernel, simd};
 
 /// `F.normalize`'s floor on the norm.
 const NORM_FLOOR: f32 = 1e-12;
@@ -26,6 +27,7 @@ impl Dims {
 }
 
 /// `1 / max(‖h[:, p]‖₂, 1e-12)` for every pixel `p` of one image `[channels, pixels]`.
+#[inline(always)]
 fn reciprocal_norms(image: &[f32], pixels: usize) -> Vec<f32> {
     let mut r = vec![0.0f32; pixels];
     for row in image.chunks_exact(pixels) {
@@ -52,14 +54,8 @@ pub fn norm_film_silu(h: &[f32], a: &[f32], s: &[f32], dims: Dims) -> Vec<f32> {
         .enumerate()
         .for_each(|(b, out)| {
             let image = &h[b * c * p..(b + 1) * c * p];
-            let r = reciprocal_norms(image, p);
-            for ch in 0..c {
-                let (ac, sc) = (a[b * c + ch], s[b * c + ch]);
-                let rows = ch * p..(ch + 1) * p;
-                for ((yv, &x), &rv) in out[rows.clone()].iter_mut().zip(&image[rows]).zip(&r) {
-                    *yv = silu(x * rv * ac + sc);
-                }
-            }
+            let (a, s) = (&a[b * c..(b + 1) * c], &s[b * c..(b + 1) * c]);
+            simd(Forward { image, a, s, out });
         });
     y
 }
@@ -89,41 +85,108 @@ pub fn norm_film_silu_backward(
         .for_each(|(b, ((dh, da), ds))| {
             let image = &h[b * c * p..(b + 1) * c * p];
             let grad = &g[b * c * p..(b + 1) * c * p];
-            let r = reciprocal_norms(image, p);
-            // Σ_c du·u for each pixel.
-            let mut dot = vec![0.0f32; p];
-            for ch in 0..c {
-                let (ac, sc) = (a[b * c + ch], s[b * c + ch]);
-                let rows = ch * p..(ch + 1) * p;
-                let (x, gv, d) = (&image[rows.clone()], &grad[rows.clone()], &mut dh[rows]);
-                // dz, then its sums for a and s, then du = dz·a and its part of Σ_c du·u: three
-                // loops over a row in cache, each of which vectorises.
-                for (((d, &x), &gv), &rv) in d.iter_mut().zip(x).zip(gv).zip(&r) {
-                    let z = x * rv * ac + sc;
-                    let sg = sigmoid(z);
-                    *d = gv * sg * (1.0 + z * (1.0 - sg));
-                }
-                (da[ch], ds[ch]) = film_sums(d, x, &r);
-                for (((d, &x), &rv), dot) in d.iter_mut().zip(x).zip(&r).zip(dot.iter_mut()) {
-                    *d *= ac;
-                    *dot += *d * x * rv;
-                }
-            }
-            for (row_dh, row_h) in dh.chunks_exact_mut(p).zip(image.chunks_exact(p)) {
-                let pixels = row_dh.iter_mut().zip(row_h).zip(r.iter().zip(&dot));
-                for ((d, &x), (&rv, &dot)) in pixels {
-                    *d = if rv * NORM_FLOOR < 1.0 {
-                        rv * (*d - x * rv * dot)
-                    } else {
-                        rv * *d
-                    };
-                }
-            }
+            let (a, s) = (&a[b * c..(b + 1) * c], &s[b * c..(b + 1) * c]);
+            simd(Backward {
+                image,
+                grad,
+                a,
+                s,
+                dh,
+                da,
+                ds,
+            });
         });
     (dh, da, ds)
 }
 
+/// One image's forward pass: `image` `[channels, pixels]`, its factors `a` and shifts `s`
+/// `[channels]`, into `out`.
+struct Forward<'a> {
+    image: &'a [f32],
+    a: &'a [f32],
+    s: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl Kernel for Forward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self { image, a, s, out } = self;
+        let p = image.len() / a.len();
+        let r = reciprocal_norms(image, p);
+        let rows = out.chunks_exact_mut(p).zip(image.chunks_exact(p));
+        for ((out, x), (&ac, &sc)) in rows.zip(a.iter().zip(s)) {
+            for ((yv, &x), &rv) in out.iter_mut().zip(x).zip(&r) {
+                *yv = silu(x * rv * ac + sc);
+            }
+        }
+    }
+}
+
+/// One image's backward pass: as [`Forward`], with the output's gradient `grad`, into the
+/// gradients `dh` `[channels, pixels]`, `da` and `ds` `[channels]`.
+struct Backward<'a> {
+    image: &'a [f32],
+    grad: &'a [f32],
+    a: &'a [f32],
+    s: &'a [f32],
+    dh: &'a mut [f32],
+    da: &'a mut [f32],
+    ds: &'a mut [f32],
+}
+
+impl Kernel for Backward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self {
+            image,
+            grad,
+            a,
+            s,
+            dh,
+            da,
+            ds,
+        } = self;
+        let (c, p) = (a.len(), image.len() / a.len());
+        let r = reciprocal_norms(image, p);
+        // Σ_c du·u for each pixel.
+        let mut dot = vec![0.0f32; p];
+        for ch in 0..c {
+            let (ac, sc) = (a[ch], s[ch]);
+            let rows = ch * p..(ch + 1) * p;
+            let (x, gv, d) = (&image[rows.clone()], &grad[rows.clone()], &mut dh[rows]);
+            // dz, then its sums for a and s, then du = dz·a and its part of Σ_c du·u: three
+            // loops over a row in cache, each of which vectorises.
+            for (((d, &x), &gv), &rv) in d.iter_mut().zip(x).zip(gv).zip(&r) {
+                let z = x * rv * ac + sc;
+                let sg = sigmoid(z);
+                *d = gv * sg * (1.0 + z * (1.0 - sg));
+            }
+            (da[ch], ds[ch]) = film_sums(d, x, &r);
+            for (((d, &x), &rv), dot) in d.iter_mut().zip(x).zip(&r).zip(dot.iter_mut()) {
+                *d *= ac;
+                *dot += *d * x * rv;
+            }
+        }
+        for (row_dh, row_h) in dh.chunks_exact_mut(p).zip(image.chunks_exact(p)) {
+            let pixels = row_dh.iter_mut().zip(row_h).zip(r.iter().zip(&dot));
+            for ((d, &x), (&rv, &dot)) in pixels {
+                *d = if rv * NORM_FLOOR < 1.0 {
+                    rv * (*d - x * rv * dot)
+                } else {
+                    rv * *d
+                };
+            }
+        }
+    }
+}
+
 /// `(Σ dz·x·r, Σ dz)` over one row, in eight lanes so that it vectorises.
+#[inline(always)]
 fn film_sums(dz: &[f32], x: &[f32], r: &[f32]) -> (f32, f32) {
     let (mut su, mut sd) = ([0.0f32; 8], [0.0f32; 8]);
     let lanes = dz

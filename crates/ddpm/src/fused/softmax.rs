@@ -7,6 +7,7 @@
 use rayon::iter::{IndexedParallelIterator, ParallelIterator};
 
 use super::exp::exp;
+use super::{Kernel, simd};
 
 /// The sizes of a tensor around its softmax axis (`outer`, the number of blocks, follows from
 /// the slices' length).
@@ -41,40 +42,95 @@ pub fn softmax(x: &[f32], axis: Axis) -> Vec<f32> {
     let inner = axis.inner;
     chunks_mut!(&mut y[..], axis.block())
         .zip(chunks!(x, axis.block()))
-        .for_each(|(y, x)| {
-            if inner == 1 {
-                return softmax_row(x, y);
-            }
-            let mut max = vec![f32::NEG_INFINITY; inner];
-            for row in x.chunks_exact(inner) {
-                for (m, &v) in max.iter_mut().zip(row) {
-                    *m = m.max(v);
-                }
-            }
-            let mut sum = vec![0.0f32; inner];
-            for (y_row, x_row) in y.chunks_exact_mut(inner).zip(x.chunks_exact(inner)) {
-                let columns = y_row
-                    .iter_mut()
-                    .zip(x_row)
-                    .zip(max.iter().zip(sum.iter_mut()));
-                for ((yv, &v), (&m, s)) in columns {
-                    *yv = exp(v - m);
-                    *s += *yv;
-                }
-            }
-            for s in &mut sum {
-                *s = 1.0 / *s;
-            }
-            for y_row in y.chunks_exact_mut(inner) {
-                for (yv, &r) in y_row.iter_mut().zip(&sum) {
-                    *yv *= r;
-                }
-            }
-        });
+        .for_each(|(y, x)| simd(Block { x, y, inner }));
     y
 }
 
+/// One block `[len, inner]` of the softmax's input `x`, into `y`.
+struct Block<'a> {
+    x: &'a [f32],
+    y: &'a mut [f32],
+    inner: usize,
+}
+
+impl Kernel for Block<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self { x, y, inner } = self;
+        if inner == 1 {
+            return softmax_row(x, y);
+        }
+        let mut max = vec![f32::NEG_INFINITY; inner];
+        for row in x.chunks_exact(inner) {
+            for (m, &v) in max.iter_mut().zip(row) {
+                *m = m.max(v);
+            }
+        }
+        let mut sum = vec![0.0f32; inner];
+        for (y_row, x_row) in y.chunks_exact_mut(inner).zip(x.chunks_exact(inner)) {
+            let columns = y_row
+                .iter_mut()
+                .zip(x_row)
+                .zip(max.iter().zip(sum.iter_mut()));
+            for ((yv, &v), (&m, s)) in columns {
+                *yv = exp(v - m);
+                *s += *yv;
+            }
+        }
+        for s in &mut sum {
+            *s = 1.0 / *s;
+        }
+        for y_row in y.chunks_exact_mut(inner) {
+            for (yv, &r) in y_row.iter_mut().zip(&sum) {
+                *yv *= r;
+            }
+        }
+    }
+}
+
+/// One block of [`softmax_backward`]: the output `y` and its gradient `g`, into `dx`.
+struct BlockBackward<'a> {
+    y: &'a [f32],
+    g: &'a [f32],
+    dx: &'a mut [f32],
+    inner: usize,
+}
+
+impl Kernel for BlockBackward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self { y, g, dx, inner } = self;
+        if inner == 1 {
+            let dot = lane_dot(y, g);
+            for ((d, &yv), &gv) in dx.iter_mut().zip(y).zip(g) {
+                *d = yv * (gv - dot);
+            }
+            return;
+        }
+        let mut dot = vec![0.0f32; inner];
+        for (y_row, g_row) in y.chunks_exact(inner).zip(g.chunks_exact(inner)) {
+            for ((d, &yv), &gv) in dot.iter_mut().zip(y_row).zip(g_row) {
+                *d += yv * gv;
+            }
+        }
+        let rows = dx
+            .chunks_exact_mut(inner)
+            .zip(y.chunks_exact(inner).zip(g.chunks_exact(inner)));
+        for (dx_row, (y_row, g_row)) in rows {
+            let columns = dx_row.iter_mut().zip(y_row.iter().zip(g_row)).zip(&dot);
+            for ((d, (&yv, &gv)), &dot) in columns {
+                *d = yv * (gv - dot);
+            }
+        }
+    }
+}
+
 /// The softmax of one contiguous row (the last axis).
+#[inline(always)]
 fn softmax_row(x: &[f32], y: &mut [f32]) {
     let max = row_max(x);
     for (yv, &v) in y.iter_mut().zip(x) {
@@ -141,29 +197,6 @@ pub fn softmax_backward(y: &[f32], g: &[f32], axis: Axis) -> Vec<f32> {
     chunks_mut!(&mut dx[..], axis.block())
         .zip(chunks!(y, axis.block()))
         .zip(chunks!(g, axis.block()))
-        .for_each(|((dx, y), g)| {
-            if inner == 1 {
-                let dot = lane_dot(y, g);
-                for ((d, &yv), &gv) in dx.iter_mut().zip(y).zip(g) {
-                    *d = yv * (gv - dot);
-                }
-                return;
-            }
-            let mut dot = vec![0.0f32; inner];
-            for (y_row, g_row) in y.chunks_exact(inner).zip(g.chunks_exact(inner)) {
-                for ((d, &yv), &gv) in dot.iter_mut().zip(y_row).zip(g_row) {
-                    *d += yv * gv;
-                }
-            }
-            let rows = dx
-                .chunks_exact_mut(inner)
-                .zip(y.chunks_exact(inner).zip(g.chunks_exact(inner)));
-            for (dx_row, (y_row, g_row)) in rows {
-                let columns = dx_row.iter_mut().zip(y_row.iter().zip(g_row)).zip(&dot);
-                for ((d, (&yv, &gv)), &dot) in columns {
-                    *d = yv * (gv - dot);
-                }
-            }
-        });
+        .for_each(|((dx, y), g)| simd(BlockBackward { y, g, dx, inner }));
     dx
 }

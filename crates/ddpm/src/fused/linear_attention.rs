@@ -36,11 +36,12 @@ impl HeadDims {
 }
 
 /// One thread's buffers: the numerators of k's softmax over the pixels `[d, n]` and over the
-/// memory slots `[d, m]`, q's softmax `[d, n]`, the context `[d, d]`, and per-row / per-column
-/// statistics.
+/// memory slots `[d, m]`, their rows' reciprocal denominators `[d]`, q's softmax `[d, n]`, the
+/// context `[d, d]`, and per-column statistics `[n]`.
 struct Scratch {
     k: Vec<f32>,
     k_memory: Vec<f32>,
+    k_recip: Vec<f32>,
     q: Vec<f32>,
     context: Vec<f32>,
     columns: Vec<f32>,
@@ -52,6 +53,7 @@ impl Scratch {
         Self {
             k: vec![0.0; d * n],
             k_memory: vec![0.0; d * dims.memory],
+            k_recip: vec![0.0; d],
             q: vec![0.0; d * n],
             context: vec![0.0; d * d],
             columns: vec![0.0; n],
@@ -131,7 +133,7 @@ impl Kernel for OneHead<'_> {
             out,
         } = self;
         let (d, m, n) = (dims.dim_head, dims.memory, dims.pixels);
-        let recip = key_softmax(k, k_memory, dims, s);
+        key_softmax(k, k_memory, dims, s);
         // context = softmax(k) · vᵀ over the memory slots, then over the pixels, then each row
         // divided by its softmax denominator and scaled.
         matmul(
@@ -149,7 +151,7 @@ impl Kernel for OneHead<'_> {
             false,
         );
         let scale = (d as f32).powf(-0.5);
-        for (row, r) in s.context.chunks_exact_mut(d).zip(recip) {
+        for (row, &r) in s.context.chunks_exact_mut(d).zip(&s.k_recip) {
             row.iter_mut().for_each(|c| *c *= r * scale);
         }
         query_softmax(q, dims, s);
@@ -168,24 +170,22 @@ fn view(data: &[f32], rows: usize, cols: usize) -> View<'_> {
 }
 
 /// The numerators of k's softmax along each row (the memory slots `k_memory` and the pixels
-/// `k` together) into the scratch buffers; returns each row's reciprocal denominator.
+/// `k` together) and each row's reciprocal denominator into the scratch buffers.
 #[inline(always)]
-fn key_softmax(k: &[f32], k_memory: &[f32], dims: HeadDims, s: &mut Scratch) -> Vec<f32> {
+fn key_softmax(k: &[f32], k_memory: &[f32], dims: HeadDims, s: &mut Scratch) {
     let (n, m) = (dims.pixels, dims.memory);
-    (0..dims.dim_head)
-        .map(|row| {
-            let (x, x_mem) = (&k[row * n..][..n], &k_memory[row * m..][..m]);
-            let (e, e_mem) = (&mut s.k[row * n..][..n], &mut s.k_memory[row * m..][..m]);
-            let max = row_max(x).max(row_max(x_mem));
-            for (e, &x) in e.iter_mut().zip(x) {
-                *e = exp(x - max);
-            }
-            for (e, &x) in e_mem.iter_mut().zip(x_mem) {
-                *e = exp(x - max);
-            }
-            1.0 / (row_sum(e) + row_sum(e_mem))
-        })
-        .collect()
+    for (row, recip) in s.k_recip.iter_mut().enumerate() {
+        let (x, x_mem) = (&k[row * n..][..n], &k_memory[row * m..][..m]);
+        let (e, e_mem) = (&mut s.k[row * n..][..n], &mut s.k_memory[row * m..][..m]);
+        let max = row_max(x).max(row_max(x_mem));
+        for (e, &x) in e.iter_mut().zip(x) {
+            *e = exp(x - max);
+        }
+        for (e, &x) in e_mem.iter_mut().zip(x_mem) {
+            *e = exp(x - max);
+        }
+        *recip = 1.0 / (row_sum(e) + row_sum(e_mem));
+    }
 }
 
 /// q's softmax along each column (over the head's channels) into `s.q`.

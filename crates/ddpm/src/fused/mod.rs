@@ -201,11 +201,16 @@ pub fn linear_attention_composite(qkv: Tensor<4>, memory: Tensor<4>, heads: usiz
     let slots = |i: usize| memory.clone().narrow(0, i, 1).expand([b, heads, d, m]);
     let k = Tensor::cat(vec![slots(0), part(1)], 3);
     let v = Tensor::cat(vec![slots(1), part(2)], 3);
-    let context = softmax(k, 3)
-        .matmul(v.swap_dims(2, 3))
-        .mul_scalar((d as f32).powf(-0.5));
-    let out = context.swap_dims(2, 3).matmul(softmax(part(0), 2));
-    out.reshape([b, heads * d, h, w])
+    linear_attention_heads(part(0), k, v).reshape([b, heads * d, h, w])
+}
+
+/// The heads' outputs `contextᵀ · softmax_d(q)` `[batch, heads, dim_head, n]`, with
+/// `context = softmax_j(k) · vᵀ · dim_head^(−1/2)`, for q `[batch, heads, dim_head, n]` and k, v
+/// `[batch, heads, dim_head, j]` (memory slots included), as burn operations and [`softmax`].
+pub fn linear_attention_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let scale = (q.dims()[2] as f32).powf(-0.5);
+    let context = softmax(k, 3).matmul(v.swap_dims(2, 3)).mul_scalar(scale);
+    context.swap_dims(2, 3).matmul(softmax(q, 2))
 }
 
 /// Whether the kernels run for tensors like `t` (on flex, `f32`, built with the features).

@@ -125,8 +125,7 @@ impl LinearAttention {
         // context[d, e] = Σ_n k[d, n] v[e, n] and out[e, n] = scale · Σ_d context[d, e] q[d, n].
         let out = if fused::kernels_apply(&v) {
             // One pass per softmax: the fused kernel, with its own backward pass.
-            let context = softmax(k, 3).matmul(v.swap_dims(2, 3)).mul_scalar(scale);
-            context.swap_dims(2, 3).matmul(softmax(q, 2))
+            fused::linear_attention_heads(q, k, v)
         } else {
             // Each softmax's division is applied after the matmul it feeds: k's to the small
             // context (its denominator depends on d only), q's (and the scale) to the output

@@ -237,6 +237,40 @@ test('widgets on one page: a bad attribute or tampered weights show a message, t
   await context.close();
 });
 
+// Pixels whose channels differ by more than 40 (0–255): none in a gray image.
+const colourful = (rgba) => {
+  let count = 0;
+  for (let i = 0; i < rgba.length; i += 4) {
+    const [r, g, b] = [rgba[i], rgba[i + 1], rgba[i + 2]];
+    if (Math.max(r, g, b) - Math.min(r, g, b) > 40) count += 1;
+  }
+  return count;
+};
+
+test('the shipped colour model draws emoji in colour from the picker, on the CPU', async () => {
+  const { page, problems } = await openPage(cpu, `${server.url}/?model=models/emoji.json&steps=8&seed=5&n=4&class=7`);
+  await waitFor(page, 'sampler', 'ddpm-done');
+  const list = await events(page, 'sampler');
+  const ready = list.find((e) => e.type === 'ddpm-ready');
+  assert.deepEqual(ready.detail.card.config.image_size, [32, 32]);
+  assert.equal(ready.detail.card.config.unet.channels, 3);
+  assert.equal(ready.detail.card.class_names[7], 'smileys-emotion');
+  const picked = await page.evaluate(() => document.getElementById('model').value);
+  assert.equal(picked, 'models/emoji.json');
+  const steps = list.filter((e) => e.type === 'ddpm-step');
+  assert.equal(steps.length, 8);
+  const width = await page.evaluate(() => document.getElementById('sampler').shadowRoot.querySelector('canvas').width);
+  // Four 32×32 images with their gaps, in colour, and smooth at the end where the first step
+  // was noise.
+  assert.ok(width > 64, `canvas ${width} pixels wide`);
+  const last = steps.at(-1).pixels;
+  assert.ok(colourful(last) > 500, `${colourful(last)} coloured pixels`);
+  const [first, end] = [roughness(steps[0].pixels, width), roughness(last, width)];
+  assert.ok(end < 0.5 * first, `roughness: ${first.toFixed(1)} at step 1, ${end.toFixed(1)} at the end`);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
 test('the documentation example renders both of its widgets', async () => {
   const { page, problems } = await openPage(gpu, `${server.url}/docs/`);
   const ids = await page.evaluate(() => [...document.querySelectorAll('ddpm-sampler')].map((e) => e.id));

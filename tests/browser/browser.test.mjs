@@ -260,9 +260,9 @@ test('the shipped colour model draws emoji in colour from the picker, on the CPU
   const steps = list.filter((e) => e.type === 'ddpm-step');
   assert.equal(steps.length, 8);
   const width = await page.evaluate(() => document.getElementById('sampler').shadowRoot.querySelector('canvas').width);
-  // Four 32×32 images with their gaps, in colour, and smooth at the end where the first step
-  // was noise.
-  assert.ok(width > 64, `canvas ${width} pixels wide`);
+  // Four 32×32 images in a 2×2 grid with 2-pixel gaps, in colour, and smooth at the end where
+  // the first step was noise.
+  assert.equal(width, 2 * (32 + 2) + 2);
   const last = steps.at(-1).pixels;
   assert.ok(colourful(last) > 500, `${colourful(last)} coloured pixels`);
   const [first, end] = [roughness(steps[0].pixels, width), roughness(last, width)];

@@ -206,12 +206,21 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
     assert!(err.contains("part.json") && err.contains("seed 0"), "{err}");
     assert!(!never.exists());
 
-    // The report goes into the model card of the same step...
+    // The report goes into the model card of the same step, and so do more reports of it
+    // (here the one made in parts), in the order given...
     let weights = dir.path().join("digits.bpk");
     let weights_s = weights.to_str().expect("utf8");
-    ok(&["export", run_s, "-o", weights_s, "--eval", report_s]);
+    let err = fails(&[
+        "export", run_s, "-o", weights_s, "--eval", report_s, "--eval", report_s,
+    ]);
+    assert!(err.contains("eval.json") && err.contains("twice"), "{err}");
+    assert!(!weights.exists());
+    ok(&[
+        "export", run_s, "-o", weights_s, "--eval", report_s, "--eval", whole_s,
+    ]);
     let card = json(&dir.path().join("digits.json"));
     assert_eq!(card["evaluation"], r);
+    assert_eq!(card["more_evaluations"], serde_json::json!([w]));
     assert_eq!(card["averaging"], "ema");
     // The raw weights, which the report also measured, can be exported instead.
     let raw = dir.path().join("digits-raw.bpk");
@@ -229,6 +238,7 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
     let raw_card = json(&dir.path().join("digits-raw.json"));
     assert_eq!(raw_card["averaging"], "raw");
     assert_ne!(raw_card["sha256"], card["sha256"]);
+    assert!(raw_card.get("more_evaluations").is_none(), "{raw_card}");
     // Evaluated as a file, the raw weights are called raw (their card says so) and measure
     // as they did in the run folder; the EMA ones are not in that file.
     let from_file = dir.path().join("raw-file.json");

@@ -40,9 +40,10 @@ pub struct ExportArgs {
     #[arg(long, value_name = "FILE")]
     pub safetensors: Option<PathBuf>,
     /// Put this `ddpm eval --out` report into the model card (it must have evaluated the same
-    /// step).
+    /// step). Repeatable: the first is the card's `evaluation`, the others (e.g. another `-n` or
+    /// guidance) its `more_evaluations`.
     #[arg(long, value_name = "FILE")]
-    pub eval: Option<PathBuf>,
+    pub eval: Vec<PathBuf>,
     /// Overwrite files that exist.
     #[arg(long)]
     pub force: bool,
@@ -89,6 +90,10 @@ pub struct ModelCard {
     /// What `ddpm eval` measured for these weights, when it was run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<Report>,
+    /// Further `ddpm eval` reports of the same weights with other settings (another `-n`,
+    /// guidance or samplers), when `export` was given more than one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_evaluations: Vec<Report>,
 }
 
 /// Runs `ddpm export`.
@@ -140,11 +145,19 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         training_seconds,
         training_sessions,
     } = known;
-    let evaluation = args
+    for (i, path) in args.eval.iter().enumerate() {
+        if args.eval[..i].contains(path) {
+            bail!("{}: given twice to --eval", path.display());
+        }
+    }
+    let mut evaluations = args
         .eval
-        .as_deref()
+        .iter()
         .map(|path| read_evaluation(path, steps_trained))
-        .transpose()?;
+        .collect::<Result<Vec<_>>>()?
+        .into_iter();
+    let evaluation = evaluations.next();
+    let more_evaluations = evaluations.collect();
     let precision = if args.f16 {
         Precision::F16
     } else {
@@ -171,6 +184,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         training_seconds,
         training_sessions,
         evaluation,
+        more_evaluations,
     };
     let json = serde_json::to_string_pretty(&card)? + "\n";
     std::fs::write(&card_path, json)

@@ -166,6 +166,40 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
     assert_eq!(w["floor"], r["floor"]);
     assert_eq!(w["command"], json(&part)["command"]);
     assert_eq!(w["extended_by"][0][3], "--extend");
+    // A report without bits/dim (`--nll-images 0`) is extended without them too: only the
+    // rows asked for are added, not the default bound on 1,000 digits.
+    let bare = dir.path().join("bare.json");
+    let bare_more = dir.path().join("bare-more.json");
+    let (bare_s, bare_more_s) = (
+        bare.to_str().expect("utf8"),
+        bare_more.to_str().expect("utf8"),
+    );
+    ok(&[
+        &["eval", run_s, "-n", "20", "--samplers", "ddim-2"][..],
+        &["--weights", "ema", "--nll-images", "0", "-o", bare_s],
+        &flags,
+    ]
+    .concat());
+    let out = ok(&[
+        "eval",
+        run_s,
+        "--device",
+        "cpu",
+        "--extend",
+        bare_s,
+        "--weights",
+        "raw",
+        "-o",
+        bare_more_s,
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("bits/dim"), "{log}");
+    let b = json(&bare_more);
+    assert_eq!(b["likelihood"], serde_json::json!([]));
+    assert_eq!(
+        without_seconds(&b["samples"]),
+        without_seconds(&serde_json::json!([r["samples"][0], r["samples"][2]]))
+    );
     // Nothing left to measure, no --out, or settings the report was not measured with
     // (they would change the numbers): refused by name, before anything is measured.
     let never = dir.path().join("never.json");

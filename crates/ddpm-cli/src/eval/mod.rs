@@ -169,8 +169,9 @@ pub struct EvalArgs {
     pub out: Option<PathBuf>,
     /// Add to this earlier `--out` report of the same checkpoint instead of starting afresh:
     /// only the weights × samplers (by default its samplers) and bits/dim it lacks are
-    /// measured, with its settings (-n, guidance, batch, bound's images and stride, held-out
-    /// set, seed, classifier); `--out` (needed; it may be this file, with --force) gets both.
+    /// measured, with its settings (-n, guidance, batch, bound's images and stride — none if it
+    /// has no bits/dim, unless --nll-images asks —, held-out set, seed, classifier); `--out`
+    /// (needed; it may be this file, with --force) gets both.
     #[arg(long, value_name = "REPORT")]
     pub extend: Option<PathBuf>,
     /// Overwrite `--out` if it exists.

@@ -36,10 +36,13 @@ impl Settings {
         let bound = previous
             .and_then(|p| p.likelihood.first())
             .map(|l| &l.bound);
-        let nll_images = match args.nll_images {
+        let nll_images = match (args.nll_images, previous, bound) {
             // Skipping the bound is always allowed.
-            Some(0) => 0,
-            given => pick("--nll-images", given, bound.map(|b| b.images), 1000)?,
+            (Some(0), _, _) => 0,
+            // A report without bits/dim was made with `--nll-images 0`: its extension measures
+            // none either, unless asked to add them.
+            (given, Some(_), None) => given.unwrap_or(0),
+            (given, _, _) => pick("--nll-images", given, bound.map(|b| b.images), 1000)?,
         };
         Ok(Self {
             n: pick("-n", args.n, previous.and_then(|p| p.images), 1000)?,

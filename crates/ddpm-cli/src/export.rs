@@ -103,14 +103,15 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     outputs.extend(args.safetensors.clone());
     // The weights, their card (the weights' name with `.json`) and the safetensors copy are
     // three files: one path for two of them would overwrite what was just written.
-    for (i, a) in outputs.iter().enumerate() {
-        if outputs[..i].contains(a) {
-            bail!(
-                "{}: would hold two of the outputs (the weights, their card `{}`, the safetensors copy); name the weights file e.g. model.bpk",
-                a.display(),
-                card_path.display()
-            );
-        }
+    if let Some(a) = repeated(&outputs) {
+        bail!(
+            "{}: would hold two of the outputs (the weights, their card `{}`, the safetensors copy); name the weights file e.g. model.bpk",
+            a.display(),
+            card_path.display()
+        );
+    }
+    if let Some(path) = repeated(&args.eval) {
+        bail!("{}: given twice to --eval", path.display());
     }
     for out in &outputs {
         if out.exists() && !args.force {
@@ -145,11 +146,6 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         training_seconds,
         training_sessions,
     } = known;
-    for (i, path) in args.eval.iter().enumerate() {
-        if args.eval[..i].contains(path) {
-            bail!("{}: given twice to --eval", path.display());
-        }
-    }
     let mut evaluations = args
         .eval
         .iter()
@@ -202,6 +198,14 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         card_path.display()
     );
     Ok(())
+}
+
+/// The first path that appears twice in `paths`.
+fn repeated(paths: &[PathBuf]) -> Option<&PathBuf> {
+    paths
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| paths[..i].contains(p).then_some(p))
 }
 
 /// The model card `ddpm export` wrote beside a weights file, when it describes that file (same

@@ -36,14 +36,27 @@ try {
   picker.disabled = true;
 }
 
+// The sum of a card's `key` and that of every run it was warm-started from; null if one lacks it.
+function overHistory(card, key) {
+  let total = 0;
+  for (let link = card; link; link = link.initialised_from) {
+    if (!Number.isFinite(link[key])) return null;
+    total += link[key];
+  }
+  return total;
+}
+
 // Where the model came from, from its card.
 sampler.addEventListener('ddpm-ready', ({ detail: { card } }) => {
   // A hand-written card may lack any of these: show what it has.
   const parts = [];
   if (Number.isFinite(card.parameters)) parts.push(`${card.parameters.toLocaleString('en')} parameters`);
   if (Number.isFinite(card.bytes)) parts.push(`${(card.bytes / 1e6).toFixed(1)} MB (${card.precision ?? '?'})`);
-  if (card.steps_trained) parts.push(`${card.steps_trained.toLocaleString('en')} training steps`);
-  if (card.training_seconds) parts.push(`${(card.training_seconds / 60).toFixed(0)} min of training`);
+  // A warm-started run (`ddpm train --init`) counts the steps and time of the weights it began from.
+  const steps = overHistory(card, 'steps_trained');
+  const seconds = overHistory(card, 'training_seconds');
+  if (steps) parts.push(`${steps.toLocaleString('en')} training steps`);
+  if (seconds) parts.push(`${(seconds / 60).toFixed(0)} min of training`);
   if (card.dataset) parts.push(`data: ${card.dataset}`);
   // What `ddpm eval` measured (on held-out MNIST): the best class accuracy of these weights.
   const rows = (card.evaluation?.samples ?? []).filter((r) => r.weights === (card.averaging ?? 'ema') && r.accuracy != null);

@@ -20,6 +20,7 @@ use crate::eval::WeightsChoice;
 use crate::run_dir::RunDir;
 use crate::sample::{load_checkpoint_model, load_model, newest_checkpoint};
 use crate::session::{self, Session};
+use crate::warm_start::WarmStart;
 
 /// `ddpm export`.
 #[derive(Debug, clap::Args)]
@@ -87,6 +88,10 @@ pub struct ModelCard {
     /// run folder's `sessions.jsonl`; empty for runs older than it).
     #[serde(default)]
     pub training_sessions: Vec<Session>,
+    /// The weights those steps started from, when the run was warm-started (`train --init`):
+    /// their steps, time and sessions, so the whole history is here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initialised_from: Option<WarmStart>,
     /// What `ddpm eval` measured for these weights, when it was run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<Report>,
@@ -145,6 +150,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         averaging,
         training_seconds,
         training_sessions,
+        initialised_from,
     } = known;
     let mut evaluations = args
         .eval
@@ -179,6 +185,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         averaging,
         training_seconds,
         training_sessions,
+        initialised_from,
         evaluation,
         more_evaluations,
     };
@@ -241,13 +248,21 @@ fn read_evaluation(path: &Path, steps_trained: Option<usize>) -> Result<Report> 
 
 /// Where exported weights came from: what the model card says besides the weights themselves.
 #[derive(Debug, Default)]
-struct Provenance {
-    dataset: Option<String>,
-    class_names: Vec<String>,
-    steps_trained: Option<usize>,
-    averaging: Option<String>,
-    training_seconds: Option<f64>,
-    training_sessions: Vec<Session>,
+pub struct Provenance {
+    /// `data.source`.
+    pub dataset: Option<String>,
+    /// Index = label.
+    pub class_names: Vec<String>,
+    /// Optimiser steps.
+    pub steps_trained: Option<usize>,
+    /// `ema` or `raw`.
+    pub averaging: Option<String>,
+    /// Wall-clock seconds of those steps.
+    pub training_seconds: Option<f64>,
+    /// The `ddpm train` sessions that made them.
+    pub training_sessions: Vec<Session>,
+    /// What a warm-started run started from.
+    pub initialised_from: Option<WarmStart>,
 }
 
 impl From<ModelCard> for Provenance {
@@ -259,28 +274,29 @@ impl From<ModelCard> for Provenance {
             averaging: card.averaging,
             training_seconds: card.training_seconds,
             training_sessions: card.training_sessions,
+            initialised_from: card.initialised_from,
         }
     }
 }
 
 /// A run folder's checkpoint `ckpt`: dataset (from the run's configuration), class names and
-/// step (from the checkpoint), the weights exported, and the time and sessions to that step.
-fn provenance(run: &Path, ckpt: &Path, weights: WeightsChoice) -> Result<Provenance> {
+/// step (from the checkpoint), the weights exported, the time and sessions to that step, and
+/// the weights it started from.
+pub fn provenance(run: &Path, ckpt: &Path, weights: WeightsChoice) -> Result<Provenance> {
     let state = checkpoint::read_state(ckpt)?;
     let dataset = std::fs::read_to_string(run.join("config.toml"))
         .ok()
         .and_then(|text| TrainConfig::from_toml(&text, &[]).ok())
         .map(|c| c.data.source);
+    let run_dir = RunDir(run.to_path_buf());
     Ok(Provenance {
         dataset,
         class_names: state.class_names,
         steps_trained: Some(state.step),
         averaging: Some(weights.name().to_string()),
         training_seconds: training_seconds(run, state.step),
-        training_sessions: session::sessions_until(
-            &RunDir(run.to_path_buf()).sessions(),
-            state.step,
-        ),
+        training_sessions: session::sessions_until(&run_dir.sessions(), state.step),
+        initialised_from: WarmStart::read(&run_dir.warm_start())?,
     })
 }
 

@@ -15,6 +15,7 @@ mod sample;
 mod session;
 mod split_batch;
 mod train;
+mod warm_start;
 
 use std::process::ExitCode;
 

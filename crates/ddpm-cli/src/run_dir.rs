@@ -37,6 +37,10 @@ impl RunDir {
     pub fn sessions(&self) -> PathBuf {
         self.0.join("sessions.jsonl")
     }
+    /// Where a warm-started run's first weights came from (`crate::warm_start`).
+    pub fn warm_start(&self) -> PathBuf {
+        self.0.join("warm_start.json")
+    }
     /// Locked by the `ddpm train` using the folder ([`RunLock`]).
     pub fn lock(&self) -> PathBuf {
         self.0.join("train.lock")
@@ -128,6 +132,7 @@ pub fn prepare_new_run(run: &RunDir, force: bool) -> Result<()> {
             run.metrics().with_extension("csv.tmp"),
             run.loss_plot(),
             run.sessions(),
+            run.warm_start(),
         ];
         // The lock file is neither the run's nor foreign, and stays (another trainer may hold it).
         let entries: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -26,6 +26,7 @@ use crate::run_dir::{RunDir, RunLock, prepare_new_run, resumed_config, truncate_
 use crate::sample::{self, SampleOptions};
 use crate::session::Session;
 use crate::split_batch;
+use crate::warm_start::{self, WarmStart};
 
 /// `ddpm train`.
 #[derive(Debug, clap::Args)]
@@ -38,6 +39,11 @@ pub struct TrainArgs {
     /// Start over in an existing run folder, deleting its checkpoints and samples.
     #[arg(long)]
     pub force: bool,
+    /// Start a new run from these weights instead of a random initialisation: a weights file
+    /// (e.g. a shipped model, to fine-tune or train it further) or a run folder (its newest
+    /// EMA weights). The model must match the configuration; Adam starts afresh.
+    #[arg(long, value_name = "WEIGHTS", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// A TOML configuration file (every key optional).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -139,6 +145,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if args.resume && latest.is_none() {
         bail!("{}: no checkpoint to resume from", run.0.display());
     }
+    if args.init.is_some() && latest.is_some() {
+        bail!(
+            "{}: holds a run with checkpoints, and --init starts a new one (leave out --init to resume it, or pass --force to start over)",
+            run.0.display()
+        );
+    }
     let config = match &latest {
         Some(_) => resumed_config(&run, args, wanted)?,
         None => wanted,
@@ -151,7 +163,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         strict: config.data.strict,
     };
     let dataset = data::load(&config.data.source, &shaping)?;
-    let trainer = Trainer::new(config, dataset, selected.device, &run, latest.as_deref())?;
+    let start = match &latest {
+        Some(ckpt) => Start::Resume(ckpt),
+        None => Start::New(args.init.as_deref()),
+    };
+    let (trainer, warm_start) = Trainer::new(config, dataset, selected.device, &run, start)?;
     if latest.is_none() {
         prepare_new_run(&run, args.force)?;
         if lock.is_none() {
@@ -159,10 +175,28 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
         std::fs::write(run.config(), trainer.config.to_toml()?)
             .with_context(|| format!("{}: cannot write", run.config().display()))?;
+        if let Some(record) = warm_start {
+            record.write(&run.warm_start())?;
+            eprintln!(
+                "starting from the weights of {}{}",
+                record.from,
+                record
+                    .total_steps()
+                    .map_or(String::new(), |s| format!(" ({s} steps trained)"))
+            );
+        }
     }
     let trained = trainer.train(&run, &selected.description);
     drop(lock);
     trained
+}
+
+/// Where a training session's weights come from.
+enum Start<'a> {
+    /// A checkpoint of this run.
+    Resume(&'a Path),
+    /// A new run: a random initialisation, or these weights (`--init`).
+    New(Option<&'a Path>),
 }
 
 struct Trainer {
@@ -187,8 +221,8 @@ impl Trainer {
         dataset: Dataset,
         device: Device,
         run: &RunDir,
-        latest: Option<&Path>,
-    ) -> Result<Self> {
+        start: Start<'_>,
+    ) -> Result<(Self, Option<WarmStart>)> {
         let micro = config.optim.batch_size / config.optim.accumulation;
         let parts = match config.optim.parallel {
             0 if split_batch::on_cpu(&device) && micro.is_multiple_of(2) => 2,
@@ -220,7 +254,17 @@ impl Trainer {
         let mut noise = NoiseSource::new(config.run.seed);
         let mut order = BatchOrder::new(config.run.seed);
         let mut step = 0;
-        if let Some(ckpt) = latest {
+        let mut warm_start = None;
+        if let Start::New(Some(path)) = start {
+            let (weights, record) =
+                warm_start::load(path, &model_config, &dataset.class_names, &device)?;
+            model = model
+                .try_load_record(weights.into_record())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            ema = Ema::new(&model);
+            warm_start = Some(record);
+        }
+        if let Start::Resume(ckpt) = start {
             let state = checkpoint::read_state(ckpt)?;
             if state.model != model_config {
                 bail!(
@@ -255,7 +299,7 @@ impl Trainer {
             step = state.step;
         }
         let diffusion = GaussianDiffusion::new(model_config.diffusion.clone());
-        Ok(Self {
+        let trainer = Self {
             config,
             dataset,
             device,
@@ -268,7 +312,8 @@ impl Trainer {
             order,
             step,
             parts,
-        })
+        };
+        Ok((trainer, warm_start))
     }
 
     fn train(mut self, run: &RunDir, device_name: &str) -> Result<()> {

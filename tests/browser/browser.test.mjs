@@ -267,6 +267,14 @@ test('the shipped colour model draws emoji in colour from the picker, on the CPU
   assert.ok(colourful(last) > 500, `${colourful(last)} coloured pixels`);
   const [first, end] = [roughness(steps[0].pixels, width), roughness(last, width)];
   assert.ok(end < 0.5 * first, `roughness: ${first.toFixed(1)} at step 1, ${end.toFixed(1)} at the end`);
+  // Its run was warm-started (`train --init`) from earlier weights: the page counts the steps of
+  // the whole chain, not only the last run's.
+  const card = ready.detail.card;
+  let [total, runs] = [0, 0];
+  for (let link = card; link; link = link.initialised_from) [total, runs] = [total + link.steps_trained, runs + 1];
+  assert.ok(runs > 1, `${runs} run(s) in the card`);
+  const provenance = await page.evaluate(() => document.getElementById('provenance').textContent);
+  assert.ok(provenance.includes(`${total.toLocaleString('en')} training steps`), provenance);
   assert.deepEqual(problems, []);
   await page.close();
 });

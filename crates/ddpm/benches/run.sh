@@ -5,7 +5,8 @@
 # ratio ours ÷ PyTorch. Not part of the test suite: numbers go to BENCHMARKS.md by hand. Where
 # `nvidia-smi` is found (or with BENCH_GPU=1; BENCH_GPU=0 skips it) it then does the same on the
 # GPU: burn's wgpu backend against PyTorch on CUDA (a GPU machine needs a Vulkan loader and
-# driver for wgpu).
+# driver for wgpu). The GPU table of BENCHMARKS.md (training at batch 128/256, the CIFAR-10
+# U-Net, bf16 autocast, each burn feature set) comes from benches/gpu.sh instead.
 #
 #   bash crates/ddpm/benches/run.sh [STEPS]
 set -euo pipefail
@@ -14,7 +15,7 @@ steps="${1:-5}"
 venv="${BENCH_VENV:-${TMPDIR:-/tmp}/ddpm-bench-venv}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch denoising-diffusion-pytorch==2.3.1
+  "$venv/bin/pip" install -q torch denoising-diffusion-pytorch==2.3.1 ema-pytorch
 fi
 threads=$(nproc)
 
@@ -35,7 +36,7 @@ PY
 
 # The features the CLI builds the library with: the fused CPU kernels (`ddpm::fused`).
 ours=$(cargo bench -q -p ddpm --bench unet --features fused-autodiff,fused-rayon -- "$steps" | grep '^{')
-theirs=$("$venv/bin/python" pytorch_unet.py "$steps" "$threads" | grep '^{')
+theirs=$("$venv/bin/python" pytorch_unet.py --steps "$steps" --threads "$threads" | grep '^{')
 echo "$ours"
 echo "$theirs"
 compare "$ours" "$theirs"
@@ -43,7 +44,7 @@ compare "$ours" "$theirs"
 # On a machine with an NVIDIA GPU (or BENCH_GPU=1): burn's wgpu backend against PyTorch on CUDA.
 if [ "${BENCH_GPU:-}" = 1 ] || { [ "${BENCH_GPU:-}" != 0 ] && command -v nvidia-smi >/dev/null; }; then
   ours=$(cargo bench -q -p ddpm --bench unet --features wgpu -- "$steps" wgpu | grep '^{')
-  theirs=$("$venv/bin/python" pytorch_unet.py "$steps" "$threads" cuda | grep '^{')
+  theirs=$("$venv/bin/python" pytorch_unet.py --steps "$steps" --threads "$threads" --device cuda | grep '^{')
   echo "$ours"
   echo "$theirs"
   compare "$ours" "$theirs"

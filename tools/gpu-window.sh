@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# One short window on a borrowed GPU machine that starts bare: the benchmark (optional), then
+# training until a deadline, then everything needed to continue packed small enough to carry
+# back. A run started in one window continues in the next, on another machine too.
+#
+#   bash tools/gpu-window.sh IN OUT MINUTES
+#
+# IN holds what was carried there:
+#   ddpm[-NAME].xz    release builds of `ddpm` (xz-compressed); `ddpm.xz` trains, and every
+#                     one is measured by crates/ddpm/benches/gpu.sh when BENCH=1
+#   run.tar.xz.*      a run packed by an earlier window (optional): it is continued
+#   data.tar.xz       training images, unpacked beside the run (optional)
+# OUT receives: run.tar.xz.aa, .ab, … (the run folder with its newest checkpoint, in parts of
+# PART_MB, default 15), model.bpk (the EMA weights, f16), train.log, and with BENCH=1 the
+# benchmark's results.jsonl and table.md.
+# Environment: TRAIN (the `ddpm train` arguments after the run folder for a new run; ignored
+# when a run is carried in), STEPS (the run's total steps, default 1000000: the deadline stops
+# it), BENCH=1 (benchmark first; BENCH_MINUTES caps it, default half the window), DEVICE (wgpu).
+# The trainer stops at the deadline with SIGINT, which makes it write a checkpoint; packing
+# needs about a minute, so it is kept out of MINUTES.
+set -uo pipefail
+[ $# -eq 3 ] || { echo "usage: gpu-window.sh IN OUT MINUTES" >&2; exit 2; }
+in="$(cd "$1" && pwd)" || exit 2
+mkdir -p "$2" && out="$(cd "$2" && pwd)" || exit 2
+minutes="$3"
+here="$(cd "$(dirname "$0")" && pwd)"
+end=$(($(date +%s) + minutes * 60))
+work="${WORK:-${TMPDIR:-/tmp}/ddpm-window}"
+device="${DEVICE:-wgpu}"
+rm -rf "$work"
+mkdir -p "$work/bin"
+
+for f in "$in"/ddpm*.xz; do
+  [ -e "$f" ] || continue
+  b="$work/bin/$(basename "$f" .xz)"
+  xz -dc "$f" >"$b" && chmod +x "$b"
+done
+ddpm="$work/bin/ddpm"
+[ -x "$ddpm" ] || { echo "gpu-window: $in/ddpm.xz is missing" >&2; exit 2; }
+[ -e "$in/data.tar.xz" ] && tar -xJf "$in/data.tar.xz" -C "$work"
+
+if [ "${BENCH:-0}" = 1 ]; then
+  bench_end=$(($(date +%s) + ${BENCH_MINUTES:-$((minutes / 2))} * 60))
+  [ "$bench_end" -lt "$end" ] || bench_end=$end
+  variants=()
+  for b in "$work"/bin/ddpm*; do
+    name=$(basename "$b")
+    name=${name#ddpm}
+    variants+=("${name#-}=$b")
+  done
+  variants=("${variants[@]/#=/default=}")
+  OUT="$out/bench" DEADLINE=$bench_end DEVICE="$device" \
+    bash "$here/../crates/ddpm/benches/gpu.sh" "${variants[@]}" 2>&1 | tee "$out/bench.log"
+fi
+
+run="$work/run"
+if compgen -G "$in/run.tar.xz.*" >/dev/null; then
+  cat "$in"/run.tar.xz.* | tar -xJf - -C "$work" || { echo "gpu-window: the carried run does not unpack" >&2; exit 1; }
+  args=()
+else
+  # shellcheck disable=SC2206 # TRAIN is a list of arguments
+  args=($TRAIN)
+fi
+left=$((end - $(date +%s)))
+if [ "$left" -gt 30 ]; then
+  # `timeout -s INT`: the trainer's Ctrl-C path, which checkpoints the step it is at.
+  (cd "$work" && timeout -s INT -k 120 "$left" "$ddpm" train "$run" --device "$device" \
+    --steps "${STEPS:-1000000}" "${args[@]}") 2>&1 | tee "$out/train.log"
+fi
+
+# Pack: the run folder with its newest checkpoint only (the others are older copies).
+newest=$(ls -d "$run"/checkpoints/step-* 2>/dev/null | sort | tail -1)
+[ -n "$newest" ] || { echo "gpu-window: no checkpoint to pack" >&2; exit 1; }
+members=()
+for p in "$run"/*; do
+  [ "$(basename "$p")" = checkpoints ] || members+=("run/$(basename "$p")")
+done
+tar -cf - -C "$work" "${members[@]}" "run/checkpoints/$(basename "$newest")" |
+  xz -T0 -3 | split -b "${PART_MB:-15}M" - "$out/run.tar.xz."
+"$ddpm" export "$run" -o "$out/model.bpk" --f16 --force 2>&1 | tail -2
+ls -l "$out"

@@ -83,9 +83,21 @@ pub fn bars_dataset(dir: &Path, n: usize) -> PathBuf {
     data
 }
 
+/// The U-Net of every CLI test: two levels of 8 and 16 channels, two heads of 8.
+pub const TINY_UNET: [&str; 8] = [
+    "--set",
+    "model.dim=8",
+    "--set",
+    "model.dim_mults=[1, 2]",
+    "--set",
+    "model.attn_dim_head=8",
+    "--set",
+    "model.attn_heads=2",
+];
+
 /// Flags for a tiny, fast model on the bars.
 pub fn tiny(data: &Path) -> Vec<String> {
-    [
+    let bars = [
         "--device",
         "cpu",
         "--data",
@@ -96,22 +108,18 @@ pub fn tiny(data: &Path) -> Vec<String> {
         "16",
         "--lr",
         "2e-3",
-        "--set",
-        "model.dim=8",
-        "--set",
-        "model.dim_mults=[1, 2]",
-        "--set",
-        "model.attn_dim_head=8",
-        "--set",
-        "model.attn_heads=2",
+    ];
+    let process = [
         "--set",
         "diffusion.timesteps=100",
         "--set",
         "optim.warmup_steps=10",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ];
+    [&bars[..], &TINY_UNET, &process]
+        .concat()
+        .into_iter()
+        .map(String::from)
+        .collect()
 }
 
 /// `(step, loss)` of each row of a run's metrics.csv, the last row of a step winning.

@@ -4,26 +4,24 @@
 use crate::common::*;
 
 /// Flags for a tiny digit model (28×28, ten classes, T = 20) on the embedded training digits.
-const TINY_DIGITS: [&str; 18] = [
-    "--device",
-    "cpu",
-    "--data",
-    "mnist",
-    "--batch-size",
-    "16",
-    "--sample-every",
-    "0",
-    "--set",
-    "model.dim=8",
-    "--set",
-    "model.dim_mults=[1, 2]",
-    "--set",
-    "model.attn_dim_head=8",
-    "--set",
-    "model.attn_heads=2",
-    "--set",
-    "diffusion.timesteps=20",
-];
+fn tiny_digits() -> Vec<&'static str> {
+    let digits = [
+        "--device",
+        "cpu",
+        "--data",
+        "mnist",
+        "--batch-size",
+        "16",
+        "--sample-every",
+        "0",
+    ];
+    [
+        &digits[..],
+        &TINY_UNET,
+        &["--set", "diffusion.timesteps=20"],
+    ]
+    .concat()
+}
 
 fn json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json")
@@ -38,7 +36,7 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
     let dir = tempfile::tempdir().expect("tmp");
     let run = dir.path().join("digits");
     let run_s = run.to_str().expect("utf8");
-    ok(&[&["train", run_s, "--steps", "2"][..], &TINY_DIGITS].concat());
+    ok(&[&["train", run_s, "--steps", "2"][..], &tiny_digits()].concat());
     let report = dir.path().join("eval.json");
     let report_s = report.to_str().expect("utf8");
     let eval = [
@@ -349,7 +347,7 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
         "{err}"
     );
     // ...and no other: one more step, and the old report is refused.
-    ok(&[&["train", run_s, "--steps", "3"][..], &TINY_DIGITS].concat());
+    ok(&[&["train", run_s, "--steps", "3"][..], &tiny_digits()].concat());
     let err = fails(&[
         "export", run_s, "-o", weights_s, "--eval", report_s, "--force",
     ]);

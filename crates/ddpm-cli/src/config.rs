@@ -3,7 +3,7 @@
 //! written into the run folder as `config.toml`.
 
 use anyhow::{Context, Result, bail};
-use ddpm::{BetaSchedule, DiffusionConfig, Objective, UnetConfig};
+use ddpm::{DiffusionConfig, UnetConfig};
 use serde::{Deserialize, Serialize};
 
 /// Everything `train` needs besides the run folder.
@@ -14,8 +14,8 @@ pub struct TrainConfig {
     pub data: DataConfig,
     /// The U-Net.
     pub model: ModelSection,
-    /// The diffusion process.
-    pub diffusion: DiffusionSection,
+    /// The diffusion process (the core's own configuration; defaults are the paper's).
+    pub diffusion: DiffusionConfig,
     /// Adam and its schedule.
     pub optim: OptimConfig,
     /// The moving average that gets sampled and exported.
@@ -105,61 +105,6 @@ impl ModelSection {
             .with_attn_dim_head(self.attn_dim_head)
             .with_full_attn(self.full_attn.clone())
             .with_num_classes(num_classes)
-    }
-}
-
-/// The diffusion process; defaults are the paper's (T = 1000, linear β, ε).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DiffusionSection {
-    /// T.
-    pub timesteps: usize,
-    /// `{ kind = "linear" }`, `{ kind = "cosine", s = 0.008 }` or
-    /// `{ kind = "sigmoid", start = -3, end = 3, tau = 1 }`.
-    pub beta_schedule: BetaSchedule,
-    /// `pred_noise`, `pred_x0` or `pred_v`.
-    pub objective: Objective,
-    /// Min-SNR-γ weighting (e.g. 5), off when absent.
-    pub min_snr_gamma: Option<f64>,
-    /// Offset-noise strength (0 = off).
-    pub offset_noise_strength: f64,
-    /// Label dropout for classifier-free guidance.
-    pub cond_drop_prob: f64,
-    /// λ of the hybrid loss with a learned variance.
-    pub vb_loss_weight: f64,
-}
-
-impl Default for DiffusionSection {
-    fn default() -> Self {
-        Self::from(DiffusionConfig::default())
-    }
-}
-
-impl From<DiffusionConfig> for DiffusionSection {
-    fn from(c: DiffusionConfig) -> Self {
-        Self {
-            timesteps: c.timesteps,
-            beta_schedule: c.beta_schedule,
-            objective: c.objective,
-            min_snr_gamma: c.min_snr_gamma,
-            offset_noise_strength: c.offset_noise_strength,
-            cond_drop_prob: c.cond_drop_prob,
-            vb_loss_weight: c.vb_loss_weight,
-        }
-    }
-}
-
-impl From<&DiffusionSection> for DiffusionConfig {
-    fn from(s: &DiffusionSection) -> Self {
-        Self {
-            timesteps: s.timesteps,
-            beta_schedule: s.beta_schedule,
-            objective: s.objective,
-            min_snr_gamma: s.min_snr_gamma,
-            offset_noise_strength: s.offset_noise_strength,
-            cond_drop_prob: s.cond_drop_prob,
-            vb_loss_weight: s.vb_loss_weight,
-        }
     }
 }
 
@@ -410,6 +355,7 @@ fn set(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ddpm::BetaSchedule;
 
     #[test]
     fn an_empty_file_gives_the_defaults_and_round_trips() {

@@ -1,6 +1,8 @@
 //! `ddpm`: train a DDPM on a GPU (burn's wgpu backend) or the CPU, sample from it, export its
 //! weights for the browser, and inspect weights files.
 
+mod batch_parts;
+mod card;
 mod checkpoint;
 mod config;
 mod data;
@@ -8,12 +10,14 @@ mod device;
 mod eval;
 mod export;
 mod gradients;
+mod info;
+mod load;
+mod output;
 mod picture;
 mod plot;
 mod run_dir;
 mod sample;
 mod session;
-mod split_batch;
 mod train;
 mod warm_start;
 
@@ -39,12 +43,12 @@ enum Command {
     /// Write the EMA (or raw) weights for the browser, with a model card (and safetensors).
     Export(export::ExportArgs),
     /// Print a weights file's configuration, parameter count and size.
-    Info(export::InfoArgs),
+    Info(info::InfoArgs),
     /// Measure a digit model on held-out MNIST: Fréchet distance, class accuracy, class
     /// entropy, bits/dim.
-    Eval(eval::EvalArgs),
+    Eval(eval::args::EvalArgs),
     /// Train the small MNIST classifier that `eval` measures with.
-    Classifier(eval::ClassifierArgs),
+    Classifier(eval::classifier::ClassifierArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,9 +78,9 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Export(args) => export::run(args),
-        Command::Info(args) => export::info(args),
+        Command::Info(args) => info::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Classifier(args) => eval::train_classifier(args),
+        Command::Classifier(args) => eval::classifier::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

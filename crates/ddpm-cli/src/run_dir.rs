@@ -6,9 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::TrainConfig;
-use crate::train::TrainArgs;
-
 /// The files of a run folder.
 pub struct RunDir(pub PathBuf);
 
@@ -37,7 +34,7 @@ impl RunDir {
     pub fn sessions(&self) -> PathBuf {
         self.0.join("sessions.jsonl")
     }
-    /// Where a warm-started run's first weights came from (`crate::warm_start`).
+    /// Where a warm-started run's first weights came from (`train --init`).
     pub fn warm_start(&self) -> PathBuf {
         self.0.join("warm_start.json")
     }
@@ -76,44 +73,6 @@ impl RunLock {
             }
         }
     }
-}
-
-/// On resume the saved configuration rules; only the step count may grow.
-pub fn resumed_config(run: &RunDir, args: &TrainArgs, wanted: TrainConfig) -> Result<TrainConfig> {
-    let path = run.config();
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut saved =
-        TrainConfig::from_toml(&text, &[]).with_context(|| path.display().to_string())?;
-    let changes_something = args.config.is_some()
-        || !args.sets.is_empty()
-        || args.data.is_some()
-        || args.batch_size.is_some()
-        || args.lr.is_some()
-        || args.seed.is_some()
-        || args.image_size.is_some()
-        || args.channels.is_some()
-        || args.flip
-        || args.strict
-        || args.checkpoint_every.is_some()
-        || args.sample_every.is_some();
-    if changes_something {
-        let mut compare = wanted.clone();
-        compare.run.steps = saved.run.steps;
-        if compare != saved {
-            bail!(
-                "{}: this run was started with another configuration ({}); only --steps may change on resume (or pass --force to start over)",
-                run.0.display(),
-                path.display()
-            );
-        }
-    }
-    if let Some(steps) = args.steps {
-        saved.run.steps = steps;
-        std::fs::write(&path, saved.to_toml()?)
-            .with_context(|| format!("{}: cannot write", path.display()))?;
-    }
-    Ok(saved)
 }
 
 /// Creates the run folder; refuses a non-empty one unless `force` (which clears what a run

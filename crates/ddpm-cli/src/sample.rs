@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use clap::ValueEnum;
 use ddpm::{
@@ -12,10 +11,11 @@ use ddpm::{
     SamplerConfig, SamplerKind, Unet,
 };
 
-use crate::checkpoint;
+use crate::batch_parts;
 use crate::device::{self, DeviceChoice};
+use crate::load;
+use crate::output;
 use crate::picture::{self, Batch};
-use crate::split_batch;
 
 /// `--sampler`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,53 +120,6 @@ impl SampleOptions {
     }
 }
 
-/// A model from a run folder (newest checkpoint, EMA weights) or a weights file.
-pub fn load_model(path: &Path, device: &Device) -> Result<(Unet, ModelConfig)> {
-    if path.is_dir() {
-        let (model, config, _) = load_run_model(path, checkpoint::EMA, device)?;
-        Ok((model, config))
-    } else if path.is_file() {
-        let loaded =
-            ddpm::weights::load(path, device).with_context(|| path.display().to_string())?;
-        Ok((loaded.model, loaded.config))
-    } else {
-        bail!("{}: no such run folder or weights file", path.display())
-    }
-}
-
-/// One set of weights (`checkpoint::EMA` or `checkpoint::MODEL`) of a run folder's newest
-/// checkpoint, with its configuration and step.
-pub fn load_run_model(
-    run: &Path,
-    file: &str,
-    device: &Device,
-) -> Result<(Unet, ModelConfig, usize)> {
-    load_checkpoint_model(&newest_checkpoint(run)?, file, device)
-}
-
-/// The newest checkpoint folder of a run folder.
-pub fn newest_checkpoint(run: &Path) -> Result<PathBuf> {
-    checkpoint::latest(&run.join("checkpoints"))?
-        .with_context(|| format!("{}: no checkpoint in this run folder", run.display()))
-}
-
-/// One set of weights of a checkpoint folder, with its configuration and step.
-pub fn load_checkpoint_model(
-    ckpt: &Path,
-    file: &str,
-    device: &Device,
-) -> Result<(Unet, ModelConfig, usize)> {
-    let state = checkpoint::read_state(ckpt)?;
-    let record = checkpoint::read_record(ckpt, file)?;
-    let model = state
-        .model
-        .unet
-        .try_init(device)?
-        .try_load_record(record)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
-    Ok((model, state.model, state.step))
-}
-
 /// Samples and writes the grid PNG (used by `train` for its previews).
 pub fn grid_to_file(
     model: &Unet,
@@ -196,7 +149,7 @@ pub fn sample(
         shape: [options.n, channels, height, width],
         classes: options.classes.clone(),
     };
-    let model = &split_batch::for_device(model, device);
+    let model = &batch_parts::for_device(model, device);
     let mut sampler = Sampler::new(&diffusion, options.sampler, request, model, device)?;
     let total = sampler.total_steps();
     let read = |t: &Tensor<4>| -> Result<Batch> {
@@ -243,13 +196,9 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     if let Some(dir) = &args.png_dir {
         outputs.extend((0..args.n).map(|i| single_png(dir, i)));
     }
-    for out in &outputs {
-        if out.exists() && !args.force {
-            bail!("{}: exists; pass --force to overwrite it", out.display());
-        }
-    }
+    output::refuse_existing(&outputs, args.force)?;
     let selected = device::select(args.device)?;
-    let (model, config) = load_model(&args.model, &selected.device)?;
+    let (model, config) = load::model(&args.model, &selected.device)?;
     let choice = match (args.class, args.unconditional) {
         (Some(k), _) => ClassChoice::Fixed(k),
         (None, true) => ClassChoice::Null,

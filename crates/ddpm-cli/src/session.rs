@@ -27,12 +27,8 @@ pub struct Session {
 impl Session {
     /// This process's session, starting at `from_step` on `device`.
     pub fn current(from_step: usize, device: &str) -> Self {
-        let mut command: Vec<String> = std::env::args().collect();
-        if let Some(program) = command.first_mut() {
-            *program = "ddpm".into();
-        }
         Self {
-            command,
+            command: command_line(),
             from_step,
             device: device.into(),
             cpu: cpu_model(),
@@ -53,6 +49,42 @@ impl Session {
         writeln!(file, "{}", serde_json::to_string(self)?)
             .with_context(|| format!("{}: cannot write", path.display()))
     }
+}
+
+/// This process's command line as a card records it: the program named `ddpm`, and absolute
+/// paths made relative to the working directory (or cut to `…/` and their last part outside
+/// it), so that a card shipped with a model names no folder of the machine that made it.
+pub fn command_line() -> Vec<String> {
+    let cwd = std::env::current_dir().ok();
+    std::iter::once("ddpm".to_string())
+        .chain(
+            std::env::args()
+                .skip(1)
+                .map(|a| portable(&a, cwd.as_deref())),
+        )
+        .collect()
+}
+
+/// `arg` (a path, `--flag=PATH` or `key=PATH`) with an absolute path made portable as
+/// [`command_line`] says; anything else unchanged.
+pub fn portable(arg: &str, cwd: Option<&Path>) -> String {
+    let (prefix, value) = match arg.split_once('=') {
+        Some((key, value)) if value.starts_with('/') => (format!("{key}="), value),
+        _ => (String::new(), arg),
+    };
+    let path = Path::new(value);
+    if !path.is_absolute() {
+        return arg.to_string();
+    }
+    let shown = match cwd.and_then(|c| path.strip_prefix(c).ok()) {
+        Some(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+        Some(rel) => rel.display().to_string(),
+        None => path.file_name().map_or_else(
+            || value.to_string(),
+            |name| format!("…/{}", name.to_string_lossy()),
+        ),
+    };
+    format!("{prefix}{shown}")
 }
 
 /// The sessions recorded in `path` that trained steps up to `step` (none when the file is
@@ -95,5 +127,24 @@ mod tests {
         assert!(first.cpu_threads >= 1);
         assert_eq!(sessions_until(&path, 10), vec![first.clone(), second]);
         assert_eq!(sessions_until(&path, 8), vec![first]);
+    }
+
+    #[test]
+    fn absolute_paths_become_relative_or_lose_their_folders() {
+        let cwd = Some(Path::new("/home/me/ddpm-rs"));
+        let cases = [
+            ("/home/me/ddpm-rs/runs/emoji", "runs/emoji"),
+            ("/home/me/ddpm-rs", "."),
+            ("/work/runs/emoji-d16", "…/emoji-d16"),
+            ("--init=/srv/models/m.bpk", "--init=…/m.bpk"),
+            ("data.source=/home/me/ddpm-rs/data/x", "data.source=data/x"),
+            ("runs/mnist", "runs/mnist"),
+            ("model.dim=16", "model.dim=16"),
+            ("--steps", "--steps"),
+        ];
+        for (arg, shown) in cases {
+            assert_eq!(portable(arg, cwd), shown, "{arg}");
+        }
+        assert_eq!(portable("/work/runs/x", None), "…/x");
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU side by side: `ddpm` (one release build per burn feature set) against PyTorch with
 # lucidrains' denoising-diffusion-pytorch on CUDA, on the same GPU in one run. For each build:
-# training images/s of the seed's MNIST U-Net (dim 32, mults 1,2,4) at batch 128 and 256 and of
+# training images/s of the reference MNIST U-Net (dim 32, mults 1,2,4) at batch 128 and 256 and of
 # the paper's CIFAR-10 U-Net (dim 64, mults 1,2,4,8, 3×32×32) at batch 128, GPU utilisation
 # during them, and `ddpm sample -n 256` (DDIM-50) twice: a cold and a warm autotune cache.
 # PyTorch runs the same steps in fp32 eager (lucidrains' default) and with bf16 autocast.

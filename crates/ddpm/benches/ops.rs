@@ -97,12 +97,12 @@ fn main() {
         );
         if k > 1 {
             profile(
-                "  the same through fused::same_conv",
+                "  the same through unet::ops::same_conv",
                 &device,
                 [b, cin, side, side],
                 flops,
                 repeats,
-                |x| ddpm::fused::same_conv(&conv, x),
+                |x| ddpm::unet::ops::same_conv(&conv, x),
             );
         }
     }
@@ -245,7 +245,7 @@ type Part<'a> = Box<dyn Fn() -> Tensor<4> + 'a>;
 /// of the real forward pass.
 fn linear_attention_parts(device: &Device, b: usize, repeats: usize) {
     // The U-Net's softmax: the fused kernel when built with the `fused` features.
-    use ddpm::fused::softmax;
+    use ddpm::unet::ops::softmax;
     let (heads, d, n, m) = (4, 32, 784, 4);
     let rand =
         |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);

@@ -20,7 +20,7 @@ import time
 import torch
 from denoising_diffusion_pytorch import GaussianDiffusion, Unet
 
-# The seed's MNIST U-Net and the paper's CIFAR-10 one (35.7 M parameters in lucidrains' code).
+# The reference MNIST U-Net and the paper's CIFAR-10 one (35.7 M parameters in lucidrains' code).
 MODELS = {
     "mnist": dict(dim=32, dim_mults=(1, 2, 4), channels=1, image_size=28),
     "cifar": dict(dim=64, dim_mults=(1, 2, 4, 8), channels=3, image_size=32),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side speed of this project and PyTorch (lucidrains' denoising-diffusion-pytorch) on
-# this machine, for the seed's MNIST U-Net (dim 32, dim_mults 1,2,4, 1×28×28): a training step
+# this machine, for the reference MNIST U-Net (dim 32, dim_mults 1,2,4, 1×28×28): a training step
 # at batch 64 and one sampling step (network evaluation) at batch 16. Prints JSON lines and the
 # ratio ours ÷ PyTorch. Not part of the test suite: numbers go to BENCHMARKS.md by hand. Where
 # `nvidia-smi` is found (or with BENCH_GPU=1; BENCH_GPU=0 skips it) it then does the same on the

@@ -1,4 +1,4 @@
-//! Training and sampling speed of the seed's MNIST U-Net on burn's CPU backend (flex).
+//! Training and sampling speed of the reference MNIST U-Net on burn's CPU backend (flex).
 //!
 //! `cargo bench -p ddpm --bench unet --features fused-autodiff,fused-rayon [-- STEPS]` prints
 //! one JSON line per measurement (without the features: burn's composite operations instead of

@@ -1,4 +1,4 @@
-//! Time to recognisable digits: trains the seed's MNIST U-Net (`dim 32`, `dim_mults 1,2,4`),
+//! Time to recognisable digits: trains the reference MNIST U-Net (`dim 32`, `dim_mults 1,2,4`),
 //! class-conditional, on the 10,000 digits in `data/mnist-10k`, on the CPU, for a wall-clock
 //! budget, and writes a grid of class-conditional samples (row = digit 0–9) and the EMA
 //! weights every few minutes, so one can see when the digits become recognisable.

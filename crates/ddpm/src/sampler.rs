@@ -46,7 +46,7 @@ pub struct SamplerConfig {
     pub kind: SamplerKind,
     /// Classifier-free guidance scale w: ε̃ = ε(∅) + w (ε(c) − ε(∅)). 1 means no guidance.
     pub guidance_scale: f64,
-    /// Clip each x̂₀ to [−1, 1], as the seed and the paper's code do.
+    /// Clip each x̂₀ to [−1, 1], as lucidrains' code and the paper's code do.
     pub clip_denoised: bool,
 }
 
@@ -362,7 +362,7 @@ impl Sampler {
     }
 }
 
-/// DDIM's (t, next t) pairs, spaced as the seed does: `linspace(−1, T−1, steps+1)` truncated
+/// DDIM's (t, next t) pairs, spaced as lucidrains' code does: `linspace(−1, T−1, steps+1)` truncated
 /// toward zero, reversed; the last pair ends at −1 (`None`), where x̂₀ is returned.
 fn ddim_pairs(timesteps: usize, steps: usize) -> Vec<(usize, Option<usize>)> {
     let times: Vec<i64> = (0..=steps)

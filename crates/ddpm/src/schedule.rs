@@ -1,6 +1,6 @@
 //! Noise schedules β₁…β_T and every table derived from them (Ho et al. 2020, §2 and §3.2).
 //!
-//! Tables are computed in f64 and stored as f32, as the seed does (`register_buffer` casts to
+//! Tables are computed in f64 and stored as f32, as lucidrains' code does (`register_buffer` casts to
 //! float32). Index `t` runs over `0..T`, so `t = 0` is the paper's first step `t = 1`.
 
 use serde::{Deserialize, Serialize};
@@ -22,11 +22,11 @@ pub enum BetaSchedule {
     },
     /// Jabri et al. (2022), Fig. 8: ᾱ follows a sigmoid over `[start, end] / tau`.
     Sigmoid {
-        /// Left end of the sigmoid's input range (−3 in the seed).
+        /// Left end of the sigmoid's input range (−3 in lucidrains' code).
         start: f64,
-        /// Right end of the sigmoid's input range (3 in the seed).
+        /// Right end of the sigmoid's input range (3 in lucidrains' code).
         end: f64,
-        /// Temperature (1 in the seed).
+        /// Temperature (1 in lucidrains' code).
         tau: f64,
     },
 }
@@ -34,7 +34,7 @@ pub enum BetaSchedule {
 impl BetaSchedule {
     /// The cosine schedule with the paper's `s = 0.008`.
     pub const COSINE: Self = Self::Cosine { s: 0.008 };
-    /// The sigmoid schedule with the seed's `start = -3, end = 3, tau = 1`.
+    /// The sigmoid schedule with lucidrains' `start = -3, end = 3, tau = 1`.
     pub const SIGMOID: Self = Self::Sigmoid {
         start: -3.0,
         end: 3.0,

@@ -1,5 +1,5 @@
 //! The terms of the variational bound L_vlb (Ho et al. 2020, eq. 5) that train a learned
-//! variance (Nichol & Dhariwal 2021, "hybrid" loss L_simple + λ L_vlb), as in the seed's
+//! variance (Nichol & Dhariwal 2021, "hybrid" loss L_simple + λ L_vlb), as in lucidrains'
 //! `LearnedGaussianDiffusion`. All values are in bits per dimension, averaged per image.
 
 use burn::tensor::Tensor;

@@ -6,7 +6,9 @@
 //! A correct sampler driven by ε* must turn N(0, I) back into N(μ, σ²I).
 
 use burn::tensor::{Device, Tensor};
-use ddpm::diffusion::{Denoiser, DiffusionConfig, GaussianDiffusion, Objective, Timesteps};
+use ddpm::diffusion::{
+    Denoiser, DiffusionConfig, FixedVariance, GaussianDiffusion, Objective, Timesteps,
+};
 use ddpm::sampler::{
     DdpmVariance, SampleRequest, Sampler, SamplerConfig, SamplerError, SamplerKind,
 };
@@ -332,23 +334,6 @@ fn ddim_step_counts_and_bad_requests() {
     );
 }
 
-/// The Gaussian denoiser plus a constant learned-variance channel v.
-struct WithVariance<'a>(Gaussian<'a>, f32);
-
-impl Denoiser for WithVariance<'_> {
-    fn denoise(
-        &self,
-        x: Tensor<4>,
-        t: &Timesteps,
-        s: Option<Tensor<4>>,
-        c: Option<&[usize]>,
-    ) -> Tensor<4> {
-        let eps = self.0.denoise(x, t, s, c);
-        let v = eps.ones_like().mul_scalar(self.1);
-        Tensor::cat(vec![eps, v], 1)
-    }
-}
-
 #[test]
 fn learned_variance_interpolates_between_beta_tilde_and_beta() {
     // v = 1 selects σ² = β and v = −1 selects σ² = β̃ (Nichol & Dhariwal, eq. 15).
@@ -382,8 +367,8 @@ fn learned_variance_interpolates_between_beta_tilde_and_beta() {
     };
     let plain = gaussian(&diffusion);
     let fixed = |variance| sample(&|s: &mut Sampler| s.step(&plain).is_some(), variance);
-    let high = WithVariance(gaussian(&diffusion), 1.0);
-    let low = WithVariance(gaussian(&diffusion), -1.0);
+    let high = FixedVariance(gaussian(&diffusion), 1.0);
+    let low = FixedVariance(gaussian(&diffusion), -1.0);
     // The fixed variance setting is ignored when the network predicts one.
     let learned_high = sample(
         &|s: &mut Sampler| s.step(&high).is_some(),

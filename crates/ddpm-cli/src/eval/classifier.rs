@@ -6,9 +6,10 @@
 //! `ddpm classifier` trains it with burn on the embedded training digits and reports its
 //! accuracy on the held-out MNIST test set.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -18,7 +19,10 @@ use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::{BatchOrder, Dataset};
+use crate::card;
+use crate::data::{self, BatchOrder, Dataset, EMBEDDED_MNIST, EMBEDDED_MNIST_TEST, Shaping};
+use crate::device::{self, DeviceChoice};
+use crate::output;
 
 /// Width of the feature vector (the input of the last layer).
 pub const FEATURES: usize = 64;
@@ -116,7 +120,7 @@ impl Classifier {
             ),
             None => (EMBEDDED.to_vec(), "the embedded classifier".to_string()),
         };
-        let sha256 = crate::export::sha256_hex(&bytes);
+        let sha256 = card::sha256_hex(&bytes);
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(|e| anyhow::anyhow!("{name}: not classifier weights ({e})"))?;
         let classifier = Self::new(device)
@@ -231,6 +235,80 @@ fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .convert::<f32>()
         .try_to_vec::<f32>()
         .map_err(|e| anyhow::anyhow!("cannot read the classifier's output back: {e:?}"))
+}
+
+/// `ddpm classifier`.
+#[derive(Debug, clap::Args)]
+pub struct ClassifierArgs {
+    /// The weights file to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Passes over the 10,000 training digits.
+    #[arg(long, default_value_t = 8)]
+    pub epochs: usize,
+    /// Images per Adam step.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Seeds the initial weights and the batch order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Overwrite `--out` if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceChoice,
+}
+
+/// The labelled digits of `source` (MNIST IDX files or the embedded sets), refused unless they
+/// are the ten digit classes.
+pub fn digits(source: &str) -> Result<Dataset> {
+    let shaping = Shaping {
+        image_size: SIDE,
+        channels: 1,
+        strict: false,
+    };
+    let data = data::load(source, &shaping)?;
+    match data.num_classes() {
+        Some(CLASSES) => Ok(data),
+        _ => bail!("{source}: not labelled digits 0–9"),
+    }
+}
+
+/// Runs `ddpm classifier`: trains on the embedded training digits, reports the accuracy on
+/// the held-out test digits, writes the weights.
+pub fn run(args: &ClassifierArgs) -> Result<()> {
+    output::refuse_existing([&args.out], args.force)?;
+    if args.epochs == 0 || args.batch_size == 0 {
+        bail!("--epochs and --batch-size must be at least 1");
+    }
+    let selected = device::select(args.device)?;
+    let (train_set, test) = (digits(EMBEDDED_MNIST)?, digits(EMBEDDED_MNIST_TEST)?);
+    let started = Instant::now();
+    let training = Training {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        seed: args.seed,
+    };
+    let model = train(&train_set, &training, &selected.device)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let readout = model.read(&test.pixels, 500, &selected.device)?;
+    let labels = test.labels.as_deref().unwrap_or_default();
+    let accuracy = accuracy(&readout.predictions, labels);
+    output::write_new(&args.out, &model.to_bytes()?, args.force)?;
+    println!(
+        "held-out accuracy {:.2}% ({} MNIST test digits); trained {} epochs in {seconds:.0} s on {}; wrote {}",
+        100.0 * accuracy,
+        test.len(),
+        args.epochs,
+        selected.description,
+        args.out.display()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use ddpm::{GaussianDiffusion, ModelConfig, NoiseSource, Unet};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use crate::batch_parts;
 use crate::data::Dataset;
-use crate::split_batch;
 
 /// The bound's parts, each a mean over the images in bits/dim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,7 +71,7 @@ pub fn bits_per_dim(
         seed,
     } = options;
     let diffusion = GaussianDiffusion::new(config.diffusion.clone());
-    let model = &split_batch::for_device(model, device);
+    let model = &batch_parts::for_device(model, device);
     let images = images.min(data.len());
     let mut rng = NoiseSource::new(seed);
     let chunks: Vec<Vec<usize>> = (0..images)

@@ -6,9 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::SamplerSpec;
+use super::args::{DEFAULT_BATCH, SamplerSpec};
 use super::likelihood::Bound;
-use super::settings::DEFAULT_BATCH;
 
 /// Everything one `ddpm eval` run measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,10 +6,8 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
-use super::{EvalArgs, Report, SamplerSpec};
-
-/// Images per network call when not given.
-pub const DEFAULT_BATCH: usize = 250;
+use super::args::{DEFAULT_BATCH, EvalArgs, SamplerSpec};
+use super::report::Report;
 
 /// The settings of one `ddpm eval` run.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,6 @@
 //! The Gaussian diffusion: the forward process q(x_t | x₀), the conversions between the
 //! network's possible outputs (ε, x₀ or v), the posterior q(x_{t−1} | x_t, x₀) and the training
-//! loss (Ho et al. 2020, Algorithm 1, with the seed's `p_losses` options).
+//! loss (Ho et al. 2020, Algorithm 1, with lucidrains' `p_losses` options).
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ mod likelihood;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Objective {
-    /// ε, the noise that was added (the paper's choice, `pred_noise` in the seed).
+    /// ε, the noise that was added (the paper's choice, `pred_noise` in lucidrains' code).
     PredNoise,
     /// x₀, the clean image (`pred_x0`).
     PredX0,
@@ -23,8 +23,11 @@ pub enum Objective {
     PredV,
 }
 
-/// Everything about the diffusion process that is not the network.
+/// Everything about the diffusion process that is not the network. As a TOML or JSON section
+/// every field is optional (the paper's values below) and an unknown one is refused; weights
+/// files are guarded by their format version besides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DiffusionConfig {
     /// The number of diffusion steps T.
     pub timesteps: usize,
@@ -139,6 +142,39 @@ pub trait Denoiser {
     }
 }
 
+/// A denoiser with a constant learned variance: the inner prediction, then as many channels
+/// all equal to v, the interpolation value of Nichol & Dhariwal's eq. 15 (v = 1: σ² = β,
+/// v = −1: σ² = β̃). A fixed-variance model in a learned-variance model's shape; the loss's and
+/// the samplers' learned-variance paths are tested through it.
+#[derive(Debug, Clone)]
+pub struct FixedVariance<D>(pub D, pub f32);
+
+impl<D: Denoiser> Denoiser for FixedVariance<D> {
+    fn denoise(
+        &self,
+        x: Tensor<4>,
+        t: &Timesteps,
+        x_self_cond: Option<Tensor<4>>,
+        classes: Option<&[usize]>,
+    ) -> Tensor<4> {
+        let prediction = self.0.denoise(x, t, x_self_cond, classes);
+        let v = prediction.ones_like().mul_scalar(self.1);
+        Tensor::cat(vec![prediction, v], 1)
+    }
+
+    fn check_shape(&self, shape: [usize; 4]) -> Result<(), String> {
+        self.0.check_shape(shape)
+    }
+
+    fn self_condition(&self) -> bool {
+        self.0.self_condition()
+    }
+
+    fn num_classes(&self) -> Option<usize> {
+        self.0.num_classes()
+    }
+}
+
 /// The loss of one training batch, with the draws that produced it.
 #[derive(Debug, Clone)]
 pub struct LossOutput {
@@ -246,7 +282,7 @@ impl GaussianDiffusion {
     }
 
     /// Turns the network's raw output into ε̂ and x̂₀. With `clip_x_start`, x̂₀ is clipped to
-    /// [−1, 1] and ε̂ re-derived from the clipped x̂₀, as the seed's `model_predictions` does.
+    /// [−1, 1] and ε̂ re-derived from the clipped x̂₀, as lucidrains' `model_predictions` does.
     pub fn predictions(
         &self,
         output: Tensor<4>,
@@ -362,7 +398,7 @@ impl GaussianDiffusion {
         kl.mask_where(at_zero, nll)
     }
 
-    /// The training loss of Algorithm 1 with the seed's options: t ~ U{0..T−1}, ε ~ N(0, I)
+    /// The training loss of Algorithm 1 with lucidrains' options: t ~ U{0..T−1}, ε ~ N(0, I)
     /// (plus offset noise), x_t = q_sample(x₀, t, ε), self-conditioning on half of the batches,
     /// label dropout to the null class, and the per-step objective weight.
     ///

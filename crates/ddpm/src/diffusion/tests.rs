@@ -292,22 +292,6 @@ fn self_conditioning_runs_on_half_the_batches_and_labels_drop_to_null() {
     );
     assert_eq!(*plain.calls.borrow(), [(false, None)]);
 }
-/// The oracle's exact prediction plus a constant variance channel v.
-struct OracleWithVariance<'a>(Oracle<'a>, f32);
-
-impl Denoiser for OracleWithVariance<'_> {
-    fn denoise(
-        &self,
-        x: Tensor<4>,
-        t: &Timesteps,
-        s: Option<Tensor<4>>,
-        c: Option<&[usize]>,
-    ) -> Tensor<4> {
-        let mean = self.0.denoise(x, t, s, c);
-        let v = mean.ones_like().mul_scalar(self.1);
-        Tensor::cat(vec![mean, v], 1)
-    }
-}
 
 #[test]
 fn the_hybrid_loss_trains_the_variance_towards_the_posterior() {
@@ -328,7 +312,7 @@ fn the_hybrid_loss_trains_the_variance_towards_the_posterior() {
         x0: x0.clone(),
     };
     let loss = |v: f32| {
-        let oracle = OracleWithVariance(exact.clone(), v);
+        let oracle = FixedVariance(exact.clone(), v);
         let out = d.loss(&oracle, x0.clone(), None, &mut NoiseSource::new(1));
         assert!(out.timesteps.iter().any(|&t| t > 0));
         (f64::from(values(out.loss)[0]), out.timesteps)

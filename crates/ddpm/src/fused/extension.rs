@@ -337,7 +337,7 @@ mod autodiff {
 
 /// Whether the kernels run for `t`: on flex, in `f32`, and with gradients only when their
 /// backward passes are built in.
-pub(super) fn applies<const D: usize>(t: &Tensor<D>) -> bool {
+pub(crate) fn applies<const D: usize>(t: &Tensor<D>) -> bool {
     let device = t.device();
     let on_flex = matches!(
         device.as_dispatch().clone().inner(),
@@ -348,9 +348,9 @@ pub(super) fn applies<const D: usize>(t: &Tensor<D>) -> bool {
         && (cfg!(feature = "fused-autodiff") || !device.is_autodiff())
 }
 
-/// [`super::norm_film_silu`] through the kernel: `a` and `s` (`None` for zero) are broadcast to
+/// `unet::ops::norm_film_silu` through the kernel: `a` and `s` (`None` for zero) are broadcast to
 /// `[batch, channels, 1, 1]`.
-pub(super) fn norm_film_silu(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>) -> Tensor<4> {
+pub(crate) fn norm_film_silu(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>) -> Tensor<4> {
     let [batch, channels, ..] = h.dims();
     let small = [batch, channels, 1, 1];
     let s = match s {
@@ -364,16 +364,16 @@ pub(super) fn norm_film_silu(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>) -
     ))
 }
 
-/// [`super::softmax`] through the kernel.
-pub(super) fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+/// `unet::ops::softmax` through the kernel.
+pub(crate) fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as CpuKernels>::fused_softmax(
         x.into_dispatch(),
         dim,
     ))
 }
 
-/// [`super::same_conv`] through the kernel (`bias = None`: zero).
-pub(super) fn same_conv(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+/// `unet::ops::same_conv` through the kernel (`bias = None`: zero).
+pub(crate) fn same_conv(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
     let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &x.device()));
     Tensor::from_dispatch(<Dispatch as CpuKernels>::same_conv(
         x.into_dispatch(),
@@ -382,8 +382,8 @@ pub(super) fn same_conv(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>
     ))
 }
 
-/// [`super::linear_attention`] through the kernel.
-pub(super) fn linear_attention(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
+/// `unet::ops::linear_attention` through the kernel.
+pub(crate) fn linear_attention(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as CpuKernels>::linear_attention(
         qkv.into_dispatch(),
         memory.into_dispatch(),

@@ -8,7 +8,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::blocks::{RmsNorm, conv, pointwise};
-use crate::fused::{self, softmax};
+use super::ops::{self, softmax};
 
 /// The number of learned memory key/value slots per head (`num_mem_kv = 4`).
 pub const NUM_MEM_KV: usize = 4;
@@ -107,13 +107,13 @@ impl LinearAttention {
             self.recorded_core(x)
         } else {
             let qkv = pointwise(&self.to_qkv, x);
-            fused::linear_attention(qkv, self.mem_kv.val(), self.heads)
+            ops::linear_attention(qkv, self.mem_kv.val(), self.heads)
         };
         self.to_out_norm.forward(pointwise(&self.to_out, out))
     }
 
     /// Softmaxes, context and output from the normalised input `x` while gradients are
-    /// recorded (without them: [`fused::linear_attention`]).
+    /// recorded (without them: [`ops::linear_attention`]).
     fn recorded_core(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, _, h, w] = x.dims();
         let [q, k, v] = project_qkv(&self.to_qkv, x, self.heads); // [b, heads, d, n]
@@ -123,9 +123,9 @@ impl LinearAttention {
         let scale = (dim_head as f32).powf(-0.5);
         // Softmax over features for q, over positions for k, then
         // context[d, e] = Σ_n k[d, n] v[e, n] and out[e, n] = scale · Σ_d context[d, e] q[d, n].
-        let out = if fused::kernels_apply(&v) {
+        let out = if ops::kernels_apply(&v) {
             // One pass per softmax: the fused kernel, with its own backward pass.
-            fused::linear_attention_heads(q, k, v)
+            ops::linear_attention_heads(q, k, v)
         } else {
             // Each softmax's division is applied after the matmul it feeds: k's to the small
             // context (its denominator depends on d only), q's (and the scale) to the output

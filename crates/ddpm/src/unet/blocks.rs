@@ -7,7 +7,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{gelu, silu};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::fused::{norm_film_silu, same_conv};
+use super::ops::{self, norm_film_silu, same_conv};
 
 /// A `k×k` convolution with "same" padding, as `nn.Conv2d(i, o, k, padding = k // 2)`.
 pub(crate) fn conv(
@@ -64,15 +64,7 @@ impl RmsNorm {
     /// # Shapes
     /// - `x` and the output: `[batch, dim, height, width]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        Self::normalize(x) * self.gain()
-    }
-
-    /// `F.normalize(x, dim = 1)`: `x / max(‖x‖₂, 1e-12)` over the channels. It multiplies by
-    /// the reciprocal of the (channel-reduced, so small) norm: a full-size product has a
-    /// cheaper backward pass than a full-size quotient.
-    pub fn normalize(x: Tensor<4>) -> Tensor<4> {
-        let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
-        x * norm.recip()
+        ops::normalize(x) * self.gain()
     }
 
     /// The per-channel factor `g · sqrt(dim)`, `[1, dim, 1, 1]`.

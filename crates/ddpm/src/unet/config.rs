@@ -1,5 +1,5 @@
 //! The U-Net's configuration: lucidrains' hyper-parameters, their validation, and the
-//! construction of the layers in the order the seed lists them.
+//! construction of the layers in the order lucidrains' code lists them.
 
 use burn::config::Config;
 use burn::module::Param;

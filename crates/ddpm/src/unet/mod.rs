@@ -7,6 +7,7 @@
 mod attention;
 mod blocks;
 mod config;
+pub mod ops;
 
 pub use attention::{Attention, LinearAttention, NUM_MEM_KV, StageAttention};
 #[cfg(all(test, feature = "fused"))]
@@ -110,31 +111,34 @@ impl Unet {
         let [batch, ..] = x.dims();
         let x = if self.self_condition {
             let cond = x_self_cond.unwrap_or_else(|| x.zeros_like());
-            Tensor::cat(vec![cond, x], 1)
+            Tensor::cat(vec![cond, x], 1) // [b, 2·channels, h, w]
         } else {
-            x
+            x // [b, channels, h, w]
         };
-        let x = crate::fused::same_conv(&self.init_conv, x);
+        let x = ops::same_conv(&self.init_conv, x); // [b, dim, h, w]
         let r = x.clone();
 
         let mut emb = self
             .time_mlp
-            .forward(sinusoidal_embedding(time, self.dim, self.theta));
+            .forward(sinusoidal_embedding(time, self.dim, self.theta)); // [b, 4·dim]
         if let Some(class) = &self.classes {
-            emb = Tensor::cat(vec![emb, class.embed(classes, batch)], 1);
+            emb = Tensor::cat(vec![emb, class.embed(classes, batch)], 1); // [b, 8·dim]
         }
 
         let mut x = x;
         let mut skips = Vec::with_capacity(self.downs.len() * 2);
+        // Level i works at [b, c_i, h/2^i, w/2^i], c_i = dim · dim_mults[i]; its downsample
+        // leaves [b, c_{i+1}, h/2^(i+1), w/2^(i+1)] (the last level keeps its size).
         for stage in &self.downs {
-            x = stage.block1.forward(x, emb.clone());
+            x = stage.block1.forward(x, emb.clone()); // [b, c_i, h_i, w_i]
             skips.push(x.clone());
             x = stage.block2.forward(x, emb.clone());
             x = stage.attn.forward(x.clone()) + x;
             skips.push(x.clone());
-            x = stage.downsample.forward(x);
+            x = stage.downsample.forward(x); // [b, c_{i+1}, h_{i+1}, w_{i+1}]
         }
 
+        // [b, c_mid, h_mid, w_mid], c_mid = dim · dim_mults[last]
         x = self.mid_block1.forward(x, emb.clone());
         x = self.mid_attn.forward(x.clone()) + x;
         x = self.mid_block2.forward(x, emb.clone());
@@ -143,19 +147,19 @@ impl Unet {
             let skip = skips.pop().expect("one skip per down block");
             x = stage
                 .block1
-                .forward(Tensor::cat(vec![x, skip], 1), emb.clone());
+                .forward(Tensor::cat(vec![x, skip], 1), emb.clone()); // [b, c_out, h_i, w_i]
             let skip = skips.pop().expect("one skip per down block");
             x = stage
                 .block2
                 .forward(Tensor::cat(vec![x, skip], 1), emb.clone());
             x = stage.attn.forward(x.clone()) + x;
-            x = stage.upsample.forward(x);
+            x = stage.upsample.forward(x); // [b, c_{i−1}, h_{i−1}, w_{i−1}]
         }
 
         let x = self
             .final_res_block
-            .forward(Tensor::cat(vec![x, r], 1), emb);
-        blocks::pointwise(&self.final_conv, x)
+            .forward(Tensor::cat(vec![x, r], 1), emb); // [b, dim, h, w]
+        blocks::pointwise(&self.final_conv, x) // [b, out_dim, h, w]
     }
 
     /// Image channels.

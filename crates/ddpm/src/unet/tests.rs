@@ -124,7 +124,7 @@ fn self_conditioning_input_changes_the_output() {
     let none = values(unet.forward(x.clone(), t.clone(), None, None));
     let zeros = values(unet.forward(x.clone(), t.clone(), Some(x.zeros_like()), None));
     let cond = values(unet.forward(x.clone(), t, Some(x.ones_like()), None));
-    // No estimate means a zero estimate, as in the seed.
+    // No estimate means a zero estimate, as in lucidrains' code.
     assert_eq!(none, zeros);
     assert_ne!(none, cond);
 }

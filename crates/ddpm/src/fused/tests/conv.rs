@@ -2,10 +2,10 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 
-use super::conv::{ConvDims, patches};
-use super::tests::close;
-use super::{is_same_conv, same_conv};
+use super::close;
+use crate::fused::conv::{ConvDims, patches};
 use crate::test_util::{device, values};
+use crate::unet::ops::{is_same_conv, kernels_apply, same_conv};
 
 /// The U-Net's same convolution, 2 → 4 channels.
 fn conv(kernel: usize, bias: bool, device: &Device) -> Conv2d {
@@ -105,7 +105,7 @@ fn same_conv_runs_the_kernel_with_burns_output_and_gradients() {
     for (batch, kernel, bias) in [(3, 3, true), (3, 5, false), (3, 7, true), (1, 3, true)] {
         let x = Tensor::<4>::random([batch, 2, 5, 6], normal, &device).require_grad();
         let w = Tensor::<4>::random([batch, 4, 5, 6], normal, &device);
-        assert!(super::kernels_apply(&x));
+        assert!(kernels_apply(&x));
         let conv = conv(kernel, bias, &device);
         let fused = same_conv(&conv, x.clone());
         let reference = conv.forward(x.clone());

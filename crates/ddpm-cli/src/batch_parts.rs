@@ -1,6 +1,7 @@
-//! The network's calls while sampling on the CPU, split over threads (`ddpm::SplitBatch`): on
-//! burn's CPU backend each call's batch runs in two halves at the same time, which overlaps the
-//! element-wise work it runs on one core (as training's batch parts do, `gradients.rs`).
+//! How many parts a batch is split into on this device: on burn's CPU backend each network
+//! call's batch runs in two halves at the same time (the core's `ddpm::SplitBatch`), which
+//! overlaps the element-wise work it runs on one core (as training's batch parts do,
+//! `gradients.rs`); elsewhere it runs whole.
 
 use burn::tensor::Device;
 use ddpm::{SplitBatch, Unet};

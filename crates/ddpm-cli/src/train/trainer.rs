@@ -1,8 +1,9 @@
-//! `ddpm train`: Algorithm 1 with Adam, EMA, checkpoints that survive crashes, and resume.
+//! One training run's state and loop: the model, its EMA, Adam, the noise stream and the data
+//! order, stepped and checkpointed.
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -16,191 +17,30 @@ use ddpm::ema::decay_at;
 use ddpm::{Ema, GaussianDiffusion, ModelConfig, NoiseSource, Unet};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::batch_parts;
+use crate::card::WarmStart;
 use crate::checkpoint::{self, TrainingState};
 use crate::config::TrainConfig;
-use crate::data::{self, BatchOrder, Dataset, Shaping};
-use crate::device::{self, DeviceChoice};
+use crate::data::{BatchOrder, Dataset};
 use crate::gradients::Batches;
 use crate::plot;
-use crate::run_dir::{RunDir, RunLock, prepare_new_run, resumed_config, truncate_metrics};
+use crate::run_dir::{RunDir, truncate_metrics};
 use crate::sample::{self, SampleOptions};
 use crate::session::Session;
-use crate::split_batch;
-use crate::warm_start::{self, WarmStart};
-
-/// `ddpm train`.
-#[derive(Debug, clap::Args)]
-pub struct TrainArgs {
-    /// The run folder: created if new; a folder with checkpoints is resumed from the latest.
-    pub run_dir: PathBuf,
-    /// Continue the run in RUN_DIR (an error when it has no checkpoint).
-    #[arg(long, conflicts_with = "force")]
-    pub resume: bool,
-    /// Start over in an existing run folder, deleting its checkpoints and samples.
-    #[arg(long)]
-    pub force: bool,
-    /// Start a new run from these weights instead of a random initialisation: a weights file
-    /// (e.g. a shipped model, to fine-tune or train it further) or a run folder (its newest
-    /// EMA weights). The model must match the configuration; Adam starts afresh.
-    #[arg(long, value_name = "WEIGHTS", conflicts_with = "resume")]
-    pub init: Option<PathBuf>,
-    /// A TOML configuration file (every key optional).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Override a configuration key, e.g. `--set optim.lr=1e-4` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// `mnist` (embedded), or a folder of images, IDX files or CIFAR-10 batches.
-    #[arg(long)]
-    pub data: Option<String>,
-    /// Optimiser steps (`run.steps`).
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// Images per step (`optim.batch_size`).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Peak learning rate (`optim.lr`).
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Seed of the weights, data order and noise (`run.seed`).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Side of the training images (`data.image_size`).
-    #[arg(long)]
-    pub image_size: Option<usize>,
-    /// 1 (grayscale) or 3 (RGB) (`data.channels`).
-    #[arg(long)]
-    pub channels: Option<usize>,
-    /// Random horizontal flips (`data.flip`).
-    #[arg(long)]
-    pub flip: bool,
-    /// Fail on an image that does not decode (`data.strict`).
-    #[arg(long)]
-    pub strict: bool,
-    /// Checkpoint every N steps (`run.checkpoint_every`).
-    #[arg(long)]
-    pub checkpoint_every: Option<usize>,
-    /// Sample grid every N steps (`run.sample_every`).
-    #[arg(long)]
-    pub sample_every: Option<usize>,
-    /// Where to train.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
-}
-
-impl TrainArgs {
-    /// The configuration file (if any) with `--set` and the flags on top.
-    fn config(&self) -> Result<TrainConfig> {
-        let text = match &self.config {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read the configuration", path.display()))?,
-            None => String::new(),
-        };
-        let mut sets = self.sets.clone();
-        let mut flag = |key: &str, value: Option<String>| {
-            if let Some(v) = value {
-                sets.push(format!("{key}={v}"));
-            }
-        };
-        flag("data.source", self.data.as_ref().map(|d| format!("{d:?}")));
-        flag("run.steps", self.steps.map(|v| v.to_string()));
-        flag("optim.batch_size", self.batch_size.map(|v| v.to_string()));
-        flag("optim.lr", self.lr.map(|v| format!("{v:e}")));
-        flag("run.seed", self.seed.map(|v| v.to_string()));
-        flag("data.image_size", self.image_size.map(|v| v.to_string()));
-        flag("data.channels", self.channels.map(|v| v.to_string()));
-        flag("data.flip", self.flip.then(|| "true".into()));
-        flag("data.strict", self.strict.then(|| "true".into()));
-        flag(
-            "run.checkpoint_every",
-            self.checkpoint_every.map(|v| v.to_string()),
-        );
-        flag("run.sample_every", self.sample_every.map(|v| v.to_string()));
-        let what = self
-            .config
-            .as_ref()
-            .map_or("configuration".into(), |p| p.display().to_string());
-        TrainConfig::from_toml(&text, &sets).with_context(|| what)
-    }
-}
-
-/// Runs `ddpm train`.
-pub fn run(args: &TrainArgs) -> Result<()> {
-    let run = RunDir(args.run_dir.clone());
-    let wanted = args.config()?;
-    // Held until training ends. A folder that holds a run is locked before anything in it is
-    // read or removed; any other folder only once `prepare_new_run` has accepted it, so that a
-    // refused folder gets no lock file.
-    let holds_run = run.config().is_file() || run.checkpoints().is_dir();
-    let mut lock = match holds_run {
-        true => Some(RunLock::acquire(&run)?),
-        false => None,
-    };
-    let latest = if args.force {
-        None
-    } else {
-        checkpoint::remove_leftovers(&run.checkpoints())?;
-        checkpoint::latest(&run.checkpoints())?
-    };
-    if args.resume && latest.is_none() {
-        bail!("{}: no checkpoint to resume from", run.0.display());
-    }
-    if args.init.is_some() && latest.is_some() {
-        bail!(
-            "{}: holds a run with checkpoints, and --init starts a new one (leave out --init to resume it, or pass --force to start over)",
-            run.0.display()
-        );
-    }
-    let config = match &latest {
-        Some(_) => resumed_config(&run, args, wanted)?,
-        None => wanted,
-    };
-    // Everything that can fail on bad input happens before the run folder is touched.
-    let selected = device::select(args.device)?;
-    let shaping = Shaping {
-        image_size: config.data.image_size,
-        channels: config.data.channels,
-        strict: config.data.strict,
-    };
-    let dataset = data::load(&config.data.source, &shaping)?;
-    let start = match &latest {
-        Some(ckpt) => Start::Resume(ckpt),
-        None => Start::New(args.init.as_deref()),
-    };
-    let (trainer, warm_start) = Trainer::new(config, dataset, selected.device, &run, start)?;
-    if latest.is_none() {
-        prepare_new_run(&run, args.force)?;
-        if lock.is_none() {
-            lock = Some(RunLock::acquire(&run)?);
-        }
-        std::fs::write(run.config(), trainer.config.to_toml()?)
-            .with_context(|| format!("{}: cannot write", run.config().display()))?;
-        if let Some(record) = warm_start {
-            record.write(&run.warm_start())?;
-            eprintln!(
-                "starting from the weights of {}{}",
-                record.from,
-                record
-                    .total_steps()
-                    .map_or(String::new(), |s| format!(" ({s} steps trained)"))
-            );
-        }
-    }
-    let trained = trainer.train(&run, &selected.description);
-    drop(lock);
-    trained
-}
+use crate::warm_start;
 
 /// Where a training session's weights come from.
-enum Start<'a> {
+pub enum Start<'a> {
     /// A checkpoint of this run.
     Resume(&'a Path),
     /// A new run: a random initialisation, or these weights (`--init`).
     New(Option<&'a Path>),
 }
 
-struct Trainer {
-    config: TrainConfig,
+/// A run in progress.
+pub struct Trainer {
+    /// The effective configuration.
+    pub config: TrainConfig,
     dataset: Dataset,
     device: Device,
     model_config: ModelConfig,
@@ -216,7 +56,8 @@ struct Trainer {
 }
 
 impl Trainer {
-    fn new(
+    /// The model, EMA, optimiser and streams of a new run, a warm start or a checkpoint.
+    pub fn new(
         config: TrainConfig,
         dataset: Dataset,
         device: Device,
@@ -225,7 +66,7 @@ impl Trainer {
     ) -> Result<(Self, Option<WarmStart>)> {
         let micro = config.optim.batch_size / config.optim.accumulation;
         let parts = match config.optim.parallel {
-            0 if split_batch::on_cpu(&device) && micro.is_multiple_of(2) => 2,
+            0 if batch_parts::on_cpu(&device) && micro.is_multiple_of(2) => 2,
             0 => 1,
             n => n,
         };
@@ -236,7 +77,7 @@ impl Trainer {
         };
         let model_config = ModelConfig {
             unet: config.model.unet(dataset.channels, num_classes),
-            diffusion: (&config.diffusion).into(),
+            diffusion: config.diffusion.clone(),
             image_size: [dataset.size; 2],
         };
         model_config.validate()?;
@@ -316,7 +157,8 @@ impl Trainer {
         Ok((trainer, warm_start))
     }
 
-    fn train(mut self, run: &RunDir, device_name: &str) -> Result<()> {
+    /// Trains to the configured step count, checkpointing; Ctrl-C stops after a checkpoint.
+    pub fn train(mut self, run: &RunDir, device_name: &str) -> Result<()> {
         let total = self.config.run.steps;
         let interrupted = Arc::new(AtomicBool::new(false));
         {

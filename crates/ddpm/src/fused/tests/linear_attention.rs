@@ -1,9 +1,9 @@
 use burn::tensor::{Distribution, Tensor, TensorData};
 
-use super::linear_attention::{HeadDims, linear_attention as kernel};
-use super::tests::close;
-use super::{linear_attention, linear_attention_composite};
+use super::close;
+use crate::fused::linear_attention::{HeadDims, linear_attention as kernel};
 use crate::test_util::{device, values};
+use crate::unet::ops::{linear_attention, linear_attention_composite};
 
 /// The kernel on random q, k, v and memory slots of `dims`, against the burn operations.
 fn check(batch: usize, dims: HeadDims, [h, w]: [usize; 2], spread: f64) {

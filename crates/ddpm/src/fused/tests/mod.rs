@@ -1,11 +1,19 @@
+//! Every kernel against the burn composite it replaces (`unet::ops`).
+
 use burn::tensor::{Device, Distribution, Tensor};
 
 #[cfg(feature = "fused")]
-use super::norm_film_silu;
-use super::norm_film_silu::{self as kernel, Dims};
-use super::norm_film_silu_composite;
-use super::softmax::{self as sm, Axis};
+mod conv;
+#[cfg(feature = "fused")]
+mod linear_attention;
+
+use crate::fused::exp;
+use crate::fused::norm_film_silu::{self as kernel, Dims};
+use crate::fused::softmax::{self as sm, Axis};
 use crate::test_util::{device, values};
+use crate::unet::ops::norm_film_silu_composite;
+#[cfg(feature = "fused")]
+use crate::unet::ops::{kernels_apply, norm_film_silu, softmax};
 
 const DIMS: Dims = Dims {
     channels: 4,
@@ -103,7 +111,7 @@ fn norm_film_silu_runs_the_kernel_on_flex_with_the_composites_gradients() {
     let [h, scale, shift, w] = inputs(&device).map(|t| t.require_grad());
     let gain =
         Tensor::<4>::random([1, 4, 1, 1], Distribution::Uniform(0.5, 2.0), &device).require_grad();
-    assert!(super::kernels_apply(&h), "the kernel path is taken");
+    assert!(kernels_apply(&h), "the kernel path is taken");
     for film in [true, false] {
         let scale_shift = film.then(|| (scale.clone(), shift.clone()));
         let fused = norm_film_silu(h.clone(), gain.clone(), scale_shift.clone());
@@ -134,7 +142,7 @@ fn norm_film_silu_runs_the_kernel_on_flex_with_the_composites_gradients() {
 fn norm_film_silu_runs_the_kernel_on_flex_without_gradients() {
     let [h, scale, shift, _] = inputs(&device());
     let gain = Tensor::<4>::random([1, 4, 1, 1], Distribution::Uniform(0.5, 2.0), &device());
-    assert!(super::kernels_apply(&h));
+    assert!(kernels_apply(&h));
     let fused = norm_film_silu(
         h.clone(),
         gain.clone(),
@@ -177,9 +185,9 @@ fn softmax_runs_the_kernel_on_flex_with_burns_gradients() {
     let normal = Distribution::Normal(0.0, 3.0);
     let x = Tensor::<4>::random([2, 3, 4, 5], normal, &device).require_grad();
     let w = Tensor::<4>::random([2, 3, 4, 5], normal, &device);
-    assert!(super::kernels_apply(&x));
+    assert!(kernels_apply(&x));
     for dim in [2, 3] {
-        let fused = super::softmax(x.clone(), dim);
+        let fused = softmax(x.clone(), dim);
         let reference = burn::tensor::activation::softmax(x.clone(), dim);
         close(&values(fused.clone()), &values(reference.clone()), "y");
         let g_fused = (fused * w.clone()).sum().backward();
@@ -197,11 +205,11 @@ fn exp_is_within_two_ulps_of_std_and_clamps_to_normal_floats() {
     let mut worst = 0.0f64;
     for i in -87_000..=88_000 {
         let x = i as f32 / 1000.0 + 0.000_37;
-        let (got, want) = (super::exp::exp(x) as f64, (x as f64).exp());
+        let (got, want) = (exp::exp(x) as f64, (x as f64).exp());
         worst = worst.max((got - want).abs() / want);
     }
     assert!(worst < 2.4e-7, "relative error {worst:e}");
-    assert!(super::exp::exp(-1000.0) > 0.0 && super::exp::exp(-1000.0) < 1.3e-38);
-    assert!(super::exp::exp(1000.0).is_finite());
-    assert_eq!(super::exp::exp(0.0), 1.0);
+    assert!(exp::exp(-1000.0) > 0.0 && exp::exp(-1000.0) < 1.3e-38);
+    assert!(exp::exp(1000.0).is_finite());
+    assert_eq!(exp::exp(0.0), 1.0);
 }

@@ -1,0 +1,80 @@
+//! Weights from where users keep them: a run folder (its newest checkpoint, EMA or raw) or an
+//! exported weights file. `sample`, `eval`, `export`, `info` and `train --init` load here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::Device;
+use clap::ValueEnum;
+use ddpm::{ModelConfig, Unet};
+
+use crate::checkpoint;
+use crate::run_dir::RunDir;
+
+/// `--weights`: which of a checkpoint's two sets of weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WeightsChoice {
+    /// The exponential moving average (what export ships).
+    Ema,
+    /// The optimiser's weights at the same step.
+    Raw,
+}
+
+impl WeightsChoice {
+    /// `ema` or `raw`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ema => "ema",
+            Self::Raw => "raw",
+        }
+    }
+
+    /// The file of a checkpoint folder that holds these weights.
+    fn checkpoint_file(self) -> &'static str {
+        match self {
+            Self::Ema => checkpoint::EMA,
+            Self::Raw => checkpoint::MODEL,
+        }
+    }
+}
+
+/// A model from a run folder (newest checkpoint, EMA weights) or a weights file.
+pub fn model(path: &Path, device: &Device) -> Result<(Unet, ModelConfig)> {
+    if path.is_dir() {
+        let ckpt = newest_checkpoint(&RunDir(path.to_path_buf()))?;
+        let (model, config, _) = checkpoint_model(&ckpt, WeightsChoice::Ema, device)?;
+        Ok((model, config))
+    } else if path.is_file() {
+        let loaded =
+            ddpm::weights::load(path, device).with_context(|| path.display().to_string())?;
+        Ok((loaded.model, loaded.config))
+    } else {
+        bail!("{}: no such run folder or weights file", path.display())
+    }
+}
+
+/// The newest checkpoint folder of a run folder. Callers that read a checkpoint twice (weights
+/// and card, or EMA and raw) take it once, so that a trainer writing a newer one in between
+/// cannot mix two steps.
+pub fn newest_checkpoint(run: &RunDir) -> Result<PathBuf> {
+    checkpoint::latest(&run.checkpoints())?
+        .with_context(|| format!("{}: no checkpoint in this run folder", run.0.display()))
+}
+
+/// One set of weights of a checkpoint folder, with its configuration and step.
+pub fn checkpoint_model(
+    ckpt: &Path,
+    which: WeightsChoice,
+    device: &Device,
+) -> Result<(Unet, ModelConfig, usize)> {
+    let state = checkpoint::read_state(ckpt)?;
+    let record = checkpoint::read_record(ckpt, which.checkpoint_file())?;
+    let model = state
+        .model
+        .unet
+        .try_init(device)?
+        .try_load_record(record)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
+    Ok((model, state.model, state.step))
+}

@@ -1,0 +1,80 @@
+//! `ddpm train`: Algorithm 1 with Adam, EMA, checkpoints that survive crashes, and resume.
+
+mod args;
+mod trainer;
+
+use anyhow::{Context, Result, bail};
+
+use crate::checkpoint;
+use crate::data::{self, Shaping};
+use crate::device;
+use crate::run_dir::{RunDir, RunLock, prepare_new_run};
+pub use args::TrainArgs;
+use trainer::{Start, Trainer};
+
+/// Runs `ddpm train`.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let run = RunDir(args.run_dir.clone());
+    let wanted = args.config()?;
+    // Held until training ends. A folder that holds a run is locked before anything in it is
+    // read or removed; any other folder only once `prepare_new_run` has accepted it, so that a
+    // refused folder gets no lock file.
+    let holds_run = run.config().is_file() || run.checkpoints().is_dir();
+    let mut lock = match holds_run {
+        true => Some(RunLock::acquire(&run)?),
+        false => None,
+    };
+    let latest = if args.force {
+        None
+    } else {
+        checkpoint::remove_leftovers(&run.checkpoints())?;
+        checkpoint::latest(&run.checkpoints())?
+    };
+    if args.resume && latest.is_none() {
+        bail!("{}: no checkpoint to resume from", run.0.display());
+    }
+    if args.init.is_some() && latest.is_some() {
+        bail!(
+            "{}: holds a run with checkpoints, and --init starts a new one (leave out --init to resume it, or pass --force to start over)",
+            run.0.display()
+        );
+    }
+    let config = match &latest {
+        Some(_) => args.resumed_config(&run, wanted)?,
+        None => wanted,
+    };
+    // Everything that can fail on bad input happens before the run folder is touched.
+    let selected = device::select(args.device)?;
+    let shaping = Shaping {
+        image_size: config.data.image_size,
+        channels: config.data.channels,
+        strict: config.data.strict,
+    };
+    let dataset = data::load(&config.data.source, &shaping)?;
+    let start = match &latest {
+        Some(ckpt) => Start::Resume(ckpt),
+        None => Start::New(args.init.as_deref()),
+    };
+    let (trainer, warm_start) = Trainer::new(config, dataset, selected.device, &run, start)?;
+    if latest.is_none() {
+        prepare_new_run(&run, args.force)?;
+        if lock.is_none() {
+            lock = Some(RunLock::acquire(&run)?);
+        }
+        std::fs::write(run.config(), trainer.config.to_toml()?)
+            .with_context(|| format!("{}: cannot write", run.config().display()))?;
+        if let Some(record) = warm_start {
+            record.write(&run.warm_start())?;
+            eprintln!(
+                "starting from the weights of {}{}",
+                record.from,
+                record
+                    .total_steps()
+                    .map_or(String::new(), |s| format!(" ({s} steps trained)"))
+            );
+        }
+    }
+    let trained = trainer.train(&run, &selected.description);
+    drop(lock);
+    trained
+}

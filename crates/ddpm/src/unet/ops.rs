@@ -1,0 +1,146 @@
+//! The U-Net's operations that have a fused CPU kernel: each runs the kernel (`crate::fused`)
+//! where it applies — on burn's CPU backend (flex), `f32`, built with the `fused` features —
+//! and otherwise the composite of burn operations written beside it, which is also the
+//! reference the kernel is tested against. The blocks read as the math; this is the one place
+//! that chooses how it runs (as nanoGPT chooses its attention).
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+use burn::tensor::activation::softmax as burn_softmax;
+
+#[cfg(feature = "fused")]
+use crate::fused::extension;
+
+/// `silu(normalize(h) · gain · (1 + scale) + shift)`, lucidrains' `Block` after its convolution
+/// (`normalize` over the channels, as `F.normalize(h, dim = 1)`); without FiLM
+/// (`scale_shift = None`) `silu(normalize(h) · gain)`.
+///
+/// # Shapes
+/// - `h` and the output: `[batch, channels, height, width]`; `gain`: `[1, channels, 1, 1]`;
+///   `scale` and `shift`: `[batch, channels, 1, 1]`
+pub fn norm_film_silu(
+    h: Tensor<4>,
+    gain: Tensor<4>,
+    scale_shift: Option<(Tensor<4>, Tensor<4>)>,
+) -> Tensor<4> {
+    // The gain and the FiLM scale are both per channel: multiply them first, on the small
+    // tensor, and apply the product once.
+    let (a, s) = match scale_shift {
+        Some((scale, shift)) => (gain * scale.add_scalar(1.0), Some(shift)),
+        None => (gain, None),
+    };
+    #[cfg(feature = "fused")]
+    if extension::applies(&h) {
+        return extension::norm_film_silu(h, a, s);
+    }
+    norm_film_silu_composite(h, a, s)
+}
+
+/// [`norm_film_silu`] as burn operations, with the per-channel factor `a` and shift `s` (the
+/// reference the fused kernel is tested against, and the path on every other device).
+pub fn norm_film_silu_composite(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>) -> Tensor<4> {
+    let x = normalize(h) * a;
+    silu(match s {
+        Some(s) => x + s,
+        None => x,
+    })
+}
+
+/// `F.normalize(x, dim = 1)`: `x / max(‖x‖₂, 1e-12)` over the channels, the core of lucidrains'
+/// RMSNorm. It multiplies by the reciprocal of the (channel-reduced, so small) norm: a
+/// full-size product has a cheaper backward pass than a full-size quotient.
+///
+/// # Shapes
+/// - `x` and the output: `[batch, channels, height, width]`
+pub fn normalize(x: Tensor<4>) -> Tensor<4> {
+    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12); // [b, 1, h, w]
+    x * norm.recip()
+}
+
+/// The softmax of `x` along `dim` (burn's `softmax` where the kernel does not run).
+pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    #[cfg(feature = "fused")]
+    if extension::applies(&x) {
+        return extension::softmax(x, dim);
+    }
+    burn_softmax(x, dim)
+}
+
+/// `conv.forward(x)`; through the kernel where it runs and `conv` is a same convolution with a
+/// kernel larger than 1×1 ([`is_same_conv`]). 1×1 convolutions keep burn's own path (a plain
+/// matrix product, see `blocks::pointwise`).
+pub fn same_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "fused")]
+    if conv.kernel_size[0] > 1 && is_same_conv(conv) && extension::applies(&x) {
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        return extension::same_conv(x, conv.weight.val(), bias);
+    }
+    conv.forward(x)
+}
+
+/// Whether `conv` is a "same" convolution: square odd kernel `k`, stride 1, no dilation, one
+/// group, padding `k / 2` on every side.
+pub fn is_same_conv(conv: &Conv2d) -> bool {
+    let [k, kw] = conv.kernel_size;
+    let p = k / 2;
+    let padded = match conv.padding {
+        PaddingConfig2d::Same => true,
+        PaddingConfig2d::Valid => p == 0,
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right] == [p; 4],
+    };
+    k == kw
+        && k % 2 == 1
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && padded
+}
+
+/// `LinearAttention`'s core, between its two projections: from the `to_qkv` projection `qkv`
+/// `[batch, 3 · heads · dim_head, h, w]` and the memory slots `memory`
+/// `[2, heads, dim_head, slots]` (keys, then values), the heads' outputs
+/// `[batch, heads · dim_head, h, w]`. Through the kernel (`fused::linear_attention`)
+/// where the kernels run and no gradients are recorded (it has no backward pass).
+pub fn linear_attention(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
+    #[cfg(feature = "fused")]
+    if extension::applies(&qkv) && !qkv.device().is_autodiff() {
+        return extension::linear_attention(qkv, memory, heads);
+    }
+    linear_attention_composite(qkv, memory, heads)
+}
+
+/// [`linear_attention`] as burn operations: q, k and v of `[batch, heads, dim_head, h·w]`, the
+/// memory slots in front of k and v, `context = softmax(k) · vᵀ · scale` and
+/// `out = contextᵀ · softmax(q)` (the reference the kernel is tested against).
+pub fn linear_attention_composite(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
+    let [b, _, h, w] = qkv.dims();
+    let [_, _, d, m] = memory.dims();
+    let qkv = qkv.reshape([b, 3, heads, d, h * w]);
+    let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([b, heads, d, h * w]);
+    let slots = |i: usize| memory.clone().narrow(0, i, 1).expand([b, heads, d, m]);
+    let k = Tensor::cat(vec![slots(0), part(1)], 3);
+    let v = Tensor::cat(vec![slots(1), part(2)], 3);
+    linear_attention_heads(part(0), k, v).reshape([b, heads * d, h, w])
+}
+
+/// The heads' outputs `contextᵀ · softmax_d(q)` `[batch, heads, dim_head, n]`, with
+/// `context = softmax_j(k) · vᵀ · dim_head^(−1/2)`, for q `[batch, heads, dim_head, n]` and k, v
+/// `[batch, heads, dim_head, j]` (memory slots included), as burn operations and [`softmax`].
+pub fn linear_attention_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let scale = (q.dims()[2] as f32).powf(-0.5);
+    let context = softmax(k, 3).matmul(v.swap_dims(2, 3)).mul_scalar(scale);
+    context.swap_dims(2, 3).matmul(softmax(q, 2))
+}
+
+/// Whether the kernels run for tensors like `t` (on flex, `f32`, built with the features).
+pub fn kernels_apply<const D: usize>(t: &Tensor<D>) -> bool {
+    #[cfg(feature = "fused")]
+    return extension::applies(t);
+    #[cfg(not(feature = "fused"))]
+    {
+        let _ = t;
+        false
+    }
+}

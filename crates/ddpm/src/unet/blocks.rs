@@ -27,7 +27,8 @@ pub(crate) fn conv(
 /// A 1×1 convolution. When gradients are being recorded it runs as one batched matmul
 /// `W · x` over `[batch, c, h·w]`: the same parameters and result, but burn's CPU backend runs
 /// the matmul's backward pass about twice as fast as the convolution's, while the plain
-/// convolution's forward pass is the faster one for sampling (see BENCHMARKS.md).
+/// convolution's forward pass is the faster one for sampling (docs/notebook.md, "What changed
+/// the numbers").
 pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if !x.device().is_autodiff() {
         return conv.forward(x);

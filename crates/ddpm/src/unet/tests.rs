@@ -57,9 +57,9 @@ fn conditioning_options_add_exactly_their_parameters() {
 }
 
 #[test]
-fn the_seeds_mnist_and_default_configs_have_lucidrains_parameter_counts() {
+fn the_reference_mnist_and_default_configs_have_lucidrains_parameter_counts() {
     // Counted with the same per-module formulas as above (see the issue note for the script):
-    // Unet(dim=32, dim_mults=(1, 2, 4), channels=1) and the README's Unet(dim=64).
+    // Unet(dim=32, dim_mults=(1, 2, 4), channels=1) and lucidrains' README's Unet(dim=64).
     let mnist = UnetConfig::new(32)
         .with_dim_mults(vec![1, 2, 4])
         .with_channels(1);

@@ -113,8 +113,8 @@ with open(sys.argv[1], 'wb') as f:
 variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
   # name:features of `cargo build --release -p ddpm-cli` (the default build is `wgpu`).
-  for v in wgpu: fusion:burn/fusion fusion-persistence:burn/fusion,burn/persistence \
-    vulkan-fusion:burn/vulkan,burn/fusion,burn/persistence; do
+  for v in wgpu: fusion:fusion fusion-persistence:fusion,persistence \
+    vulkan-fusion:vulkan,fusion,persistence; do
     name="${v%%:*}" features="${v#*:}"
     (cd "$root" && cargo build -q --release -p ddpm-cli ${features:+--features "$features"}) || exit 1
     cp "$root/target/release/ddpm" "$OUT/ddpm-$name"

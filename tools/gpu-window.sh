@@ -10,12 +10,14 @@
 #                     one is measured by crates/ddpm/benches/gpu.sh when BENCH=1
 #   run.tar.xz.*      a run packed by an earlier window (optional): it is continued
 #   data.tar.xz       training images, unpacked beside the run (optional)
-# OUT receives: run.tar.xz.aa, .ab, … (the run folder with its newest checkpoint, in parts of
-# PART_MB, default 15), model.bpk (the EMA weights, f16), train.log, and with BENCH=1 the
-# benchmark's results.jsonl and table.md.
+# OUT receives at most seven files: run.tar.xz.aa, .ab, … (the run folder with its newest
+# checkpoint, in parts of PART_MB, default 15), model.bpk and model.json (the EMA weights, f16,
+# and their card), train.log, and with BENCH=1 bench.txt (the benchmark's table, GPU, JSON
+# lines and log).
 # Environment: TRAIN (the `ddpm train` arguments after the run folder for a new run; ignored
-# when a run is carried in), STEPS (the run's total steps, default 1000000: the deadline stops
-# it), BENCH=1 (benchmark first; BENCH_MINUTES caps it, default half the window), DEVICE (wgpu).
+# when a run is carried in), TRAIN_STEPS (the run's total steps, default 1000000: the deadline
+# stops it), BENCH=1 (benchmark first; BENCH_MINUTES caps it, default half the window; gpu.sh's
+# own variables pass through), DEVICE (wgpu).
 # The trainer stops at the deadline with SIGINT, which makes it write a checkpoint; packing
 # needs about a minute, so it is kept out of MINUTES.
 set -uo pipefail
@@ -49,8 +51,11 @@ if [ "${BENCH:-0}" = 1 ]; then
     variants+=("${name#-}=$b")
   done
   variants=("${variants[@]/#=/default=}")
-  OUT="$out/bench" DEADLINE=$bench_end DEVICE="$device" \
-    bash "$here/../crates/ddpm/benches/gpu.sh" "${variants[@]}" 2>&1 | tee "$out/bench.log"
+  # The benchmark's run folders stay in the work folder: only its report travels back.
+  OUT="$work/bench" DEADLINE=$bench_end DEVICE="$device" \
+    bash "$here/../crates/ddpm/benches/gpu.sh" "${variants[@]}" >"$work/bench.log" 2>&1
+  cat "$work/bench/table.md" "$work/bench/gpu.txt" "$work/bench/results.jsonl" "$work/bench.log" \
+    >"$out/bench.txt" 2>/dev/null
 fi
 
 run="$work/run"
@@ -65,7 +70,7 @@ left=$((end - $(date +%s)))
 if [ "$left" -gt 30 ]; then
   # `timeout -s INT`: the trainer's Ctrl-C path, which checkpoints the step it is at.
   (cd "$work" && timeout -s INT -k 120 "$left" "$ddpm" train "$run" --device "$device" \
-    --steps "${STEPS:-1000000}" "${args[@]}") 2>&1 | tee "$out/train.log"
+    --steps "${TRAIN_STEPS:-1000000}" "${args[@]}") 2>&1 | tee "$out/train.log"
 fi
 
 # Pack: the run folder with its newest checkpoint only (the others are older copies).

@@ -65,6 +65,13 @@ pub fn command_line() -> Vec<String> {
         .collect()
 }
 
+/// The file or folder `path` as a card or report names it: made portable as [`command_line`]
+/// says, against this process's working folder.
+pub fn portable_path(path: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    portable(&path.display().to_string(), cwd.as_deref())
+}
+
 /// `arg` (a path, `--flag=PATH` or `key=PATH`) with an absolute path made portable as
 /// [`command_line`] says; anything else unchanged.
 pub fn portable(arg: &str, cwd: Option<&Path>) -> String {

@@ -14,12 +14,6 @@ use crate::load::{self, WeightsChoice};
 use crate::run_dir::RunDir;
 use crate::session;
 
-/// `path` as the warm-start record names it (no build machine's folders; `session::portable`).
-fn portable(path: &Path) -> String {
-    let cwd = std::env::current_dir().ok();
-    session::portable(&path.display().to_string(), cwd.as_deref())
-}
-
 /// The weights `path` (a weights file, or a run folder's newest EMA weights) for a new run
 /// whose data and configuration make `expected` with classes `class_names`, on `device`.
 pub fn load(
@@ -33,7 +27,7 @@ pub fn load(
         let ckpt = load::newest_checkpoint(&run)?;
         let (model, config, _) = load::checkpoint_model(&ckpt, WeightsChoice::Ema, device)?;
         let known = Origin::of_checkpoint(&run, &ckpt, WeightsChoice::Ema)?;
-        (model, config, known, None, portable(&ckpt))
+        (model, config, known, None, session::portable_path(&ckpt))
     } else if path.is_file() {
         let bytes =
             std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
@@ -46,7 +40,7 @@ pub fn load(
             loaded.config,
             known,
             Some(sha),
-            portable(path),
+            session::portable_path(path),
         )
     } else {
         bail!(

@@ -126,9 +126,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         Some(m) => (Some(m.classifier_accuracy), Some(m.floor), m.rows),
         None => (None, None, Vec::new()),
     };
-    let cwd = std::env::current_dir().ok();
     let report = Report {
-        model: session::portable(&args.model.display().to_string(), cwd.as_deref()),
+        model: session::portable_path(&args.model),
         step,
         command: session::command_line(),
         extended_by: Vec::new(),

@@ -6,6 +6,8 @@
 //! the Box–Muller transform evaluated with `libm`, whose pure-Rust `log`, `sin` and `cos` give
 //! bit-identical results on x86, ARM and wasm32 alike.
 
+use std::ops::Range;
+
 use burn::tensor::{Device, Shape, Tensor, TensorData};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -114,6 +116,48 @@ impl NoiseSource {
         (0..n).map(|_| self.normal() as f32).collect()
     }
 
+    /// Skips `n` draws of [`NoiseSource::normal`]: the stream then stands exactly where drawing
+    /// them would have left it, at the cost of one ChaCha block rather than `n` normals (each
+    /// Box–Muller pair takes two 64-bit uniforms, four words of the stream).
+    pub fn skip_normals(&mut self, n: usize) {
+        let mut n = n as u128;
+        if n > 0 && self.spare.take().is_some() {
+            n -= 1;
+        }
+        if n >= 2 {
+            self.rng.set_word_pos(self.rng.get_word_pos() + 4 * (n / 2));
+        }
+        if n % 2 == 1 {
+            self.normal();
+        }
+    }
+
+    /// Images `part` of a batch of standard normals of `shape` (`[batch, …]`): the values
+    /// [`NoiseSource::normal_tensor`] would give, narrowed to `part`, with the stream left where
+    /// the whole draw leaves it. The workers of a pool each draw their own images' noise this
+    /// way, and together make the one-worker batch.
+    ///
+    /// # Panics
+    /// When `part` is empty or ends past the batch (the sampler checks it first).
+    pub fn normal_part_tensor(
+        &mut self,
+        shape: [usize; 4],
+        part: Range<usize>,
+        device: &Device,
+    ) -> Tensor<4> {
+        assert!(
+            part.start < part.end && part.end <= shape[0],
+            "part {part:?} of a batch of {}",
+            shape[0]
+        );
+        let per_image = shape[1] * shape[2] * shape[3];
+        self.skip_normals(part.start * per_image);
+        let values = self.normals(part.len() * per_image);
+        self.skip_normals((shape[0] - part.end) * per_image);
+        let [_, c, h, w] = shape;
+        Tensor::from_data(TensorData::new(values, [part.len(), c, h, w]), device)
+    }
+
     /// A tensor of standard-normal values on `device`, generated on the host.
     pub fn normal_tensor<const D: usize>(
         &mut self,
@@ -138,6 +182,54 @@ mod tests {
         assert_eq!(first, b1.normals(8));
         assert_ne!(first, a2.normals(8));
         assert_ne!(first, a.normals(8));
+    }
+
+    #[test]
+    fn skipping_normals_leaves_the_stream_where_drawing_them_would() {
+        for (pending, skip) in [
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (0, 7),
+            (1, 1),
+            (1, 6),
+            (1, 9),
+            (3, 100),
+        ] {
+            let (mut drawn, mut skipped) = (NoiseSource::new(3), NoiseSource::new(3));
+            drawn.normals(pending);
+            skipped.normals(pending);
+            drawn.normals(skip);
+            skipped.skip_normals(skip);
+            assert_eq!(
+                drawn.normals(5),
+                skipped.normals(5),
+                "{pending} drawn, {skip} skipped"
+            );
+            assert_eq!(drawn.below(1000), skipped.below(1000));
+        }
+    }
+
+    #[test]
+    fn parts_of_a_batch_make_the_whole_batch() {
+        let device = Device::flex();
+        let shape = [5, 1, 3, 1]; // odd per-image counts cross Box–Muller pairs
+        let mut whole = NoiseSource::new(11);
+        let all = whole.normals(15);
+        let next = whole.normals(2);
+        let mut joined = Vec::new();
+        for part in [0..2, 2..3, 3..5] {
+            let mut source = NoiseSource::new(11);
+            let tensor = source.normal_part_tensor(shape, part.clone(), &device);
+            assert_eq!(tensor.dims(), [part.len(), 1, 3, 1]);
+            joined.extend(tensor.into_data().to_vec::<f32>().expect("f32"));
+            assert_eq!(
+                source.normals(2),
+                next,
+                "the stream goes on after the whole batch"
+            );
+        }
+        assert_eq!(joined, all);
     }
 
     #[test]

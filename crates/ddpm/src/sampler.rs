@@ -5,6 +5,8 @@
 //! returns `None` and decide after each step what to show. A step only enqueues tensor work and
 //! uploads host noise; it never reads a tensor back, which the browser cannot do synchronously.
 
+use std::ops::Range;
+
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -153,6 +155,16 @@ pub enum SamplerError {
         /// Batch size.
         batch: usize,
     },
+    /// A part that is empty or ends past the batch.
+    #[error("part {start}..{end} is not a non-empty range of the batch's {batch} images")]
+    Part {
+        /// First image of the part.
+        start: usize,
+        /// One past its last image.
+        end: usize,
+        /// Batch size.
+        batch: usize,
+    },
 }
 
 /// What one step produced. Reading the tensors is the caller's business (asynchronously in the
@@ -184,6 +196,10 @@ pub struct Sampler {
     labels: Option<Vec<usize>>,
     null_class: Option<usize>,
     rng: NoiseSource,
+    /// The request's whole batch shape and the images of it this sampler runs (all of them but
+    /// in a pool of workers, see [`Sampler::new_part`]).
+    batch_shape: [usize; 4],
+    part: Range<usize>,
 }
 
 impl Sampler {
@@ -192,6 +208,22 @@ impl Sampler {
         diffusion: &GaussianDiffusion,
         config: SamplerConfig,
         request: SampleRequest,
+        model: &M,
+        device: &Device,
+    ) -> Result<Self, SamplerError> {
+        let batch = request.shape[0];
+        Self::new_part(diffusion, config, request, 0..batch, model, device)
+    }
+
+    /// Runs only images `part` of the request's batch, with exactly the noise (x_T and every
+    /// step's) and labels those images get in the whole run: samplers over disjoint parts
+    /// together give the images of one [`Sampler::new`], so a batch can be split across
+    /// workers that share nothing (the browser's pool of Web Workers).
+    pub fn new_part<M: Denoiser>(
+        diffusion: &GaussianDiffusion,
+        config: SamplerConfig,
+        request: SampleRequest,
+        part: Range<usize>,
         model: &M,
         device: &Device,
     ) -> Result<Self, SamplerError> {
@@ -239,8 +271,16 @@ impl Sampler {
             (None, Some(null)) => Some(vec![null; batch]),
             (None, None) => None,
         };
+        if part.is_empty() || part.end > batch {
+            return Err(SamplerError::Part {
+                start: part.start,
+                end: part.end,
+                batch,
+            });
+        }
+        let labels = labels.map(|labels| labels[part.clone()].to_vec());
         let mut rng = NoiseSource::new(request.seed);
-        let x = rng.normal_tensor(request.shape, device);
+        let x = rng.normal_part_tensor(request.shape, part.clone(), device);
         Ok(Self {
             diffusion: diffusion.clone(),
             config,
@@ -251,7 +291,16 @@ impl Sampler {
             labels,
             null_class,
             rng,
+            batch_shape: request.shape,
+            part,
         })
+    }
+
+    /// Fresh noise for this sampler's images: their share of a whole batch's draw.
+    fn noise(&mut self) -> Tensor<4> {
+        let device = self.x.device();
+        self.rng
+            .normal_part_tensor(self.batch_shape, self.part.clone(), &device)
     }
 
     /// The number of network evaluations the whole run takes (T for DDPM).
@@ -299,7 +348,7 @@ impl Sampler {
                             posterior_log_var.full_like(self.diffusion.schedule().log_betas[t])
                         }
                     };
-                    let z = self.rng.normal_tensor(self.x.dims(), &self.x.device());
+                    let z = self.noise();
                     mean + log_var.mul_scalar(0.5).exp() * z
                 }
             }
@@ -311,10 +360,7 @@ impl Sampler {
                 let mut x =
                     x_start.clone().mul_scalar(a_next.sqrt()) + prediction.noise.mul_scalar(c);
                 if sigma > 0.0 {
-                    x = x + self
-                        .rng
-                        .normal_tensor(self.x.dims(), &self.x.device())
-                        .mul_scalar(sigma);
+                    x = x + self.noise().mul_scalar(sigma);
                 }
                 x
             }

@@ -517,3 +517,56 @@ fn the_last_ancestral_step_adds_no_noise() {
         assert!((v + 0.7).abs() < 1e-6, "{v}");
     }
 }
+
+#[test]
+fn parts_of_a_batch_sampled_apart_give_the_whole_batch() {
+    // The browser splits a run across workers that share nothing: each part must get its
+    // images' x_T, step noise and labels, so that the parts together are the one-sampler run.
+    let diffusion = cosine(40);
+    let model = Gaussian {
+        diffusion: &diffusion,
+        means: vec![-0.3, 0.4],
+        null_mean: 0.0,
+        std: SIGMA,
+        conditional: true,
+    };
+    let batch = 5;
+    let request = SampleRequest {
+        seed: 21,
+        shape: [batch, 1, 3, 3], // odd per-image counts cross Box–Muller pairs
+        classes: Some(vec![0, 1, 1, 0, 1]),
+    };
+    let kinds = [
+        SamplerKind::Ddpm {
+            variance: DdpmVariance::Posterior,
+        },
+        SamplerKind::Ddim { steps: 8, eta: 0.7 },
+    ];
+    for kind in kinds {
+        let config = SamplerConfig {
+            kind,
+            guidance_scale: 2.0,
+            clip_denoised: false,
+        };
+        let whole = run(&diffusion, &model, kind, request.clone(), 2.0);
+        let mut joined = Vec::new();
+        for part in [0..1, 1..3, 3..5] {
+            let mut sampler =
+                Sampler::new_part(&diffusion, config, request.clone(), part, &model, &device())
+                    .expect("valid part");
+            while sampler.step(&model).is_some() {}
+            joined.extend(sampler.sample().to_data().to_vec::<f32>().expect("f32"));
+        }
+        assert_eq!(joined, whole, "{kind:?}");
+    }
+    let config = SamplerConfig::default();
+    for part in [2..2, 4..6] {
+        let refused =
+            Sampler::new_part(&diffusion, config, request.clone(), part, &model, &device())
+                .expect_err("refused");
+        assert!(
+            refused.to_string().contains("of the batch's 5 images"),
+            "{refused}"
+        );
+    }
+}

@@ -6,7 +6,7 @@ const picker = document.getElementById('model');
 // URL parameter -> widget attribute (`class` is HTML's own attribute, hence `class-label`).
 const SHARED = {
   model: 'model', sampler: 'sampler', steps: 'steps', eta: 'eta', seed: 'seed', n: 'n',
-  class: 'class-label', guidance: 'guidance', view: 'view', backend: 'backend',
+  class: 'class-label', guidance: 'guidance', view: 'view', backend: 'backend', workers: 'workers',
 };
 
 // Settings from the URL win over the page's defaults; the widget checks them.

@@ -5,9 +5,10 @@
 //
 // Every widget on a page shares one model thread (one wasm module, one GPU device); a widget
 // starts when it scrolls into view; bad attributes show a message inside it; its DOM lives in a
-// shadow root. Events: ddpm-ready, ddpm-step, ddpm-done, ddpm-error, ddpm-settings.
+// shadow root. Events: ddpm-progress (while loading), ddpm-ready, ddpm-step, ddpm-done,
+// ddpm-error, ddpm-settings.
 
-import { engine } from './engine.js';
+import { defaultWorkers, engine } from './engine.js';
 import { Pace } from './pace.js';
 import { ATTRIBUTES, randomSeed, readSettings, runOptions } from './settings.js';
 import { CSS, controlsHtml } from './view.js';
@@ -79,6 +80,7 @@ export class DdpmSampler extends HTMLElement {
     this.#total = 0;
     this.#done = 0;
     this.#listening?.removeEventListener('device-lost', this.#onDeviceLost);
+    this.#listening?.removeEventListener('progress', this.#onProgress);
     this.#listening = null;
     const runner = this.#engine;
     if (runner) {
@@ -127,6 +129,7 @@ export class DdpmSampler extends HTMLElement {
   }
 
   #backendName = null;
+  #gpu = false;
 
   /** Steps done and in all. */
   get progress() {
@@ -165,6 +168,11 @@ export class DdpmSampler extends HTMLElement {
       // motion draws nothing else and `draw-every` picks the steps (see pace.js).
       const playing = this.#playing;
       const draw = next === this.#total || !playing || (!reducedMotion() && this.#pace.due(next));
+      // The first step on WebGPU compiles every kernel, which can take a while.
+      if (next === 1 && this.#gpu) {
+        this.#statusText(`preparing the GPU kernels (first step)… · ${this.#backendName}`);
+        this.#emit('ddpm-progress', { stage: 'tuning' });
+      }
       try {
         const frame = await this.#engine.call('step', { runId: this.#runId, view: draw ? s.view : 'none' });
         if (generation !== this.#generation || frame === null) return;
@@ -235,21 +243,25 @@ export class DdpmSampler extends HTMLElement {
     this.#emit('ddpm-settings', { ...this.#settings });
     const s = this.#settings;
     try {
-      this.#engine = engine(s.backend);
+      this.#engine = engine(s.backend, s.workers === 'auto' ? defaultWorkers() : s.workers);
       if (this.#listening !== this.#engine) {
         this.#listening?.removeEventListener('device-lost', this.#onDeviceLost);
+        this.#listening?.removeEventListener('progress', this.#onProgress);
         this.#engine.addEventListener('device-lost', this.#onDeviceLost);
+        this.#engine.addEventListener('progress', this.#onProgress);
         this.#listening = this.#engine;
       }
       this.#statusText('starting the model…');
       const runner = this.#engine;
-      const backendName = (await runner.backend).name;
-      const model = await runner.model(s.model);
+      // The model code and the weights download at the same time.
+      const [backend, model] = await Promise.all([runner.backend, runner.model(s.model)]);
+      const backendName = backend.gpu || backend.workers === 1 ? backend.name : `${backend.name} · ${backend.workers} workers`;
       if (generation !== this.#generation) return;
       const { total } = await runner.call('start', { key: s.model, runId: this.#runId, options: runOptions(s) });
       if (generation !== this.#generation) return;
       // Kept only now: a restart that a newer one overtook changes nothing.
       this.#backendName = backendName;
+      this.#gpu = backend.gpu;
       this.#model = model;
       this.#total = total;
       this.#done = 0;
@@ -258,7 +270,7 @@ export class DdpmSampler extends HTMLElement {
       this.#shown = 0;
       this.#renderControls();
       this.#status(null);
-      this.#emit('ddpm-ready', { backend: this.#backendName, model: this.#model.info, card: this.#model.card, total });
+      this.#emit('ddpm-ready', { backend: this.#backendName, workers: backend.workers, model: this.#model.info, card: this.#model.card, total });
       if (s.autoplay) this.play();
     } catch (e) {
       if (generation === this.#generation) this.#fail(e);
@@ -266,6 +278,23 @@ export class DdpmSampler extends HTMLElement {
   }
 
   #listening = null;
+
+  // What the engine is loading, shown until the run is ready (and sent as ddpm-progress): the
+  // model code's and the weights' bytes, compiling, starting the workers. Progress of a model
+  // this widget does not show is not its business.
+  #onProgress = ({ detail }) => {
+    if (this.#total || (detail.model && detail.model !== this.#settings?.model)) return;
+    const mb = (bytes) => (bytes / 1e6).toFixed(1);
+    const bytes = detail.total ? `${mb(detail.loaded)} of ${mb(detail.total)} MB` : `${mb(detail.loaded ?? 0)} MB`;
+    const text = {
+      code: `downloading the model code… ${bytes}`,
+      compiling: 'compiling the model code…',
+      weights: `downloading the weights… ${bytes}`,
+      starting: 'starting the model…',
+    }[detail.stage];
+    if (text) this.#statusText(text);
+    this.#emit('ddpm-progress', { ...detail });
+  };
 
   // The WebGPU device was lost: the engine now runs on the CPU; start this widget's run again
   // there (same settings, so the same images within float rounding) and keep playing if it was.

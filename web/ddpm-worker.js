@@ -1,7 +1,9 @@
-// The model's thread: one per page (and backend choice), shared by every <ddpm-sampler> on it.
-// It owns the wasm module, the one WebGPU device and the loaded models; the widgets send it
-// small messages and get back one RGBA frame per denoising step (transferred, not copied).
-import init, { Backend } from './ddpm-web.js';
+// A model thread: on WebGPU the only one of its engine (web/engine.js), on the CPU one of a pool
+// that splits every run's images. It owns a wasm instance (of the module the page compiled
+// once), its backend (the one WebGPU device) and its copies of the models; the engine sends it
+// small messages and gets back each step's values of its images (transferred, not copied), and
+// the first worker lays the joined values out as the grid.
+import init, { Backend, grid } from './ddpm-web.js';
 
 let backend = null;
 const models = new Map(); // key -> Model
@@ -20,8 +22,8 @@ async function adapterLabel() {
 }
 
 const ops = {
-  async init({ preferGpu, lost }) {
-    await init();
+  async init({ preferGpu, lost, module }) {
+    await init({ module_or_path: module });
     let reason = lost ? `WebGPU device lost: ${lost}` : null;
     if (preferGpu && !('gpu' in navigator)) reason = 'this browser has no WebGPU';
     let label = null;
@@ -47,17 +49,22 @@ const ops = {
     old?.free();
     const run = model.run(options);
     runs.set(runId, run);
-    return { total: run.total };
+    return { total: run.total, shape: Array.from(run.shape), columns: run.columns };
   },
+  // This worker's images after one more step: `{ step, t, values }` (`{ step }` for view
+  // "none"), or null when the run is over.
   async step({ runId, view }) {
     const run = runs.get(runId);
     if (!run) throw new Error(`no run ${runId}`);
-    const started = performance.now();
-    const frame = await run.step(view);
-    const ms = performance.now() - started;
-    if (frame === undefined) return { value: null };
-    if (typeof frame === 'number') return { value: { step: frame, ms } };
-    const value = { step: frame.step, t: frame.t, width: frame.width, height: frame.height, pixels: frame.pixels, ms };
+    const result = await run.stepValues(view);
+    if (result === undefined) return { value: null };
+    if (typeof result === 'number') return { value: { step: result } };
+    return { value: result, transfer: [result.values.buffer] };
+  },
+  // The RGBA grid of the whole batch from every worker's values, joined in order.
+  grid({ step, t, values, shape, columns }) {
+    const frame = grid(step, t, values, Uint32Array.from(shape), columns);
+    const value = { step: frame.step, t: frame.t, width: frame.width, height: frame.height, pixels: frame.pixels };
     frame.free();
     return { value, transfer: [value.pixels.buffer] };
   },

@@ -1,86 +1,90 @@
-// The page's side of the model thread: one worker per backend choice, shared by every widget,
-// and the weights, fetched once per URL, checked against the model card's SHA-256 and cached.
+// The page's side of the model: one engine per backend choice and pool size, shared by every
+// widget. On WebGPU it is one worker; on the CPU a pool of workers, each with its own wasm
+// instance and copy of the weights, each sampling its share of every run's images (the core's
+// `Sampler::new_part`: the same noise and labels those images get in one worker, so the images
+// do not depend on the pool's size).
 
-const CACHE = 'ddpm-weights-v1';
-const engines = new Map(); // 'auto' | 'cpu' -> Engine
+import { fetchCard, fetchWeights, missingFeature, wasmModule } from './loading.js';
+import { DeviceLostError, Thread } from './thread.js';
 
-/** A call failed because the WebGPU device was lost; the engine has moved to the CPU. */
-export class DeviceLostError extends Error {
-  constructor(reason) {
-    super(`the WebGPU device was lost (${reason}); continuing on the CPU`);
-    this.deviceLost = true;
-  }
+export { DeviceLostError } from './thread.js';
+
+const engines = new Map(); // `${backend}/${workers}` -> Engine
+
+/** Workers for the CPU backend when the widget does not say: one per core, at most 8. */
+export function defaultWorkers() {
+  return Math.max(1, Math.min(8, globalThis.navigator?.hardwareConcurrency ?? 1));
 }
 
-// Fires 'device-lost' (detail: { reason }) once it has moved to a CPU worker; widgets then
-// start their runs again there.
+// Events: 'progress' (detail: { stage: 'code' | 'compiling' | 'weights' | 'starting', loaded,
+// total }) while it loads; 'device-lost' (detail: { reason }) once it has moved from a lost
+// WebGPU device to the CPU, after which widgets start their runs again.
 class Engine extends EventTarget {
-  constructor(preferGpu) {
+  constructor(preferGpu, workers) {
     super();
+    this.size = workers;
     this.lost = null;
     this.#start(preferGpu);
   }
 
   #start(preferGpu) {
-    // Each worker answers into its own map, so a late reply from a replaced worker finds
-    // nothing to settle.
-    const pending = new Map();
-    this.worker = startWorker();
-    this.pending = pending;
-    this.nextId = 1;
+    this.threads = [];
+    this.runs = new Map(); // runId -> { parts: [{ thread, part }], shape, columns }
     this.models = new Map(); // card URL -> Promise<{ card, info }>
-    this.worker.onmessage = ({ data }) => {
-      const call = pending.get(data.id);
-      if (!call) return;
-      pending.delete(data.id);
-      if (data.lost) {
-        call.reject(new DeviceLostError(data.lost));
-        this.#fallBack(data.lost);
-      } else if (data.ok) call.resolve(data.value);
-      else call.reject(new Error(data.error));
-    };
-    this.worker.onerror = (event) => {
-      // A script that fails to load (e.g. a CSP without `worker-src` for its origin) gives no
-      // message; say what to check.
-      const why = event.message ?? 'its script did not load (check the CSP allows workers from its origin)';
-      const error = new Error(`the model worker failed: ${why}`);
-      for (const call of pending.values()) call.reject(error);
-      pending.clear();
-    };
-    this.backend = this.call('init', { preferGpu, lost: this.lost });
+    this.backend = this.#spawn(preferGpu);
   }
 
-  // The WebGPU device is gone: every model moves to a new worker on the CPU backend (its
+  async #spawn(preferGpu) {
+    const missing = missingFeature();
+    if (missing) throw new Error(missing);
+    const module = await wasmModule((p) => this.#report(p));
+    this.#report({ stage: 'starting' });
+    const lost = this.lost;
+    const first = this.#thread();
+    const backend = await first.call('init', { preferGpu, lost, module });
+    // WebGPU runs the whole batch on one device; the CPU backend gets the pool.
+    const more = backend.gpu ? 0 : this.size - 1;
+    const rest = Array.from({ length: more }, () => this.#thread());
+    await Promise.all(rest.map((t) => t.call('init', { preferGpu: false, lost, module })));
+    return { ...backend, workers: this.threads.length };
+  }
+
+  #thread() {
+    const thread = new Thread((reason) => this.#fallBack(reason));
+    this.threads.push(thread);
+    return thread;
+  }
+
+  #report(detail) {
+    this.dispatchEvent(new CustomEvent('progress', { detail }));
+  }
+
+  // The WebGPU device is gone: every model moves to new workers on the CPU backend (their
   // weights come from the Cache API again, not the network).
   #fallBack(reason) {
     if (this.lost) return;
     this.lost = reason;
-    this.worker.terminate();
     const error = new DeviceLostError(reason);
-    for (const call of this.pending.values()) call.reject(error);
-    this.pending.clear();
+    for (const thread of this.threads) thread.terminate(error);
     this.#start(false);
     this.dispatchEvent(new CustomEvent('device-lost', { detail: { reason } }));
   }
 
-  call(op, args, transfer = []) {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ id, op, args }, transfer);
-    });
-  }
-
-  // The model card at `cardUrl` and its weights, loaded once for every widget that asks.
+  /** The model card at `cardUrl` and its weights, loaded into every worker once. */
   model(cardUrl) {
     if (!this.models.has(cardUrl)) {
       const loading = (async () => {
         const card = await fetchCard(cardUrl);
         const weightsUrl = new URL(card.weights, cardUrl).href;
-        const bytes = await fetchWeights(weightsUrl, card.sha256);
+        const bytes = await fetchWeights(weightsUrl, card.sha256, (p) => this.#report({ ...p, model: cardUrl }));
         await this.backend;
-        const info = await this.call('load', { key: cardUrl, bytes }, [bytes]);
-        return { card, info };
+        this.#report({ stage: 'starting', model: cardUrl });
+        const threads = this.threads;
+        const infos = await Promise.all(threads.map((thread, i) => {
+          const own = i === threads.length - 1 ? bytes : bytes.slice(0);
+          return thread.call('load', { key: cardUrl, bytes: own }, [own]);
+        }));
+        return { card, info: infos[0] };
       })();
       // A later attempt may succeed (the map is replaced when the device is lost).
       const models = this.models;
@@ -89,83 +93,87 @@ class Engine extends EventTarget {
     }
     return this.models.get(cardUrl);
   }
+
+  /** One operation of the widget's run: 'start', 'step', 'values', 'drop' or 'loseDevice'. */
+  call(op, args) {
+    switch (op) {
+      case 'start': return this.#startRun(args);
+      case 'step': return this.#step(args);
+      case 'values': return this.#values(args);
+      case 'drop': return this.#drop(args);
+      case 'loseDevice': return this.threads[0].call('loseDevice', {});
+      default: return Promise.reject(new Error(`unknown operation ${op}`));
+    }
+  }
+
+  // Splits the run's images into contiguous parts, one per worker (fewer when there are fewer
+  // images than workers).
+  async #startRun({ key, runId, options }) {
+    await this.backend;
+    await this.#drop({ runId });
+    const n = options.n ?? 16;
+    const k = Math.max(1, Math.min(this.threads.length, n));
+    const parts = this.threads.slice(0, k).map((thread, i) => ({
+      thread,
+      part: [Math.floor((i * n) / k), Math.floor(((i + 1) * n) / k)],
+    }));
+    const started = await Promise.all(parts.map(({ thread, part }) =>
+      thread.call('start', { key, runId, options: { ...options, part } })));
+    const { total, shape, columns } = started[0];
+    this.runs.set(runId, { parts, shape, columns });
+    return { total };
+  }
+
+  #run(runId) {
+    const run = this.runs.get(runId);
+    if (!run) throw new Error(`no run ${runId}`);
+    return run;
+  }
+
+  // Every worker takes the step on its images; the viewed values are joined and laid out as
+  // one grid by the first worker (the core's grid, as the CLI's PNGs).
+  async #step({ runId, view }) {
+    const run = this.#run(runId);
+    const started = performance.now();
+    const replies = await Promise.all(run.parts.map(({ thread }) => thread.call('step', { runId, view })));
+    const ms = performance.now() - started;
+    const [first] = replies;
+    if (first === null) return null;
+    if (view === 'none') return { step: first.step, ms };
+    const values = join(replies.map((r) => r.values));
+    const frame = await run.parts[0].thread.call('grid', { step: first.step, t: first.t, values, shape: run.shape, columns: run.columns }, [values.buffer]);
+    return { ...frame, ms };
+  }
+
+  async #values({ runId }) {
+    const run = this.#run(runId);
+    return join(await Promise.all(run.parts.map(({ thread }) => thread.call('values', { runId }))));
+  }
+
+  async #drop({ runId }) {
+    const run = this.runs.get(runId);
+    this.runs.delete(runId);
+    if (run) await Promise.all(run.parts.map(({ thread }) => thread.call('drop', { runId })));
+  }
 }
 
-// The model worker. Browsers refuse a worker script from another origin, so when the widget is
-// loaded from one (a CDN) the worker is a same-origin blob that imports it; that needs CORS
-// headers on the widget's host and, under a Content-Security-Policy, `worker-src blob:` plus the
-// host (a module worker's imports are fetched under worker-src).
-function startWorker() {
-  const url = new URL('./ddpm-worker.js', import.meta.url);
-  if (url.origin === globalThis.location?.origin) return new Worker(url, { type: 'module' });
-  const shim = new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' });
-  return new Worker(URL.createObjectURL(shim), { type: 'module' });
+function join(arrays) {
+  if (arrays.length === 1) return arrays[0];
+  const joined = new Float32Array(arrays.reduce((sum, a) => sum + a.length, 0));
+  let at = 0;
+  for (const a of arrays) {
+    joined.set(a, at);
+    at += a.length;
+  }
+  return joined;
 }
 
-/** The shared engine for `backend` ('auto': WebGPU when the browser has it, else CPU). */
-export function engine(backend = 'auto') {
-  if (!engines.has(backend)) engines.set(backend, new Engine(backend !== 'cpu'));
-  return engines.get(backend);
-}
-
-async function fetchCard(url) {
-  let response;
-  try {
-    response = await fetch(url);
-  } catch (e) {
-    throw new Error(`model card ${url}: cannot fetch (${e.message})`);
-  }
-  if (!response.ok) throw new Error(`model card ${url}: HTTP ${response.status}`);
-  let card;
-  try {
-    card = await response.json();
-  } catch {
-    throw new Error(`model card ${url}: not JSON`);
-  }
-  if (typeof card.weights !== 'string' || !/^[0-9a-f]{64}$/.test(card.sha256 ?? '')) {
-    throw new Error(`model card ${url}: needs "weights" and a hex "sha256"`);
-  }
-  return card;
-}
-
-async function sha256(bytes) {
-  if (!globalThis.crypto?.subtle) throw new Error('cannot check the weights: this page is not a secure context (https or localhost)');
-  const digest = await crypto.subtle.digest('SHA-256', bytes);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-async function openCache() {
-  try {
-    return globalThis.caches ? await caches.open(CACHE) : null;
-  } catch {
-    return null; // e.g. storage disabled: fetch every time
-  }
-}
-
-/** The weights at `url`, from the Cache API when a previous visit stored them. */
-async function fetchWeights(url, expected) {
-  const cache = await openCache();
-  // The Cache API ignores fragments, so the expected hash goes into the key's query: weights
-  // refused for one card never evict the good copy another card uses.
-  const key = `${url}${url.includes('?') ? '&' : '?'}ddpm-sha256=${expected}`;
-  const cached = await cache?.match(key);
-  if (cached) {
-    const bytes = await cached.arrayBuffer();
-    if ((await sha256(bytes)) === expected) return bytes;
-    await cache.delete(key);
-  }
-  let response;
-  try {
-    response = await fetch(url);
-  } catch (e) {
-    throw new Error(`weights ${url}: cannot fetch (${e.message})`);
-  }
-  if (!response.ok) throw new Error(`weights ${url}: HTTP ${response.status}`);
-  const bytes = await response.arrayBuffer();
-  const found = await sha256(bytes);
-  if (found !== expected) {
-    throw new Error(`weights ${url}: SHA-256 ${found.slice(0, 12)}… does not match the model card's ${expected.slice(0, 12)}…; refusing them`);
-  }
-  await cache?.put(key, new Response(bytes.slice(0), { headers: { 'content-type': 'application/octet-stream' } })).catch(() => {});
-  return bytes;
+/**
+ * The shared engine for `backend` ('auto': WebGPU when the browser has it, else the CPU) with
+ * `workers` workers on the CPU (default: one per core, at most 8).
+ */
+export function engine(backend = 'auto', workers = defaultWorkers()) {
+  const key = `${backend}/${workers}`;
+  if (!engines.has(key)) engines.set(key, new Engine(backend !== 'cpu', workers));
+  return engines.get(key);
 }

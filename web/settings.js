@@ -3,7 +3,7 @@
 
 export const ATTRIBUTES = [
   'model', 'sampler', 'steps', 'eta', 'seed', 'n', 'class-label', 'guidance', 'view', 'backend',
-  'draw-every', 'columns', 'autoplay', 'controls',
+  'draw-every', 'columns', 'workers', 'autoplay', 'controls',
 ];
 
 const MAX_SEED = Number.MAX_SAFE_INTEGER;
@@ -35,6 +35,10 @@ function drawEvery(text) {
   return integer('draw-every', text, 1, 100000);
 }
 
+function workersOf(text) {
+  return text === 'auto' ? 'auto' : integer('workers', text, 1, 16);
+}
+
 /** The settings of `element`, or an Error naming the first bad attribute. */
 export function readSettings(element) {
   const get = (name, fallback) => element.getAttribute(name) ?? fallback;
@@ -63,6 +67,8 @@ export function readSettings(element) {
     backend: oneOf('backend', get('backend', 'auto'), ['auto', 'cpu']),
     drawEvery: drawEvery(get('draw-every', 'auto').trim()),
     columns: columns === null ? null : integer('columns', columns, 1, 64),
+    // CPU workers sharing each run's images ('auto': one per core, at most 8).
+    workers: workersOf(get('workers', 'auto').trim()),
     autoplay: element.hasAttribute('autoplay'),
     controls: element.hasAttribute('controls'),
   };

@@ -1,30 +1,66 @@
-// Speed in the browser (not a test): ms per denoising step of a shipped model in headless
-// Chromium on WebGPU and on the CPU fallback, and the page's time to its first drawn step.
+// Speed in the browser beside native (not a test): ms per denoising step of the shipped MNIST
+// model in headless Chromium, on WebGPU and on the CPU fallback with pools of 1, 2, … workers,
+// and `ddpm sample` with the same settings on as many threads, in one run.
 //
-//   node tests/browser/bench.mjs [SITE_DIR] [STEPS] [N] [BACKENDS: both | webgpu | cpu]
+//   node tests/browser/bench.mjs [SITE_DIR] [STEPS] [N] [BACKENDS: both | webgpu | cpu] [WORKERS: 1,2]
 //
 // SITE_DIR defaults to target/site (build it with `trunk build --release --dist ...` to measure
-// what ships). Prints one Markdown table row per backend.
+// what ships). With DDPM_BIN set (a release build of the CLI), each worker count also gets the
+// native step: (time of STEPS steps − time of 1 step) / (STEPS − 1), with RAYON_NUM_THREADS set
+// to the count. Prints one Markdown table row per measurement.
 
-import { launch, openPage, serve, site, waitFor, events } from './harness.mjs';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { launch, openPage, repo, serve, site, waitFor, events } from './harness.mjs';
 
-const [dir = site, steps = '10', n = '16', backends = 'both'] = process.argv.slice(2);
+const [dir = site, steps = '10', n = '16', backends = 'both', workers = '1,2'] = process.argv.slice(2);
+const settings = `steps=${steps}&n=${n}&seed=0&class=mixed&guidance=3&sampler=ddim`;
 const server = await serve({ '/': dir });
-try {
-  for (const webgpu of [true, false].filter((gpu) => backends === 'both' || (backends === 'webgpu') === gpu)) {
-    const browser = await launch({ webgpu });
+
+// The median ms of steps 2.. (the first also compiles kernels) and the time to the first step.
+async function browserRow(webgpu, query) {
+  const browser = await launch({ webgpu });
+  try {
     const started = Date.now();
-    const { page } = await openPage(browser, `${server.url}/?steps=${steps}&n=${n}&seed=0`);
+    const { page } = await openPage(browser, `${server.url}/?${settings}${query}`);
     await waitFor(page, 'sampler', 'ddpm-step', 900000);
     const firstStep = Date.now() - started;
     await waitFor(page, 'sampler', 'ddpm-done', 900000);
     const all = await events(page, 'sampler');
     const backend = all.find((e) => e.type === 'ddpm-ready').detail.backend;
-    // The first step also compiles the kernels; the rest are the steady state.
     const ms = all.filter((e) => e.type === 'ddpm-step').slice(1).map((e) => e.detail.ms).sort((a, b) => a - b);
-    const median = ms[Math.floor(ms.length / 2)];
-    console.log(`| ${backend} | ${n} | ${median.toFixed(0)} ms | ${(firstStep / 1000).toFixed(1)} s |`);
+    return { backend, ms: ms[Math.floor(ms.length / 2)], firstStep };
+  } finally {
     await browser.close();
+  }
+}
+
+function nativeMs(threads) {
+  const run = (s) => {
+    const started = process.hrtime.bigint();
+    execFileSync(process.env.DDPM_BIN, ['sample', join(repo, 'www/models/mnist.bpk'), '--device', 'cpu',
+      '--sampler', 'ddim', '--steps', String(s), '--seed', '0', '-n', n, '--guidance', '3',
+      '-o', join(tmpdir(), 'ddpm-bench.png'), '--force'], { env: { ...process.env, RAYON_NUM_THREADS: String(threads) }, stdio: 'ignore' });
+    return Number(process.hrtime.bigint() - started) / 1e6;
+  };
+  return (run(Number(steps)) - run(1)) / (Number(steps) - 1);
+}
+
+try {
+  console.log('| backend | images | ms per step | first step drawn after | native ms per step (same threads) | browser ÷ native |');
+  console.log('|---|---|---|---|---|---|');
+  if (backends !== 'cpu') {
+    const r = await browserRow(true, '');
+    console.log(`| ${r.backend} | ${n} | ${r.ms.toFixed(0)} | ${(r.firstStep / 1000).toFixed(1)} s | | |`);
+  }
+  if (backends !== 'webgpu') {
+    for (const k of workers.split(',').map(Number)) {
+      const r = await browserRow(false, `&backend=cpu&workers=${k}`);
+      const native = process.env.DDPM_BIN ? nativeMs(k) : null;
+      const ratio = native ? (r.ms / native).toFixed(2) : '';
+      console.log(`| ${r.backend.replace(/ · \d+ workers$/, "")} (${k} worker${k > 1 ? "s" : ""}) | ${n} | ${r.ms.toFixed(0)} | ${(r.firstStep / 1000).toFixed(1)} s | ${native?.toFixed(0) ?? ''} | ${ratio} |`);
+    }
   }
 } finally {
   server.close();

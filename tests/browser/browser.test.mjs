@@ -3,7 +3,7 @@
 // Needs the site built (`trunk build`, see tests/run.sh) and the `ddpm` binary.
 
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { CSP, PARITY, events, launch, maxAbsDiff, openPage, serve, site, tinyModel, waitFor, widgetError } from './harness.mjs';
@@ -115,6 +115,64 @@ for (const backend of ['webgpu', 'cpu']) {
       const status = await page.evaluate(() => document.getElementById('w').shadowRoot.querySelector('.status').textContent);
       assert.match(status, /CPU \(no WebGPU/);
     }
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+}
+
+test('a pool of 1, 2 or 3 CPU workers gives the same images, bit for bit, and the CLI\'s within 1e-3', async () => {
+  const { page, problems } = await openPage(cpu, `${server.url}/fixtures/pool.html`);
+  const images = {};
+  for (const k of [1, 2, 3]) {
+    await waitFor(page, `w${k}`, 'ddpm-done');
+    const ready = (await events(page, `w${k}`)).find((e) => e.type === 'ddpm-ready');
+    assert.equal(ready.detail.workers, k);
+    images[k] = await page.evaluate(async (id) => Array.from(await document.getElementById(id).values()), `w${k}`);
+  }
+  assert.ok(maxAbsDiff(images[1], model.cliValues) < 1e-3, `max |browser − CLI| = ${maxAbsDiff(images[1], model.cliValues)}`);
+  assert.deepEqual(images[2], images[1]);
+  assert.deepEqual(images[3], images[1]);
+  // The grids drawn from the joined parts are the same pixels too.
+  const last = async (id) => (await events(page, id)).filter((e) => e.type === 'ddpm-step').at(-1).pixels;
+  assert.deepEqual(await last('w3'), await last('w1'));
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('loading shows its progress: the model code, compiling, the weights, starting; the first WebGPU step says it prepares kernels', async () => {
+  const { page, problems } = await openPage(gpu, `${server.url}/fixtures/parity.html`);
+  await waitFor(page, 'w', 'ddpm-done');
+  const mine = await events(page, 'w');
+  const stages = mine.filter((e) => e.type === 'ddpm-progress').map((e) => e.detail.stage);
+  // The code and the weights download at the same time, so their events interleave.
+  assert.deepEqual([...new Set(stages)].sort(), ['code', 'compiling', 'starting', 'tuning', 'weights']);
+  assert.ok(stages.indexOf('compiling') > stages.lastIndexOf('code'));
+  const bytes = (stage) => Math.max(...mine.filter((e) => e.detail?.stage === stage).map((e) => e.detail.loaded));
+  assert.equal(bytes('code'), statSync(join(site, 'ddpm-web_bg.wasm')).size);
+  assert.equal(bytes('weights'), statSync(join(model.models, 'bars.bpk')).size);
+  // Every loading stage comes before the run is ready; the kernels' after it, before a step.
+  const at = (type, stage) => mine.findLastIndex((e) => e.type === type && (!stage || e.detail.stage === stage));
+  assert.ok(at('ddpm-progress', 'starting') < at('ddpm-ready') && at('ddpm-progress', 'weights') < at('ddpm-ready'));
+  assert.ok(at('ddpm-ready') < at('ddpm-progress', 'tuning') && at('ddpm-progress', 'tuning') < at('ddpm-step'));
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+for (const [what, before, message] of [
+  ['WebAssembly SIMD', () => {
+    const validate = WebAssembly.validate;
+    // As a browser without SIMD: modules using v128 do not validate.
+    WebAssembly.validate = (bytes) => !new Uint8Array(bytes).includes(123) && validate(bytes);
+  }, /this browser has no WebAssembly SIMD/],
+  ['Web Workers', () => {
+    delete window.Worker;
+  }, /this browser cannot run Web Workers/],
+]) {
+  test(`a browser without ${what} gets a one-line message in the widget, not an exception`, async () => {
+    const { page, problems } = await openPage(cpu, `${server.url}/fixtures/parity.html`, { before });
+    await page.waitForFunction(() => window.ddpmEvents.some((e) => e.type === 'ddpm-error'), null, { timeout: 60000 });
+    assert.match(await widgetError(page, 'w'), message);
+    assert.equal((await widgetError(page, 'w')).split('\n').length, 1);
     assert.deepEqual(problems, []);
     await page.close();
   });
@@ -307,6 +365,7 @@ test("the wasm crate's JS API: backend, model info, option errors, frames and va
   assert.match(r.classRange, /class 5 is out of range: this model has 2 classes, 0 to 1/);
   assert.match(r.unknown, /stepz/);
   assert.match(r.steps, /DDIM steps must be between 1 and 100, got 0/);
+  assert.match(r.part, /part 3\.\.9 is not a non-empty range of the batch's 4 images/);
   assert.equal(r.total, 3);
   assert.match(r.view, /view must be/);
   // Four 8×8 images in a 2×2 grid with 2-pixel gaps: 2·(8+2)+2 = 22 pixels a side.

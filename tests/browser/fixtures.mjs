@@ -8,12 +8,15 @@ const page = (body, head = '', origin = '') => `<!doctype html><html lang="en"><
 <script type="module" src="${origin}/ddpm-sampler.js"></script>${head}</head><body>${body}</body></html>`;
 
 const p = PARITY;
-const parityWidget = (id, origin = '') => `<ddpm-sampler id="${id}" model="${origin}/fixtures/bars.json" sampler="${p.sampler}"
-  steps="${p.steps}" seed="${p.seed}" n="${p.n}" class-label="${p.classLabel}" guidance="${p.guidance}" autoplay></ddpm-sampler>`;
+const parityWidget = (id, origin = '', extra = '') => `<ddpm-sampler id="${id}" model="${origin}/fixtures/bars.json" sampler="${p.sampler}"
+  steps="${p.steps}" seed="${p.seed}" n="${p.n}" class-label="${p.classLabel}" guidance="${p.guidance}" ${extra} autoplay></ddpm-sampler>`;
 
 /** Writes the fixture pages into `dir` (served as /fixtures/). */
 export function writePages(dir) {
   writeFileSync(join(dir, 'parity.html'), page(parityWidget('w')));
+  // The same run on the CPU split across pools of 1, 2 and 3 workers (and 3 workers for 4
+  // images gives parts of 1, 1 and 2).
+  writeFileSync(join(dir, 'pool.html'), page([1, 2, 3].map((k) => parityWidget(`w${k}`, '', `backend="cpu" workers="${k}"`)).join('\n')));
   // Like the documentation example: a good widget, one with a bad attribute, one whose weights
   // do not match their card, all in one page.
   writeFileSync(join(dir, 'widgets.html'), page(`<p>Prose before.</p>${parityWidget('good')}
@@ -36,6 +39,7 @@ try {
   result.info = model.info();
   for (const [name, options] of Object.entries({
     sampler: { sampler: 'euler' }, classRange: { class: 5 }, unknown: { stepz: 3 }, steps: { steps: 0 },
+    part: { n: 4, part: [3, 9] },
   })) {
     try { model.run(options); result[name] = 'accepted'; } catch (e) { result[name] = e.message; }
   }

@@ -137,10 +137,13 @@ export async function launch({ webgpu = true } = {}) {
 
 /**
  * A page that records console errors, CSP violations and every widget event (with the canvas
- * pixels after each step) in `window.ddpmEvents`, from before any script of the page runs.
+ * pixels after each step) in `window.ddpmEvents`, from before any script of the page runs;
+ * `before` is a function run in the page before that.
  */
-export async function openPage(browser, url) {
+export async function openPage(browser, url, { before = null } = {}) {
   const page = await browser.newPage();
+  // What a test changes about the browser before the page's scripts run.
+  if (before) await page.addInitScript(before);
   const problems = [];
   page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
   page.on('pageerror', (e) => problems.push(String(e)));
@@ -152,7 +155,7 @@ export async function openPage(browser, url) {
       for (const e of list.getEntries()) window.ddpmLongTasks.push({ start: e.startTime, duration: e.duration });
     }).observe({ type: 'longtask', buffered: true });
     document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
-    for (const type of ['ddpm-ready', 'ddpm-step', 'ddpm-done', 'ddpm-error']) {
+    for (const type of ['ddpm-progress', 'ddpm-ready', 'ddpm-step', 'ddpm-done', 'ddpm-error']) {
       document.addEventListener(type, (e) => {
         const entry = { type, id: e.target.id, detail: e.detail, time: performance.now() };
         if (type === 'ddpm-step') {

@@ -9,7 +9,8 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::js_error;
-use crate::run::{Run, RunOptions};
+use crate::options::RunOptions;
+use crate::run::Run;
 
 /// The device every model of a page (or worker) shares: one WebGPU device for all widgets.
 #[wasm_bindgen]

@@ -11,10 +11,12 @@
 //! `disallowed-methods` (this crate's `clippy.toml`) enforces it.
 
 mod backend;
+mod options;
 mod run;
 
 pub use backend::{Backend, Model};
-pub use run::{Frame, Run, RunOptions};
+pub use options::{ClassOption, RunOptions};
+pub use run::{Frame, Run, grid};
 
 use wasm_bindgen::prelude::*;
 

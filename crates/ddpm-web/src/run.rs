@@ -5,113 +5,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use burn::tensor::{Device, Tensor};
-use ddpm::{
-    ClassChoice, DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler,
-    SamplerConfig, SamplerKind, Unet,
-};
-use serde::{Deserialize, Serialize};
+use ddpm::{GaussianDiffusion, ModelConfig, SampleRequest, Sampler, Unet};
 use wasm_bindgen::prelude::*;
 
 use crate::js_error;
-
-/// How to sample; every key is optional (JavaScript names in camelCase).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct RunOptions {
-    /// `"ddim"` (default) or `"ddpm"`.
-    pub sampler: String,
-    /// DDIM steps (DDPM always takes T).
-    pub steps: usize,
-    /// DDIM's η (0 = deterministic).
-    pub eta: f64,
-    /// Fixes x_T and every injected noise: the CLI's `--seed`.
-    pub seed: u64,
-    /// Number of images.
-    pub n: usize,
-    /// For class-conditional models: a class index for every image, `"mixed"` (default: the
-    /// images cycle through the classes) or `"none"` (the null class, unconditional).
-    pub class: ClassOption,
-    /// Classifier-free guidance scale (1 = none).
-    pub guidance: f64,
-    /// Grid columns (default: a square).
-    pub columns: Option<usize>,
-}
-
-/// Which class each image gets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ClassOption {
-    /// The same class for every image.
-    Index(usize),
-    /// `"mixed"` or `"none"`.
-    Named(String),
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        Self {
-            sampler: "ddim".into(),
-            steps: 50,
-            eta: 0.0,
-            seed: 0,
-            n: 16,
-            class: ClassOption::Named("mixed".into()),
-            guidance: 1.0,
-            columns: None,
-        }
-    }
-}
-
-impl RunOptions {
-    /// The keys a JavaScript options object may have.
-    pub const KEYS: [&'static str; 8] = [
-        "sampler", "steps", "eta", "seed", "n", "class", "guidance", "columns",
-    ];
-
-    /// The sampler configuration and the labels, checked against the model (the same rules as
-    /// the CLI's `sample`).
-    pub fn resolve(
-        &self,
-        num_classes: Option<usize>,
-    ) -> Result<(SamplerConfig, Option<Vec<usize>>), String> {
-        let kind = match self.sampler.as_str() {
-            "ddpm" => SamplerKind::Ddpm {
-                variance: DdpmVariance::Posterior,
-            },
-            "ddim" => SamplerKind::Ddim {
-                steps: self.steps,
-                eta: self.eta,
-            },
-            other => {
-                return Err(format!(
-                    "sampler must be \"ddpm\" or \"ddim\", got {other:?}"
-                ));
-            }
-        };
-        if !(1..=256).contains(&self.n) {
-            return Err(format!("n must be between 1 and 256, got {}", self.n));
-        }
-        let choice = match &self.class {
-            ClassOption::Index(k) => ClassChoice::Fixed(*k),
-            ClassOption::Named(name) if name == "mixed" => ClassChoice::Mixed,
-            ClassOption::Named(name) if name == "none" => ClassChoice::Null,
-            ClassOption::Named(name) => {
-                return Err(format!(
-                    "class must be a class index, \"mixed\" or \"none\", got {name:?}"
-                ));
-            }
-        };
-        let classes = choice
-            .labels(num_classes, self.n)
-            .map_err(|e| e.to_string())?;
-        let config = SamplerConfig {
-            kind,
-            guidance_scale: self.guidance,
-            ..SamplerConfig::default()
-        };
-        Ok((config, classes))
-    }
-}
+use crate::options::RunOptions;
 
 /// One denoising step's picture.
 #[wasm_bindgen]
@@ -143,6 +41,7 @@ impl Frame {
 struct State {
     sampler: Sampler,
     unet: Unet,
+    /// This run's images (its part of the batch).
     shape: [usize; 4],
     columns: usize,
 }
@@ -152,6 +51,8 @@ struct State {
 pub struct Run {
     state: Rc<RefCell<State>>,
     total: usize,
+    /// The whole batch `[n, c, h, w]`, of which this run may be a part.
+    batch_shape: [usize; 4],
 }
 
 impl Run {
@@ -163,14 +64,16 @@ impl Run {
     ) -> Result<Run, String> {
         let (sampler_config, classes) = options.resolve(config.unet.num_classes)?;
         let [h, w] = config.image_size;
-        let shape = [options.n, config.unet.channels, h, w];
+        let batch_shape = [options.n, config.unet.channels, h, w];
+        let part = options.part.map_or(0..options.n, |[start, end]| start..end);
+        let shape = [part.len(), config.unet.channels, h, w];
         let diffusion = GaussianDiffusion::new(config.diffusion.clone());
         let request = SampleRequest {
             seed: options.seed,
-            shape,
+            shape: batch_shape,
             classes,
         };
-        let sampler = Sampler::new(&diffusion, sampler_config, request, unet, device)
+        let sampler = Sampler::new_part(&diffusion, sampler_config, request, part, unet, device)
             .map_err(|e| e.to_string())?;
         let total = sampler.total_steps();
         let columns = options
@@ -185,8 +88,72 @@ impl Run {
         Ok(Run {
             state: Rc::new(RefCell::new(state)),
             total,
+            batch_shape,
         })
     }
+}
+
+/// A step taken: its 1-based number, its t and, unless the view is "none", the tensor to read
+/// back (x_t or x̂₀).
+type Advanced = (usize, usize, Option<Tensor<4>>);
+
+impl Run {
+    /// Takes one step (`None` when the run was already over); `view` is "x", "x0" or "none".
+    fn advance(&self, view: &str) -> Result<Option<Advanced>, JsError> {
+        if !matches!(view, "x" | "x0" | "none") {
+            return Err(js_error(format!(
+                "view must be \"x\", \"x0\" or \"none\", got {view:?}"
+            )));
+        }
+        let mut state = self.state.borrow_mut();
+        let State { sampler, unet, .. } = &mut *state;
+        let Some(step) = sampler.step(unet) else {
+            return Ok(None);
+        };
+        let tensor = match view {
+            "none" => None,
+            "x" => Some(step.x),
+            _ => Some(step.x_start),
+        };
+        Ok(Some((step.index + 1, step.t, tensor)))
+    }
+}
+
+impl Frame {
+    fn of(step: usize, t: usize, values: &[f32], shape: [usize; 4], columns: usize) -> Frame {
+        let grid = ddpm::grid::grid(values, shape, columns);
+        Frame {
+            step,
+            t,
+            width: grid.width,
+            height: grid.height,
+            pixels: grid.pixels,
+        }
+    }
+}
+
+/// The RGBA grid of a whole batch whose parts a pool of workers sampled: `values` are the
+/// parts' values joined in order (`shape = [n, c, h, w]`), laid out as one run's [`Frame`].
+#[wasm_bindgen]
+pub fn grid(
+    step: usize,
+    t: usize,
+    values: &[f32],
+    shape: Vec<usize>,
+    columns: usize,
+) -> Result<Frame, JsError> {
+    let [n, c, h, w] = shape[..] else {
+        return Err(js_error(format!(
+            "shape must be [n, c, h, w], got {shape:?}"
+        )));
+    };
+    if values.len() != n * c * h * w || !(c == 1 || c == 3) {
+        return Err(js_error(format!(
+            "{} values do not make a batch of shape {shape:?} (1 or 3 channels)",
+            values.len()
+        )));
+    }
+    Ok(Frame::of(step, t, values, [n, c, h, w], columns))
 }
 
 async fn read(tensor: Tensor<4>) -> Result<Vec<f32>, JsError> {
@@ -210,40 +177,62 @@ impl Run {
         self.state.borrow().sampler.steps_done()
     }
 
+    /// The whole batch's shape `[n, c, h, w]` (also when this run is a part of it).
+    #[wasm_bindgen(getter)]
+    pub fn shape(&self) -> Vec<usize> {
+        self.batch_shape.to_vec()
+    }
+
+    /// Columns of the whole batch's grid.
+    #[wasm_bindgen(getter)]
+    pub fn columns(&self) -> usize {
+        self.state.borrow().columns
+    }
+
     /// Runs one denoising step and resolves to the [`Frame`] of x_t (`view = "x"`) or of the
     /// predicted x₀ (`view = "x0"`), or to the number of steps done without reading anything
     /// back (`view = "none"`); resolves to `undefined` when the run is over. Only the viewed
     /// tensor is read back, asynchronously.
     pub fn step(&self, view: String) -> Result<js_sys::Promise, JsError> {
-        if !matches!(view.as_str(), "x" | "x0" | "none") {
-            return Err(js_error(format!(
-                "view must be \"x\", \"x0\" or \"none\", got {view:?}"
-            )));
-        }
-        let (tensor, step, t, shape, columns) = {
-            let mut state = self.state.borrow_mut();
-            let State { sampler, unet, .. } = &mut *state;
-            let Some(step) = sampler.step(unet) else {
-                return Ok(js_sys::Promise::resolve(&JsValue::UNDEFINED));
-            };
-            if view == "none" {
-                let done = JsValue::from(step.index + 1);
-                return Ok(js_sys::Promise::resolve(&done));
-            }
-            let tensor = if view == "x" { step.x } else { step.x_start };
-            (tensor, step.index + 1, step.t, state.shape, state.columns)
+        let (tensor, step, t) = match self.advance(&view)? {
+            None => return Ok(js_sys::Promise::resolve(&JsValue::UNDEFINED)),
+            Some((done, _, None)) => return Ok(js_sys::Promise::resolve(&JsValue::from(done))),
+            Some((step, t, Some(tensor))) => (tensor, step, t),
+        };
+        let (shape, columns) = {
+            let state = self.state.borrow();
+            (state.shape, state.columns)
         };
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let values = read(tensor).await?;
-            let grid = ddpm::grid::grid(&values, shape, columns);
-            Ok(Frame {
-                step,
-                t,
-                width: grid.width,
-                height: grid.height,
-                pixels: grid.pixels,
+            Ok(Frame::of(step, t, &values, shape, columns).into())
+        }))
+    }
+
+    /// As [`Run::step`], but resolves to `{ step, t, values }`: the viewed tensor's raw values
+    /// (a `Float32Array`, `[part, c, h, w]`) for a pool to join into the whole batch's grid
+    /// ([`grid`]).
+    #[wasm_bindgen(js_name = stepValues)]
+    pub fn step_values(&self, view: String) -> Result<js_sys::Promise, JsError> {
+        let (tensor, step, t) = match self.advance(&view)? {
+            None => return Ok(js_sys::Promise::resolve(&JsValue::UNDEFINED)),
+            Some((done, _, None)) => return Ok(js_sys::Promise::resolve(&JsValue::from(done))),
+            Some((step, t, Some(tensor))) => (tensor, step, t),
+        };
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let values = read(tensor).await?;
+            let object = js_sys::Object::new();
+            for (key, value) in [
+                ("step", JsValue::from(step)),
+                ("t", JsValue::from(t)),
+                (
+                    "values",
+                    js_sys::Float32Array::from(values.as_slice()).into(),
+                ),
+            ] {
+                js_sys::Reflect::set(&object, &key.into(), &value)?;
             }
-            .into())
+            Ok(object.into())
         }))
     }
 
@@ -255,95 +244,5 @@ impl Run {
             let values = read(tensor).await?;
             Ok(js_sys::Float32Array::from(values.as_slice()).into())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn options(json: &str) -> Result<RunOptions, String> {
-        serde_json::from_str(json).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn options_resolve_like_the_cli() {
-        let o = options(r#"{"sampler":"ddim","steps":10,"class":3,"n":4,"guidance":2}"#)
-            .expect("parse");
-        let (config, classes) = o.resolve(Some(10)).expect("resolve");
-        assert_eq!(
-            config.kind,
-            SamplerKind::Ddim {
-                steps: 10,
-                eta: 0.0
-            }
-        );
-        assert_eq!(config.guidance_scale, 2.0);
-        assert_eq!(classes, Some(vec![3; 4]));
-        let (_, classes) = options(r#"{"n":12}"#)
-            .expect("parse")
-            .resolve(Some(10))
-            .expect("mixed");
-        assert_eq!(classes, Some((0..12).map(|i| i % 10).collect()));
-        let (_, classes) = options(r#"{"class":"none"}"#)
-            .expect("parse")
-            .resolve(Some(10))
-            .expect("none");
-        assert_eq!(classes, None);
-        let (config, _) = options(r#"{"sampler":"ddpm"}"#)
-            .expect("parse")
-            .resolve(None)
-            .expect("ddpm");
-        assert!(matches!(config.kind, SamplerKind::Ddpm { .. }));
-    }
-
-    #[test]
-    fn the_known_keys_are_the_fields() {
-        let json = serde_json::to_value(RunOptions::default()).expect("json");
-        let mut fields: Vec<&str> = json
-            .as_object()
-            .expect("object")
-            .keys()
-            .map(String::as_str)
-            .collect();
-        let mut keys = RunOptions::KEYS.to_vec();
-        fields.sort_unstable();
-        keys.sort_unstable();
-        assert_eq!(fields, keys);
-    }
-
-    #[test]
-    fn bad_options_are_named() {
-        let err = |json: &str, classes| options(json).and_then(|o| o.resolve(classes).map(|_| ()));
-        assert!(
-            err(r#"{"sampler":"euler"}"#, None)
-                .expect_err("sampler")
-                .contains("euler")
-        );
-        assert!(
-            err(r#"{"class":10}"#, Some(10))
-                .expect_err("range")
-                .contains("10 classes, 0 to 9")
-        );
-        assert!(
-            err(r#"{"class":1}"#, None)
-                .expect_err("uncond")
-                .contains("not class-conditional")
-        );
-        assert!(
-            err(r#"{"class":"cats"}"#, Some(2))
-                .expect_err("name")
-                .contains("cats")
-        );
-        assert!(
-            err(r#"{"n":0}"#, None)
-                .expect_err("n")
-                .contains("n must be")
-        );
-        assert!(
-            err(r#"{"stepz":3}"#, None)
-                .expect_err("unknown")
-                .contains("stepz")
-        );
     }
 }

@@ -1,0 +1,130 @@
+// What the page downloads before the model runs: the wasm module (compiled once per page and
+// handed to every worker), the model card and its weights. Each download reports its bytes, so
+// a slow first visit shows progress instead of a frozen widget.
+
+const CACHE = 'ddpm-weights-v1';
+
+// The smallest module that uses a SIMD128 instruction (an i8x16.splat): browsers without
+// WebAssembly SIMD refuse to validate it.
+const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]);
+
+/** Why this browser cannot run the model (one line), or null when it can. */
+export function missingFeature() {
+  if (typeof Worker === 'undefined') return 'this browser cannot run Web Workers, which the model runs in';
+  if (typeof WebAssembly !== 'object') return 'this browser has no WebAssembly';
+  if (!WebAssembly.validate(SIMD_PROBE)) {
+    return 'this browser has no WebAssembly SIMD, which the model needs (Chrome 91, Firefox 89, Safari 16.4 and later have it)';
+  }
+  return null;
+}
+
+let code = null;
+
+/**
+ * The wasm module, fetched from beside this script and compiled once per page (every worker
+ * instantiates the same compiled module). `report({ stage, loaded, total })`: stage 'code'
+ * while downloading, then 'compiling'.
+ */
+export function wasmModule(report) {
+  // `new URL(…, import.meta.url)` with a literal path, so bundlers (Vite, webpack) ship the file.
+  code ??= (async () => {
+    const url = new URL('./ddpm-web_bg.wasm', import.meta.url).href;
+    const bytes = await download(url, 'model code', (loaded, total) => report({ stage: 'code', loaded, total }));
+    report({ stage: 'compiling' });
+    return WebAssembly.compile(bytes);
+  })();
+  code.catch(() => (code = null)); // a later widget may try again
+  return code;
+}
+
+// The body of `url` as an ArrayBuffer, reporting the bytes received (and the total when the
+// server says it and sends the body unencoded).
+async function download(url, what, progress) {
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (e) {
+    throw new Error(`${what} ${url}: cannot fetch (${e.message})`);
+  }
+  if (!response.ok) throw new Error(`${what} ${url}: HTTP ${response.status}`);
+  const length = Number(response.headers.get('content-length'));
+  const total = length > 0 && !response.headers.get('content-encoding') ? length : null;
+  if (!response.body) return response.arrayBuffer();
+  const chunks = [];
+  let loaded = 0;
+  progress(0, total);
+  for (const reader = response.body.getReader(); ;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.byteLength;
+    progress(loaded, total);
+  }
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return bytes.buffer;
+}
+
+/** The model card at `url`: JSON with the weights' URL and SHA-256. */
+export async function fetchCard(url) {
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (e) {
+    throw new Error(`model card ${url}: cannot fetch (${e.message})`);
+  }
+  if (!response.ok) throw new Error(`model card ${url}: HTTP ${response.status}`);
+  let card;
+  try {
+    card = await response.json();
+  } catch {
+    throw new Error(`model card ${url}: not JSON`);
+  }
+  if (typeof card.weights !== 'string' || !/^[0-9a-f]{64}$/.test(card.sha256 ?? '')) {
+    throw new Error(`model card ${url}: needs "weights" and a hex "sha256"`);
+  }
+  return card;
+}
+
+async function sha256(bytes) {
+  if (!globalThis.crypto?.subtle) throw new Error('cannot check the weights: this page is not a secure context (https or localhost)');
+  const digest = await crypto.subtle.digest('SHA-256', bytes);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function openCache() {
+  try {
+    return globalThis.caches ? await caches.open(CACHE) : null;
+  } catch {
+    return null; // e.g. storage disabled: fetch every time
+  }
+}
+
+/**
+ * The weights at `url`, from the Cache API when a previous visit stored them, checked against
+ * `expected` (the card's SHA-256). `report({ stage: 'weights', loaded, total })` while
+ * downloading.
+ */
+export async function fetchWeights(url, expected, report) {
+  const cache = await openCache();
+  // The Cache API ignores fragments, so the expected hash goes into the key's query: weights
+  // refused for one card never evict the good copy another card uses.
+  const key = `${url}${url.includes('?') ? '&' : '?'}ddpm-sha256=${expected}`;
+  const cached = await cache?.match(key);
+  if (cached) {
+    const bytes = await cached.arrayBuffer();
+    if ((await sha256(bytes)) === expected) return bytes;
+    await cache.delete(key);
+  }
+  const bytes = await download(url, 'weights', (loaded, total) => report({ stage: 'weights', loaded, total }));
+  const found = await sha256(bytes);
+  if (found !== expected) {
+    throw new Error(`weights ${url}: SHA-256 ${found.slice(0, 12)}… does not match the model card's ${expected.slice(0, 12)}…; refusing them`);
+  }
+  await cache?.put(key, new Response(bytes.slice(0), { headers: { 'content-type': 'application/octet-stream' } })).catch(() => {});
+  return bytes;
+}

@@ -1,39 +1,23 @@
 // A model thread: on WebGPU the only one of its engine (web/engine.js), on the CPU one of a pool
 // that splits every run's images. It owns a wasm instance (of the module the page compiled
-// once), its backend (the one WebGPU device) and its copies of the models; the engine sends it
-// small messages and gets back each step's values of its images (transferred, not copied), and
-// the first worker lays the joined values out as the grid.
-import init, { Backend, grid } from './ddpm-web.js';
+// once: the WebGPU build or the CPU build), its backend and its copies of the models; the engine
+// sends it small messages and gets back each step's values of its images (transferred, not
+// copied), and the first worker lays the joined values out as the grid.
 
+let glue = null; // the wasm-bindgen module of the build this worker runs
 let backend = null;
 const models = new Map(); // key -> Model
 const runs = new Map(); // runId -> Run
 
-// The adapter as the browser describes it (wgpu may not see vendor and architecture).
-async function adapterLabel() {
-  try {
-    const adapter = await navigator.gpu.requestAdapter();
-    if (!adapter) return null;
-    const info = adapter.info ?? {};
-    return [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'adapter';
-  } catch {
-    return null;
-  }
-}
+// Literal dynamic imports, so that bundlers ship both builds' glue.
+const GLUE = { gpu: () => import('./ddpm-web.js'), cpu: () => import('./cpu/ddpm-web.js') };
 
 const ops = {
-  async init({ preferGpu, lost, module }) {
-    await init({ module_or_path: module });
-    let reason = lost ? `WebGPU device lost: ${lost}` : null;
-    if (preferGpu && !('gpu' in navigator)) reason = 'this browser has no WebGPU';
-    let label = null;
-    if (preferGpu && !reason) {
-      label = await adapterLabel();
-      if (!label) reason = 'no WebGPU adapter';
-    }
-    backend = await Backend.create(preferGpu && !reason);
-    const name = backend.gpu ? `WebGPU (${label})` : reason ? `CPU (${reason})` : backend.name;
-    return { name, gpu: backend.gpu };
+  async init({ kind, module }) {
+    glue = await GLUE[kind]();
+    await glue.default({ module_or_path: module });
+    backend = await glue.Backend.create(kind === 'gpu');
+    return { name: backend.name, gpu: backend.gpu };
   },
   load({ key, bytes }) {
     if (!models.has(key)) models.set(key, backend.load(new Uint8Array(bytes)));
@@ -63,7 +47,7 @@ const ops = {
   },
   // The RGBA grid of the whole batch from every worker's values, joined in order.
   grid({ step, t, values, shape, columns }) {
-    const frame = grid(step, t, values, Uint32Array.from(shape), columns);
+    const frame = glue.grid(step, t, values, Uint32Array.from(shape), columns);
     const value = { step: frame.step, t: frame.t, width: frame.width, height: frame.height, pixels: frame.pixels };
     frame.free();
     return { value, transfer: [value.pixels.buffer] };
@@ -99,7 +83,7 @@ function lostReason(error) {
 }
 
 // Requests are handled one after another, so a step never overlaps another on the device.
-// Every reply says whether the device has been lost; the page then moves to a CPU worker.
+// Every reply says whether the device has been lost; the page then moves to a CPU pool.
 let queue = Promise.resolve();
 self.onmessage = (event) => {
   const { id, op, args } = event.data;

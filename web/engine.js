@@ -4,7 +4,7 @@
 // `Sampler::new_part`: the same noise and labels those images get in one worker, so the images
 // do not depend on the pool's size).
 
-import { fetchCard, fetchWeights, missingFeature, wasmModule } from './loading.js';
+import { fetchCard, fetchWeights, missingFeature, wasmModule, webgpuAdapter } from './loading.js';
 import { DeviceLostError, Thread } from './thread.js';
 
 export { DeviceLostError } from './thread.js';
@@ -34,19 +34,36 @@ class Engine extends EventTarget {
     this.backend = this.#spawn(preferGpu);
   }
 
+  // WebGPU runs the whole batch on one device, in one worker of the WebGPU module; the CPU
+  // backend gets the pool, of the CPU module. Each module is downloaded only when needed.
   async #spawn(preferGpu) {
     const missing = missingFeature();
     if (missing) throw new Error(missing);
-    const module = await wasmModule((p) => this.#report(p));
+    const report = (p) => this.#report(p);
+    let reason = this.lost ? `WebGPU device lost: ${this.lost}` : null;
+    if (preferGpu && !reason) {
+      const adapter = await webgpuAdapter();
+      reason = adapter.reason ?? null;
+      if (adapter.label) {
+        const module = await wasmModule('gpu', report);
+        this.#report({ stage: 'starting' });
+        const thread = this.#thread();
+        try {
+          await thread.call('init', { kind: 'gpu', module });
+          return { name: `WebGPU (${adapter.label})`, gpu: true, workers: 1 };
+        } catch (e) {
+          // The worker found no usable device after all: the CPU, saying why.
+          thread.terminate(e);
+          this.threads = [];
+          reason = `no WebGPU: ${e.message}`;
+        }
+      }
+    }
+    const module = await wasmModule('cpu', report);
     this.#report({ stage: 'starting' });
-    const lost = this.lost;
-    const first = this.#thread();
-    const backend = await first.call('init', { preferGpu, lost, module });
-    // WebGPU runs the whole batch on one device; the CPU backend gets the pool.
-    const more = backend.gpu ? 0 : this.size - 1;
-    const rest = Array.from({ length: more }, () => this.#thread());
-    await Promise.all(rest.map((t) => t.call('init', { preferGpu: false, lost, module })));
-    return { ...backend, workers: this.threads.length };
+    const threads = Array.from({ length: this.size }, () => this.#thread());
+    await Promise.all(threads.map((t) => t.call('init', { kind: 'cpu', module })));
+    return { name: reason ? `CPU (${reason})` : 'CPU', gpu: false, workers: threads.length };
   }
 
   #thread() {

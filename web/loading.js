@@ -18,23 +18,46 @@ export function missingFeature() {
   return null;
 }
 
-let code = null;
+// The two builds of the wasm crate: WebGPU only, and the CPU backend only (what a browser
+// without WebGPU downloads). `new URL(…, import.meta.url)` with literal paths, so that bundlers
+// (Vite, webpack) ship the files.
+const MODULES = {
+  gpu: () => new URL('./ddpm-web_bg.wasm', import.meta.url),
+  cpu: () => new URL('./cpu/ddpm-web_bg.wasm', import.meta.url),
+};
+const compiled = new Map(); // 'gpu' | 'cpu' -> Promise<WebAssembly.Module>
 
 /**
- * The wasm module, fetched from beside this script and compiled once per page (every worker
- * instantiates the same compiled module). `report({ stage, loaded, total })`: stage 'code'
- * while downloading, then 'compiling'.
+ * The wasm module for `kind` ('gpu' or 'cpu'), fetched from beside this script and compiled
+ * once per page (every worker instantiates the same compiled module). `report({ stage, loaded,
+ * total })`: stage 'code' while downloading, then 'compiling'.
  */
-export function wasmModule(report) {
-  // `new URL(…, import.meta.url)` with a literal path, so bundlers (Vite, webpack) ship the file.
-  code ??= (async () => {
-    const url = new URL('./ddpm-web_bg.wasm', import.meta.url).href;
-    const bytes = await download(url, 'model code', (loaded, total) => report({ stage: 'code', loaded, total }));
-    report({ stage: 'compiling' });
-    return WebAssembly.compile(bytes);
-  })();
-  code.catch(() => (code = null)); // a later widget may try again
-  return code;
+export function wasmModule(kind, report) {
+  if (!compiled.has(kind)) {
+    const compiling = (async () => {
+      const url = MODULES[kind]().href;
+      const bytes = await download(url, 'model code', (loaded, total) => report({ stage: 'code', loaded, total }));
+      report({ stage: 'compiling' });
+      return WebAssembly.compile(bytes);
+    })();
+    compiling.catch(() => compiled.delete(kind)); // a later widget may try again
+    compiled.set(kind, compiling);
+  }
+  return compiled.get(kind);
+}
+
+/** `{ label }` of the browser's WebGPU adapter, or `{ reason }` why there is none. */
+export async function webgpuAdapter() {
+  if (!globalThis.navigator?.gpu) return { reason: 'this browser has no WebGPU' };
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    if (!adapter) return { reason: 'no WebGPU adapter' };
+    // The adapter as the browser describes it (wgpu may not see vendor and architecture).
+    const info = adapter.info ?? {};
+    return { label: [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'adapter' };
+  } catch (e) {
+    return { reason: `no WebGPU adapter (${e.message})` };
+  }
 }
 
 // The body of `url` as an ArrayBuffer, reporting the bytes received (and the total when the

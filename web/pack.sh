@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Packs the widget as the npm package `ddpm-sampler` (web/npm/package.json) from a built site:
-# the custom element, its modules, its worker, the wasm module and its glue; no models.
+# the custom element, its modules, its worker, the two wasm modules (WebGPU, CPU) and their
+# glue; no models.
 #
 #   bash web/pack.sh [SITE_DIR] [OUT_DIR]    # defaults: target/site-release, target/npm
 #
@@ -19,6 +20,7 @@ trap 'rm -rf "$stage"' EXIT
 cp web/npm/package.json web/npm/README.md "$stage/"
 for file in $(node -p 'require("./web/npm/package.json").files.join("\n")'); do
   [ -f "$site/$file" ] || { echo "pack: $site/$file is missing (build the site first)" >&2; exit 1; }
-  cp "$site/$file" "$stage/"
+  mkdir -p "$stage/$(dirname "$file")"
+  cp "$site/$file" "$stage/$file"
 done
 npm pack --silent --pack-destination "$out" "$stage" | sed "s|^|$out/|"

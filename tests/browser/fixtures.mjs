@@ -24,11 +24,15 @@ export function writePages(dir) {
     <ddpm-sampler id="tampered" model="/fixtures/tampered.json" steps="2" autoplay></ddpm-sampler>
     <p>Prose after.</p>`));
   writeFileSync(join(dir, 'api.html'), page('', '<script type="module" src="/fixtures/api.js"></script>'));
-  // The wasm crate's JS-facing API, called directly on the main thread (CPU backend).
+  // The wasm crate's JS-facing API, called directly on the main thread (its CPU build; the
+  // WebGPU build has no CPU backend to fall back to).
   writeFileSync(join(dir, 'api.js'), `
-import init, { Backend } from '/ddpm-web.js';
+import init, { Backend } from '/cpu/ddpm-web.js';
+import initGpu, { Backend as GpuBackend } from '/ddpm-web.js';
 const result = {};
 try {
+  await initGpu();
+  try { await GpuBackend.create(false); result.gpuBuild = 'accepted'; } catch (e) { result.gpuBuild = e.message; }
   await init();
   const backend = await Backend.create(false);
   result.backend = backend.name;

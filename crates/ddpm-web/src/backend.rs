@@ -1,13 +1,11 @@
 //! Where the model runs: WebGPU when the browser has an adapter, else the CPU.
 
-use std::sync::{Arc, OnceLock};
-
 use burn::tensor::Device;
-use burn::tensor::wgpu::wgpu;
 use ddpm::{ModelConfig, Unet};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
+use crate::gpu::Gpu;
 use crate::js_error;
 use crate::options::RunOptions;
 use crate::run::Run;
@@ -19,49 +17,44 @@ pub struct Backend {
     name: String,
     /// The WebGPU device burn runs on (`None` on the CPU), kept to watch it and for
     /// [`Backend::lose_device`].
-    wgpu: Option<wgpu::Device>,
-    /// Why the WebGPU device was lost, once it is.
-    lost: Arc<OnceLock<String>>,
+    gpu: Option<Gpu>,
 }
 
 #[wasm_bindgen]
 impl Backend {
     /// WebGPU when `prefer_gpu` and the browser returns an adapter, else burn's CPU backend;
-    /// `name` says which (the adapter's name, or `CPU` with the reason for falling back).
-    pub async fn create(prefer_gpu: bool) -> Backend {
-        if !prefer_gpu {
-            return Self::cpu("CPU".into());
-        }
-        match Device::wgpu_options().init_with_setup_async().await {
-            Ok((device, setup)) => {
-                // Browsers may hide the adapter's description; the page adds vendor and
-                // architecture from `GPUAdapterInfo` when it has them.
-                let description = setup.adapter.get_info().name;
-                let name = if description.is_empty() {
-                    "adapter".to_string()
-                } else {
-                    description
-                };
-                let lost = Arc::new(OnceLock::new());
-                watch(&setup.device, &lost);
-                Backend {
-                    device,
-                    name: format!("WebGPU ({name})"),
-                    wgpu: Some(setup.device),
-                    lost,
+    /// `name` says which (the adapter's name, or `CPU` with the reason for falling back). A
+    /// module built without one of the two (the page loads one module per backend, see the
+    /// crate's features) fails with the reason instead of falling back to it.
+    pub async fn create(prefer_gpu: bool) -> Result<Backend, JsError> {
+        let mut reason = None;
+        if prefer_gpu {
+            match Gpu::init().await {
+                Ok((device, gpu)) => {
+                    return Ok(Backend {
+                        device,
+                        name: format!("WebGPU ({})", gpu.adapter()),
+                        gpu: Some(gpu),
+                    });
                 }
+                Err(e) => reason = Some(e),
             }
-            Err(e) => Self::cpu(format!("CPU (no WebGPU: {e})")),
         }
+        Self::cpu(reason).map_err(js_error)
     }
 
-    fn cpu(name: String) -> Backend {
-        Backend {
+    #[cfg(feature = "cpu")]
+    fn cpu(no_gpu: Option<String>) -> Result<Backend, String> {
+        Ok(Backend {
             device: Device::flex(),
-            name,
-            wgpu: None,
-            lost: Arc::default(),
-        }
+            name: no_gpu.map_or_else(|| "CPU".into(), |e| format!("CPU (no WebGPU: {e})")),
+            gpu: None,
+        })
+    }
+
+    #[cfg(not(feature = "cpu"))]
+    fn cpu(no_gpu: Option<String>) -> Result<Backend, String> {
+        Err(no_gpu.unwrap_or_else(|| "this module is built without the CPU backend".into()))
     }
 
     /// Why the WebGPU device was lost (e.g. `Destroyed: …` or `Unknown: …` after a driver
@@ -69,7 +62,7 @@ impl Backend {
     /// to a CPU backend.
     #[wasm_bindgen(getter)]
     pub fn lost(&self) -> Option<String> {
-        self.lost.get().cloned()
+        self.gpu.as_ref().and_then(Gpu::lost)
     }
 
     /// Destroys the WebGPU device, as a driver reset would lose it; what
@@ -77,8 +70,8 @@ impl Backend {
     /// reported asynchronously through [`Backend::lost`]. Does nothing on the CPU.
     #[wasm_bindgen(js_name = loseDevice)]
     pub fn lose_device(&self) {
-        if let Some(device) = &self.wgpu {
-            device.destroy();
+        if let Some(gpu) = &self.gpu {
+            gpu.destroy();
         }
     }
 
@@ -91,7 +84,7 @@ impl Backend {
     /// Whether the model runs on WebGPU.
     #[wasm_bindgen(getter)]
     pub fn gpu(&self) -> bool {
-        self.wgpu.is_some()
+        self.gpu.is_some()
     }
 
     /// Loads the bytes of a weights file (`ddpm export`) onto this backend.
@@ -102,19 +95,6 @@ impl Backend {
             config: loaded.config,
             device: self.device.clone(),
         })
-    }
-}
-
-/// Records the reason when the browser reports the device lost. Browsers resolve the device's
-/// `lost` promise for every listener, so this runs beside burn's own watch of the device (which
-/// then fails every later read-back). Natively wgpu keeps one callback per device, which burn's
-/// must stay, so there the loss is only seen through burn's errors.
-fn watch(device: &wgpu::Device, lost: &Arc<OnceLock<String>>) {
-    if cfg!(target_family = "wasm") {
-        let lost = lost.clone();
-        device.set_device_lost_callback(move |reason, message| {
-            let _ = lost.set(format!("{reason:?}: {message}"));
-        });
     }
 }
 

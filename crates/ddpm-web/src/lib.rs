@@ -1,7 +1,9 @@
 //! The DDPM sampler in the browser. The page (or its Web Worker) talks to three small types:
 //!
 //! - [`Backend`]: WebGPU through burn's wgpu backend, initialised asynchronously, or burn's CPU
-//!   backend (flex, compiled to wasm) when there is no usable adapter.
+//!   backend (flex, compiled to wasm) when there is no usable adapter. The features `webgpu`
+//!   and `cpu` (both by default) choose which the module carries: the page loads a module of
+//!   each alone, so that a browser without WebGPU never downloads the GPU code.
 //! - [`Model`]: a weights file exported by `ddpm export`, loaded onto the backend's device.
 //! - [`Run`]: one reverse process ([`ddpm::Sampler`], DDPM or DDIM, with classifier-free
 //!   guidance), advanced one denoising step per call; each step resolves to a [`Frame`], the
@@ -11,6 +13,7 @@
 //! `disallowed-methods` (this crate's `clippy.toml`) enforces it.
 
 mod backend;
+mod gpu;
 mod options;
 mod run;
 
@@ -19,6 +22,9 @@ pub use options::{ClassOption, RunOptions};
 pub use run::{Frame, Run, grid};
 
 use wasm_bindgen::prelude::*;
+
+#[cfg(not(any(feature = "webgpu", feature = "cpu")))]
+compile_error!("ddpm-web needs a backend: the `webgpu` feature, the `cpu` feature or both");
 
 /// Panics show up in the browser console with their message.
 #[wasm_bindgen(start)]

@@ -64,6 +64,17 @@ fn gaussian(diffusion: &GaussianDiffusion) -> Gaussian<'_> {
     }
 }
 
+/// Two classes, N(−0.3, SIGMA²) and N(0.4, SIGMA²); the null class has mean 0.
+fn two_classes(diffusion: &GaussianDiffusion) -> Gaussian<'_> {
+    Gaussian {
+        diffusion,
+        means: vec![-0.3, 0.4],
+        null_mean: 0.0,
+        std: SIGMA,
+        conditional: true,
+    }
+}
+
 fn device() -> Device {
     Device::flex()
 }
@@ -190,13 +201,7 @@ fn classifier_free_guidance_extrapolates_between_classes() {
     // With Gaussian classes, ε̃ = ε(∅) + w (ε(c) − ε(∅)) is the exact denoiser of a Gaussian
     // with mean (1 − w) μ_∅ + w μ_c: guidance moves each class's mean by that rule.
     let diffusion = cosine(1000);
-    let model = Gaussian {
-        diffusion: &diffusion,
-        means: vec![-0.3, 0.4],
-        null_mean: 0.0,
-        std: SIGMA,
-        conditional: true,
-    };
+    let model = two_classes(&diffusion);
     let w = 1.5;
     let batch = 32;
     let classes: Vec<usize> = (0..batch).map(|i| i % 2).collect();
@@ -523,13 +528,7 @@ fn parts_of_a_batch_sampled_apart_give_the_whole_batch() {
     // The browser splits a run across workers that share nothing: each part must get its
     // images' x_T, step noise and labels, so that the parts together are the one-sampler run.
     let diffusion = cosine(40);
-    let model = Gaussian {
-        diffusion: &diffusion,
-        means: vec![-0.3, 0.4],
-        null_mean: 0.0,
-        std: SIGMA,
-        conditional: true,
-    };
+    let model = two_classes(&diffusion);
     let batch = 5;
     let request = SampleRequest {
         seed: 21,

@@ -1,0 +1,101 @@
+//! The WebGPU device, in a module built with the `webgpu` feature; without it there is none
+//! (an uninhabited type), and the CPU module carries no wgpu code at all.
+
+#[cfg(feature = "webgpu")]
+pub(crate) use webgpu::Gpu;
+
+#[cfg(not(feature = "webgpu"))]
+pub(crate) use none::Gpu;
+
+#[cfg(feature = "webgpu")]
+mod webgpu {
+    use std::sync::{Arc, OnceLock};
+
+    use burn::tensor::Device;
+    use burn::tensor::wgpu::wgpu;
+
+    /// The WebGPU device burn runs on.
+    pub(crate) struct Gpu {
+        device: wgpu::Device,
+        adapter: String,
+        /// Why the device was lost, once it is.
+        lost: Arc<OnceLock<String>>,
+    }
+
+    impl Gpu {
+        /// burn's device on the browser's adapter, or why there is none.
+        pub(crate) async fn init() -> Result<(Device, Gpu), String> {
+            let (device, setup) = Device::wgpu_options()
+                .init_with_setup_async()
+                .await
+                .map_err(|e| e.to_string())?;
+            // Browsers may hide the adapter's description; the page adds vendor and
+            // architecture from `GPUAdapterInfo` when it has them.
+            let name = setup.adapter.get_info().name;
+            let adapter = if name.is_empty() {
+                "adapter".to_string()
+            } else {
+                name
+            };
+            let lost = Arc::new(OnceLock::new());
+            watch(&setup.device, &lost);
+            let gpu = Gpu {
+                device: setup.device,
+                adapter,
+                lost,
+            };
+            Ok((device, gpu))
+        }
+
+        pub(crate) fn adapter(&self) -> &str {
+            &self.adapter
+        }
+
+        pub(crate) fn lost(&self) -> Option<String> {
+            self.lost.get().cloned()
+        }
+
+        pub(crate) fn destroy(&self) {
+            self.device.destroy();
+        }
+    }
+
+    /// Records the reason when the browser reports the device lost. Browsers resolve the
+    /// device's `lost` promise for every listener, so this runs beside burn's own watch of the
+    /// device (which then fails every later read-back). Natively wgpu keeps one callback per
+    /// device, which burn's must stay, so there the loss is only seen through burn's errors.
+    fn watch(device: &wgpu::Device, lost: &Arc<OnceLock<String>>) {
+        if cfg!(target_family = "wasm") {
+            let lost = lost.clone();
+            device.set_device_lost_callback(move |reason, message| {
+                let _ = lost.set(format!("{reason:?}: {message}"));
+            });
+        }
+    }
+}
+
+#[cfg(not(feature = "webgpu"))]
+mod none {
+    use burn::tensor::Device;
+
+    /// No WebGPU in this module: no value of this type exists.
+    pub(crate) enum Gpu {}
+
+    impl Gpu {
+        pub(crate) async fn init() -> Result<(Device, Gpu), String> {
+            Err("this module is built without WebGPU".into())
+        }
+
+        pub(crate) fn adapter(&self) -> &str {
+            match *self {}
+        }
+
+        pub(crate) fn lost(&self) -> Option<String> {
+            match *self {}
+        }
+
+        pub(crate) fn destroy(&self) {
+            match *self {}
+        }
+    }
+}

@@ -222,7 +222,7 @@ mod tests {
             let mut source = NoiseSource::new(11);
             let tensor = source.normal_part_tensor(shape, part.clone(), &device);
             assert_eq!(tensor.dims(), [part.len(), 1, 3, 1]);
-            joined.extend(tensor.into_data().to_vec::<f32>().expect("f32"));
+            joined.extend(tensor.into_data().try_to_vec::<f32>().expect("f32"));
             assert_eq!(
                 source.normals(2),
                 next,

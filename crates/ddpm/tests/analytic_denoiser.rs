@@ -554,7 +554,7 @@ fn parts_of_a_batch_sampled_apart_give_the_whole_batch() {
                 Sampler::new_part(&diffusion, config, request.clone(), part, &model, &device())
                     .expect("valid part");
             while sampler.step(&model).is_some() {}
-            joined.extend(sampler.sample().to_data().to_vec::<f32>().expect("f32"));
+            joined.extend(sampler.sample().to_data().try_to_vec::<f32>().expect("f32"));
         }
         assert_eq!(joined, whole, "{kind:?}");
     }

@@ -4,10 +4,9 @@
 //   <ddpm-sampler model="models/mnist.json" sampler="ddim" steps="50" seed="42" autoplay controls>
 //
 // Every widget on a page shares the page's engine (one worker on WebGPU, a pool of workers on
-// the CPU; engine.js); a widget
-// starts when it scrolls into view; bad attributes show a message inside it; its DOM lives in a
-// shadow root. Events: ddpm-progress (while loading), ddpm-ready, ddpm-step, ddpm-done,
-// ddpm-error, ddpm-settings.
+// the CPU; engine.js); a widget starts when it scrolls into view; bad attributes show a message
+// inside it; its DOM lives in a shadow root. Events: ddpm-progress (while loading),
+// ddpm-ready, ddpm-step, ddpm-done, ddpm-error, ddpm-settings.
 
 import { defaultWorkers, engine } from './engine.js';
 import { Pace } from './pace.js';

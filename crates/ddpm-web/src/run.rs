@@ -237,7 +237,8 @@ impl Run {
     }
 
     /// The current sample x_t (the final images once the run is over) as raw values in
-    /// [−1, 1], `[n, c, h, w]` in row-major order: resolves to a `Float32Array`.
+    /// [−1, 1], `[n, c, h, w]` (this run's images: its part of the batch when it is one) in
+    /// row-major order: resolves to a `Float32Array`.
     pub fn values(&self) -> js_sys::Promise {
         let tensor = self.state.borrow().sampler.sample().clone();
         wasm_bindgen_futures::future_to_promise(async move {

@@ -60,9 +60,8 @@ export async function webgpuAdapter() {
   }
 }
 
-// The body of `url` as an ArrayBuffer, reporting the bytes received (and the total when the
-// server says it and sends the body unencoded).
-async function download(url, what, progress) {
+// The response for `url`, or an error naming `what` and why there is none.
+async function get(url, what) {
   let response;
   try {
     response = await fetch(url);
@@ -70,6 +69,13 @@ async function download(url, what, progress) {
     throw new Error(`${what} ${url}: cannot fetch (${e.message})`);
   }
   if (!response.ok) throw new Error(`${what} ${url}: HTTP ${response.status}`);
+  return response;
+}
+
+// The body of `url` as an ArrayBuffer, reporting the bytes received (and the total when the
+// server says it and sends the body unencoded).
+async function download(url, what, progress) {
+  const response = await get(url, what);
   const length = Number(response.headers.get('content-length'));
   const total = length > 0 && !response.headers.get('content-encoding') ? length : null;
   if (!response.body) return response.arrayBuffer();
@@ -94,13 +100,7 @@ async function download(url, what, progress) {
 
 /** The model card at `url`: JSON with the weights' URL and SHA-256. */
 export async function fetchCard(url) {
-  let response;
-  try {
-    response = await fetch(url);
-  } catch (e) {
-    throw new Error(`model card ${url}: cannot fetch (${e.message})`);
-  }
-  if (!response.ok) throw new Error(`model card ${url}: HTTP ${response.status}`);
+  const response = await get(url, 'model card');
   let card;
   try {
     card = await response.json();

@@ -93,13 +93,14 @@ impl Run {
     }
 }
 
-/// A step taken: its 1-based number, its t and, unless the view is "none", the tensor to read
-/// back (x_t or x̂₀).
-type Advanced = (usize, usize, Option<Tensor<4>>);
+/// A step taken and the tensor to read back: x_t or x̂₀, the 1-based step number, its t.
+type Viewed = (Tensor<4>, usize, usize);
 
 impl Run {
-    /// Takes one step (`None` when the run was already over); `view` is "x", "x0" or "none".
-    fn advance(&self, view: &str) -> Result<Option<Advanced>, JsError> {
+    /// Takes one step; `view` is "x", "x0" or "none". The tensor to read back, or the promise
+    /// [`Run::step`] resolves to without reading anything: `undefined` when the run was already
+    /// over, the number of steps done for view "none".
+    fn advance(&self, view: &str) -> Result<Result<Viewed, js_sys::Promise>, JsError> {
         if !matches!(view, "x" | "x0" | "none") {
             return Err(js_error(format!(
                 "view must be \"x\", \"x0\" or \"none\", got {view:?}"
@@ -108,14 +109,14 @@ impl Run {
         let mut state = self.state.borrow_mut();
         let State { sampler, unet, .. } = &mut *state;
         let Some(step) = sampler.step(unet) else {
-            return Ok(None);
+            return Ok(Err(js_sys::Promise::resolve(&JsValue::UNDEFINED)));
         };
-        let tensor = match view {
-            "none" => None,
-            "x" => Some(step.x),
-            _ => Some(step.x_start),
-        };
-        Ok(Some((step.index + 1, step.t, tensor)))
+        let done = step.index + 1;
+        Ok(match view {
+            "none" => Err(js_sys::Promise::resolve(&JsValue::from(done))),
+            "x" => Ok((step.x, done, step.t)),
+            _ => Ok((step.x_start, done, step.t)),
+        })
     }
 }
 
@@ -195,9 +196,8 @@ impl Run {
     /// tensor is read back, asynchronously.
     pub fn step(&self, view: String) -> Result<js_sys::Promise, JsError> {
         let (tensor, step, t) = match self.advance(&view)? {
-            None => return Ok(js_sys::Promise::resolve(&JsValue::UNDEFINED)),
-            Some((done, _, None)) => return Ok(js_sys::Promise::resolve(&JsValue::from(done))),
-            Some((step, t, Some(tensor))) => (tensor, step, t),
+            Ok(viewed) => viewed,
+            Err(resolved) => return Ok(resolved),
         };
         let (shape, columns) = {
             let state = self.state.borrow();
@@ -215,9 +215,8 @@ impl Run {
     #[wasm_bindgen(js_name = stepValues)]
     pub fn step_values(&self, view: String) -> Result<js_sys::Promise, JsError> {
         let (tensor, step, t) = match self.advance(&view)? {
-            None => return Ok(js_sys::Promise::resolve(&JsValue::UNDEFINED)),
-            Some((done, _, None)) => return Ok(js_sys::Promise::resolve(&JsValue::from(done))),
-            Some((step, t, Some(tensor))) => (tensor, step, t),
+            Ok(viewed) => viewed,
+            Err(resolved) => return Ok(resolved),
         };
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let values = read(tensor).await?;

@@ -3,6 +3,7 @@
 
 mod common;
 mod eval;
+mod import;
 mod warm_start;
 #[cfg(feature = "wgpu")]
 mod wgpu;

@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use ddpm::ModelConfig;
-use ddpm::weights::Precision;
+use burn::module::Module;
+use ddpm::weights::{self, Precision};
+use ddpm::{ModelConfig, Unet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -16,6 +17,7 @@ use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::eval::report::Report;
 use crate::load::WeightsChoice;
+use crate::output;
 use crate::run_dir::RunDir;
 use crate::session::{self, Session};
 
@@ -79,6 +81,27 @@ pub struct Provenance {
     /// their steps, time and sessions, so the whole history is here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initialised_from: Option<Box<WarmStart>>,
+    /// The file the weights were imported from (`ddpm import`), when they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<Imported>,
+}
+
+/// The lucidrains file a model was imported from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Imported {
+    /// Its name (no folder: cards carry no paths of the machine that wrote them).
+    pub file: String,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// `pytorch` or `safetensors`.
+    pub format: String,
+    /// Where the U-Net's tensors start in it (`ema.ema_model.model.` in a Trainer checkpoint).
+    pub keys: String,
+    /// denoising-diffusion-pytorch's version, when a Trainer wrote the file.
+    pub lucidrains_version: Option<String>,
+    /// What the file did not tell and was assumed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assumed: Vec<String>,
 }
 
 /// Where a warm-started run's first weights came from.
@@ -112,6 +135,7 @@ impl Origin {
                 training_seconds: training_seconds(run, state.step),
                 training_sessions: session::sessions_until(&run.sessions(), state.step),
                 initialised_from: WarmStart::read(&run.warm_start())?.map(Box::new),
+                imported_from: None,
             },
         })
     }
@@ -149,6 +173,40 @@ impl WarmStart {
         let json = serde_json::to_string_pretty(self)? + "\n";
         std::fs::write(path, json).with_context(|| format!("{}: cannot write", path.display()))
     }
+}
+
+/// Writes `model` as the weights file `out` (atomically; an existing one only with `force`)
+/// and its card beside it (`out` with `.json`), as `export` and `import` do.
+pub fn write_weights_and_card(
+    model: &Unet,
+    config: ModelConfig,
+    precision: Precision,
+    out: &Path,
+    origin: Origin,
+    evaluations: Vec<Report>,
+    force: bool,
+) -> Result<ModelCard> {
+    weights::save(model, &config, precision, out, force)?;
+    let bytes =
+        std::fs::read(out).with_context(|| format!("{}: cannot read back", out.display()))?;
+    let mut evaluations = evaluations.into_iter();
+    let card = ModelCard {
+        weights: out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sha256: sha256_hex(&bytes),
+        bytes: bytes.len() as u64,
+        precision,
+        parameters: model.num_params(),
+        config,
+        origin,
+        evaluation: evaluations.next(),
+        more_evaluations: evaluations.collect(),
+    };
+    let json = serde_json::to_string_pretty(&card)? + "\n";
+    output::write_new(&out.with_extension("json"), json.as_bytes(), true)?;
+    Ok(card)
 }
 
 /// The model card `ddpm export` wrote beside a weights file, when it describes that file (same

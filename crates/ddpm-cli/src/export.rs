@@ -4,17 +4,18 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use burn::module::Module;
+use anyhow::{Result, bail};
 use burn::store::ModuleSnapshot;
-use burn::tensor::{DType, Device};
-use ddpm::weights::{self, Precision};
+use burn::tensor::Device;
+use ddpm::weights::Precision;
 use ddpm::{ModelConfig, Unet};
 
-use crate::card::{self, ModelCard, Origin};
+use crate::card::{self, Origin};
 use crate::load::{self, WeightsChoice};
+use crate::lucidrains;
 use crate::output;
 use crate::run_dir::RunDir;
+use crate::safetensors_file;
 
 /// `ddpm export`.
 #[derive(Debug, clap::Args)]
@@ -31,9 +32,13 @@ pub struct ExportArgs {
     /// (`raw`), e.g. when `ddpm eval` measures the raw ones better early in training.
     #[arg(long, value_enum, default_value = "ema")]
     pub weights: WeightsChoice,
-    /// Also write the weights as safetensors (f32) here.
+    /// Also write the weights as safetensors (f32) here, named by burn's module paths.
     #[arg(long, value_name = "FILE")]
     pub safetensors: Option<PathBuf>,
+    /// Also write the U-Net as a lucidrains `Unet` state dict here (safetensors, f32, lucidrains'
+    /// keys and layouts): `Unet(...).load_state_dict(safetensors.torch.load_file(FILE))`.
+    #[arg(long, value_name = "FILE")]
+    pub lucidrains: Option<PathBuf>,
     /// Put this `ddpm eval --out` report into the model card (it must have evaluated the same
     /// step). Repeatable: the first is the card's `evaluation`, the others (e.g. another `-n` or
     /// guidance) its `more_evaluations`.
@@ -49,11 +54,12 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let card_path = args.out.with_extension("json");
     let mut outputs = vec![args.out.clone(), card_path.clone()];
     outputs.extend(args.safetensors.clone());
-    // The weights, their card (the weights' name with `.json`) and the safetensors copy are
-    // three files: one path for two of them would overwrite what was just written.
+    outputs.extend(args.lucidrains.clone());
+    // The weights, their card (the weights' name with `.json`) and the safetensors copies are
+    // separate files: one path for two of them would overwrite what was just written.
     if let Some(a) = repeated(&outputs) {
         bail!(
-            "{}: would hold two of the outputs (the weights, their card `{}`, the safetensors copy); name the weights file e.g. model.bpk",
+            "{}: would hold two of the outputs (the weights, their card `{}`, the safetensors copies); name the weights file e.g. model.bpk",
             a.display(),
             card_path.display()
         );
@@ -87,42 +93,35 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         }
         (model, config, origin)
     };
-    let steps_trained = origin.history.steps_trained;
-    let mut evaluations = args
+    let evaluations = args
         .eval
         .iter()
-        .map(|path| card::read_evaluation(path, steps_trained))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter();
-    let evaluation = evaluations.next();
-    let more_evaluations = evaluations.collect();
+        .map(|path| card::read_evaluation(path, origin.history.steps_trained))
+        .collect::<Result<Vec<_>>>()?;
+    let lucidrains = match &args.lucidrains {
+        // Refused before anything is written (a class-conditional model has no counterpart).
+        Some(path) => Some((path, lucidrains::to_safetensors(&model, &config)?)),
+        None => None,
+    };
     let precision = if args.f16 {
         Precision::F16
     } else {
         Precision::F32
     };
-    weights::save(&model, &config, precision, &args.out, args.force)?;
-    let bytes = std::fs::read(&args.out)
-        .with_context(|| format!("{}: cannot read back", args.out.display()))?;
-    let card = ModelCard {
-        weights: args
-            .out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        sha256: card::sha256_hex(&bytes),
-        bytes: bytes.len() as u64,
-        precision,
-        parameters: model.num_params(),
+    let card = card::write_weights_and_card(
+        &model,
         config,
+        precision,
+        &args.out,
         origin,
-        evaluation,
-        more_evaluations,
-    };
-    let json = serde_json::to_string_pretty(&card)? + "\n";
-    output::write_new(&card_path, json.as_bytes(), true)?;
+        evaluations,
+        args.force,
+    )?;
     if let Some(path) = &args.safetensors {
         output::write_new(path, &safetensors_bytes(&model, &card.config)?, true)?;
+    }
+    if let Some((path, bytes)) = lucidrains {
+        output::write_new(path, &bytes, true)?;
     }
     eprintln!(
         "wrote {} ({} bytes, {:?}, sha256 {}) and {}",
@@ -147,23 +146,10 @@ fn repeated(paths: &[PathBuf]) -> Option<&PathBuf> {
 /// the metadata under `ddpm.config`.
 fn safetensors_bytes(model: &Unet, config: &ModelConfig) -> Result<Vec<u8>> {
     let mut tensors = Vec::new();
-    for snapshot in model.collect(None, None, false) {
-        let (name, dtype, shape, _, bytes) = snapshot
-            .into_parts()
-            .map_err(|e| anyhow::anyhow!("cannot read tensor: {e}"))?;
-        if dtype != DType::F32 {
-            bail!("{name}: unexpected dtype {dtype:?}");
-        }
-        tensors.push((name, shape.as_slice().to_vec(), bytes.to_vec()));
+    for tensor in model.collect(None, None, false) {
+        let values = safetensors_file::f32_values(&tensor)?;
+        tensors.push((tensor.name, tensor.shape.as_slice().to_vec(), values));
     }
-    let views = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|view| (name.clone(), view))
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let metadata = HashMap::from([("ddpm.config".to_string(), serde_json::to_string(config)?)]);
-    safetensors::serialize(views, Some(metadata)).map_err(|e| anyhow::anyhow!("safetensors: {e}"))
+    safetensors_file::write(tensors, metadata)
 }

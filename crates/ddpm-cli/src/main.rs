@@ -10,12 +10,15 @@ mod device;
 mod eval;
 mod export;
 mod gradients;
+mod import;
 mod info;
 mod load;
+mod lucidrains;
 mod output;
 mod picture;
 mod plot;
 mod run_dir;
+mod safetensors_file;
 mod sample;
 mod session;
 mod train;
@@ -42,6 +45,9 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Write the EMA (or raw) weights for the browser, with a model card (and safetensors).
     Export(export::ExportArgs),
+    /// Turn a model trained with lucidrains' denoising-diffusion-pytorch (a Trainer's
+    /// model-N.pt, or a state dict in .pt or .safetensors) into a weights file and card.
+    Import(import::ImportArgs),
     /// Print a weights file's configuration, parameter count and size.
     Info(info::InfoArgs),
     /// Measure a digit model on held-out MNIST: Fréchet distance, class accuracy, class
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Export(args) => export::run(args),
+        Command::Import(args) => import::run(args),
         Command::Info(args) => info::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Classifier(args) => eval::classifier::run(args),

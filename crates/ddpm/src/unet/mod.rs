@@ -7,6 +7,7 @@
 mod attention;
 mod blocks;
 mod config;
+pub mod lucidrains;
 pub mod ops;
 
 pub use attention::{Attention, LinearAttention, NUM_MEM_KV, StageAttention};

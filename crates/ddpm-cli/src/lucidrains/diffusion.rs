@@ -1,0 +1,317 @@
+//! The diffusion of a lucidrains model: from `GaussianDiffusion`'s buffers where the file has
+//! them (`betas` → schedule and T, `loss_weight` → objective and min-SNR weighting), else from
+//! this project's configuration in the file, else from flags, else lucidrains' defaults, said so.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use clap::ValueEnum;
+use ddpm::{BetaSchedule, DiffusionConfig, Objective};
+
+use super::Tensor;
+
+/// `--objective`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum ObjectiveArg {
+    /// ε (the paper's).
+    PredNoise,
+    /// x₀.
+    PredX0,
+    /// v (lucidrains' default).
+    PredV,
+}
+
+/// `--schedule`, with lucidrains' parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// β from 1e-4 to 0.02 (scaled by 1000 / T).
+    Linear,
+    /// Nichol & Dhariwal's, s = 0.008.
+    Cosine,
+    /// lucidrains' default: start −3, end 3, τ 1.
+    Sigmoid,
+}
+
+/// What a file without `GaussianDiffusion`'s buffers cannot tell (a bare `Unet` state dict).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DiffusionFlags {
+    /// What the network predicts, for a file that does not record it (lucidrains' default:
+    /// pred_v). Refused when the file's buffers say otherwise.
+    #[arg(long, value_enum)]
+    pub objective: Option<ObjectiveArg>,
+    /// The β schedule, for a file that does not record it (lucidrains' default: sigmoid).
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
+    /// The number of diffusion steps T, for a file that does not record it (default 1000).
+    #[arg(long)]
+    pub timesteps: Option<usize>,
+}
+
+/// The schedules to compare a file's β against, with their names for messages.
+const SCHEDULES: [(BetaSchedule, &str); 3] = [
+    (BetaSchedule::Linear, "linear"),
+    (BetaSchedule::COSINE, "cosine (s = 0.008)"),
+    (BetaSchedule::SIGMOID, "sigmoid (−3, 3, τ = 1)"),
+];
+
+/// The diffusion of a model whose file has `buffers` (possibly none) and, from `ddpm export
+/// --lucidrains`, `known`; and the lines saying what was assumed.
+pub fn infer_diffusion(
+    buffers: &BTreeMap<String, Tensor>,
+    known: Option<&DiffusionConfig>,
+    flags: &DiffusionFlags,
+) -> Result<(DiffusionConfig, Vec<String>)> {
+    let mut assumed = Vec::new();
+    let flag_schedule = flags.schedule.map(|s| match s {
+        ScheduleArg::Linear => BetaSchedule::Linear,
+        ScheduleArg::Cosine => BetaSchedule::COSINE,
+        ScheduleArg::Sigmoid => BetaSchedule::SIGMOID,
+    });
+    let flag_objective = flags.objective.map(|o| match o {
+        ObjectiveArg::PredNoise => Objective::PredNoise,
+        ObjectiveArg::PredX0 => Objective::PredX0,
+        ObjectiveArg::PredV => Objective::PredV,
+    });
+    let (timesteps, beta_schedule) = match buffers.get("betas") {
+        Some(betas) => {
+            let schedule = match_schedule(&betas.values)?;
+            agree("--schedule", flag_schedule, schedule, schedule_name)?;
+            agree("--timesteps", flags.timesteps, betas.values.len(), |t| {
+                t.to_string()
+            })?;
+            (betas.values.len(), schedule)
+        }
+        None => match known {
+            Some(k) => (k.timesteps, k.beta_schedule),
+            None => {
+                let t = flags.timesteps.unwrap_or_else(|| {
+                    assumed.push("T = 1000 (lucidrains' default; --timesteps)".into());
+                    1000
+                });
+                let s = flag_schedule.unwrap_or_else(|| {
+                    assumed.push("the sigmoid schedule (lucidrains' default; --schedule)".into());
+                    BetaSchedule::SIGMOID
+                });
+                (t, s)
+            }
+        },
+    };
+    if timesteps == 0 {
+        bail!("--timesteps must be at least 1");
+    }
+    let (objective, min_snr_gamma) = match (buffers.get("loss_weight"), known) {
+        (Some(weights), _) => {
+            let found = match_objective(&weights.values, beta_schedule, timesteps)?;
+            agree("--objective", flag_objective, found.0, |o| {
+                objective_name(o).into()
+            })?;
+            found
+        }
+        (None, Some(k)) => (k.objective, k.min_snr_gamma),
+        (None, None) => {
+            let objective = flag_objective.unwrap_or_else(|| {
+                assumed.push("the v objective (lucidrains' default; --objective)".into());
+                Objective::PredV
+            });
+            (objective, None)
+        }
+    };
+    let config = DiffusionConfig {
+        timesteps,
+        beta_schedule,
+        objective,
+        min_snr_gamma,
+        ..known.cloned().unwrap_or_default()
+    };
+    Ok((config, assumed))
+}
+
+/// A flag given for what the file already says must say the same.
+fn agree<T: PartialEq>(flag: &str, given: Option<T>, file: T, name: fn(T) -> String) -> Result<()> {
+    match given {
+        Some(given) if given != file => bail!(
+            "{flag} {} contradicts the file's buffers, which say {}",
+            name(given),
+            name(file)
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn schedule_name(schedule: BetaSchedule) -> String {
+    SCHEDULES
+        .iter()
+        .find(|(s, _)| *s == schedule)
+        .map_or_else(|| format!("{schedule:?}"), |(_, name)| name.to_string())
+}
+
+/// lucidrains' name of an objective.
+fn objective_name(objective: Objective) -> &'static str {
+    match objective {
+        Objective::PredNoise => "pred_noise",
+        Objective::PredX0 => "pred_x0",
+        Objective::PredV => "pred_v",
+    }
+}
+
+/// The schedule whose β the file's `betas` are (as f32, the way lucidrains stores them).
+fn match_schedule(betas: &[f32]) -> Result<BetaSchedule> {
+    for (schedule, _) in SCHEDULES {
+        let ours = schedule.betas(betas.len());
+        let same = ours
+            .iter()
+            .zip(betas)
+            .all(|(a, b)| (*a as f32 - b).abs() <= 1e-6 * b.abs() + 1e-9);
+        if same {
+            return Ok(schedule);
+        }
+    }
+    let names: Vec<&str> = SCHEDULES.iter().map(|(_, n)| *n).collect();
+    bail!(
+        "`betas` ({} steps, {:.3e} … {:.3e}) match none of the schedules implemented here: {}",
+        betas.len(),
+        betas.first().copied().unwrap_or(0.0),
+        betas.last().copied().unwrap_or(0.0),
+        names.join(", ")
+    )
+}
+
+/// The objective and min-SNR γ whose loss weights lucidrains computes as `loss_weight`:
+/// `clip(snr) / snr` for ε, `clip(snr)` for x₀, `clip(snr) / (snr + 1)` for v, where
+/// `clip(snr) = min(snr, γ)` with min-SNR weighting and `snr` without.
+fn match_objective(
+    weights: &[f32],
+    schedule: BetaSchedule,
+    timesteps: usize,
+) -> Result<(Objective, Option<f64>)> {
+    if weights.len() != timesteps {
+        bail!(
+            "`loss_weight` has {} entries but `betas` {timesteps}",
+            weights.len()
+        );
+    }
+    let mut alpha_bar = 1.0;
+    let snr: Vec<f64> = schedule
+        .betas(timesteps)
+        .iter()
+        .map(|beta| {
+            alpha_bar *= 1.0 - beta;
+            alpha_bar / (1.0 - alpha_bar)
+        })
+        .collect();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b.abs() + 1e-7;
+    for objective in [Objective::PredNoise, Objective::PredV, Objective::PredX0] {
+        // The weight times this is the clipped SNR.
+        let clipped: Vec<f64> = weights
+            .iter()
+            .zip(&snr)
+            .map(|(w, s)| {
+                f64::from(*w)
+                    * match objective {
+                        Objective::PredNoise => *s,
+                        Objective::PredV => s + 1.0,
+                        Objective::PredX0 => 1.0,
+                    }
+            })
+            .collect();
+        if clipped.iter().zip(&snr).all(|(c, s)| close(*c, *s)) {
+            return Ok((objective, None));
+        }
+        let gamma = clipped.iter().copied().fold(f64::MIN, f64::max);
+        if clipped
+            .iter()
+            .zip(&snr)
+            .all(|(c, s)| close(*c, s.min(gamma)))
+        {
+            // γ as the user wrote it (5, not 4.9999995 from an f32 weight).
+            let gamma = format!("{gamma:.5e}").parse().unwrap_or(gamma);
+            return Ok((objective, Some(gamma)));
+        }
+    }
+    bail!(
+        "`loss_weight` matches none of pred_noise, pred_v, pred_x0 (with or without min-SNR weighting)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(objective: Objective, gamma: Option<f64>, t: usize) -> Vec<f32> {
+        let mut alpha_bar = 1.0;
+        BetaSchedule::COSINE
+            .betas(t)
+            .iter()
+            .map(|beta| {
+                alpha_bar *= 1.0 - beta;
+                let snr: f64 = alpha_bar / (1.0 - alpha_bar);
+                let clipped = gamma.map_or(snr, |g| snr.min(g));
+                (match objective {
+                    Objective::PredNoise => clipped / snr,
+                    Objective::PredV => clipped / (snr + 1.0),
+                    Objective::PredX0 => clipped,
+                }) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn loss_weights_tell_the_objective_and_min_snr_gamma() {
+        for objective in [Objective::PredNoise, Objective::PredV, Objective::PredX0] {
+            for gamma in [None, Some(5.0)] {
+                let w = weights(objective, gamma, 100);
+                assert_eq!(
+                    match_objective(&w, BetaSchedule::COSINE, 100).expect("matches"),
+                    (objective, gamma)
+                );
+            }
+        }
+        let err = match_objective(&[0.5; 100], BetaSchedule::COSINE, 100).expect_err("none");
+        assert!(
+            err.to_string().contains("`loss_weight` matches none"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn betas_tell_the_schedule_and_flags_must_agree() {
+        for (schedule, _) in SCHEDULES {
+            let betas: Vec<f32> = schedule.betas(50).iter().map(|b| *b as f32).collect();
+            assert_eq!(match_schedule(&betas).expect("matches"), schedule);
+        }
+        let err = match_schedule(&[0.1, 0.2, 0.3]).expect_err("no schedule");
+        assert!(err.to_string().contains("match none"), "{err}");
+        let betas: Vec<f32> = BetaSchedule::Linear
+            .betas(20)
+            .iter()
+            .map(|b| *b as f32)
+            .collect();
+        let buffers = BTreeMap::from([(
+            "betas".to_string(),
+            Tensor {
+                shape: vec![20],
+                values: betas,
+            },
+        )]);
+        let flags = DiffusionFlags {
+            schedule: Some(ScheduleArg::Cosine),
+            ..DiffusionFlags::default()
+        };
+        let err = infer_diffusion(&buffers, None, &flags).expect_err("contradiction");
+        assert_eq!(
+            err.to_string(),
+            "--schedule cosine (s = 0.008) contradicts the file's buffers, which say linear"
+        );
+        let (config, assumed) =
+            infer_diffusion(&buffers, None, &DiffusionFlags::default()).expect("linear");
+        assert_eq!(
+            (config.timesteps, config.beta_schedule),
+            (20, BetaSchedule::Linear)
+        );
+        assert_eq!(
+            assumed,
+            ["the v objective (lucidrains' default; --objective)"]
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! `ddpm import` and `ddpm export --lucidrains` on the lucidrains fixtures
+//! (`tests/fixtures/lucidrains`, made by lucidrains' own Trainer).
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/lucidrains")
+        .join(name)
+        .to_str()
+        .expect("utf8")
+        .to_string()
+}
+
+fn card(weights: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(weights.with_extension("json")).expect("card");
+    serde_json::from_str(&text).expect("json")
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf8")
+}
+
+#[test]
+fn a_trainer_checkpoint_imports_samples_and_comes_back_identical_through_export() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let at = |name: &str| dir.path().join(name);
+    let checkpoint = fixture("model-2.pt");
+    let err = fails(&["import", &checkpoint, "-o", s(&at("a.bpk"))]);
+    assert!(err.contains("give --image-size"), "{err}");
+    assert!(!at("a.bpk").exists());
+
+    ok(&[
+        "import",
+        &checkpoint,
+        "--image-size",
+        "8",
+        "-o",
+        s(&at("a.bpk")),
+    ]);
+    let a = card(&at("a.bpk"));
+    let imported = &a["imported_from"];
+    assert_eq!(imported["file"], "model-2.pt", "the card names no folder");
+    let source = std::fs::read(&checkpoint).expect("fixture");
+    assert_eq!(imported["sha256"], sha256(&source));
+    assert_eq!(imported["keys"], "ema.ema_model.model.");
+    assert_eq!(imported["lucidrains_version"], "2.3.1");
+    assert_eq!(
+        (&a["steps_trained"], &a["averaging"]),
+        (&2.into(), &"ema".into())
+    );
+    let diffusion = &a["config"]["diffusion"];
+    assert_eq!(diffusion["timesteps"], 20);
+    assert_eq!(diffusion["beta_schedule"]["kind"], "sigmoid");
+    assert_eq!(diffusion["objective"], "pred_v");
+    assert_eq!(a["config"]["image_size"], serde_json::json!([8, 8]));
+
+    let raw = at("raw.bpk");
+    ok(&[
+        "import",
+        &checkpoint,
+        "--image-size",
+        "8",
+        "--weights",
+        "raw",
+        "-o",
+        s(&raw),
+    ]);
+    assert_eq!(card(&raw)["averaging"], "raw");
+    assert_ne!(
+        std::fs::read(&raw).expect("raw"),
+        std::fs::read(at("a.bpk")).expect("ema")
+    );
+
+    // The imported model samples like any exported one.
+    let png = at("samples.png");
+    ok(&[
+        "sample",
+        s(&at("a.bpk")),
+        "-n",
+        "4",
+        "--steps",
+        "5",
+        "--device",
+        "cpu",
+        "-o",
+        s(&png),
+    ]);
+    assert!(!pixels(&png).is_empty());
+
+    // import → export --lucidrains → import: the same weights file, byte for byte.
+    let lucid = at("lucid.safetensors");
+    ok(&[
+        "export",
+        s(&at("a.bpk")),
+        "-o",
+        s(&at("b.bpk")),
+        "--lucidrains",
+        s(&lucid),
+    ]);
+    ok(&["import", s(&lucid), "-o", s(&at("c.bpk"))]);
+    assert!(std::fs::read(at("a.bpk")).expect("a") == std::fs::read(at("c.bpk")).expect("c"));
+    assert_eq!(card(&at("c.bpk"))["imported_from"]["format"], "safetensors");
+
+    ok(&[
+        "import",
+        &checkpoint,
+        "--image-size",
+        "8",
+        "--f16",
+        "-o",
+        s(&at("h.bpk")),
+    ]);
+    assert_eq!(card(&at("h.bpk"))["precision"], "f16");
+}
+
+#[test]
+fn a_bare_state_dict_takes_what_it_cannot_tell_from_flags_and_says_what_it_assumed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("u.bpk");
+    let run = ddpm()
+        .args([
+            "import",
+            &fixture("unet.safetensors"),
+            "--image-size",
+            "16",
+            "-o",
+            s(&out),
+        ])
+        .args(["--objective", "pred_noise"])
+        .output()
+        .expect("runs");
+    assert!(run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("assumed T = 1000"), "{stderr}");
+    assert!(stderr.contains("assumed the sigmoid schedule"), "{stderr}");
+    let c = card(&out);
+    assert_eq!(c["config"]["diffusion"]["objective"], "pred_noise");
+    assert_eq!(c["config"]["unet"]["self_condition"], true);
+    assert_eq!(
+        c["imported_from"]["assumed"].as_array().map(Vec::len),
+        Some(2)
+    );
+}
+
+#[test]
+fn bad_files_and_flags_get_one_line_and_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let at = |name: &str| dir.path().join(name);
+    let out: PathBuf = at("out.bpk");
+    let checkpoint = std::fs::read(fixture("model-2.pt")).expect("fixture");
+    std::fs::write(at("cut.pt"), &checkpoint[..checkpoint.len() / 2]).expect("write");
+    std::fs::write(at("notes.pt"), b"{\"not\": \"a checkpoint\"}").expect("write");
+    let size = ["--image-size", "8", "-o", s(&out)];
+    for (file, expected) in [
+        (
+            s(&at("cut.pt")),
+            "cut.pt: neither safetensors nor a readable PyTorch file",
+        ),
+        (
+            s(&at("notes.pt")),
+            "notes.pt: neither safetensors nor a readable PyTorch file",
+        ),
+        (s(&at("missing.pt")), "missing.pt: cannot read"),
+    ] {
+        let err = fails(&[&["import", file][..], &size].concat());
+        assert!(err.contains(expected), "{err}");
+        assert!(!out.exists());
+    }
+    let checkpoint = fixture("model-2.pt");
+    let err = fails(&[&["import", &checkpoint, "--schedule", "linear"][..], &size].concat());
+    assert!(
+        err.contains("--schedule linear contradicts the file's buffers"),
+        "{err}"
+    );
+    let err = fails(
+        &[
+            &["import", &checkpoint, "--image-size", "7"][..],
+            &["-o", s(&out)],
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("image size 7×7 must be divisible by 2"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    std::fs::write(&out, b"keep me").expect("write");
+    let err = fails(&[&["import", &checkpoint][..], &size].concat());
+    assert!(
+        err.ends_with("exists; pass --force to overwrite it"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&out).expect("kept"), b"keep me");
+
+    // The shipped digit model is class-conditional: lucidrains has no Unet for it.
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/models/mnist.bpk");
+    let (bpk, lucid) = (at("m.bpk"), at("m.safetensors"));
+    let err = fails(&[
+        "export",
+        s(&mnist),
+        "-o",
+        s(&bpk),
+        "--lucidrains",
+        s(&lucid),
+    ]);
+    assert!(
+        err.contains("class-conditional model has no lucidrains counterpart"),
+        "{err}"
+    );
+    assert!(!bpk.exists() && !lucid.exists());
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -58,6 +58,8 @@ sampler.addEventListener('ddpm-ready', ({ detail: { card } }) => {
   if (steps) parts.push(`${steps.toLocaleString('en')} training steps`);
   if (seconds) parts.push(`${(seconds / 60).toFixed(0)} min of training`);
   if (card.dataset) parts.push(`data: ${card.dataset}`);
+  const imported = card.imported_from;
+  if (imported) parts.push(`imported from ${imported.file}${imported.lucidrains_version ? ` (lucidrains ${imported.lucidrains_version})` : ''}`);
   // What `ddpm eval` measured (on held-out MNIST): the best class accuracy of these weights.
   const rows = (card.evaluation?.samples ?? []).filter((r) => r.weights === (card.averaging ?? 'ema') && r.accuracy != null);
   if (rows.length) {

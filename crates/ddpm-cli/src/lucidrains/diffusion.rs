@@ -102,7 +102,10 @@ pub fn infer_diffusion(
     }
     let (objective, min_snr_gamma) = match (buffers.get("loss_weight"), known) {
         (Some(weights), _) => {
-            let found = match_objective(&weights.values, beta_schedule, timesteps)?;
+            // ᾱ from the schedule in f64, not the file's f32 ᾱ: near t = 0, where ᾱ → 1, the
+            // SNR ᾱ / (1 − ᾱ) of an f32 ᾱ is off in the 3rd digit.
+            let alphas_cumprod = alphas_cumprod(beta_schedule, timesteps);
+            let found = match_objective(&weights.values, &alphas_cumprod)?;
             agree("--objective", flag_objective, found.0, |o| {
                 objective_name(o).into()
             })?;
@@ -155,14 +158,16 @@ fn objective_name(objective: Objective) -> &'static str {
     }
 }
 
-/// The schedule whose β the file's `betas` are (as f32, the way lucidrains stores them).
+/// The schedule whose β the file's `betas` are (as f32, the way lucidrains stores them). The
+/// last β of the sigmoid and cosine schedules divide two ᾱ near 0: lucidrains' float64 and
+/// this crate's agree there to about 1e-5, not to f32's last digit.
 fn match_schedule(betas: &[f32]) -> Result<BetaSchedule> {
     for (schedule, _) in SCHEDULES {
         let ours = schedule.betas(betas.len());
         let same = ours
             .iter()
             .zip(betas)
-            .all(|(a, b)| (*a as f32 - b).abs() <= 1e-6 * b.abs() + 1e-9);
+            .all(|(a, b)| (a - f64::from(*b)).abs() <= 1e-4 * f64::from(b.abs()) + 1e-9);
         if same {
             return Ok(schedule);
         }
@@ -177,29 +182,31 @@ fn match_schedule(betas: &[f32]) -> Result<BetaSchedule> {
     )
 }
 
-/// The objective and min-SNR γ whose loss weights lucidrains computes as `loss_weight`:
-/// `clip(snr) / snr` for ε, `clip(snr)` for x₀, `clip(snr) / (snr + 1)` for v, where
-/// `clip(snr) = min(snr, γ)` with min-SNR weighting and `snr` without.
-fn match_objective(
-    weights: &[f32],
-    schedule: BetaSchedule,
-    timesteps: usize,
-) -> Result<(Objective, Option<f64>)> {
-    if weights.len() != timesteps {
-        bail!(
-            "`loss_weight` has {} entries but `betas` {timesteps}",
-            weights.len()
-        );
-    }
+/// ᾱ_t of `schedule`.
+fn alphas_cumprod(schedule: BetaSchedule, timesteps: usize) -> Vec<f64> {
     let mut alpha_bar = 1.0;
-    let snr: Vec<f64> = schedule
+    schedule
         .betas(timesteps)
         .iter()
         .map(|beta| {
             alpha_bar *= 1.0 - beta;
-            alpha_bar / (1.0 - alpha_bar)
+            alpha_bar
         })
-        .collect();
+        .collect()
+}
+
+/// The objective and min-SNR γ whose loss weights lucidrains computes as `loss_weight`:
+/// `clip(snr) / snr` for ε, `clip(snr)` for x₀, `clip(snr) / (snr + 1)` for v, where
+/// `clip(snr) = min(snr, γ)` with min-SNR weighting and `snr` without.
+fn match_objective(weights: &[f32], alphas_cumprod: &[f64]) -> Result<(Objective, Option<f64>)> {
+    if weights.len() != alphas_cumprod.len() {
+        bail!(
+            "`loss_weight` has {} entries but `betas` {}",
+            weights.len(),
+            alphas_cumprod.len()
+        );
+    }
+    let snr: Vec<f64> = alphas_cumprod.iter().map(|a| a / (1.0 - a)).collect();
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b.abs() + 1e-7;
     for objective in [Objective::PredNoise, Objective::PredV, Objective::PredX0] {
         // The weight times this is the clipped SNR.
@@ -261,13 +268,15 @@ mod tests {
         for objective in [Objective::PredNoise, Objective::PredV, Objective::PredX0] {
             for gamma in [None, Some(5.0)] {
                 let w = weights(objective, gamma, 100);
+                let abar = alphas_cumprod(BetaSchedule::COSINE, 100);
                 assert_eq!(
-                    match_objective(&w, BetaSchedule::COSINE, 100).expect("matches"),
+                    match_objective(&w, &abar).expect("matches"),
                     (objective, gamma)
                 );
             }
         }
-        let err = match_objective(&[0.5; 100], BetaSchedule::COSINE, 100).expect_err("none");
+        let abar = alphas_cumprod(BetaSchedule::COSINE, 100);
+        let err = match_objective(&[0.5; 100], &abar).expect_err("none");
         assert!(
             err.to_string().contains("`loss_weight` matches none"),
             "{err}"

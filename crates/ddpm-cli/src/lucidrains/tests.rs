@@ -317,3 +317,54 @@ fn corrupted_files_are_refused_cleanly_and_never_panic() {
     eprintln!("corruptions: {refused} refused, {read_ok} read");
     assert!(refused > 1000, "refused {refused}, read {read_ok}");
 }
+
+#[test]
+fn lucidrains_own_buffers_at_t_1000_tell_schedule_objective_and_min_snr() {
+    let bytes = std::fs::read(fixture("schedules.safetensors")).expect("fixture");
+    let file = safetensors_file::read(bytes).expect("safetensors");
+    for (name, schedule, objective, gamma) in [
+        (
+            "sigmoid.pred_v",
+            BetaSchedule::SIGMOID,
+            Objective::PredV,
+            None,
+        ),
+        (
+            "cosine.pred_noise",
+            BetaSchedule::COSINE,
+            Objective::PredNoise,
+            Some(5.0),
+        ),
+        (
+            "linear.pred_x0",
+            BetaSchedule::Linear,
+            Objective::PredX0,
+            None,
+        ),
+    ] {
+        let buffers = ["betas", "loss_weight"]
+            .into_iter()
+            .map(|buffer| {
+                let stored = &file.tensors[&format!("{name}.{buffer}")];
+                let values = stored
+                    .bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                let shape = stored.shape.clone();
+                (buffer.to_string(), Tensor { shape, values })
+            })
+            .collect();
+        let (config, _) = infer_diffusion(&buffers, None, &DiffusionFlags::default()).expect(name);
+        assert_eq!(
+            (
+                config.timesteps,
+                config.beta_schedule,
+                config.objective,
+                config.min_snr_gamma
+            ),
+            (1000, schedule, objective, gamma),
+            "{name}"
+        );
+    }
+}

@@ -7,7 +7,10 @@
 // SITE_DIR defaults to target/site (build it with `trunk build --release --dist ...` to measure
 // what ships). With DDPM_BIN set (a release build of the CLI), each worker count also gets the
 // native step: (time of STEPS steps − time of 1 step) / (STEPS − 1), with RAYON_NUM_THREADS set
-// to the count. Prints one Markdown table row per measurement.
+// to the count. With DDPM_WGPU_ICD set as well (a Vulkan driver's ICD file, e.g. Chromium's own
+// SwiftShader, /usr/lib/chromium/vk_swiftshader_icd.json), the WebGPU row gets `ddpm sample
+// --device wgpu` on that driver: the same adapter as the browser's. Prints one Markdown table
+// row per measurement.
 
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -36,12 +39,13 @@ async function browserRow(webgpu, query) {
   }
 }
 
-function nativeMs(threads) {
+// `env` picks the threads (RAYON_NUM_THREADS) or the Vulkan driver (VK_ICD_FILENAMES).
+function nativeMs(device, env) {
   const run = (s) => {
     const started = process.hrtime.bigint();
-    execFileSync(process.env.DDPM_BIN, ['sample', join(repo, 'www/models/mnist.bpk'), '--device', 'cpu',
+    execFileSync(process.env.DDPM_BIN, ['sample', join(repo, 'www/models/mnist.bpk'), '--device', device,
       '--sampler', 'ddim', '--steps', String(s), '--seed', '0', '-n', n, '--guidance', '3',
-      '-o', join(tmpdir(), 'ddpm-bench.png'), '--force'], { env: { ...process.env, RAYON_NUM_THREADS: String(threads) }, stdio: 'ignore' });
+      '-o', join(tmpdir(), 'ddpm-bench.png'), '--force'], { env: { ...process.env, ...env }, stdio: 'ignore' });
     return Number(process.hrtime.bigint() - started) / 1e6;
   };
   return (run(Number(steps)) - run(1)) / (Number(steps) - 1);
@@ -52,12 +56,15 @@ try {
   console.log('|---|---|---|---|---|---|');
   if (backends !== 'cpu') {
     const r = await browserRow(true, '');
-    console.log(`| ${r.backend} | ${n} | ${r.ms.toFixed(0)} | ${(r.firstStep / 1000).toFixed(1)} s | | |`);
+    const icd = process.env.DDPM_BIN && process.env.DDPM_WGPU_ICD;
+    const native = icd ? nativeMs('wgpu', { VK_ICD_FILENAMES: icd }) : null;
+    const ratio = native ? (r.ms / native).toFixed(2) : '';
+    console.log(`| ${r.backend} | ${n} | ${r.ms.toFixed(0)} | ${(r.firstStep / 1000).toFixed(1)} s | ${native?.toFixed(0) ?? ''} | ${ratio} |`);
   }
   if (backends !== 'webgpu') {
     for (const k of workers.split(',').map(Number)) {
       const r = await browserRow(false, `&backend=cpu&workers=${k}`);
-      const native = process.env.DDPM_BIN ? nativeMs(k) : null;
+      const native = process.env.DDPM_BIN ? nativeMs('cpu', { RAYON_NUM_THREADS: String(k) }) : null;
       const ratio = native ? (r.ms / native).toFixed(2) : '';
       console.log(`| ${r.backend.replace(/ · \d+ workers$/, "")} (${k} worker${k > 1 ? "s" : ""}) | ${n} | ${r.ms.toFixed(0)} | ${(r.firstStep / 1000).toFixed(1)} s | ${native?.toFixed(0) ?? ''} | ${ratio} |`);
     }

@@ -4,6 +4,7 @@
 mod common;
 mod eval;
 mod import;
+mod steer;
 mod warm_start;
 #[cfg(feature = "wgpu")]
 mod wgpu;

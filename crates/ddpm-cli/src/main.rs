@@ -21,6 +21,7 @@ mod run_dir;
 mod safetensors_file;
 mod sample;
 mod session;
+mod steering;
 mod train;
 mod warm_start;
 

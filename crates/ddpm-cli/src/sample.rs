@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor};
 use clap::ValueEnum;
+use ddpm::steer::Steer;
 use ddpm::{
     ClassChoice, DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler,
     SamplerConfig, SamplerKind, Unet,
@@ -16,6 +17,7 @@ use crate::device::{self, DeviceChoice};
 use crate::load;
 use crate::output;
 use crate::picture::{self, Batch};
+use crate::steering::SteerArgs;
 
 /// `--sampler`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,6 +83,8 @@ pub struct SampleArgs {
     /// Where to sample.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
+    #[command(flatten)]
+    pub steer: SteerArgs,
 }
 
 /// What to sample, independent of where the model came from.
@@ -96,6 +100,8 @@ pub struct SampleOptions {
     pub classes: Option<Vec<usize>>,
     /// Grid columns.
     pub columns: usize,
+    /// Inpainting, SDEdit or interpolation (none for plain sampling).
+    pub steer: Steer,
 }
 
 impl SampleOptions {
@@ -116,6 +122,7 @@ impl SampleOptions {
             // Mixed never fails.
             classes: ClassChoice::Mixed.labels(num_classes, n).ok().flatten(),
             columns: num_classes.unwrap_or_else(|| ddpm::grid::square_columns(n)),
+            steer: Steer::None,
         }
     }
 }
@@ -150,7 +157,17 @@ pub fn sample(
         classes: options.classes.clone(),
     };
     let model = &batch_parts::for_device(model, device);
-    let mut sampler = Sampler::new(&diffusion, options.sampler, request, model, device)?;
+    let steer = options.steer.clone();
+    let part = 0..options.n;
+    let mut sampler = Sampler::new_steered(
+        &diffusion,
+        options.sampler,
+        request,
+        steer,
+        part,
+        model,
+        device,
+    )?;
     let total = sampler.total_steps();
     let read = |t: &Tensor<4>| -> Result<Batch> {
         let values = t
@@ -216,13 +233,17 @@ pub fn run(args: &SampleArgs) -> Result<()> {
             eta: args.eta,
         },
     };
+    let [height, width] = config.image_size;
+    let shape = [config.unet.channels, height, width];
+    let (steer, first_seed) = args.steer.steer(args.n, shape, &selected.device)?;
     let options = SampleOptions {
         sampler: SamplerConfig {
             kind,
             guidance_scale: args.guidance,
             ..SamplerConfig::default()
         },
-        seed: args.seed,
+        seed: first_seed.unwrap_or(args.seed),
+        steer,
         n: args.n,
         classes,
         columns: args

@@ -29,6 +29,7 @@ pub mod sampler;
 pub mod schedule;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod split_batch;
+pub mod steer;
 pub mod unet;
 pub mod vlb;
 pub mod weights;

@@ -7,11 +7,12 @@
 
 use std::ops::Range;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::diffusion::{Denoiser, GaussianDiffusion, Timesteps};
 use crate::noise::NoiseSource;
+use crate::steer::{self, Move, Steer};
 
 /// The variance σ²_t of each ancestral step (§3.2: both give similar results).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +166,30 @@ pub enum SamplerError {
         /// Batch size.
         batch: usize,
     },
+    /// SDEdit's strength outside [0, 1].
+    #[error("strength must be between 0 and 1, got {0}")]
+    Strength(f64),
+    /// RePaint's jump length and repeats must be at least 1.
+    #[error("resampling jump and repeats must be at least 1, got {jump} and {repeats}")]
+    Resample {
+        /// Steps between jumps back.
+        jump: usize,
+        /// Runs of each stretch.
+        repeats: usize,
+    },
+    /// A steering image or mask of another shape than the run's.
+    #[error("the {what} has shape {got:?}, but the run makes images of {expected:?}")]
+    SteerShape {
+        /// `image` or `mask`.
+        what: &'static str,
+        /// Its shape.
+        got: [usize; 4],
+        /// The run's.
+        expected: [usize; 4],
+    },
+    /// Interpolation with injected noise.
+    #[error("interpolation needs DDIM with eta = 0 (a path without injected noise)")]
+    Interpolation,
 }
 
 /// What one step produced. Reading the tensors is the caller's business (asynchronously in the
@@ -187,9 +212,14 @@ pub struct Step {
 pub struct Sampler {
     diffusion: GaussianDiffusion,
     config: SamplerConfig,
-    /// (t, next t) for every step; `None` means the step returns x̂₀.
-    pairs: Vec<(usize, Option<usize>)>,
+    /// The run's moves: network evaluations from t to the next t (`None`: to x̂₀), and
+    /// RePaint's jumps back.
+    moves: Vec<Move>,
     index: usize,
+    /// Network evaluations taken.
+    evaluations: usize,
+    /// What steers the run, its tensors narrowed to this sampler's images.
+    steer: Steer,
     x: Tensor<4>,
     x_start: Option<Tensor<4>>,
     /// Per-image labels (the null class when unconditional), `None` for unconditional models.
@@ -223,6 +253,20 @@ impl Sampler {
         diffusion: &GaussianDiffusion,
         config: SamplerConfig,
         request: SampleRequest,
+        part: Range<usize>,
+        model: &M,
+        device: &Device,
+    ) -> Result<Self, SamplerError> {
+        Self::new_steered(diffusion, config, request, Steer::None, part, model, device)
+    }
+
+    /// Like [`Sampler::new_part`], steered by `steer` (inpainting, SDEdit or interpolation;
+    /// its image and mask hold the whole batch, of the request's shape).
+    pub fn new_steered<M: Denoiser>(
+        diffusion: &GaussianDiffusion,
+        config: SamplerConfig,
+        request: SampleRequest,
+        steer: Steer,
         part: Range<usize>,
         model: &M,
         device: &Device,
@@ -279,13 +323,34 @@ impl Sampler {
             });
         }
         let labels = labels.map(|labels| labels[part.clone()].to_vec());
+        let steer = checked_steer(steer, &config, request.shape, part.clone())?;
+        let moves = steer::moves(&pairs, &steer);
         let mut rng = NoiseSource::new(request.seed);
-        let x = rng.normal_part_tensor(request.shape, part.clone(), device);
+        // Every start draws the plain run's x_T, so that later noise is the plain run's too.
+        let noise = rng.normal_part_tensor(request.shape, part.clone(), device);
+        let abar = &diffusion.schedule().alphas_cumprod;
+        let x = match &steer {
+            Steer::Edit { image, strength } if *strength < 1.0 => {
+                match steer::edit_start(&pairs, *strength) {
+                    Some(t0) => {
+                        let a = f64::from(abar[t0]);
+                        image.clone().mul_scalar(a.sqrt()) + noise.mul_scalar((1.0 - a).sqrt())
+                    }
+                    None => image.clone(),
+                }
+            }
+            Steer::Interpolate { other } => {
+                interpolated_start(request.seed, *other, request.shape, part.clone(), device)
+            }
+            _ => noise,
+        };
         Ok(Self {
             diffusion: diffusion.clone(),
             config,
-            pairs,
+            moves,
             index: 0,
+            evaluations: 0,
+            steer,
             x,
             x_start: None,
             labels,
@@ -303,19 +368,23 @@ impl Sampler {
             .normal_part_tensor(self.batch_shape, self.part.clone(), &device)
     }
 
-    /// The number of network evaluations the whole run takes (T for DDPM).
+    /// The number of network evaluations the whole run takes (T for DDPM; fewer for SDEdit,
+    /// more with RePaint's resampling).
     pub fn total_steps(&self) -> usize {
-        self.pairs.len()
+        self.moves
+            .iter()
+            .filter(|m| matches!(m, Move::Step { .. }))
+            .count()
     }
 
-    /// Steps taken so far.
+    /// Steps (network evaluations) taken so far.
     pub fn steps_done(&self) -> usize {
-        self.index
+        self.evaluations
     }
 
     /// Whether the last step has been taken.
     pub fn is_done(&self) -> bool {
-        self.index == self.pairs.len()
+        self.index == self.moves.len()
     }
 
     /// The current sample: x_T before the first step, the final image after the last.
@@ -325,7 +394,20 @@ impl Sampler {
 
     /// Takes one reverse step with `model`; `None` once the run is complete.
     pub fn step<M: Denoiser>(&mut self, model: &M) -> Option<Step> {
-        let &(t, t_next) = self.pairs.get(self.index)?;
+        let (t, t_next) = loop {
+            match *self.moves.get(self.index)? {
+                Move::Step { t, next } => break (t, next),
+                Move::Renoise { from, to } => {
+                    // q(x_to | x_from): x_to = √(ᾱ_to/ᾱ_from) x_from + √(1 − ᾱ_to/ᾱ_from) ε.
+                    let abar = &self.diffusion.schedule().alphas_cumprod;
+                    let ratio = f64::from(abar[to]) / f64::from(abar[from]);
+                    let z = self.noise();
+                    self.x = self.x.clone().mul_scalar(ratio.sqrt())
+                        + z.mul_scalar((1.0 - ratio).sqrt());
+                    self.index += 1;
+                }
+            }
+        };
         let steps = Timesteps::All(t);
         let output = self.guided_output(model, t);
         let (output, learned) = GaussianDiffusion::split_output(output, self.x.dims()[1]);
@@ -366,16 +448,35 @@ impl Sampler {
             }
             (SamplerKind::Ddim { .. }, None) => x_start.clone(),
         };
+        let x = self.keep_known(x, t_next);
         self.x = x.clone();
         self.x_start = Some(x_start.clone());
-        let index = self.index;
+        let index = self.evaluations;
         self.index += 1;
+        self.evaluations += 1;
         Some(Step {
             index,
             t,
             x,
             x_start,
         })
+    }
+
+    /// RePaint: the kept region of x_next replaced by a sample of q(x_next | x₀) of the known
+    /// image (by the image itself at the end).
+    fn keep_known(&mut self, x: Tensor<4>, next: Option<usize>) -> Tensor<4> {
+        let Steer::Inpaint { image, mask, .. } = &self.steer else {
+            return x;
+        };
+        let (image, mask) = (image.clone(), mask.clone());
+        let known = match next {
+            Some(n) => {
+                let a = f64::from(self.diffusion.schedule().alphas_cumprod[n]);
+                image.mul_scalar(a.sqrt()) + self.noise().mul_scalar((1.0 - a).sqrt())
+            }
+            None => image,
+        };
+        known * mask.clone() + x * (mask.ones_like() - mask)
     }
 
     /// The network output at step `t`, with classifier-free guidance when it is asked for.
@@ -406,6 +507,92 @@ impl Sampler {
             (labels, _) => model.denoise(self.x.clone(), &steps, self_cond, labels.as_deref()),
         }
     }
+}
+
+/// `steer` checked against the run and narrowed to the images `part` of the batch.
+fn checked_steer(
+    steer: Steer,
+    config: &SamplerConfig,
+    shape: [usize; 4],
+    part: Range<usize>,
+) -> Result<Steer, SamplerError> {
+    let [batch, channels, height, width] = shape;
+    let fits = |what: &'static str, t: &Tensor<4>, c: &[usize]| {
+        let [b, tc, h, w] = t.dims();
+        if b == batch && c.contains(&tc) && (h, w) == (height, width) {
+            Ok(t.clone().narrow(0, part.start, part.len()))
+        } else {
+            Err(SamplerError::SteerShape {
+                what,
+                got: [b, tc, h, w],
+                expected: shape,
+            })
+        }
+    };
+    Ok(match steer {
+        Steer::None => Steer::None,
+        Steer::Edit { image, strength } => {
+            if !(0.0..=1.0).contains(&strength) {
+                return Err(SamplerError::Strength(strength));
+            }
+            let image = fits("image", &image, &[channels])?;
+            Steer::Edit { image, strength }
+        }
+        Steer::Inpaint {
+            image,
+            mask,
+            jump,
+            repeats,
+        } => {
+            if jump == 0 || repeats == 0 {
+                return Err(SamplerError::Resample { jump, repeats });
+            }
+            let image = fits("image", &image, &[channels])?;
+            let mask = fits("mask", &mask, &[1, channels])?;
+            let [b, _, h, w] = mask.dims();
+            let mask = mask.expand([b, channels, h, w]);
+            Steer::Inpaint {
+                image,
+                mask,
+                jump,
+                repeats,
+            }
+        }
+        Steer::Interpolate { other } => match config.kind {
+            SamplerKind::Ddim { eta: 0.0, .. } => Steer::Interpolate { other },
+            _ => return Err(SamplerError::Interpolation),
+        },
+    })
+}
+
+/// Interpolation's x_T for images `part` of `shape`: the slerp, at i/(n−1), of the x_T of a
+/// one-image run of `seed` and of `other`.
+fn interpolated_start(
+    seed: u64,
+    other: u64,
+    shape: [usize; 4],
+    part: Range<usize>,
+    device: &Device,
+) -> Tensor<4> {
+    let [batch, channels, height, width] = shape;
+    let size = channels * height * width;
+    let a = NoiseSource::new(seed).normals(size);
+    let b = NoiseSource::new(other).normals(size);
+    let values: Vec<f32> = part
+        .clone()
+        .flat_map(|i| {
+            let w = if batch > 1 {
+                i as f64 / (batch - 1) as f64
+            } else {
+                0.0
+            };
+            steer::slerp(&a, &b, w)
+        })
+        .collect();
+    Tensor::from_data(
+        TensorData::new(values, [part.len(), channels, height, width]),
+        device,
+    )
 }
 
 /// DDIM's (t, next t) pairs, spaced as lucidrains' code does: `linspace(−1, T−1, steps+1)` truncated

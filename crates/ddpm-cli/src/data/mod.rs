@@ -154,7 +154,7 @@ impl RawImages {
 
 /// One image as channel-major bytes at the training size: transparent pixels composited on
 /// white, resized so the shorter side fits and centre-cropped, grayscale or RGB.
-fn to_training_pixels(image: &DynamicImage, shaping: &Shaping) -> Vec<u8> {
+pub(crate) fn to_training_pixels(image: &DynamicImage, shaping: &Shaping) -> Vec<u8> {
     let side = shaping.image_size as u32;
     let rgb = if image.color().has_alpha() {
         let rgba = image.to_rgba8();

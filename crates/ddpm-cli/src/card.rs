@@ -175,17 +175,18 @@ impl WarmStart {
     }
 }
 
-/// Writes `model` as the weights file `out` (atomically; an existing one only with `force`)
-/// and its card beside it (`out` with `.json`), as `export` and `import` do.
+/// Writes `model` as the weights file `out` (f16 or f32; atomically; an existing one only
+/// with `force`) and its card beside it (`out` with `.json`), as `export` and `import` do.
 pub fn write_weights_and_card(
     model: &Unet,
     config: ModelConfig,
-    precision: Precision,
+    f16: bool,
     out: &Path,
     origin: Origin,
     evaluations: Vec<Report>,
     force: bool,
 ) -> Result<ModelCard> {
+    let precision = if f16 { Precision::F16 } else { Precision::F32 };
     weights::save(model, &config, precision, out, force)?;
     let bytes =
         std::fs::read(out).with_context(|| format!("{}: cannot read back", out.display()))?;

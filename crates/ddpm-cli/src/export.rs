@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use burn::store::ModuleSnapshot;
 use burn::tensor::Device;
-use ddpm::weights::Precision;
 use ddpm::{ModelConfig, Unet};
 
 use crate::card::{self, Origin};
@@ -103,15 +102,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         Some(path) => Some((path, lucidrains::to_safetensors(&model, &config)?)),
         None => None,
     };
-    let precision = if args.f16 {
-        Precision::F16
-    } else {
-        Precision::F32
-    };
     let card = card::write_weights_and_card(
         &model,
         config,
-        precision,
+        args.f16,
         &args.out,
         origin,
         evaluations,
@@ -127,7 +121,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         "wrote {} ({} bytes, {:?}, sha256 {}) and {}",
         args.out.display(),
         card.bytes,
-        precision,
+        card.precision,
         card.sha256,
         card_path.display()
     );

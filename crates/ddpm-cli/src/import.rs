@@ -7,7 +7,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::Device;
 use ddpm::ModelConfig;
 use ddpm::unet::lucidrains as keys;
-use ddpm::weights::Precision;
 
 use crate::card::{self, Imported, Origin, Provenance};
 use crate::load::WeightsChoice;
@@ -134,15 +133,10 @@ pub fn run(args: &ImportArgs) -> Result<()> {
             ..Provenance::default()
         },
     };
-    let precision = if args.f16 {
-        Precision::F16
-    } else {
-        Precision::F32
-    };
     let card = card::write_weights_and_card(
         &model,
         config,
-        precision,
+        args.f16,
         &args.out,
         origin,
         vec![],

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::Device;
 use ddpm::ModelConfig;
-use ddpm::unet::lucidrains as keys;
 
 use crate::card::{self, Imported, Origin, Provenance};
 use crate::load::WeightsChoice;
@@ -80,7 +79,7 @@ pub fn run(args: &ImportArgs) -> Result<()> {
     // What `export --lucidrains` recorded is used where the tensors agree with it, for what
     // they cannot tell (dropout, the time embedding's θ) and to read back identical weights.
     let known = match &dict.config {
-        Some(known) if same_layout(&known.unet, &inferred, &device) => Some(known),
+        Some(known) if same_layout(&known.unet, &inferred) => Some(known),
         Some(_) => {
             bail!("{file}: its metadata `ddpm.config` describes another U-Net than its tensors")
         }
@@ -157,19 +156,21 @@ pub fn run(args: &ImportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether two configurations build U-Nets with the same tensors.
-fn same_layout(a: &ddpm::UnetConfig, b: &ddpm::UnetConfig, device: &Device) -> bool {
-    let shapes = |c: &ddpm::UnetConfig| {
-        c.try_init(device)
-            .map(|m| {
-                keys::state_dict(&m)
-                    .into_iter()
-                    .map(|e| (e.key, e.shape))
-                    .collect::<Vec<_>>()
-            })
-            .ok()
-    };
-    a.validate().is_ok() && shapes(a) == shapes(b)
+/// Whether `known` (a file's metadata) describes the U-Net whose tensors gave `inferred`: the
+/// same once its defaults are spelled as inference spells them, leaving what tensors cannot
+/// tell (dropout, θ). Compared, not built: metadata is no bound on what it asks to allocate.
+fn same_layout(known: &ddpm::UnetConfig, inferred: &ddpm::UnetConfig) -> bool {
+    let levels = known.dim_mults.len();
+    let innermost_only: Vec<bool> = (0..levels).map(|i| i + 1 == levels).collect();
+    let default_out = known.channels * if known.learned_variance { 2 } else { 1 };
+    let spelled = known
+        .clone()
+        .with_init_dim(known.init_dim.filter(|d| *d != known.dim))
+        .with_out_dim(known.out_dim.filter(|o| *o != default_out))
+        .with_full_attn(known.full_attn.clone().filter(|f| *f != innermost_only))
+        .with_dropout(inferred.dropout)
+        .with_sinusoidal_pos_emb_theta(inferred.sinusoidal_pos_emb_theta);
+    spelled == *inferred
 }
 
 #[cfg(test)]
@@ -185,5 +186,26 @@ mod tests {
             Err("`0` is not an image size (e.g. 32 or 32x48)".into())
         );
         assert!(parse_image_size("32x").is_err());
+    }
+
+    #[test]
+    fn metadata_describes_the_tensors_u_net_up_to_what_tensors_cannot_tell() {
+        let inferred = ddpm::UnetConfig::new(8)
+            .with_dim_mults(vec![1, 2])
+            .with_channels(1);
+        let spelled_out = inferred
+            .clone()
+            .with_init_dim(Some(8))
+            .with_out_dim(Some(1))
+            .with_full_attn(Some(vec![false, true]))
+            .with_dropout(0.1);
+        assert!(same_layout(&spelled_out, &inferred));
+        let wider = ddpm::UnetConfig {
+            dim: 16,
+            ..inferred.clone()
+        };
+        assert!(!same_layout(&wider, &inferred));
+        let full = inferred.clone().with_full_attn(Some(vec![true, true]));
+        assert!(!same_layout(&full, &inferred));
     }
 }

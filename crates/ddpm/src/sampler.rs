@@ -1,5 +1,6 @@
 //! The reverse process, one step per call: ancestral DDPM sampling (Ho et al. 2020,
-//! Algorithm 2), DDIM (Song et al. 2021) and classifier-free guidance (Ho & Salimans 2022).
+//! Algorithm 2), DDIM (Song et al. 2021) and classifier-free guidance (Ho & Salimans 2022),
+//! optionally steered (SDEdit, RePaint, interpolation: [`crate::steer`]).
 //!
 //! The CLI and the browser drive the same [`Sampler`]: they call [`Sampler::step`] until it
 //! returns `None` and decide after each step what to show. A step only enqueues tensor work and

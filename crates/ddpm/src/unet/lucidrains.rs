@@ -201,6 +201,12 @@ pub fn infer_config(shapes: &BTreeMap<String, Vec<usize>>) -> Result<UnetConfig,
         dim_in = dim_out;
     }
     heads.push(attention_heads("mid_attn", true, shapes)?);
+    // The widest conv, checked before anything is built: its tensor is in the file, so what
+    // the inferred U-Net allocates stays within a small multiple of the file's size.
+    let key = "mid_block1.block1.proj.weight";
+    if shape(key)? != [dim_in, dim_in, 3, 3] {
+        return Err(bad(key, format!("[{dim_in}, {dim_in}, 3, 3]")));
+    }
     if let Some((i, other)) = heads.iter().enumerate().find(|(_, h)| **h != heads[0]) {
         let at = |i: usize| match i {
             i if i == levels => "mid_attn".to_string(),
@@ -401,6 +407,8 @@ mod tests {
             out.contains("`final_conv.weight` has shape [5, 8, 1, 1]"),
             "{out}"
         );
+        let wide = with("mid_block1.block1.proj.weight", vec![4096, 16, 3, 3]);
+        assert!(wide.contains("expected [16, 16, 3, 3]"), "{wide}");
         let mut missing = base.clone();
         missing.remove("mid_attn.mem_kv");
         assert_eq!(

@@ -1,8 +1,8 @@
 //! The model card: what `export` writes beside a weights file so that the weights can be used
 //! and trusted (their configuration, SHA-256, data, training history and evaluations), and the
 //! record a warm-started run keeps of the weights it started from (`warm_start.json`). Both
-//! carry one [`Provenance`]; `export`, `eval`, `train --init` and `info` read and write cards
-//! through this module only.
+//! carry one [`Provenance`]; `export`, `import`, `eval`, `train --init` and `info` read and
+//! write cards through this module only.
 
 use std::path::Path;
 

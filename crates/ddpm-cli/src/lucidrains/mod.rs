@@ -8,22 +8,23 @@ mod state_dict;
 #[cfg(test)]
 mod tests;
 
+use std::collections::{BTreeMap, HashMap};
+
 use anyhow::{Result, anyhow, bail};
 use burn::store::ModuleSnapshot;
 use burn::store::burn_pack;
 use burn::tensor::{Bytes, DType, Device};
 use ddpm::unet::lucidrains::{self as keys, LucidrainsError};
 use ddpm::{ModelConfig, Unet};
-use std::collections::{BTreeMap, HashMap};
 
 pub use diffusion::{DiffusionFlags, infer_diffusion};
 pub use state_dict::{StateDict, Tensor, read};
 
 use crate::safetensors_file;
 
-/// The U-Net of `dict` and its configuration; `image_size` is what the file cannot tell.
-/// Every tensor is checked against the layout of the inferred configuration: one missing,
-/// left over, of another shape or not finite is an error naming it.
+/// The U-Net of `dict` and its configuration, read off its tensors. Every tensor is checked
+/// against the layout of that configuration: one missing, left over, of another shape or not
+/// finite is an error naming it (with where the U-Net sits in the file).
 pub fn unet(dict: &StateDict, device: &Device) -> Result<(Unet, ddpm::UnetConfig)> {
     let shapes: BTreeMap<String, Vec<usize>> = dict
         .unet
@@ -33,6 +34,14 @@ pub fn unet(dict: &StateDict, device: &Device) -> Result<(Unet, ddpm::UnetConfig
     let config = keys::infer_config(&shapes).map_err(|e| match e {
         // Name where the U-Net sits in the file, e.g. `ema.ema_model.model.mid_attn.mem_kv`.
         LucidrainsError::Missing(key) => anyhow!("no tensor `{}{key}`", dict.prefix),
+        LucidrainsError::Shape {
+            key,
+            shape,
+            expected,
+        } => anyhow!(
+            "`{}{key}` has shape {shape:?}, expected {expected}",
+            dict.prefix
+        ),
         other => anyhow!(other),
     })?;
     let mut model = config.try_init(device)?;

@@ -329,14 +329,11 @@ impl Sampler {
         let mut rng = NoiseSource::new(request.seed);
         // Every start draws the plain run's x_T, so that later noise is the plain run's too.
         let noise = rng.normal_part_tensor(request.shape, part.clone(), device);
-        let abar = &diffusion.schedule().alphas_cumprod;
         let x = match &steer {
             Steer::Edit { image, strength } if *strength < 1.0 => {
                 match steer::edit_start(&pairs, *strength) {
-                    Some(t0) => {
-                        let a = f64::from(abar[t0]);
-                        image.clone().mul_scalar(a.sqrt()) + noise.mul_scalar((1.0 - a).sqrt())
-                    }
+                    // The forward process q(x_t₀ | x₀), as training noises its images.
+                    Some(t0) => diffusion.q_sample(image.clone(), &Timesteps::All(t0), noise),
                     None => image.clone(),
                 }
             }
@@ -472,8 +469,8 @@ impl Sampler {
         let (image, mask) = (image.clone(), mask.clone());
         let known = match next {
             Some(n) => {
-                let a = f64::from(self.diffusion.schedule().alphas_cumprod[n]);
-                image.mul_scalar(a.sqrt()) + self.noise().mul_scalar((1.0 - a).sqrt())
+                let noise = self.noise();
+                self.diffusion.q_sample(image, &Timesteps::All(n), noise)
             }
             None => image,
         };

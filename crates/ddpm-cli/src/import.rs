@@ -72,7 +72,6 @@ pub fn run(args: &ImportArgs) -> Result<()> {
     }
     output::refuse_existing([&args.out, &card_path], args.force)?;
     let file = args.file.display().to_string();
-    let source = std::fs::read(&args.file).with_context(|| format!("{file}: cannot read"))?;
     let dict = lucidrains::read(&args.file, args.weights).context(file.clone())?;
     let device = Device::flex();
     let (model, inferred) = lucidrains::unet(&dict, &device).context(file.clone())?;
@@ -123,7 +122,7 @@ pub fn run(args: &ImportArgs) -> Result<()> {
             averaging: dict.averaging.map(|w| w.name().to_string()),
             imported_from: Some(Imported {
                 file: name,
-                sha256: card::sha256_hex(&source),
+                sha256: dict.sha256.clone(),
                 format: dict.format.name().to_string(),
                 keys: dict.prefix.clone(),
                 lucidrains_version: dict.version.clone(),

@@ -10,6 +10,7 @@ use burn::store::pytorch_reader::{self, PickleValue, PytorchReader};
 use burn::tensor::{Bytes, DType, TensorData};
 use ddpm::ModelConfig;
 
+use crate::card;
 use crate::load::WeightsChoice;
 use crate::safetensors_file;
 
@@ -46,6 +47,8 @@ impl Format {
 pub struct StateDict {
     /// The container.
     pub format: Format,
+    /// SHA-256 of the whole file, hex.
+    pub sha256: String,
     /// Where the U-Net's keys start in the file (`ema.ema_model.model.`, `model.`, or empty).
     pub prefix: String,
     /// The U-Net's tensors by lucidrains' key (`downs.0.0.block1.proj.weight`).
@@ -78,6 +81,7 @@ pub(crate) struct Lazy {
 /// EMA or raw weights of a checkpoint that has both (default: EMA, or the only U-Net).
 pub fn read(path: &Path, choice: Option<WeightsChoice>) -> Result<StateDict> {
     let bytes = std::fs::read(path).context("cannot read")?;
+    let sha256 = card::sha256_hex(&bytes);
     let (format, lazy, config) = if is_safetensors(&bytes) {
         let (lazy, config) = safetensors_tensors(bytes)?;
         (Format::Safetensors, lazy, config)
@@ -120,6 +124,7 @@ pub fn read(path: &Path, choice: Option<WeightsChoice>) -> Result<StateDict> {
     };
     Ok(StateDict {
         format,
+        sha256,
         prefix,
         unet,
         buffers,

@@ -114,9 +114,9 @@ pub fn to_safetensors(model: &Unet, config: &ModelConfig) -> Result<Vec<u8>> {
             "a class-conditional model has no lucidrains counterpart: lucidrains' Unet takes no classes, and its classifier_free_guidance.Unet has another layout"
         );
     }
-    let entries = keys::state_dict(model);
-    let mut tensors = Vec::with_capacity(entries.len());
-    for (entry, tensor) in entries.into_iter().zip(model.collect(None, None, false)) {
+    let mut tensors = Vec::new();
+    for tensor in model.collect(None, None, false) {
+        let entry = keys::StateDictEntry::of(&tensor);
         let values = safetensors_file::f32_values(&tensor)?;
         let values = if entry.transposed {
             // burn's [in, out] → PyTorch's [out, in].

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::store::ModuleSnapshot;
+use burn::store::{ModuleSnapshot, burn_pack};
 
 use super::{NUM_MEM_KV, Unet, UnetConfig};
 
@@ -46,32 +46,37 @@ pub struct StateDictEntry {
     pub transposed: bool,
 }
 
+impl StateDictEntry {
+    /// lucidrains' key, PyTorch shape and layout of one of a model's tensors (as
+    /// `Module::collect` gives them).
+    pub fn of(tensor: &burn_pack::Tensor) -> Self {
+        let transposed = is_linear_weight(&tensor.name);
+        let mut shape = tensor.shape.as_slice().to_vec();
+        if transposed {
+            shape.reverse();
+        }
+        Self {
+            key: state_dict_key(&tensor.name),
+            path: tensor.name.clone(),
+            shape,
+            transposed,
+        }
+    }
+}
+
 /// Every tensor of `model` with its lucidrains key and PyTorch shape, in burn's order.
 pub fn state_dict(model: &Unet) -> Vec<StateDictEntry> {
     model
         .collect(None, None, false)
-        .into_iter()
-        .map(|tensor| {
-            let transposed = is_linear_weight(&tensor.name);
-            let mut shape = tensor.shape.as_slice().to_vec();
-            if transposed {
-                shape.reverse();
-            }
-            StateDictEntry {
-                key: state_dict_key(&tensor.name),
-                path: tensor.name,
-                shape,
-                transposed,
-            }
-        })
+        .iter()
+        .map(StateDictEntry::of)
         .collect()
 }
 
 /// Whether the tensor at burn path `path` is an `nn.Linear` weight: the ResNet blocks' FiLM
 /// projection (`mlp`) and the time and class MLPs.
 fn is_linear_weight(path: &str) -> bool {
-    path.ends_with(".mlp.weight")
-        || (path.ends_with(".weight") && (path.contains("time_mlp.") || path.contains("_mlp.")))
+    path.ends_with(".mlp.weight") || (path.ends_with(".weight") && path.contains("_mlp."))
 }
 
 /// lucidrains' `state_dict` key for the tensor at burn module path `path`.

@@ -17,6 +17,14 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Little-endian f32 bytes as values.
+fn floats(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
 /// `outputs.safetensors`: inputs and lucidrains' outputs, by name.
 fn outputs() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(fixture("outputs.safetensors")).expect("fixture");
@@ -24,11 +32,8 @@ fn outputs() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     file.tensors
         .into_iter()
         .map(|(name, stored)| {
-            let (shape, bytes) = (stored.shape, stored.bytes);
-            let values = bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let values = floats(&stored.bytes);
+            let shape = stored.shape;
             (name, (shape, values))
         })
         .collect()
@@ -346,11 +351,7 @@ fn lucidrains_own_buffers_at_t_1000_tell_schedule_objective_and_min_snr() {
             .into_iter()
             .map(|buffer| {
                 let stored = &file.tensors[&format!("{name}.{buffer}")];
-                let values = stored
-                    .bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
+                let values = floats(&stored.bytes);
                 let shape = stored.shape.clone();
                 (buffer.to_string(), Tensor { shape, values })
             })

@@ -77,7 +77,7 @@ impl SteerArgs {
                 .with_context(|| format!("{}: not a readable image", path.display()))?;
             let one: Vec<f32> = data::to_training_pixels(&decoded, &shaping)
                 .iter()
-                .map(|&p| f32::from(p) / 127.5 - 1.0)
+                .map(|&p| data::pixel_value(p))
                 .collect();
             let all: Vec<f32> = (0..n).flat_map(|_| one.iter().copied()).collect();
             Ok(Tensor::from_data(

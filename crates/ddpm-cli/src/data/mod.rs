@@ -73,11 +73,10 @@ impl Dataset {
         for (&i, &flip) in indices.iter().zip(flips) {
             let image = &self.pixels[i * len..(i + 1) * len];
             for row in image.chunks(side) {
-                let to_value = |&p: &u8| f32::from(p) / 127.5 - 1.0;
                 if flip {
-                    values.extend(row.iter().rev().map(to_value));
+                    values.extend(row.iter().rev().map(|&p| pixel_value(p)));
                 } else {
-                    values.extend(row.iter().map(to_value));
+                    values.extend(row.iter().map(|&p| pixel_value(p)));
                 }
             }
         }
@@ -150,6 +149,11 @@ impl RawImages {
             class_names: self.class_names,
         }
     }
+}
+
+/// A pixel byte as the network sees it: 0..=255 → [−1, 1].
+pub(crate) fn pixel_value(p: u8) -> f32 {
+    f32::from(p) / 127.5 - 1.0
 }
 
 /// One image as channel-major bytes at the training size: transparent pixels composited on

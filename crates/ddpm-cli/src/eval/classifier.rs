@@ -99,7 +99,7 @@ impl Classifier {
         let mut out = Readout::default();
         for chunk in pixels.chunks(image * batch.max(1)) {
             let n = chunk.len() / image;
-            let values: Vec<f32> = chunk.iter().map(|&p| f32::from(p) / 127.5 - 1.0).collect();
+            let values: Vec<f32> = chunk.iter().map(|&p| data::pixel_value(p)).collect();
             let x = Tensor::from_data(TensorData::new(values, [n, 1, SIDE, SIDE]), device);
             let features = self.features(x);
             let logits = self.logits(features.clone());

@@ -6,10 +6,15 @@
 // Every widget on a page shares the page's engine (one worker on WebGPU, a pool of workers on
 // the CPU; engine.js); a widget starts when it scrolls into view; bad attributes show a message
 // inside it; its DOM lives in a shadow root. Events: ddpm-progress (while loading),
-// ddpm-ready, ddpm-step, ddpm-done, ddpm-error, ddpm-settings.
+// ddpm-ready, ddpm-step, ddpm-done, ddpm-error, ddpm-settings, ddpm-draw (the pad is shown).
+//
+// Modes (`mode`): 'sample' runs from noise; 'finish' and 'fill' show a drawing pad (pad.js) and
+// run from it when asked ("Finish it", "Fill the masked part", `restart()`): SDEdit from the
+// drawing, RePaint of the image's masked part.
 
 import { defaultWorkers, engine } from './engine.js';
 import { Pace } from './pace.js';
+import { Pad, decode, gridCell } from './pad.js';
 import { ATTRIBUTES, randomSeed, readSettings, runOptions } from './settings.js';
 import { CSS, controlsHtml } from './view.js';
 
@@ -36,6 +41,14 @@ export class DdpmSampler extends HTMLElement {
   #queue = Promise.resolve(); // worker calls of this widget, one after another
   #visible = false;
   #generation = 0; // bumps on every restart; stale loops stop
+  #columns = 0; // of the run's grid
+  #pad = null; // the draw modes' Pad, for the model it was made for
+  #drawing = false; // the pad is shown (no run in progress)
+  #picking = false; // 'fill' without an image: a click on the last grid picks one
+  #padRun = false; // the run shown started from the pad (settings changes run it again)
+  #lastGrid = null; // the last finished run's { model, values, n, columns, image }, to pick from
+  #stroke = null; // the pointer's last point while it paints
+  #modelWaiters = []; // setImage()/setMask() calls waiting for the model's size
 
   constructor() {
     super();
@@ -46,6 +59,18 @@ export class DdpmSampler extends HTMLElement {
     this.#root.innerHTML = `<div class="frame"><canvas part="canvas" role="img" aria-label="no images yet"></canvas>
       <div class="status" part="status"></div>
       <div class="error" part="error" role="alert" hidden></div><div class="controls"></div></div>`;
+    const canvas = this.#root.querySelector('canvas');
+    for (const type of ['pointerdown', 'pointermove', 'pointerup', 'pointercancel']) {
+      canvas.addEventListener(type, (e) => this.#pointer(e));
+    }
+    // An image file dropped on the pad becomes its image.
+    canvas.addEventListener('dragover', (e) => this.#drawing && e.preventDefault());
+    canvas.addEventListener('drop', (e) => {
+      const file = e.dataTransfer?.files?.[0];
+      if (!this.#drawing || !file) return;
+      e.preventDefault();
+      this.setImage(file).catch(() => {});
+    });
   }
 
   connectedCallback() {
@@ -90,6 +115,8 @@ export class DdpmSampler extends HTMLElement {
 
   attributeChangedCallback(name, before, after) {
     if (!this.#visible || !this.isConnected || before === after) return;
+    // A new mode or model starts at its pad, not by running the old pad again.
+    if (name === 'mode' || name === 'model') this.#padRun = false;
     this.#changed.add(name);
     clearTimeout(this.#debounce);
     this.#debounce = setTimeout(() => {
@@ -190,6 +217,7 @@ export class DdpmSampler extends HTMLElement {
         this.#emit('ddpm-step', { step: frame.step, total: this.#total, ms: frame.ms });
         if (this.#done === this.#total) {
           this.#syncButtons();
+          await this.#keepGrid(generation);
           this.#emit('ddpm-done', { total: this.#total });
         }
       } catch (e) {
@@ -200,9 +228,9 @@ export class DdpmSampler extends HTMLElement {
     return this.#queue;
   }
 
-  /** Starts over with the current settings. */
+  /** Starts over with the current settings; in the draw modes, runs from the pad. */
   restart() {
-    return this.#restart();
+    return this.#restart({ fromPad: true });
   }
 
   /** The current images as raw values in [−1, 1] (`[n, c, h, w]`, a Float32Array). */
@@ -210,6 +238,34 @@ export class DdpmSampler extends HTMLElement {
     await this.#queue;
     if (!this.#total) throw new Error('ddpm-sampler: no images yet (the widget has not started)');
     return this.#engine.call('values', { runId: this.#runId });
+  }
+
+  /**
+   * The pad's image (the drawing to finish, or the image to fill in): a File/Blob, URL,
+   * ImageBitmap, ImageData, <img> or <canvas>, fitted to the model's size as `ddpm sample
+   * --init` fits it. Shows it when the pad is shown.
+   */
+  async setImage(source) {
+    await this.#onPad(source, (pad, bitmap) => pad.setImage(bitmap));
+    this.#picking = false;
+  }
+
+  /** The mask of 'fill' mode, as `ddpm sample --mask` takes it: light keeps, dark is filled in. */
+  setMask(source) {
+    return this.#onPad(source, (pad, bitmap) => pad.setMask(bitmap));
+  }
+
+  /** What a run from the pad starts from: `{ image, mask }`, `c·h·w` values in [−1, 1] and
+   * `h·w` values (1 keeps, 0 is filled in). */
+  async padValues() {
+    const pad = await this.#padReady();
+    return { image: pad.image(), mask: pad.keep() };
+  }
+
+  /** Images between the starting noise of seeds `a` and `b` (DDIM, η = 0), as a strip. */
+  interpolate(a, b) {
+    this.setAttribute('mode', 'sample');
+    this.setAttribute('interpolate', `${a},${b}`);
   }
 
   /** Saves the grid on the canvas as a PNG. */
@@ -226,7 +282,7 @@ export class DdpmSampler extends HTMLElement {
 
   // --- internals ------------------------------------------------------------------------
 
-  async #restart() {
+  async #restart({ fromPad = false } = {}) {
     const generation = ++this.#generation;
     this.#playing = false;
     // Nothing to play or step until the new run has started.
@@ -257,12 +313,29 @@ export class DdpmSampler extends HTMLElement {
       const [backend, model] = await Promise.all([runner.backend, runner.model(s.model)]);
       const backendName = backend.gpu || backend.workers === 1 ? backend.name : `${backend.name} · ${backend.workers} workers`;
       if (generation !== this.#generation) return;
-      const { total } = await runner.call('start', { key: s.model, runId: this.#runId, options: runOptions(s) });
+      this.#setModel(model);
+      await this.#loadPadSources(s);
+      if (generation !== this.#generation) return;
+      // The draw modes show the pad until asked to run from it (or, with `autoplay` and an
+      // `image`, at once); after a run from the pad, a change of settings runs it again.
+      const auto = s.autoplay && s.image !== null && !this.#drawing;
+      const fromPadNow = s.mode !== 'sample' && (fromPad || auto || (this.#padRun && !this.#drawing));
+      if (s.mode !== 'sample' && !fromPadNow) {
+        this.#backendName = backendName;
+        this.#gpu = backend.gpu;
+        this.#enterDrawing();
+        return;
+      }
+      const pad = fromPadNow ? this.#padOptions() : null;
+      const { total, columns } = await runner.call('start', { key: s.model, runId: this.#runId, options: runOptions(s, pad) });
       if (generation !== this.#generation) return;
       // Kept only now: a restart that a newer one overtook changes nothing.
       this.#backendName = backendName;
       this.#gpu = backend.gpu;
-      this.#model = model;
+      this.#padRun = fromPadNow;
+      this.#drawing = false;
+      this.#picking = false;
+      this.#columns = columns;
       this.#total = total;
       this.#done = 0;
       this.#pace = new Pace(s.drawEvery);
@@ -278,6 +351,182 @@ export class DdpmSampler extends HTMLElement {
   }
 
   #listening = null;
+
+  // --- the draw modes ---------------------------------------------------------------------
+
+  // The model is known: its pad (a new one for a model of another size) and the calls that
+  // waited for it.
+  #setModel(model) {
+    this.#model = model;
+    const { imageSize, channels } = model.info;
+    const pad = this.#pad;
+    if (!pad || pad.height !== imageSize[0] || pad.width !== imageSize[1] || pad.channels !== channels) {
+      this.#pad = new Pad(model.info);
+      this.#loaded = { image: null, mask: null };
+    }
+    for (const resolve of this.#modelWaiters.splice(0)) resolve(this.#pad);
+  }
+
+  #padReady() {
+    return this.#pad && this.#model ? Promise.resolve(this.#pad) : new Promise((resolve) => this.#modelWaiters.push(resolve));
+  }
+
+  // Decodes `source` and applies it to the pad; a bad source is a message in the widget.
+  async #onPad(source, apply) {
+    try {
+      const bitmap = await decode(source);
+      apply(await this.#padReady(), bitmap);
+    } catch (e) {
+      this.#fail(e);
+      throw e;
+    }
+    if (this.#drawing) this.#showPad();
+  }
+
+  // The `image` and `mask` attributes, onto the pad when they name new files.
+  async #loadPadSources(s) {
+    for (const [key, apply] of [['image', (pad, b) => pad.setImage(b)], ['mask', (pad, b) => pad.setMask(b)]]) {
+      if (s[key] === null || s[key] === this.#loaded[key]) continue;
+      try {
+        apply(this.#pad, await decode(s[key]));
+      } catch (e) {
+        throw new Error(`${key}="${this.getAttribute(key)}": ${e.message}`);
+      }
+      this.#loaded[key] = s[key];
+    }
+  }
+
+  #loaded = { image: null, mask: null };
+
+  // The pad's values for a run, or an Error saying what is missing.
+  #padOptions() {
+    const pad = this.#pad;
+    if (this.#settings.mode === 'finish') return { image: pad.image() };
+    if (!pad.given) throw new Error('nothing to fill in: pick a generated image, drop an image here or call setImage()');
+    if (!pad.masked()) throw new Error('paint over the part to fill in first (or call setMask())');
+    return { image: pad.image(), mask: pad.keep() };
+  }
+
+  // Shows the pad (or, in 'fill' without an image, the last grid to pick from) and its tools.
+  #enterDrawing() {
+    this.#drawing = true;
+    const s = this.#settings;
+    const grid = this.#lastGrid?.model === s.model ? this.#lastGrid : null;
+    this.#picking = s.mode === 'fill' && !this.#pad.given && grid !== null;
+    this.#renderControls();
+    if (this.#picking) this.#showGrid();
+    else this.#showPad();
+    this.#emit('ddpm-draw', { mode: s.mode });
+  }
+
+  #showPad() {
+    const canvas = this.#root.querySelector('canvas');
+    const mode = this.#settings.mode;
+    this.#pad.show(canvas, mode);
+    canvas.className = 'drawing';
+    const fill = mode === 'fill';
+    canvas.setAttribute('aria-label', fill ? 'image to fill in; paint the part to generate' : 'drawing pad; draw, then press Finish it');
+    const hint = fill
+      ? this.#pad.given ? 'paint over the part to fill in, then press “Fill the masked part”' : 'drop an image here or choose one with “Image…”'
+      : 'draw here (or drop an image), then press “Finish it”';
+    this.#statusText(`${hint} · ${this.#backendName}`);
+  }
+
+  #showGrid() {
+    const canvas = this.#root.querySelector('canvas');
+    const { image } = this.#lastGrid;
+    canvas.width = image.width;
+    canvas.height = image.height;
+    canvas.getContext('2d').putImageData(image, 0, 0);
+    canvas.className = 'picking';
+    canvas.setAttribute('aria-label', 'generated images: click one to fill in part of it');
+    this.#statusText('click an image to fill in part of it, or drop one here');
+  }
+
+  // The finished run's images, for 'fill' to pick one from.
+  async #keepGrid(generation) {
+    const values = await this.#engine.call('values', { runId: this.#runId });
+    if (generation !== this.#generation) return;
+    const image = this.#frames[this.#total];
+    this.#lastGrid = { model: this.#settings.model, values, n: this.#settings.n, columns: this.#columns, image };
+  }
+
+  // Pointer input on the canvas: painting on the pad, or picking an image of the grid.
+  #pointer(e) {
+    const canvas = e.currentTarget;
+    const box = canvas.getBoundingClientRect();
+    const at = { x: ((e.clientX - box.left) * canvas.width) / box.width, y: ((e.clientY - box.top) * canvas.height) / box.height };
+    if (this.#picking && e.type === 'pointerdown') {
+      const [height, width] = this.#model.info.imageSize;
+      const { values, n, columns } = this.#lastGrid;
+      const index = gridCell(at, { n, columns, width, height });
+      if (index < 0) return;
+      this.#pad.setValues(values, index);
+      this.#picking = false;
+      this.#renderControls();
+      this.#showPad();
+      return;
+    }
+    if (!this.#drawing || this.#picking) return;
+    if (e.type === 'pointerdown') {
+      canvas.setPointerCapture(e.pointerId);
+      this.#stroke = at;
+    } else if (e.type !== 'pointermove') {
+      this.#stroke = null;
+      return;
+    }
+    if (!this.#stroke) return;
+    e.preventDefault();
+    this.#pad.stroke(this.#settings.mode, this.#stroke, at);
+    this.#stroke = at;
+    this.#showPad();
+  }
+
+  // Back to the pad after a run from it: the run stops.
+  #backToPad() {
+    this.#generation++;
+    this.#playing = false;
+    this.#total = 0;
+    this.#done = 0;
+    this.#padRun = false;
+    this.#enterDrawing();
+  }
+
+  #wireDrawTools(box) {
+    const on = (action, handler) => box.querySelector(`[data-action=${action}]`)?.addEventListener('click', handler);
+    const pad = this.#pad;
+    const mode = this.#settings.mode;
+    on('draw', () => this.#backToPad());
+    on('run', () => this.restart());
+    on('pick', () => {
+      this.#picking = true;
+      this.#renderControls();
+      this.#showGrid();
+    });
+    const erase = (erasing) => () => {
+      pad.erasing = erasing;
+      this.#renderControls();
+    };
+    on('brush', erase(false));
+    on('eraser', erase(true));
+    on('clear', () => {
+      pad.clear(mode === 'fill' ? 'mask' : 'image');
+      this.#showPad();
+    });
+    box.querySelector('[name=brush]')?.addEventListener('input', (e) => (pad.brush = Number(e.target.value)));
+    box.querySelector('[name=color]')?.addEventListener('input', (e) => (pad.color = e.target.value));
+    box.querySelector('[name=file]')?.addEventListener('change', (e) => {
+      const file = e.target.files?.[0];
+      if (file) this.setImage(file).catch(() => {});
+    });
+  }
+
+  // What a 'fill' pad can pick from, and the pad's tools, for the controls.
+  #drawState() {
+    const pad = this.#pad;
+    const canPick = this.#lastGrid?.model === this.#settings.model;
+    return { drawing: this.#drawing, erasing: pad?.erasing ?? false, brush: pad?.brush ?? 2.5, color: pad?.color ?? '#000000', canPick };
+  }
 
   // What the engine is loading, shown until the run is ready (and sent as ddpm-progress): the
   // model code's and the weights' bytes, compiling, starting the workers. Progress of a model
@@ -311,6 +560,7 @@ export class DdpmSampler extends HTMLElement {
     if (scrub) scrub.max = String(frame.step);
     if (!show) return;
     const canvas = this.#root.querySelector('canvas');
+    canvas.className = '';
     canvas.width = frame.width;
     canvas.height = frame.height;
     this.#show(image, frame.step);
@@ -381,7 +631,8 @@ export class DdpmSampler extends HTMLElement {
     }
     // The control that had the keyboard focus gets it back in the new markup.
     const focused = this.#root.activeElement?.dataset ?? {};
-    box.innerHTML = controlsHtml(this.#settings, this.#model);
+    box.innerHTML = controlsHtml(this.#settings, this.#model, this.#drawState());
+    this.#wireDrawTools(box);
     const set = (name, value) => this.setAttribute(name, String(value));
     for (const input of box.querySelectorAll('[data-attr]')) {
       input.addEventListener('change', () => set(input.dataset.attr, input.value));
@@ -395,7 +646,7 @@ export class DdpmSampler extends HTMLElement {
     on('restart', () => this.#restart());
     on('seed', () => set('seed', randomSeed()));
     on('download', () => this.download());
-    box.querySelector('[name=scrub]').addEventListener('input', (e) => this.#scrubTo(Number(e.target.value)));
+    box.querySelector('[name=scrub]')?.addEventListener('input', (e) => this.#scrubTo(Number(e.target.value)));
     this.#syncButtons();
     const again = focused.attr ? `[data-attr="${focused.attr}"]` : focused.action ? `[data-action="${focused.action}"]` : null;
     if (again) box.querySelector(again)?.focus();

@@ -138,7 +138,7 @@ class Engine extends EventTarget {
       thread.call('start', { key, runId, options: { ...options, part } })));
     const { total, shape, columns } = started[0];
     this.runs.set(runId, { parts, shape, columns });
-    return { total };
+    return { total, columns };
   }
 
   #run(runId) {

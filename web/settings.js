@@ -3,7 +3,8 @@
 
 export const ATTRIBUTES = [
   'model', 'sampler', 'steps', 'eta', 'seed', 'n', 'class-label', 'guidance', 'view', 'backend',
-  'draw-every', 'columns', 'workers', 'autoplay', 'controls',
+  'draw-every', 'columns', 'workers', 'autoplay', 'controls', 'mode', 'strength', 'resample-jump',
+  'resample-repeats', 'interpolate', 'image', 'mask',
 ];
 
 const MAX_SEED = Number.MAX_SAFE_INTEGER;
@@ -35,8 +36,29 @@ function drawEvery(text) {
   return integer('draw-every', text, 1, 100000);
 }
 
+function fraction(name, text) {
+  const value = number(name, text, 0);
+  if (value > 1) throw new Error(`${name}="${text}": must be between 0 and 1`);
+  return value;
+}
+
+// "A,B": two seeds, as the CLI's --interpolate.
+function seeds(text) {
+  const parts = text.split(',');
+  if (parts.length !== 2) throw new Error(`interpolate="${text}": must be two seeds, e.g. "3,17"`);
+  return parts.map((part) => integer('interpolate', part, 0, MAX_SEED));
+}
+
 function workersOf(text) {
   return text === 'auto' ? 'auto' : integer('workers', text, 1, 16);
+}
+
+function url(element, name, text) {
+  try {
+    return new URL(text, element.ownerDocument.baseURI).href;
+  } catch {
+    throw new Error(`${name}="${text}": not a URL`);
+  }
 }
 
 /** The settings of `element`, or an Error naming the first bad attribute. */
@@ -44,12 +66,8 @@ export function readSettings(element) {
   const get = (name, fallback) => element.getAttribute(name) ?? fallback;
   const model = get('model', '').trim();
   if (!model) throw new Error('model: the attribute is required (the URL of a model card JSON)');
-  let modelUrl;
-  try {
-    modelUrl = new URL(model, element.ownerDocument.baseURI).href;
-  } catch {
-    throw new Error(`model="${model}": not a URL`);
-  }
+  const modelUrl = url(element, 'model', model);
+  const optionalUrl = (name) => (get(name, '').trim() ? url(element, name, get(name).trim()) : null);
   // `class` is HTML's own attribute (CSS classes), so the diffusion class is `class-label`.
   const classText = get('class-label', 'mixed').trim();
   const columns = element.getAttribute('columns');
@@ -69,13 +87,26 @@ export function readSettings(element) {
     columns: columns === null ? null : integer('columns', columns, 1, 64),
     // CPU workers sharing each run's images ('auto': one per core, at most 8).
     workers: workersOf(get('workers', 'auto').trim()),
+    // What a run starts from: noise ('sample'), the pad's drawing ('finish', SDEdit) or the
+    // pad's image and mask ('fill', RePaint).
+    mode: oneOf('mode', get('mode', 'sample').trim(), ['sample', 'finish', 'fill']),
+    strength: fraction('strength', get('strength', '0.6')),
+    resampleJump: integer('resample-jump', get('resample-jump', '1'), 1, 1000),
+    resampleRepeats: integer('resample-repeats', get('resample-repeats', '1'), 1, 100),
+    // The pad's image and mask (URLs), as setImage() and setMask() take them.
+    image: optionalUrl('image'),
+    mask: optionalUrl('mask'),
+    interpolate: element.hasAttribute('interpolate') && get('interpolate').trim() !== '' ? seeds(get('interpolate')) : null,
     autoplay: element.hasAttribute('autoplay'),
     controls: element.hasAttribute('controls'),
   };
 }
 
-/** What the sampler in the worker takes (the wasm crate's `RunOptions`). */
-export function runOptions(settings) {
+/**
+ * What the sampler in the worker takes (the wasm crate's `RunOptions`); `pad` is `{ image,
+ * mask }` (the pad's values) for a run of the draw modes.
+ */
+export function runOptions(settings, pad = null) {
   const options = {
     sampler: settings.sampler,
     steps: settings.steps,
@@ -86,6 +117,15 @@ export function runOptions(settings) {
     guidance: settings.guidance,
   };
   if (settings.columns !== null) options.columns = settings.columns;
+  if (pad && settings.mode === 'finish') Object.assign(options, { init: pad.image, strength: settings.strength });
+  if (pad && settings.mode === 'fill') {
+    Object.assign(options, { init: pad.image, mask: pad.mask, resampleJump: settings.resampleJump, resampleRepeats: settings.resampleRepeats });
+  }
+  if (!pad && settings.interpolate) {
+    options.interpolate = settings.interpolate;
+    // An interpolation is a strip, from one seed's image to the other's.
+    options.columns ??= settings.n;
+  }
   return options;
 }
 

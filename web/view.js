@@ -12,7 +12,11 @@ canvas { display: block; width: 100%; height: auto; image-rendering: pixelated; 
 .controls label { display: flex; flex-direction: column; font-size: 12px; color: #444; }
 .controls input, .controls select, .controls button { font: inherit; }
 .controls .wide { grid-column: 1 / -1; }
-.buttons { display: flex; flex-wrap: wrap; gap: 4px; }
+.buttons { display: flex; flex-wrap: wrap; gap: 4px; align-items: center; }
+.buttons input[type=range] { width: 6rem; }
+button[aria-pressed=true] { font-weight: 600; outline: 2px solid #4a6fd1; }
+canvas.drawing, canvas.picking { touch-action: none; cursor: crosshair; }
+canvas.picking { cursor: pointer; }
 @media (prefers-reduced-motion: reduce) { * { transition: none !important; } }
 `;
 
@@ -30,8 +34,35 @@ function input(attr, label, value, extra) {
   return `<label>${label}<input data-attr="${attr}" value="${escape(value)}" ${extra}></label>`;
 }
 
-/** The controls for `settings` of a loaded `model` ({ card, info }). */
-export function controlsHtml(settings, model) {
+const MODES = [['sample', 'Sample from noise'], ['finish', 'Finish a drawing'], ['fill', 'Fill a masked part']];
+
+// The draw modes' tools: brush and eraser, their size, clear, an image file, the strength of
+// "finish it", and the button that runs from the pad (or goes back to it after a run).
+function drawTools(settings, model, draw) {
+  const fill = settings.mode === 'fill';
+  if (!draw.drawing) {
+    return `<div class="buttons wide"><button data-action="draw">${fill ? 'Paint another mask' : 'Draw again'}</button></div>`;
+  }
+  const colour = !fill && model.info.channels === 3
+    ? `<label>Colour <input name="color" type="color" value="${escape(draw.color)}"></label>` : '';
+  const strength = fill ? '' : `<label>Strength <input data-attr="strength" type="range" min="0" max="1" step="0.05" value="${escape(settings.strength)}"
+    aria-valuetext="${escape(settings.strength)}"> ${escape(settings.strength)}</label>`;
+  const pick = fill && draw.canPick ? '<button data-action="pick">Pick a generated image</button>' : '';
+  const run = fill ? 'Fill the masked part' : 'Finish it';
+  return `<div class="buttons wide" role="group" aria-label="drawing">
+    <button data-action="brush" aria-pressed="${!draw.erasing}">${fill ? 'Mask brush' : 'Brush'}</button>
+    <button data-action="eraser" aria-pressed="${draw.erasing}">Eraser</button>
+    <label>Size <input name="brush" type="range" min="1" max="8" step="0.5" value="${escape(draw.brush)}"></label>
+    ${colour}<button data-action="clear">${fill ? 'Clear the mask' : 'Clear'}</button></div>
+    <div class="buttons wide"><label>Image… <input name="file" type="file" accept="image/*"></label>${pick}</div>
+    <div class="buttons wide">${strength}<button data-action="run">${run}</button></div>`;
+}
+
+/**
+ * The controls for `settings` of a loaded `model` ({ card, info }); `draw` is the draw modes'
+ * state ({ drawing, erasing, brush, color, canPick }).
+ */
+export function controlsHtml(settings, model, draw) {
   const { info, card } = model;
   const ddimOnly = settings.sampler === 'ddpm' ? ' disabled title="DDIM only: DDPM takes all T steps"' : '';
   const parts = [
@@ -39,7 +70,7 @@ export function controlsHtml(settings, model) {
     // DDPM runs all T steps with its own variance: steps and η are DDIM's.
     input('steps', 'Steps', settings.steps, `type="number" min="1" max="${info.timesteps}"${ddimOnly}`),
     input('eta', 'η', settings.eta, `type="number" min="0" step="0.1"${ddimOnly}`),
-    input('seed', 'Seed', settings.seed, 'type="number" min="0"'),
+    input('seed', 'Seed', settings.seed, `type="number" min="0"${settings.interpolate && settings.mode === 'sample' ? ' disabled title="the two seeds of “Between seeds” are used"' : ''}`),
   ];
   if (info.numClasses) {
     const names = card.class_names?.length === info.numClasses ? card.class_names : null;
@@ -50,6 +81,15 @@ export function controlsHtml(settings, model) {
     parts.push(input('guidance', 'Guidance', settings.guidance, `type="number" step="0.5"${unguided}`));
   }
   parts.push(select('view', 'Show', [['x', 'x_t'], ['x0', 'predicted x₀']], settings.view));
+  parts.push(select('mode', 'Start from', MODES, settings.mode));
+  if (settings.mode === 'sample') {
+    const seeds = settings.interpolate ? settings.interpolate.join(',') : '';
+    const interpolable = settings.sampler === 'ddim' && settings.eta === 0 ? '' : ' disabled title="DDIM with η = 0 only"';
+    parts.push(input('interpolate', 'Between seeds', seeds, `placeholder="A,B"${interpolable}`));
+  } else {
+    parts.push(drawTools(settings, model, draw));
+  }
+  if (draw.drawing) return parts.join('');
   parts.push(`<div class="buttons wide">
     <button data-action="play">Play</button><button data-action="step">Step</button>
     <button data-action="restart">Restart</button><button data-action="seed">New seed</button>

@@ -155,7 +155,7 @@ export async function openPage(browser, url, { before = null } = {}) {
       for (const e of list.getEntries()) window.ddpmLongTasks.push({ start: e.startTime, duration: e.duration });
     }).observe({ type: 'longtask', buffered: true });
     document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
-    for (const type of ['ddpm-progress', 'ddpm-ready', 'ddpm-step', 'ddpm-done', 'ddpm-error']) {
+    for (const type of ['ddpm-progress', 'ddpm-ready', 'ddpm-step', 'ddpm-done', 'ddpm-error', 'ddpm-draw']) {
       document.addEventListener(type, (e) => {
         const entry = { type, id: e.target.id, detail: e.detail, time: performance.now() };
         if (type === 'ddpm-step') {

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{Device, Tensor, TensorData};
-use ddpm::steer::Steer;
+use burn::tensor::{Device, Tensor};
+use ddpm::steer::{self, Kept, Steer};
 
 use crate::data::{self, Shaping};
 
@@ -61,7 +61,7 @@ impl SteerArgs {
         let Some(init) = &self.init else {
             return Ok((Steer::None, None));
         };
-        let image = |path: &Path, channels| -> Result<Tensor<4>> {
+        let image = |path: &Path, channels| -> Result<Vec<f32>> {
             if height != width {
                 bail!(
                     "{}: the model's images are not square ({height}×{width})",
@@ -75,35 +75,34 @@ impl SteerArgs {
             };
             let decoded = image::open(path)
                 .with_context(|| format!("{}: not a readable image", path.display()))?;
-            let one: Vec<f32> = data::to_training_pixels(&decoded, &shaping)
+            Ok(data::to_training_pixels(&decoded, &shaping)
                 .iter()
                 .map(|&p| data::pixel_value(p))
-                .collect();
-            let all: Vec<f32> = (0..n).flat_map(|_| one.iter().copied()).collect();
-            Ok(Tensor::from_data(
-                TensorData::new(all, [n, channels, height, width]),
-                device,
-            ))
+                .collect::<Vec<f32>>())
         };
-        let picture = image(init, channels)?;
+        let batch = |values: &[f32], channels| -> Result<Tensor<4>> {
+            steer::batch(values, n, [channels, height, width], device)
+                .context("an image of the model's size")
+        };
+        let picture = batch(&image(init, channels)?, channels)?;
         let steer = match &self.mask {
             Some(mask) => {
                 // White keeps: pixels above mid-gray are 1.
-                let keep = image(mask, 1)?.greater_elem(0.0).float();
-                let [kept, total] = [
-                    keep.clone().sum().into_scalar(),
-                    (n * height * width) as f32,
-                ];
-                if kept == 0.0 || kept == total {
-                    bail!(
+                let keep: Vec<f32> = image(mask, 1)?
+                    .iter()
+                    .map(|&v| if v > 0.0 { 1.0 } else { 0.0 })
+                    .collect();
+                let kept = match Kept::of(&keep) {
+                    Kept::Part => batch(&keep, 1)?,
+                    whole => bail!(
                         "{}: the mask keeps {} of the image; it needs white to keep and black to fill",
                         mask.display(),
-                        if kept == 0.0 { "nothing" } else { "all" }
-                    );
-                }
+                        if whole == Kept::All { "all" } else { "nothing" }
+                    ),
+                };
                 Steer::Inpaint {
                     image: picture,
-                    mask: keep,
+                    mask: kept,
                     jump: self.resample_jump,
                     repeats: self.resample_repeats,
                 }

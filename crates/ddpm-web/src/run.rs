@@ -68,13 +68,22 @@ impl Run {
         let part = options.part.map_or(0..options.n, |[start, end]| start..end);
         let shape = [part.len(), config.unet.channels, h, w];
         let diffusion = GaussianDiffusion::new(config.diffusion.clone());
+        let (steer, seed) = options.steer([config.unet.channels, h, w], device)?;
         let request = SampleRequest {
-            seed: options.seed,
+            seed,
             shape: batch_shape,
             classes,
         };
-        let sampler = Sampler::new_part(&diffusion, sampler_config, request, part, unet, device)
-            .map_err(|e| e.to_string())?;
+        let sampler = Sampler::new_steered(
+            &diffusion,
+            sampler_config,
+            request,
+            steer,
+            part,
+            unet,
+            device,
+        )
+        .map_err(|e| e.to_string())?;
         let total = sampler.total_steps();
         let columns = options
             .columns

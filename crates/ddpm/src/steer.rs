@@ -4,7 +4,7 @@
 //! holds what they change: where a run starts, its schedule of steps, what replaces the known
 //! region after each step.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor, TensorData};
 
 /// How a run is steered (see the module docs).
 // One per run: the size of its tensor handles does not matter.
@@ -44,6 +44,50 @@ pub enum Steer {
         /// The other end's seed.
         other: u64,
     },
+}
+
+/// How much of an image a keep-mask (1 keeps, 0 is generated) keeps: inpainting needs a
+/// [`Kept::Part`], and each home says so in its own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// Every value is 0: nothing to keep, plain sampling.
+    Nothing,
+    /// Some kept, some generated.
+    Part,
+    /// Every value is 1: nothing to generate.
+    All,
+}
+
+impl Kept {
+    /// What `mask` keeps (values ≥ 0.5 keep).
+    pub fn of(mask: &[f32]) -> Kept {
+        let kept = mask.iter().filter(|&&v| v >= 0.5).count();
+        match kept {
+            0 => Kept::Nothing,
+            k if k == mask.len() => Kept::All,
+            _ => Kept::Part,
+        }
+    }
+}
+
+/// A batch `[n, c, h, w]` from host values: one image (`c·h·w` values) that every image of the
+/// batch starts from, or one per image (`n·c·h·w`). `None` when the count is neither.
+pub fn batch(
+    values: &[f32],
+    n: usize,
+    [c, h, w]: [usize; 3],
+    device: &Device,
+) -> Option<Tensor<4>> {
+    let one = c * h * w;
+    let all = match values.len() {
+        len if len == one => values.repeat(n),
+        len if len == n * one => values.to_vec(),
+        _ => return None,
+    };
+    Some(Tensor::from_data(
+        TensorData::new(all, [n, c, h, w]),
+        device,
+    ))
 }
 
 /// One move of a run: a network evaluation from t to the next t (`None`: to x̂₀), or RePaint's
@@ -185,6 +229,28 @@ mod tests {
                 Move::Step { t: 0, next: None },
             ]
         );
+    }
+
+    #[test]
+    fn a_mask_keeps_nothing_part_or_all() {
+        assert_eq!(Kept::of(&[0.0, 0.2, 0.49]), Kept::Nothing);
+        assert_eq!(Kept::of(&[0.0, 1.0, 0.5]), Kept::Part);
+        assert_eq!(Kept::of(&[1.0, 0.7]), Kept::All);
+    }
+
+    #[test]
+    fn one_image_or_one_per_image_makes_the_batch() {
+        let device = crate::test_util::device();
+        let one = batch(&[1.0, 2.0], 3, [1, 1, 2], &device).expect("one image");
+        assert_eq!(one.dims(), [3, 1, 1, 2]);
+        assert_eq!(
+            crate::test_util::values(one),
+            [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]
+        );
+        let each: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let per = batch(&each, 3, [1, 1, 2], &device).expect("one per image");
+        assert_eq!(crate::test_util::values(per), each);
+        assert!(batch(&[1.0; 4], 3, [1, 1, 2], &device).is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 // Small pages the tests serve next to the tiny model, built from the same widget as the site.
 
 import { writeFileSync } from 'node:fs';
+import { deflateSync } from 'node:zlib';
 import { join } from 'node:path';
 import { PARITY } from './harness.mjs';
 
@@ -68,4 +69,76 @@ window.apiResult = result;
 /** A page (in `dir`) that loads the widget and the model from `origin`, as from a CDN. */
 export function writeCrossOriginPage(dir, origin) {
   writeFileSync(join(dir, 'index.html'), page(`<p>Docs on one host, widget on another.</p>${parityWidget('w', origin)}`, '', origin));
+}
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+function crc32(bytes) {
+  let c = 0xffffffff;
+  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** An 8-bit grayscale PNG of `gray` (row after row, `width`×`height` bytes). */
+export function grayPng(width, height, gray) {
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const out = Buffer.alloc(12 + data.length);
+    out.writeUInt32BE(data.length, 0);
+    body.copy(out, 4);
+    out.writeUInt32BE(crc32(body), 8 + data.length);
+    return out;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bit depth
+  header[9] = 0; // grayscale
+  const rows = Buffer.concat(Array.from({ length: height }, (_, y) =>
+    Buffer.concat([Buffer.from([0]), Buffer.from(gray.subarray(y * width, (y + 1) * width))])));
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', header),
+    chunk('IDAT', deflateSync(rows)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+/**
+ * The steering fixtures next to the tiny model in `dir`: an 8×8 vertical bar (the model's
+ * class 1), a mask keeping its left half, one keeping nothing; the pages of the steering tests.
+ */
+export function writeSteerFixtures(dir) {
+  const bar = new Uint8Array(64).map((_, i) => (i % 8 === 3 ? 230 : 20));
+  writeFileSync(join(dir, 'bar.png'), grayPng(8, 8, bar));
+  writeFileSync(join(dir, 'mask.png'), grayPng(8, 8, new Uint8Array(64).map((_, i) => (i % 8 < 4 ? 255 : 0))));
+  writeFileSync(join(dir, 'black.png'), grayPng(8, 8, new Uint8Array(64)));
+  const cpu = 'backend="cpu" workers="2"';
+  writeFileSync(join(dir, 'steer.html'), page([
+    parityWidget('finish', '', `${cpu} mode="finish" strength="0.6" image="/fixtures/bar.png"`),
+    parityWidget('fill', '', `${cpu} mode="fill" resample-jump="2" resample-repeats="2"`),
+    parityWidget('interpolate', '', `${cpu} interpolate="3,9"`),
+  ].join('\n'), '<script type="module" src="/fixtures/steer.js"></script>'));
+  // The fill widget gets its image and mask through the JS API.
+  writeFileSync(join(dir, 'steer.js'), `
+const fill = document.getElementById('fill');
+await fill.setImage('/fixtures/bar.png');
+await fill.setMask('/fixtures/mask.png');
+fill.restart();
+`);
+  const bad = (id, extra) => `<ddpm-sampler id="${id}" model="/fixtures/bars.json" steps="2" n="2" backend="cpu" workers="1" ${extra}></ddpm-sampler>`;
+  writeFileSync(join(dir, 'badsteer.html'), page([
+    bad('mode', 'mode="paint"'),
+    bad('strength', 'mode="finish" strength="1.5"'),
+    bad('seeds', 'interpolate="3"'),
+    bad('ddpm', 'sampler="ddpm" interpolate="3,4" autoplay'),
+    bad('nothing', 'mode="fill" image="/fixtures/bar.png" mask="/fixtures/black.png" autoplay'),
+    bad('unreadable', 'mode="finish" image="/fixtures/missing.png" autoplay'),
+    bad('noimage', 'mode="fill"'),
+  ].join('\n'), '<script type="module" src="/fixtures/badsteer.js"></script>'));
+  // Asked to fill in before it has an image to fill.
+  writeFileSync(join(dir, 'badsteer.js'), `
+const widget = document.getElementById('noimage');
+widget.addEventListener('ddpm-draw', () => widget.restart(), { once: true });
+`);
 }

@@ -338,10 +338,10 @@ test('the shipped colour model draws emoji in colour from the picker, on the CPU
   await page.close();
 });
 
-test('the documentation example renders both of its widgets', async () => {
+test('the documentation example renders all three of its widgets', async () => {
   const { page, problems } = await openPage(gpu, `${server.url}/docs/`);
   const ids = await page.evaluate(() => [...document.querySelectorAll('ddpm-sampler')].map((e) => e.id));
-  assert.equal(ids.length, 2);
+  assert.equal(ids.length, 3);
   for (const id of ids) {
     await page.evaluate((id) => document.getElementById(id).scrollIntoView(), id);
     await waitFor(page, id, 'ddpm-step');
@@ -378,5 +378,35 @@ test("the wasm crate's JS API: backend, model info, option errors, frames and va
   assert.equal(r.done, 3);
   assert.equal(r.values.length, 4 * 64);
   assert.ok(r.values.min >= -1 && r.values.max <= 1 && r.values.max > r.values.min);
+  await page.close();
+});
+
+test("the documentation example's inpainting keeps the smiley where the mask is white (CPU)", async () => {
+  const { page, problems } = await openPage(cpu, `${server.url}/docs/`);
+  await page.evaluate(() => document.getElementById('inpaint').scrollIntoView());
+  await waitFor(page, 'inpaint', 'ddpm-done');
+  const { kept, same, generated, changed } = await page.evaluate(async () => {
+    const pixels = async (url) => {
+      const bitmap = await createImageBitmap(await (await fetch(url)).blob(), { colorSpaceConversion: 'none' });
+      const canvas = new OffscreenCanvas(32, 32);
+      canvas.getContext('2d').drawImage(bitmap, 0, 0);
+      return canvas.getContext('2d').getImageData(0, 0, 32, 32).data;
+    };
+    const [smiley, mask] = [await pixels('smiley.png'), await pixels('smiley-mask.png')];
+    const canvas = document.getElementById('inpaint').shadowRoot.querySelector('canvas');
+    // The first image of the 2×2 grid, 2 pixels in from the corner.
+    const grid = canvas.getContext('2d').getImageData(2, 2, 32, 32).data;
+    const out = { kept: 0, same: 0, generated: 0, changed: 0 };
+    for (let p = 0; p < 32 * 32; p++) {
+      const equal = [0, 1, 2].every((c) => grid[4 * p + c] === smiley[4 * p + c]);
+      if (mask[4 * p] > 127) [out.kept, out.same] = [out.kept + 1, out.same + equal];
+      else [out.generated, out.changed] = [out.generated + 1, out.changed + !equal];
+    }
+    return out;
+  });
+  assert.equal(generated, 10 * 19);
+  assert.equal(same, kept);
+  assert.ok(changed > generated / 4, `${changed} of ${generated} masked pixels changed`);
+  assert.deepEqual(problems, []);
   await page.close();
 });

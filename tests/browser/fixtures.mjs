@@ -119,6 +119,9 @@ export function writeSteerFixtures(dir) {
     parityWidget('fill', '', `${cpu} mode="fill" resample-jump="2" resample-repeats="2"`),
     parityWidget('interpolate', '', `${cpu} interpolate="3,9"`),
   ].join('\n'), '<script type="module" src="/fixtures/steer.js"></script>'));
+  // Inpainting (the most steering work on the device: noising, masking, jumps) on WebGPU.
+  writeFileSync(join(dir, 'steer-gpu.html'), page(parityWidget('fill', '',
+    'mode="fill" image="/fixtures/bar.png" mask="/fixtures/mask.png" resample-jump="2" resample-repeats="2"')));
   // The fill widget gets its image and mask through the JS API.
   writeFileSync(join(dir, 'steer.js'), `
 const fill = document.getElementById('fill');

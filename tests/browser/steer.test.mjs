@@ -71,6 +71,21 @@ test('finishing a drawing, filling a masked part and interpolating give the CLI\
   await page.close();
 });
 
+test('filling a masked part on WebGPU gives the CLI\'s images within 1e-3', async () => {
+  const gpu = await launch({ webgpu: true });
+  try {
+    const { page, problems } = await openPage(gpu, `${server.url}/fixtures/steer-gpu.html`);
+    await waitFor(page, 'fill', 'ddpm-done');
+    const ready = (await events(page, 'fill')).find((e) => e.type === 'ddpm-ready');
+    assert.match(ready.detail.backend, /^WebGPU/);
+    const diff = maxAbsDiff(await values(page, 'fill'), cliRuns.fill);
+    assert.ok(diff < 1e-3, `max |browser − CLI| = ${diff}`);
+    assert.deepEqual(problems, []);
+  } finally {
+    await gpu.close();
+  }
+});
+
 // Where the mouse draws a rough 3, in the pad's 28×28 pixels.
 const THREE = [[9, 7], [14, 5], [19, 8], [15, 13], [19, 17], [15, 22], [9, 21]];
 

@@ -14,7 +14,7 @@
 
 import { defaultWorkers, engine } from './engine.js';
 import { Pace } from './pace.js';
-import { Pad, decode, gridCell } from './pad.js';
+import { DrawModes } from './draw.js';
 import { ATTRIBUTES, randomSeed, readSettings, runOptions } from './settings.js';
 import { CSS, controlsHtml } from './view.js';
 
@@ -42,13 +42,18 @@ export class DdpmSampler extends HTMLElement {
   #visible = false;
   #generation = 0; // bumps on every restart; stale loops stop
   #columns = 0; // of the run's grid
-  #pad = null; // the draw modes' Pad, for the model it was made for
-  #drawing = false; // the pad is shown (no run in progress)
-  #picking = false; // 'fill' without an image: a click on the last grid picks one
-  #padRun = false; // the run shown started from the pad (settings changes run it again)
-  #lastGrid = null; // the last finished run's { model, values, n, columns, image }, to pick from
-  #stroke = null; // the pointer's last point while it paints
-  #modelWaiters = []; // setImage()/setMask() calls waiting for the model's size
+  #modes = new DrawModes({
+    canvas: () => this.#root.querySelector('canvas'),
+    settings: () => this.#settings,
+    status: (text) => this.#statusText(text),
+    backend: () => this.#backendName,
+    controls: () => this.#renderControls(),
+    emit: (name, detail) => this.#emit(name, detail),
+    fail: (e) => this.#fail(e),
+    run: () => this.restart(),
+    back: () => this.#backToPad(),
+    setImage: (file) => this.setImage(file),
+  });
 
   constructor() {
     super();
@@ -61,13 +66,13 @@ export class DdpmSampler extends HTMLElement {
       <div class="error" part="error" role="alert" hidden></div><div class="controls"></div></div>`;
     const canvas = this.#root.querySelector('canvas');
     for (const type of ['pointerdown', 'pointermove', 'pointerup', 'pointercancel']) {
-      canvas.addEventListener(type, (e) => this.#pointer(e));
+      canvas.addEventListener(type, (e) => this.#modes.pointer(e));
     }
     // An image file dropped on the pad becomes its image.
-    canvas.addEventListener('dragover', (e) => this.#drawing && e.preventDefault());
+    canvas.addEventListener('dragover', (e) => this.#modes.drawing && e.preventDefault());
     canvas.addEventListener('drop', (e) => {
       const file = e.dataTransfer?.files?.[0];
-      if (!this.#drawing || !file) return;
+      if (!this.#modes.drawing || !file) return;
       e.preventDefault();
       this.setImage(file).catch(() => {});
     });
@@ -116,7 +121,7 @@ export class DdpmSampler extends HTMLElement {
   attributeChangedCallback(name, before, after) {
     if (!this.#visible || !this.isConnected || before === after) return;
     // A new mode or model starts at its pad, not by running the old pad again.
-    if (name === 'mode' || name === 'model') this.#padRun = false;
+    if (name === 'mode' || name === 'model') this.#modes.padRun = false;
     this.#changed.add(name);
     clearTimeout(this.#debounce);
     this.#debounce = setTimeout(() => {
@@ -217,7 +222,10 @@ export class DdpmSampler extends HTMLElement {
         this.#emit('ddpm-step', { step: frame.step, total: this.#total, ms: frame.ms });
         if (this.#done === this.#total) {
           this.#syncButtons();
-          await this.#keepGrid(generation);
+          const values = await this.#engine.call('values', { runId: this.#runId });
+          if (generation !== this.#generation) return;
+          // For 'fill' to pick one of them.
+          this.#modes.keepGrid({ values, n: this.#settings.n, columns: this.#columns, image: this.#frames[this.#total] });
           this.#emit('ddpm-done', { total: this.#total });
         }
       } catch (e) {
@@ -245,20 +253,22 @@ export class DdpmSampler extends HTMLElement {
    * ImageBitmap, ImageData, <img> or <canvas>, fitted to the model's size as `ddpm sample
    * --init` fits it. Shows it when the pad is shown.
    */
-  async setImage(source) {
-    await this.#onPad(source, (pad, bitmap) => pad.setImage(bitmap));
-    this.#picking = false;
+  setImage(source) {
+    return this.#modes.applySource(source, (pad, bitmap) => {
+      pad.setImage(bitmap);
+      this.#modes.picking = false;
+    });
   }
 
   /** The mask of 'fill' mode, as `ddpm sample --mask` takes it: light keeps, dark is filled in. */
   setMask(source) {
-    return this.#onPad(source, (pad, bitmap) => pad.setMask(bitmap));
+    return this.#modes.applySource(source, (pad, bitmap) => pad.setMask(bitmap));
   }
 
   /** What a run from the pad starts from: `{ image, mask }`, `c·h·w` values in [−1, 1] and
    * `h·w` values (1 keeps, 0 is filled in). */
   async padValues() {
-    const pad = await this.#padReady();
+    const pad = await this.#modes.padReady();
     return { image: pad.image(), mask: pad.keep() };
   }
 
@@ -313,28 +323,29 @@ export class DdpmSampler extends HTMLElement {
       const [backend, model] = await Promise.all([runner.backend, runner.model(s.model)]);
       const backendName = backend.gpu || backend.workers === 1 ? backend.name : `${backend.name} · ${backend.workers} workers`;
       if (generation !== this.#generation) return;
-      this.#setModel(model);
-      await this.#loadPadSources(s);
+      this.#modes.setModel(model);
+      this.#model = model;
+      await this.#modes.loadSources(s, (name) => this.getAttribute(name));
       if (generation !== this.#generation) return;
-      // The draw modes show the pad until asked to run from it (or, with `autoplay` and an
-      // `image`, at once); after a run from the pad, a change of settings runs it again.
-      const auto = s.autoplay && s.image !== null && !this.#drawing;
-      const fromPadNow = s.mode !== 'sample' && (fromPad || auto || (this.#padRun && !this.#drawing));
+      // The draw modes show the pad until asked to run from it (or at once with `autoplay` and
+      // an `image`, and a `mask` to fill); after a run from the pad, a change of settings runs
+      // it again.
+      const { drawing, padRun } = this.#modes;
+      const auto = s.autoplay && s.image !== null && (s.mode === 'finish' || s.mask !== null) && !drawing;
+      const fromPadNow = s.mode !== 'sample' && (fromPad || auto || (padRun && !drawing));
       if (s.mode !== 'sample' && !fromPadNow) {
         this.#backendName = backendName;
         this.#gpu = backend.gpu;
-        this.#enterDrawing();
+        this.#modes.enter();
         return;
       }
-      const pad = fromPadNow ? this.#padOptions() : null;
+      const pad = fromPadNow ? this.#modes.options(s.mode) : null;
       const { total, columns } = await runner.call('start', { key: s.model, runId: this.#runId, options: runOptions(s, pad) });
       if (generation !== this.#generation) return;
       // Kept only now: a restart that a newer one overtook changes nothing.
       this.#backendName = backendName;
       this.#gpu = backend.gpu;
-      this.#padRun = fromPadNow;
-      this.#drawing = false;
-      this.#picking = false;
+      Object.assign(this.#modes, { padRun: fromPadNow, drawing: false, picking: false });
       this.#columns = columns;
       this.#total = total;
       this.#done = 0;
@@ -352,180 +363,14 @@ export class DdpmSampler extends HTMLElement {
 
   #listening = null;
 
-  // --- the draw modes ---------------------------------------------------------------------
-
-  // The model is known: its pad (a new one for a model of another size) and the calls that
-  // waited for it.
-  #setModel(model) {
-    this.#model = model;
-    const { imageSize, channels } = model.info;
-    const pad = this.#pad;
-    if (!pad || pad.height !== imageSize[0] || pad.width !== imageSize[1] || pad.channels !== channels) {
-      this.#pad = new Pad(model.info);
-      this.#loaded = { image: null, mask: null };
-    }
-    for (const resolve of this.#modelWaiters.splice(0)) resolve(this.#pad);
-  }
-
-  #padReady() {
-    return this.#pad && this.#model ? Promise.resolve(this.#pad) : new Promise((resolve) => this.#modelWaiters.push(resolve));
-  }
-
-  // Decodes `source` and applies it to the pad; a bad source is a message in the widget.
-  async #onPad(source, apply) {
-    try {
-      const bitmap = await decode(source);
-      apply(await this.#padReady(), bitmap);
-    } catch (e) {
-      this.#fail(e);
-      throw e;
-    }
-    if (this.#drawing) this.#showPad();
-  }
-
-  // The `image` and `mask` attributes, onto the pad when they name new files.
-  async #loadPadSources(s) {
-    for (const [key, apply] of [['image', (pad, b) => pad.setImage(b)], ['mask', (pad, b) => pad.setMask(b)]]) {
-      if (s[key] === null || s[key] === this.#loaded[key]) continue;
-      try {
-        apply(this.#pad, await decode(s[key]));
-      } catch (e) {
-        throw new Error(`${key}="${this.getAttribute(key)}": ${e.message}`);
-      }
-      this.#loaded[key] = s[key];
-    }
-  }
-
-  #loaded = { image: null, mask: null };
-
-  // The pad's values for a run, or an Error saying what is missing.
-  #padOptions() {
-    const pad = this.#pad;
-    if (this.#settings.mode === 'finish') return { image: pad.image() };
-    if (!pad.given) throw new Error('nothing to fill in: pick a generated image, drop an image here or call setImage()');
-    if (!pad.masked()) throw new Error('paint over the part to fill in first (or call setMask())');
-    return { image: pad.image(), mask: pad.keep() };
-  }
-
-  // Shows the pad (or, in 'fill' without an image, the last grid to pick from) and its tools.
-  #enterDrawing() {
-    this.#drawing = true;
-    const s = this.#settings;
-    const grid = this.#lastGrid?.model === s.model ? this.#lastGrid : null;
-    this.#picking = s.mode === 'fill' && !this.#pad.given && grid !== null;
-    this.#renderControls();
-    if (this.#picking) this.#showGrid();
-    else this.#showPad();
-    this.#emit('ddpm-draw', { mode: s.mode });
-  }
-
-  #showPad() {
-    const canvas = this.#root.querySelector('canvas');
-    const mode = this.#settings.mode;
-    this.#pad.show(canvas, mode);
-    canvas.className = 'drawing';
-    const fill = mode === 'fill';
-    canvas.setAttribute('aria-label', fill ? 'image to fill in; paint the part to generate' : 'drawing pad; draw, then press Finish it');
-    const hint = fill
-      ? this.#pad.given ? 'paint over the part to fill in, then press “Fill the masked part”' : 'drop an image here or choose one with “Image…”'
-      : 'draw here (or drop an image), then press “Finish it”';
-    this.#statusText(`${hint} · ${this.#backendName}`);
-  }
-
-  #showGrid() {
-    const canvas = this.#root.querySelector('canvas');
-    const { image } = this.#lastGrid;
-    canvas.width = image.width;
-    canvas.height = image.height;
-    canvas.getContext('2d').putImageData(image, 0, 0);
-    canvas.className = 'picking';
-    canvas.setAttribute('aria-label', 'generated images: click one to fill in part of it');
-    this.#statusText('click an image to fill in part of it, or drop one here');
-  }
-
-  // The finished run's images, for 'fill' to pick one from.
-  async #keepGrid(generation) {
-    const values = await this.#engine.call('values', { runId: this.#runId });
-    if (generation !== this.#generation) return;
-    const image = this.#frames[this.#total];
-    this.#lastGrid = { model: this.#settings.model, values, n: this.#settings.n, columns: this.#columns, image };
-  }
-
-  // Pointer input on the canvas: painting on the pad, or picking an image of the grid.
-  #pointer(e) {
-    const canvas = e.currentTarget;
-    const box = canvas.getBoundingClientRect();
-    const at = { x: ((e.clientX - box.left) * canvas.width) / box.width, y: ((e.clientY - box.top) * canvas.height) / box.height };
-    if (this.#picking && e.type === 'pointerdown') {
-      const [height, width] = this.#model.info.imageSize;
-      const { values, n, columns } = this.#lastGrid;
-      const index = gridCell(at, { n, columns, width, height });
-      if (index < 0) return;
-      this.#pad.setValues(values, index);
-      this.#picking = false;
-      this.#renderControls();
-      this.#showPad();
-      return;
-    }
-    if (!this.#drawing || this.#picking) return;
-    if (e.type === 'pointerdown') {
-      canvas.setPointerCapture(e.pointerId);
-      this.#stroke = at;
-    } else if (e.type !== 'pointermove') {
-      this.#stroke = null;
-      return;
-    }
-    if (!this.#stroke) return;
-    e.preventDefault();
-    this.#pad.stroke(this.#settings.mode, this.#stroke, at);
-    this.#stroke = at;
-    this.#showPad();
-  }
-
   // Back to the pad after a run from it: the run stops.
   #backToPad() {
     this.#generation++;
     this.#playing = false;
     this.#total = 0;
     this.#done = 0;
-    this.#padRun = false;
-    this.#enterDrawing();
-  }
-
-  #wireDrawTools(box) {
-    const on = (action, handler) => box.querySelector(`[data-action=${action}]`)?.addEventListener('click', handler);
-    const pad = this.#pad;
-    const mode = this.#settings.mode;
-    on('draw', () => this.#backToPad());
-    on('run', () => this.restart());
-    on('pick', () => {
-      this.#picking = true;
-      this.#renderControls();
-      this.#showGrid();
-    });
-    const erase = (erasing) => () => {
-      pad.erasing = erasing;
-      this.#renderControls();
-    };
-    on('brush', erase(false));
-    on('eraser', erase(true));
-    on('clear', () => {
-      pad.clear(mode === 'fill' ? 'mask' : 'image');
-      this.#showPad();
-    });
-    box.querySelector('[name=brush]')?.addEventListener('input', (e) => (pad.brush = Number(e.target.value)));
-    box.querySelector('[name=color]')?.addEventListener('input', (e) => (pad.color = e.target.value));
-    box.querySelector('[name=file]')?.addEventListener('change', (e) => {
-      const file = e.target.files?.[0];
-      if (file) this.setImage(file).catch(() => {});
-    });
-  }
-
-  // What a 'fill' pad can pick from, and the pad's tools, for the controls.
-  #drawState() {
-    const pad = this.#pad;
-    const canPick = this.#lastGrid?.model === this.#settings.model;
-    return { drawing: this.#drawing, erasing: pad?.erasing ?? false, brush: pad?.brush ?? 2.5, color: pad?.color ?? '#000000', canPick };
+    this.#modes.padRun = false;
+    this.#modes.enter();
   }
 
   // What the engine is loading, shown until the run is ready (and sent as ddpm-progress): the
@@ -631,8 +476,8 @@ export class DdpmSampler extends HTMLElement {
     }
     // The control that had the keyboard focus gets it back in the new markup.
     const focused = this.#root.activeElement?.dataset ?? {};
-    box.innerHTML = controlsHtml(this.#settings, this.#model, this.#drawState());
-    this.#wireDrawTools(box);
+    box.innerHTML = controlsHtml(this.#settings, this.#model, this.#modes.state());
+    this.#modes.wire(box);
     const set = (name, value) => this.setAttribute(name, String(value));
     for (const input of box.querySelectorAll('[data-attr]')) {
       input.addEventListener('change', () => set(input.dataset.attr, input.value));

@@ -122,6 +122,8 @@ export function writeSteerFixtures(dir) {
   // Inpainting (the most steering work on the device: noising, masking, jumps) on WebGPU.
   writeFileSync(join(dir, 'steer-gpu.html'), page(parityWidget('fill', '',
     'mode="fill" image="/fixtures/bar.png" mask="/fixtures/mask.png" resample-jump="2" resample-repeats="2"')));
+  // A run, then 'fill' on one of its images, through the controls.
+  writeFileSync(join(dir, 'pick.html'), page(parityWidget('w', '', `${cpu} controls`)));
   // The fill widget gets its image and mask through the JS API.
   writeFileSync(join(dir, 'steer.js'), `
 const fill = document.getElementById('fill');

@@ -86,6 +86,45 @@ test('filling a masked part on WebGPU gives the CLI\'s images within 1e-3', asyn
   }
 });
 
+test('"Fill a masked part" picks a generated image with a click, masks it with the brush and keeps the rest', async () => {
+  const { page, problems } = await openPage(browser, `${server.url}/fixtures/pick.html`);
+  await waitFor(page, 'w', 'ddpm-done');
+  const generated = await values(page, 'w');
+  const widget = page.locator('#w');
+  await widget.getByLabel('Start from').selectOption('fill');
+  await waitFor(page, 'w', 'ddpm-draw');
+  // The grid is 2×2 images of 8×8 with 2-pixel gaps (22×22): click the middle of image 3.
+  let box = await widget.locator('canvas').boundingBox();
+  const grid = (x, y) => [box.x + (x / 22) * box.width, box.y + (y / 22) * box.height];
+  await page.mouse.click(...grid(16, 16));
+  const byte = (v) => Math.round((Math.min(1, Math.max(-1, v)) + 1) * 127.5);
+  const picked = generated.slice(3 * 64, 4 * 64).map(byte);
+  const pad = async () => page.evaluate(async () => {
+    const { image, mask } = await document.getElementById('w').padValues();
+    return { image: Array.from(image), mask: Array.from(mask) };
+  });
+  assert.deepEqual((await pad()).image.map(byte), picked);
+  // A stroke across the top rows of the pad masks them.
+  box = await widget.locator('canvas').boundingBox();
+  const at = (x, y) => [box.x + (x / 8) * box.width, box.y + (y / 8) * box.height];
+  await page.mouse.move(...at(0.5, 1));
+  await page.mouse.down();
+  await page.mouse.move(...at(7.5, 1), { steps: 8 });
+  await page.mouse.up();
+  const { mask } = await pad();
+  const masked = mask.filter((v) => v === 0).length;
+  assert.ok(masked >= 8 && masked <= 32, `${masked} pixels masked`);
+  await widget.getByRole('button', { name: 'Fill the masked part' }).click();
+  await page.waitForFunction(() => window.ddpmEvents.filter((e) => e.id === 'w' && e.type === 'ddpm-done').length === 2, null, { timeout: 120000 });
+  const filled = await values(page, 'w');
+  for (let i = 0; i < PARITY.n; i++) {
+    const image = filled.slice(i * 64, (i + 1) * 64).map(byte);
+    assert.deepEqual(image.filter((_, p) => mask[p] === 1), picked.filter((_, p) => mask[p] === 1), `image ${i}: the kept part changed`);
+  }
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
 // Where the mouse draws a rough 3, in the pad's 28×28 pixels.
 const THREE = [[9, 7], [14, 5], [19, 8], [15, 13], [19, 17], [15, 22], [9, 21]];
 

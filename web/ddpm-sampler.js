@@ -64,18 +64,7 @@ export class DdpmSampler extends HTMLElement {
     this.#root.innerHTML = `<div class="frame"><canvas part="canvas" role="img" aria-label="no images yet"></canvas>
       <div class="status" part="status"></div>
       <div class="error" part="error" role="alert" hidden></div><div class="controls"></div></div>`;
-    const canvas = this.#root.querySelector('canvas');
-    for (const type of ['pointerdown', 'pointermove', 'pointerup', 'pointercancel']) {
-      canvas.addEventListener(type, (e) => this.#modes.pointer(e));
-    }
-    // An image file dropped on the pad becomes its image.
-    canvas.addEventListener('dragover', (e) => this.#modes.drawing && e.preventDefault());
-    canvas.addEventListener('drop', (e) => {
-      const file = e.dataTransfer?.files?.[0];
-      if (!this.#modes.drawing || !file) return;
-      e.preventDefault();
-      this.setImage(file).catch(() => {});
-    });
+    this.#modes.attach(this.#root.querySelector('canvas'));
   }
 
   connectedCallback() {

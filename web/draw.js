@@ -118,8 +118,27 @@ export class DrawModes {
     this.lastGrid = { ...grid, model: this.#host.settings().model };
   }
 
-  // Pointer input on the canvas: painting on the pad, or picking an image of the grid.
-  pointer(e) {
+  // Listens to the canvas: pointers paint on the pad or pick an image of the grid; an image
+  // file dropped on the pad becomes its image.
+  attach(canvas) {
+    for (const type of ['pointerdown', 'pointermove', 'pointerup', 'pointercancel']) {
+      canvas.addEventListener(type, (e) => this.#pointer(e));
+    }
+    canvas.addEventListener('dragover', (e) => this.drawing && e.preventDefault());
+    canvas.addEventListener('drop', (e) => {
+      const file = e.dataTransfer?.files?.[0];
+      if (!this.drawing || !file) return;
+      e.preventDefault();
+      this.#open(file);
+    });
+  }
+
+  // A file the reader chose or dropped (a bad one is a message in the widget).
+  #open(file) {
+    this.#host.setImage(file).catch(() => {});
+  }
+
+  #pointer(e) {
     const canvas = e.currentTarget;
     const box = canvas.getBoundingClientRect();
     const at = { x: ((e.clientX - box.left) * canvas.width) / box.width, y: ((e.clientY - box.top) * canvas.height) / box.height };
@@ -174,7 +193,7 @@ export class DrawModes {
     box.querySelector('[name=color]')?.addEventListener('input', (e) => (pad.color = e.target.value));
     box.querySelector('[name=file]')?.addEventListener('change', (e) => {
       const file = e.target.files?.[0];
-      if (file) this.#host.setImage(file).catch(() => {});
+      if (file) this.#open(file);
     });
   }
 

@@ -40,13 +40,14 @@ const MODES = [['sample', 'Sample from noise'], ['finish', 'Finish a drawing'], 
 // "finish it", and the button that runs from the pad (or goes back to it after a run).
 function drawTools(settings, model, draw) {
   const fill = settings.mode === 'fill';
+  // After a run from the pad the strength stays at hand: a new one runs the same drawing again.
+  const strength = fill ? '' : `<label>Strength <input data-attr="strength" type="range" min="0" max="1" step="0.05" value="${escape(settings.strength)}"
+    aria-valuetext="${escape(settings.strength)}"> ${escape(settings.strength)}</label>`;
   if (!draw.drawing) {
-    return `<div class="buttons wide"><button data-action="draw">${fill ? 'Paint another mask' : 'Draw again'}</button></div>`;
+    return `<div class="buttons wide">${strength}<button data-action="draw">${fill ? 'Paint another mask' : 'Draw again'}</button></div>`;
   }
   const colour = !fill && model.info.channels === 3
     ? `<label>Colour <input name="color" type="color" value="${escape(draw.color)}"></label>` : '';
-  const strength = fill ? '' : `<label>Strength <input data-attr="strength" type="range" min="0" max="1" step="0.05" value="${escape(settings.strength)}"
-    aria-valuetext="${escape(settings.strength)}"> ${escape(settings.strength)}</label>`;
   const pick = fill && draw.canPick ? '<button data-action="pick">Pick a generated image</button>' : '';
   const run = fill ? 'Fill the masked part' : 'Finish it';
   return `<div class="buttons wide" role="group" aria-label="drawing">

@@ -312,6 +312,9 @@ export class DdpmSampler extends HTMLElement {
       const [backend, model] = await Promise.all([runner.backend, runner.model(s.model)]);
       const backendName = backend.gpu || backend.workers === 1 ? backend.name : `${backend.name} · ${backend.workers} workers`;
       if (generation !== this.#generation) return;
+      // Kept only now: a restart that a newer one overtook changes nothing.
+      this.#backendName = backendName;
+      this.#gpu = backend.gpu;
       this.#modes.setModel(model);
       this.#model = model;
       await this.#modes.loadSources(s, (name) => this.getAttribute(name));
@@ -323,17 +326,12 @@ export class DdpmSampler extends HTMLElement {
       const auto = s.autoplay && s.image !== null && (s.mode === 'finish' || s.mask !== null) && !drawing;
       const fromPadNow = s.mode !== 'sample' && (fromPad || auto || (padRun && !drawing));
       if (s.mode !== 'sample' && !fromPadNow) {
-        this.#backendName = backendName;
-        this.#gpu = backend.gpu;
         this.#modes.enter();
         return;
       }
       const pad = fromPadNow ? this.#modes.options(s.mode) : null;
       const { total, columns } = await runner.call('start', { key: s.model, runId: this.#runId, options: runOptions(s, pad) });
       if (generation !== this.#generation) return;
-      // Kept only now: a restart that a newer one overtook changes nothing.
-      this.#backendName = backendName;
-      this.#gpu = backend.gpu;
       Object.assign(this.#modes, { padRun: fromPadNow, drawing: false, picking: false });
       this.#columns = columns;
       this.#total = total;

@@ -11,7 +11,6 @@ export class DrawModes {
   #waiters = []; // padReady() calls waiting for the model's size
   #loaded = { image: null, mask: null }; // the `image` and `mask` attributes on the pad
   #stroke = null; // the pointer's last point while it paints
-  model = null;
   pad = null;
   drawing = false; // the pad is shown (no run in progress)
   picking = false; // 'fill' without an image: a click on the last grid picks one
@@ -29,7 +28,6 @@ export class DrawModes {
   // The model is known: its pad (a new one for a model of another size) and the calls that
   // waited for it.
   setModel(model) {
-    this.model = model;
     const { imageSize, channels } = model.info;
     const pad = this.pad;
     if (!pad || pad.height !== imageSize[0] || pad.width !== imageSize[1] || pad.channels !== channels) {
@@ -40,7 +38,7 @@ export class DrawModes {
   }
 
   padReady() {
-    return this.pad && this.model ? Promise.resolve(this.pad) : new Promise((resolve) => this.#waiters.push(resolve));
+    return this.pad ? Promise.resolve(this.pad) : new Promise((resolve) => this.#waiters.push(resolve));
   }
 
   // Decodes `source` and applies it to the pad; a bad source is a message in the widget.
@@ -73,16 +71,16 @@ export class DrawModes {
     const pad = this.pad;
     if (mode === 'finish') return { image: pad.image() };
     if (!pad.given) throw new Error('nothing to fill in: pick a generated image, drop an image here or call setImage()');
-    if (!pad.masked()) throw new Error('paint over the part to fill in first (or call setMask())');
-    return { image: pad.image(), mask: pad.keep() };
+    const mask = pad.keep();
+    if (!mask.includes(0)) throw new Error('paint over the part to fill in first (or call setMask())');
+    return { image: pad.image(), mask };
   }
 
   // Shows the pad (or, in 'fill' without an image, the last grid to pick from) and its tools.
   enter() {
     this.drawing = true;
     const s = this.#host.settings();
-    const grid = this.lastGrid?.model === s.model ? this.lastGrid : null;
-    this.picking = s.mode === 'fill' && !this.pad.given && grid !== null;
+    this.picking = s.mode === 'fill' && !this.pad.given && this.#canPick();
     this.#host.controls();
     if (this.picking) this.showGrid();
     else this.showPad();
@@ -111,6 +109,11 @@ export class DrawModes {
     canvas.className = 'picking';
     canvas.setAttribute('aria-label', 'generated images: click one to fill in part of it');
     this.#host.status('click an image to fill in part of it, or drop one here');
+  }
+
+  // Whether the last finished run's images are this model's, to pick one from.
+  #canPick() {
+    return this.lastGrid?.model === this.#host.settings().model;
   }
 
   // The finished run's images, for 'fill' to pick one from.
@@ -143,7 +146,7 @@ export class DrawModes {
     const box = canvas.getBoundingClientRect();
     const at = { x: ((e.clientX - box.left) * canvas.width) / box.width, y: ((e.clientY - box.top) * canvas.height) / box.height };
     if (this.picking && e.type === 'pointerdown') {
-      const [height, width] = this.model.info.imageSize;
+      const { height, width } = this.pad;
       const { values, n, columns } = this.lastGrid;
       const index = gridCell(at, { n, columns, width, height });
       if (index < 0) return;
@@ -200,7 +203,6 @@ export class DrawModes {
   // What a 'fill' pad can pick from, and the pad's tools, for the controls.
   state() {
     const pad = this.pad;
-    const canPick = this.lastGrid?.model === this.#host.settings().model;
-    return { drawing: this.drawing, erasing: pad?.erasing ?? false, brush: pad?.brush ?? 2.5, color: pad?.color ?? '#000000', canPick };
+    return { drawing: this.drawing, erasing: pad?.erasing ?? false, brush: pad?.brush ?? 2.5, color: pad?.color ?? '#000000', canPick: this.#canPick() };
   }
 }

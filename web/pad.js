@@ -148,11 +148,6 @@ export class Pad {
     return Float32Array.from({ length: this.width * this.height }, (_, p) => (rgba[4 * p + 3] >= 128 ? 0 : 1));
   }
 
-  /** Whether the brush has painted any of the mask. */
-  masked() {
-    return this.keep().some((v) => v === 0);
-  }
-
   /** A stroke from `from` to `to` (pad pixels) in `mode` ('finish' paints the image, 'fill'
    * the mask); the eraser paints the background, or unmasks. */
   stroke(mode, from, to) {

@@ -7,7 +7,8 @@
 #
 # IN holds what was carried there:
 #   ddpm[-NAME].xz    release builds of `ddpm` (xz-compressed); `ddpm.xz` trains, and every
-#                     one is measured by crates/ddpm/benches/gpu.sh when BENCH=1
+#                     one is measured by crates/ddpm/benches/gpu.sh when BENCH=1 (`ddpm.xz`
+#                     also with DDPM_GPU_KERNELS=1, as `default+kernels`)
 #   run.tar.xz.*      a run packed by an earlier window (optional): it is continued
 #   data.tar.xz       training images, unpacked beside the run (optional)
 # OUT receives at most seven files: run.tar.xz.aa, .ab, … (the run folder with its newest
@@ -51,6 +52,8 @@ if [ "${BENCH:-0}" = 1 ]; then
     variants+=("${name#-}=$b")
   done
   variants=("${variants[@]/#=/default=}")
+  # The core's GPU kernels are a switch of the same binary: measured with the default build.
+  variants=("${variants[0]}" "default+kernels=$work/bin/ddpm" "${variants[@]:1}")
   # The benchmark's run folders stay in the work folder: only its report travels back.
   OUT="$work/bench" DEADLINE=$bench_end DEVICE="$device" \
     bash "$here/../crates/ddpm/benches/gpu.sh" "${variants[@]}" >"$work/bench.log" 2>&1

@@ -69,6 +69,32 @@ fn the_cli_trains_and_samples_on_wgpu() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("on wgpu: "), "{stderr}");
     assert_eq!(losses(&run_dir).len(), 4);
+    // The same run through the core's GPU kernels: the same losses, step by step (each step's
+    // weights come from the previous steps' gradients, so a wrong backward pass shows).
+    let kernel_dir = dir.path().join("kernels");
+    all[1] = kernel_dir.to_str().expect("utf8");
+    let out = ddpm()
+        .args(&all)
+        .env("DDPM_GPU_KERNELS", "1")
+        .output()
+        .expect("ddpm runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the core's GPU kernels"), "{stderr}");
+    let loss = |run: &std::path::Path| -> Vec<f32> {
+        losses(run)
+            .iter()
+            .map(|(_, l)| l.parse().expect("loss"))
+            .collect()
+    };
+    let (plain, kernels) = (loss(&run_dir), loss(&kernel_dir));
+    for (p, k) in plain.iter().zip(&kernels) {
+        assert!(
+            (p - k).abs() <= 1e-3 * p.abs(),
+            "losses {plain:?} vs {kernels:?}"
+        );
+    }
+    assert_eq!(kernels.len(), 4);
     let png = dir.path().join("s.png");
     ok(&[
         "sample",

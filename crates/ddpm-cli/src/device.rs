@@ -70,9 +70,15 @@ mod gpu {
         if info.device_type == DeviceType::Cpu && !accept_software {
             bail!("only the software adapter `{}`", info.name);
         }
+        // The core's GPU kernels are an experiment until measured: say when they run.
+        let kernels = if ddpm::gpu::enabled() {
+            ", the core's GPU kernels (DDPM_GPU_KERNELS=1)"
+        } else {
+            ""
+        };
         Ok(Selected {
             device,
-            description: format!("wgpu: {} ({:?})", info.name, info.backend),
+            description: format!("wgpu: {} ({:?}){kernels}", info.name, info.backend),
         })
     }
 }

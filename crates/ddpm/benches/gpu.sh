@@ -10,7 +10,8 @@
 #   bash crates/ddpm/benches/gpu.sh [NAME=DDPM_BINARY ...]
 #
 # Without arguments it builds the variants below with cargo (a Rust toolchain on the GPU
-# machine); with them it measures those binaries (built elsewhere and copied there).
+# machine); with them it measures those binaries (built elsewhere and copied there). A NAME
+# ending in `+kernels` runs its binary with DDPM_GPU_KERNELS=1 (the core's GPU kernels).
 # Environment: OUT (results; default target/gpu-bench), STEPS (timed training steps per
 # measurement, default 30), PYTHON (one with torch, denoising-diffusion-pytorch and
 # ema-pytorch; default: benches/run.sh's venv, else python3), DEVICE (default wgpu),
@@ -113,12 +114,14 @@ with open(sys.argv[1], 'wb') as f:
 variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
   # name:features of `cargo build --release -p ddpm-cli` (the default build is `wgpu`).
-  for v in wgpu: fusion:fusion fusion-persistence:fusion,persistence \
-    vulkan-fusion:vulkan,fusion,persistence; do
-    name="${v%%:*}" features="${v#*:}"
-    (cd "$root" && cargo build -q --release -p ddpm-cli ${features:+--features "$features"}) || exit 1
-    cp "$root/target/release/ddpm" "$OUT/ddpm-$name"
-    variants+=("$name=$OUT/ddpm-$name")
+  for v in wgpu: wgpu+kernels: fusion:fusion fusion+kernels:fusion \
+    fusion-persistence:fusion,persistence vulkan-fusion:vulkan,fusion,persistence; do
+    name="${v%%:*}" features="${v#*:}" build="${v%%[:+]*}"
+    if [ ! -x "$OUT/ddpm-$build" ]; then
+      (cd "$root" && cargo build -q --release -p ddpm-cli ${features:+--features "$features"}) || exit 1
+      cp "$root/target/release/ddpm" "$OUT/ddpm-$build"
+    fi
+    variants+=("$name=$OUT/ddpm-$build")
   done
 fi
 
@@ -130,7 +133,11 @@ for v in "${variants[@]}"; do
   mkdir -p "$work/home"
   # A fresh HOME and a folder outside any cargo workspace: autotune's cache (with burn's
   # `persistence`) starts empty, in $HOME/.cache/cubecl.
-  run() { (cd "$work" && HOME="$work/home" timeout "$(left)" "$bin" "$@"); }
+  kernels=0
+  [ "${name%+kernels}" != "$name" ] && kernels=1
+  run() {
+    (cd "$work" && HOME="$work/home" DDPM_GPU_KERNELS=$kernels timeout "$(left)" "$bin" "$@")
+  }
   train() {
     local tag="$1" batch="$2"
     shift 2

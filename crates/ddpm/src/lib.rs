@@ -23,6 +23,8 @@
 pub mod diffusion;
 pub mod ema;
 pub mod fused;
+#[cfg(feature = "gpu-kernels")]
+pub mod gpu;
 pub mod grid;
 pub mod noise;
 pub mod sampler;
@@ -53,6 +55,17 @@ pub(crate) mod test_util {
     /// The CPU device the unit tests run on.
     pub fn device() -> Device {
         Device::flex()
+    }
+
+    /// Element-wise within 1e-4, relative for values above 1 (the kernels' tests share it).
+    pub fn close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (p, q)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (p - q).abs() <= 1e-4 * q.abs().max(1.0),
+                "{what}[{i}]: {p} vs {q}"
+            );
+        }
     }
 
     /// A tensor's values, read back synchronously (native tests only).

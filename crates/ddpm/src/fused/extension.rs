@@ -14,17 +14,50 @@ use super::linear_attention::{self as la, HeadDims};
 use super::norm_film_silu::{self as nfs, Dims};
 use super::softmax::{self as sm, Axis};
 
-/// The fused operations.
-#[backend_extension(Flex, Autodiff: cfg(feature = "fused-autodiff"))]
-pub trait CpuKernels: Backend {
+/// `Block`'s RMSNorm, FiLM and SiLU as one operation: the CPU kernel on flex and, with the
+/// `gpu-kernels` feature, the GPU kernel (`crate::gpu`) on burn's cubecl backends. Its own trait,
+/// apart from [`CpuKernels`], because it is the one operation both devices implement.
+/// With burn's `fusion` (the `fusion` feature here) the GPU kernel runs as one opaque operation
+/// in fusion's stream.
+#[backend_extension(
+    Flex,
+    Cube: cfg(feature = "gpu-kernels"),
+    Fusion: cfg(all(feature = "gpu-kernels", feature = "fusion")),
+    Autodiff: cfg(feature = "fused-autodiff")
+)]
+pub trait NormFilmSiluKernel: Backend {
     /// `silu(normalize(h) · a + s)` ([`nfs::norm_film_silu`]); `h` is
     /// `[batch, channels, height, width]`, `a` and `s` are `[batch, channels, 1, 1]`.
+    #[fusion(dtype = h, shape = h)]
     fn norm_film_silu(
         h: FloatTensor<Self>,
         a: FloatTensor<Self>,
         s: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+}
 
+/// The backward pass of [`NormFilmSiluKernel`] on the backend an autodiff graph wraps (an
+/// extension too, only so that fusion's implementation is generated).
+#[backend_extension(
+    Flex,
+    Cube: cfg(feature = "gpu-kernels"),
+    Fusion: cfg(all(feature = "gpu-kernels", feature = "fusion"))
+)]
+#[cfg_attr(not(feature = "fused-autodiff"), allow(dead_code))]
+pub trait NormFilmSiluBackward: Backend {
+    /// The gradients for `h`, `a` and `s` given the output's gradient `g`.
+    #[fusion(meta = |h, a, _s, _g| (h.clone(), a.clone(), a.clone()))]
+    fn norm_film_silu_backward(
+        h: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        s: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The CPU's other fused operations.
+#[backend_extension(Flex, Autodiff: cfg(feature = "fused-autodiff"))]
+pub trait CpuKernels: Backend {
     /// The softmax of `x` along `dim` ([`sm::softmax`]).
     fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self>;
 
@@ -51,14 +84,6 @@ pub trait CpuKernels: Backend {
 /// `fused-autodiff` only).
 #[cfg_attr(not(feature = "fused-autodiff"), allow(dead_code))]
 pub trait CpuKernelsBackward: Backend {
-    /// The gradients for `h`, `a` and `s` given the output's gradient `g`.
-    fn norm_film_silu_backward(
-        h: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        s: FloatTensor<Self>,
-        g: FloatTensor<Self>,
-    ) -> [FloatTensor<Self>; 3];
-
     /// The input's gradient from the softmax's output `y` and its gradient `g`.
     fn fused_softmax_backward(
         y: FloatTensor<Self>,
@@ -116,13 +141,33 @@ fn conv_dims(x: &FlexTensor, weight: &FlexTensor) -> (usize, ConvDims, usize) {
     (x[0], dims, w[0])
 }
 
-impl CpuKernels for Flex {
+impl NormFilmSiluKernel for Flex {
     fn norm_film_silu(h: FlexTensor, a: FlexTensor, s: FlexTensor) -> FlexTensor {
         let shape = shape(&h);
         let y = nfs::norm_film_silu(&values(&h), &values(&a), &values(&s), image_dims(&shape));
         tensor(y, shape)
     }
+}
 
+impl NormFilmSiluBackward for Flex {
+    fn norm_film_silu_backward(
+        h: FlexTensor,
+        a: FlexTensor,
+        s: FlexTensor,
+        g: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (shape, small) = (self::shape(&h), self::shape(&a));
+        let (h, a, s, g) = (values(&h), values(&a), values(&s), values(&g));
+        let (dh, da, ds) = nfs::norm_film_silu_backward(&h, &a, &s, &g, image_dims(&shape));
+        (
+            tensor(dh, shape),
+            tensor(da, small.clone()),
+            tensor(ds, small),
+        )
+    }
+}
+
+impl CpuKernels for Flex {
     fn fused_softmax(x: FlexTensor, dim: usize) -> FlexTensor {
         let shape = shape(&x);
         tensor(sm::softmax(&values(&x), Axis::of(&shape, dim)), shape)
@@ -151,22 +196,6 @@ impl CpuKernels for Flex {
 }
 
 impl CpuKernelsBackward for Flex {
-    fn norm_film_silu_backward(
-        h: FlexTensor,
-        a: FlexTensor,
-        s: FlexTensor,
-        g: FlexTensor,
-    ) -> [FlexTensor; 3] {
-        let (shape, small) = (self::shape(&h), self::shape(&a));
-        let (h, a, s, g) = (values(&h), values(&a), values(&s), values(&g));
-        let (dh, da, ds) = nfs::norm_film_silu_backward(&h, &a, &s, &g, image_dims(&shape));
-        [
-            tensor(dh, shape),
-            tensor(da, small.clone()),
-            tensor(ds, small),
-        ]
-    }
-
     fn fused_softmax_backward(y: FlexTensor, g: FlexTensor, dim: usize) -> FlexTensor {
         let shape = shape(&y);
         let dx = sm::softmax_backward(&values(&y), &values(&g), Axis::of(&shape, dim));
@@ -194,7 +223,7 @@ mod autodiff {
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, AutodiffBackend, Backend};
 
-    use super::{CpuKernels, CpuKernelsBackward};
+    use super::{CpuKernels, CpuKernelsBackward, NormFilmSiluBackward, NormFilmSiluKernel};
 
     /// Registers each gradient with its parent node, where that parent is tracked.
     fn register<B: Backend, const N: usize>(
@@ -212,7 +241,7 @@ mod autodiff {
     #[derive(Debug)]
     struct NormFilmSiluGrad;
 
-    impl<B: CpuKernelsBackward> Backward<B, 3> for NormFilmSiluGrad {
+    impl<B: NormFilmSiluBackward> Backward<B, 3> for NormFilmSiluGrad {
         /// The inputs, kept by the checkpointer.
         type State = [NodeId; 3];
 
@@ -222,7 +251,8 @@ mod autodiff {
                 .state
                 .map(|id| ck.retrieve_node_output::<FloatTensor<B>>(id));
             let parents = ops.parents.map(|p| p.map(|node| node.id));
-            register::<B, 3>(grads, parents, B::norm_film_silu_backward(h, a, s, g));
+            let (dh, da, ds) = B::norm_film_silu_backward(h, a, s, g);
+            register::<B, 3>(grads, parents, [dh, da, ds]);
         }
     }
 
@@ -259,9 +289,9 @@ mod autodiff {
         }
     }
 
-    impl<B, C> CpuKernels for Autodiff<B, C>
+    impl<B, C> NormFilmSiluKernel for Autodiff<B, C>
     where
-        B: CpuKernels + CpuKernelsBackward,
+        B: NormFilmSiluKernel + NormFilmSiluBackward,
         C: CheckpointStrategy,
     {
         fn norm_film_silu(
@@ -286,7 +316,13 @@ mod autodiff {
                 }
             }
         }
+    }
 
+    impl<B, C> CpuKernels for Autodiff<B, C>
+    where
+        B: CpuKernels + CpuKernelsBackward,
+        C: CheckpointStrategy,
+    {
         fn same_conv(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
@@ -357,7 +393,7 @@ pub(crate) fn norm_film_silu(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>) -
         Some(s) => s.expand(small),
         None => Tensor::zeros(small, &h.device()),
     };
-    Tensor::from_dispatch(<Dispatch as CpuKernels>::norm_film_silu(
+    Tensor::from_dispatch(<Dispatch as NormFilmSiluKernel>::norm_film_silu(
         h.into_dispatch(),
         a.expand(small).into_dispatch(),
         s.into_dispatch(),

@@ -32,7 +32,7 @@ pub fn norm_film_silu(
         None => (gain, None),
     };
     #[cfg(feature = "fused")]
-    if extension::applies(&h) {
+    if extension::applies(&h) || gpu_kernels_apply(&h) {
         return extension::norm_film_silu(h, a, s);
     }
     norm_film_silu_composite(h, a, s)
@@ -132,6 +132,18 @@ pub fn linear_attention_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tenso
     let scale = (q.dims()[2] as f32).powf(-0.5);
     let context = softmax(k, 3).matmul(v.swap_dims(2, 3)).mul_scalar(scale);
     context.swap_dims(2, 3).matmul(softmax(q, 2))
+}
+
+/// Whether the GPU kernels (`crate::gpu`) run for tensors like `t`.
+#[cfg(feature = "fused")]
+fn gpu_kernels_apply<const D: usize>(t: &Tensor<D>) -> bool {
+    #[cfg(feature = "gpu-kernels")]
+    return crate::gpu::applies(t);
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = t;
+        false
+    }
 }
 
 /// Whether the kernels run for tensors like `t` (on flex, `f32`, built with the features).

@@ -10,7 +10,7 @@ mod linear_attention;
 use crate::fused::exp;
 use crate::fused::norm_film_silu::{self as kernel, Dims};
 use crate::fused::softmax::{self as sm, Axis};
-use crate::test_util::{device, values};
+use crate::test_util::{close, device, values};
 use crate::unet::ops::norm_film_silu_composite;
 #[cfg(feature = "fused")]
 use crate::unet::ops::{kernels_apply, norm_film_silu, softmax};
@@ -19,17 +19,6 @@ const DIMS: Dims = Dims {
     channels: 4,
     pixels: 15,
 };
-
-/// Element-wise within 1e-4, relative for values above 1 (the kernels' tests share it).
-pub(super) fn close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (p, q)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (p - q).abs() <= 1e-4 * q.abs().max(1.0),
-            "{what}[{i}]: {p} vs {q}"
-        );
-    }
-}
 
 /// `h` `[2, 4, 3, 5]`, the per-channel factor `a` and shift `s` `[2, 4, 1, 1]`, and weights `w`
 /// like `h` (the loss is `Σ w·y`, so `w` is the output's gradient).

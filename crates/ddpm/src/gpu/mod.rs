@@ -1,0 +1,59 @@
+//! GPU kernels, written in cubecl for burn's cubecl backends (wgpu, CUDA) through the same
+//! backend-extension API as the CPU kernels (`crate::fused`), and tested against the same burn
+//! composites (on Mesa's lavapipe where there is no GPU):
+//!
+//! - [`norm_film_silu`]: a `Block`'s RMSNorm, FiLM scale and shift, and SiLU, forward and
+//!   backward.
+//!
+//! Off unless the environment says `DDPM_GPU_KERNELS=1`: whether one kernel beats burn's chain
+//! of small ones (or its fusion) is for a GPU to measure, and none has yet (BENCHMARKS.md).
+
+use std::sync::OnceLock;
+
+use burn::backend::DispatchDevice;
+use burn::tensor::{DType, Tensor};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::tensor::CubeTensor;
+
+use crate::fused::extension::{NormFilmSiluBackward, NormFilmSiluKernel};
+
+pub mod norm_film_silu;
+#[cfg(test)]
+mod tests;
+
+/// Whether `DDPM_GPU_KERNELS=1` asks for the kernels (read once per process).
+pub fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("DDPM_GPU_KERNELS").is_ok_and(|v| v == "1"))
+}
+
+/// Whether the GPU kernels run for `t`: asked for, on a cubecl device, in `f32`.
+pub fn applies<const D: usize>(t: &Tensor<D>) -> bool {
+    enabled() && on_cube(t) && t.dtype() == DType::F32
+}
+
+/// Whether `t` lives on one of burn's cubecl devices.
+pub(crate) fn on_cube<const D: usize>(t: &Tensor<D>) -> bool {
+    matches!(
+        t.device().as_dispatch().clone().inner(),
+        DispatchDevice::Cube(_)
+    )
+}
+
+impl NormFilmSiluKernel for CubeBackend {
+    fn norm_film_silu(h: CubeTensor, a: CubeTensor, s: CubeTensor) -> CubeTensor {
+        norm_film_silu::forward(h, a, s)
+    }
+}
+
+impl NormFilmSiluBackward for CubeBackend {
+    fn norm_film_silu_backward(
+        h: CubeTensor,
+        a: CubeTensor,
+        s: CubeTensor,
+        g: CubeTensor,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let [dh, da, ds] = norm_film_silu::backward(h, a, s, g);
+        (dh, da, ds)
+    }
+}

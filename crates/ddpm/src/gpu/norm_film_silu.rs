@@ -1,0 +1,199 @@
+//! `Block`'s RMSNorm, FiLM and SiLU as cubecl kernels, one unit of work per pixel: it reads
+//! the pixel's channels twice (their norm, then the output), where burn's composite runs some
+//! ten kernels forward and more backward, each a full pass over the activation. The math is
+//! the CPU kernel's (`crate::fused::norm_film_silu`), which documents it.
+
+use burn::backend::Shape;
+use burn::backend::ops::FloatTensorOps;
+use burn::tensor::DType;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+use cubecl::{calculate_cube_count_elemwise, cube};
+
+/// `F.normalize`'s floor on the norm.
+const NORM_FLOOR: f32 = 1e-12;
+
+/// Where pixel `p` (of `width` per row) of image `b` starts in the 4-D tensor `t`, whose
+/// channels then lie `t.stride(1)` apart. The inputs are read through their strides: burn's
+/// convolutions may leave their outputs channels-last, and an expanded per-channel factor has
+/// stride 0 over the batch, and neither is copied first.
+#[cube]
+fn pixel(t: &Tensor<f32>, b: usize, p: usize, width: usize) -> usize {
+    b * t.stride(0) + (p / width) * t.stride(2) + (p % width) * t.stride(3)
+}
+
+/// `1 / max(‖h[b, :, p]‖₂, 1e-12)` for the pixel starting at `at`.
+#[cube]
+fn reciprocal_norm(h: &Tensor<f32>, at: usize, channels: usize) -> f32 {
+    let mut sum = 0.0f32;
+    for c in 0..channels {
+        let x = h[at + c * h.stride(1)];
+        sum += x * x;
+    }
+    1.0f32 / f32::max(f32::sqrt(sum), NORM_FLOOR)
+}
+
+/// The element `[b, c]` of a `[batch, channels, 1, 1]` tensor.
+#[cube]
+fn per_channel(t: &Tensor<f32>, b: usize, c: usize) -> f32 {
+    t[b * t.stride(0) + c * t.stride(1)]
+}
+
+/// `silu(h · r · a + s)` for each channel of one pixel.
+#[cube(launch)]
+fn forward_kernel(h: &Tensor<f32>, a: &Tensor<f32>, s: &Tensor<f32>, y: &mut Tensor<f32>) {
+    let (channels, width) = (h.shape(1), h.shape(3));
+    let pixels = h.shape(2) * width;
+    let unit = ABSOLUTE_POS;
+    if unit >= h.shape(0) * pixels {
+        terminate!();
+    }
+    let (b, p) = (unit / pixels, unit % pixels);
+    let at = pixel(h, b, p, width);
+    let out = b * y.stride(0) + (p / width) * y.stride(2) + (p % width) * y.stride(3);
+    let step = y.stride(1);
+    let r = reciprocal_norm(h, at, channels);
+    for c in 0..channels {
+        let z = h[at + c * h.stride(1)] * r * per_channel(a, b, c) + per_channel(s, b, c);
+        y[out + c * step] = z / (1.0f32 + f32::exp(-z));
+    }
+}
+
+/// The backward pass for one pixel: `dh`, and the per-pixel terms `dz·u` and `dz` whose sums
+/// over the pixels are the gradients of `a` and `s` (these two contiguous).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)] // a kernel's buffers are its arguments
+fn backward_kernel(
+    h: &Tensor<f32>,
+    a: &Tensor<f32>,
+    s: &Tensor<f32>,
+    g: &Tensor<f32>,
+    dh: &mut Tensor<f32>,
+    dzu: &mut Tensor<f32>,
+    dz: &mut Tensor<f32>,
+) {
+    let (channels, width) = (h.shape(1), h.shape(3));
+    let pixels = h.shape(2) * width;
+    let unit = ABSOLUTE_POS;
+    if unit >= h.shape(0) * pixels {
+        terminate!();
+    }
+    let (b, p) = (unit / pixels, unit % pixels);
+    let (at, at_g) = (pixel(h, b, p, width), pixel(g, b, p, width));
+    let out = b * dh.stride(0) + (p / width) * dh.stride(2) + (p % width) * dh.stride(3);
+    let (step, sums) = (dh.stride(1), b * channels * pixels + p);
+    let r = reciprocal_norm(h, at, channels);
+    // Σ_c du·u, with du = dz·a; dh holds du until the second loop.
+    let mut dot = 0.0f32;
+    for c in 0..channels {
+        let (i, o, k) = (at + c * h.stride(1), out + c * step, sums + c * pixels);
+        let ac = per_channel(a, b, c);
+        let u = h[i] * r;
+        let z = u * ac + per_channel(s, b, c);
+        let sg = 1.0f32 / (1.0f32 + f32::exp(-z));
+        let d = g[at_g + c * g.stride(1)] * sg * (1.0f32 + z * (1.0f32 - sg));
+        dz[k] = d;
+        dzu[k] = d * u;
+        dh[o] = d * ac;
+        dot += d * ac * u;
+    }
+    let floored = r * NORM_FLOOR >= 1.0f32;
+    for c in 0..channels {
+        let o = out + c * step;
+        let du = dh[o];
+        dh[o] = select(
+            floored,
+            r * du,
+            r * (du - h[at + c * h.stride(1)] * r * dot),
+        );
+    }
+}
+
+/// The sizes of `h` `[batch, channels, height, width]`: (batch, channels, pixels).
+fn dims(h: &CubeTensor) -> (usize, usize, usize) {
+    let shape = h.meta.shape();
+    (shape[0], shape[1], shape[2..].iter().product())
+}
+
+/// An `f32` tensor shaped like `t`, dense in `t`'s memory order: the next operation (a
+/// convolution, mostly) then finds the layout burn's own element-wise operations would have
+/// left it, instead of repacking a row-major one.
+fn empty_like(t: &CubeTensor) -> CubeTensor {
+    let (shape, strides) = (t.meta.shape(), t.meta.strides());
+    // The axes from the outermost in memory to the innermost; ties keep the logical order.
+    let mut axes: Vec<usize> = (0..strides.len()).collect();
+    axes.sort_by_key(|&i| std::cmp::Reverse(strides[i]));
+    let mut inverse = vec![0; axes.len()];
+    for (k, &i) in axes.iter().enumerate() {
+        inverse[i] = k;
+    }
+    let dense = empty_contiguous(t, axes.iter().map(|&i| shape[i]).collect());
+    CubeBackend::float_permute(dense, &inverse)
+}
+
+/// A contiguous (row-major) `f32` tensor of `shape` on `t`'s device.
+fn empty_contiguous(t: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
+    empty_device_contiguous_dtype(
+        t.client.clone(),
+        t.device.clone(),
+        Shape::from(shape),
+        DType::F32,
+    )
+}
+
+/// One unit per pixel of every image.
+fn launch_size(h: &CubeTensor, units: usize) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new(&h.client, units);
+    (calculate_cube_count_elemwise(&h.client, units, dim), dim)
+}
+
+/// `silu(normalize(h) · a + s)`: `h` `[batch, channels, height, width]`, `a` and `s`
+/// `[batch, channels, 1, 1]` (any strides), all `f32`.
+pub fn forward(h: CubeTensor, a: CubeTensor, s: CubeTensor) -> CubeTensor {
+    let (batch, channels, pixels) = dims(&h);
+    let y = empty_like(&h);
+    if batch * channels * pixels == 0 {
+        return y;
+    }
+    let (count, dim) = launch_size(&h, batch * pixels);
+    forward_kernel::launch(
+        &y.client,
+        count,
+        dim,
+        h.into_tensor_arg(),
+        a.into_tensor_arg(),
+        s.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+    );
+    y
+}
+
+/// The gradients of [`forward`] for `h`, `a` and `s` given the output's gradient `g`.
+pub fn backward(h: CubeTensor, a: CubeTensor, s: CubeTensor, g: CubeTensor) -> [CubeTensor; 3] {
+    let small = a.meta.shape().clone();
+    let (batch, channels, pixels) = dims(&h);
+    let dh = empty_like(&h);
+    let [dzu, dz] = [(); 2].map(|()| empty_contiguous(&h, vec![batch, channels, pixels]));
+    if batch * channels * pixels > 0 {
+        let (count, dim) = launch_size(&h, batch * pixels);
+        backward_kernel::launch(
+            &dh.client.clone(),
+            count,
+            dim,
+            h.into_tensor_arg(),
+            a.into_tensor_arg(),
+            s.into_tensor_arg(),
+            g.into_tensor_arg(),
+            dh.clone().into_tensor_arg(),
+            dzu.clone().into_tensor_arg(),
+            dz.clone().into_tensor_arg(),
+        );
+    }
+    // The sums over each image's pixels, by burn's reduction.
+    let pixel_sum = |rows: CubeTensor| {
+        CubeBackend::float_reshape(CubeBackend::float_sum_dim(rows, 2), small.clone())
+    };
+    [dh, pixel_sum(dzu), pixel_sum(dz)]
+}

@@ -1,0 +1,96 @@
+//! The GPU kernels against burn's composites on the same wgpu device (Mesa's lavapipe where
+//! there is no GPU), and against the CPU kernels on the same values.
+
+use burn::tensor::{Device, DeviceKind, Distribution, Tensor, TensorData};
+
+use crate::fused::extension;
+use crate::test_util::{close, values};
+use crate::unet::ops::norm_film_silu_composite;
+
+fn wgpu() -> Device {
+    Device::wgpu(DeviceKind::DefaultDevice)
+}
+
+/// `h` `[3, 6, 5, 7]` (more units than one cube of the smallest size), the gain `[1, 6, 1, 1]`,
+/// the FiLM scale and shift `[3, 6, 1, 1]`, and the output's gradient `w` like `h`. `h` and `w`
+/// are laid out channels-last, as burn's convolutions may leave them.
+fn inputs(device: &Device) -> [Tensor<4>; 5] {
+    let normal = Distribution::Normal(0.0, 1.0);
+    let channels_last = || Tensor::<4>::random([3, 5, 7, 6], normal, device).permute([0, 3, 1, 2]);
+    [
+        channels_last(),
+        Tensor::random([1, 6, 1, 1], Distribution::Uniform(0.5, 2.0), device),
+        Tensor::random([3, 6, 1, 1], normal, device),
+        Tensor::random([3, 6, 1, 1], normal, device),
+        channels_last(),
+    ]
+}
+
+/// With and without FiLM: the kernel's output and its gradients for the input, the gain, and
+/// the FiLM scale and shift equal the composite's, both on the GPU with autodiff.
+#[test]
+fn norm_film_silu_kernel_on_the_gpu_equals_the_composite_with_gradients() {
+    let device = wgpu().autodiff();
+    let [h, gain, scale, shift, w] = inputs(&device).map(|t| t.require_grad());
+    assert!(crate::gpu::on_cube(&h));
+    for film in [true, false] {
+        // Built twice: each backward pass consumes its graph.
+        let film_of = || match film {
+            true => (
+                gain.clone() * scale.clone().add_scalar(1.0),
+                Some(shift.clone()),
+            ),
+            false => (gain.clone(), None),
+        };
+        let ((a, s), (a2, s2)) = (film_of(), film_of());
+        let kernel = extension::norm_film_silu(h.clone(), a, s);
+        let composite = norm_film_silu_composite(h.clone(), a2, s2);
+        close(&values(kernel.clone()), &values(composite.clone()), "y");
+        let g_kernel = (kernel * w.clone()).sum().backward();
+        let g_composite = (composite * w.clone()).sum().backward();
+        let mut leaves = vec![("h", &h), ("gain", &gain)];
+        if film {
+            leaves.extend([("scale", &scale), ("shift", &shift)]);
+        }
+        for (name, leaf) in leaves {
+            close(
+                &values(leaf.grad(&g_kernel).expect("kernel grad")),
+                &values(leaf.grad(&g_composite).expect("composite grad")),
+                name,
+            );
+        }
+    }
+}
+
+/// A pixel that is zero in every channel (its norm floored at 1e-12, where the composite's
+/// gradient differs): the GPU kernel gives the CPU kernel's output and gradients.
+#[test]
+fn norm_film_silu_kernel_on_the_gpu_equals_the_cpu_kernel_at_a_zero_pixel() {
+    let h = [0.0, 3.0, 0.5, 0.0, 4.0, -1.0];
+    let (a, s, g) = ([2.0, 0.5], [0.3, -0.2], [1.0, -0.5, 2.0, 0.25, 1.0, -1.0]);
+    let run = |device: Device| {
+        let device = device.autodiff();
+        let tensor = |v: &[f32], shape: [usize; 4]| {
+            Tensor::<4>::from_data(TensorData::new(v.to_vec(), shape), &device).require_grad()
+        };
+        let (h, a, s) = (
+            tensor(&h, [1, 2, 1, 3]),
+            tensor(&a, [1, 2, 1, 1]),
+            tensor(&s, [1, 2, 1, 1]),
+        );
+        let y = extension::norm_film_silu(h.clone(), a.clone(), Some(s.clone()));
+        let grads = (y.clone() * tensor(&g, [1, 2, 1, 3])).sum().backward();
+        let grad = |t: &Tensor<4>| values(t.grad(&grads).expect("grad"));
+        [values(y), grad(&h), grad(&a), grad(&s)]
+    };
+    let (gpu, cpu) = (run(wgpu()), run(Device::flex()));
+    for (name, (got, want)) in ["y", "dh", "da", "ds"].iter().zip(gpu.iter().zip(&cpu)) {
+        close(got, want, name);
+    }
+    // The zero pixel's gradient passes through 1 / 1e-12: large, finite.
+    assert!(
+        cpu[1][0].abs() > 1e11 && cpu[1][0].is_finite(),
+        "{}",
+        cpu[1][0]
+    );
+}

@@ -7,30 +7,52 @@ same on every adapter, so lavapipe measures them too; their cost is for a GPU to
     python3 crates/ddpm/benches/launches.py DDPM_BINARY ARGS...
 
 e.g. `... target/release/ddpm sample www/models/mnist.bpk -n 2 --steps 6 --device wgpu -o x.png`
-or `... train run --steps 6 --data mnist --device wgpu --set ema.every=1 --sample-every 0`
-(at least four steps: three after the first, which autotunes). The environment passes through
-(DDPM_GPU_KERNELS=1 for the core's GPU kernels). Prints one JSON line.
+(at least four steps: three after the first, which autotunes) or `... train run --steps 1000
+--data mnist --device wgpu --set ema.every=1`: a training run is interrupted (Ctrl-C, which
+checkpoints) once its metrics.csv has 6 steps, before the sample grid that ends a finished
+run. The environment passes through (DDPM_GPU_KERNELS=1 for the core's GPU kernels). Prints
+one JSON line.
 """
 
 import collections
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 
 def step_period(names):
-    """The longest p such that, after some short tail of other work, the log ends with three
-    identical blocks of p launches (three steps after the autotuned first)."""
-    for tail in range(0, 2000):
-        end = len(names) - tail
-        for p in range(end // 3, 0, -1):
-            a, b, c = names[end - 3 * p:end - 2 * p], names[end - 2 * p:end - p], names[end - p:end]
-            if a == b == c:
-                return p, names[end - p:end], tail
-    return None
+    """One step's launches: the longest block that ends the log's last three identical, equally
+    spaced blocks, each started by the same kernel (after the first step, which autotunes,
+    every step launches the same sequence). Anchored on each kernel's last four launches, so
+    that a short tail of other work (a checkpoint's copies) does not hide the steps."""
+    last = collections.defaultdict(list)
+    for i, name in enumerate(names):
+        last[name] = (last[name] + [i])[-4:]
+    best = None
+    for i1, i2, i3, i4 in (v for v in last.values() if len(v) == 4):
+        p = i2 - i1
+        if p == i3 - i2 == i4 - i3 and (best is None or p > best[0]):
+            if names[i1:i2] == names[i2:i3] == names[i3:i4]:
+                best = (p, names[i3:i4])
+    return best
+
+
+def interrupt_after(run, metrics, steps):
+    """Sends Ctrl-C to a training `run` once `metrics` has `steps` rows."""
+    while run.poll() is None:
+        try:
+            rows = sum(1 for _ in open(metrics)) - 1
+        except FileNotFoundError:
+            rows = 0
+        if rows >= steps:
+            run.send_signal(signal.SIGINT)
+            return
+        time.sleep(0.5)
 
 
 def kind(name):
@@ -45,23 +67,27 @@ def main():
         # log also holds the compiled kernels, which are skipped).
         log = os.path.join(work, "cubecl.log")
         env = dict(os.environ, CUBECL_DEBUG_LOG=log, CUBECL_DEBUG_OPTION="profile")
-        run = subprocess.run([binary, *args], env=env, capture_output=True, text=True)
-        if run.returncode != 0:
-            sys.exit(f"launches: {binary} failed:\n{run.stderr[-2000:]}")
+        err = os.path.join(work, "stderr")
+        with open(err, "w") as stderr:
+            run = subprocess.Popen([binary, *args], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=stderr)
+            if args[0] == "train":
+                interrupt_after(run, os.path.join(args[1], "metrics.csv"), 6)
+            if run.wait() != 0:
+                sys.exit(f"launches: {binary} failed:\n{open(err).read()[-2000:]}")
         launch = re.compile(r"^\| +[0-9.]+(?:ns|µs|ms|s) +\| (.+)$")
         with open(log, encoding="utf-8", errors="replace") as f:
             names = [m.group(1).strip() for m in map(launch.match, f) if m]
     found = step_period(names)
     if found is None:
         sys.exit(f"launches: no repeating step in {len(names)} launches (too few steps?)")
-    period, step, tail = found
+    period, step = found
     kinds = collections.Counter(kind(n) for n in step)
     print(json.dumps({
         "command": " ".join(args),
         "gpu_kernels": os.environ.get("DDPM_GPU_KERNELS") == "1",
         "launches": len(names),
         "per_step": period,
-        "after_the_steps": tail,
         "by_kind": dict(kinds.most_common()),
     }))
 

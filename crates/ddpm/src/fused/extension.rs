@@ -1,6 +1,7 @@
 //! The kernels as a burn backend extension: implemented for the flex backend and, with
 //! hand-written backward passes, for autodiff over it. burn's generated `Dispatch` routes a call
-//! to them; [`super`] calls them only for tensors on flex (another backend would panic).
+//! to them; `unet::ops` calls them only for tensors on flex (another backend would panic), and
+//! [`NormFilmSiluKernel`] also on burn's cubecl backends, where `crate::gpu` implements it.
 
 use std::borrow::Cow;
 

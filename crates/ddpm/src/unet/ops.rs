@@ -1,8 +1,9 @@
 //! The U-Net's operations that have a fused CPU kernel: each runs the kernel (`crate::fused`)
-//! where it applies — on burn's CPU backend (flex), `f32`, built with the `fused` features —
-//! and otherwise the composite of burn operations written beside it, which is also the
-//! reference the kernel is tested against. The blocks read as the math; this is the one place
-//! that chooses how it runs (as nanoGPT chooses its attention).
+//! where it applies — on burn's CPU backend (flex), `f32`, built with the `fused` features,
+//! and for `norm_film_silu` also on a GPU with the `gpu-kernels` feature and
+//! `DDPM_GPU_KERNELS=1` (`crate::gpu`) — and otherwise the composite of burn operations written
+//! beside it, which is also the reference the kernels are tested against. The blocks read as
+//! the math; this is the one place that chooses how it runs (as nanoGPT chooses its attention).
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;

@@ -68,6 +68,26 @@ pub(crate) mod test_util {
         }
     }
 
+    /// A kernel's output against the composite's (within [`close`]), and the gradients of
+    /// `Σ w·y` for each named leaf through each of them.
+    pub fn same_outputs_and_gradients(
+        kernel: Tensor<4>,
+        composite: Tensor<4>,
+        w: &Tensor<4>,
+        leaves: &[(&str, &Tensor<4>)],
+    ) {
+        close(&values(kernel.clone()), &values(composite.clone()), "y");
+        let g_kernel = (kernel * w.clone()).sum().backward();
+        let g_composite = (composite * w.clone()).sum().backward();
+        for (name, leaf) in leaves {
+            close(
+                &values(leaf.grad(&g_kernel).expect("kernel grad")),
+                &values(leaf.grad(&g_composite).expect("composite grad")),
+                name,
+            );
+        }
+    }
+
     /// A tensor's values, read back synchronously (native tests only).
     pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().expect("f32 data")

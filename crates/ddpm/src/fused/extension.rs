@@ -1,7 +1,8 @@
 //! The kernels as a burn backend extension: implemented for the flex backend and, with
 //! hand-written backward passes, for autodiff over it. burn's generated `Dispatch` routes a call
 //! to them; `unet::ops` calls them only for tensors on flex (another backend would panic), and
-//! [`NormFilmSiluKernel`] also on burn's cubecl backends, where `crate::gpu` implements it.
+//! [`NormFilmSiluKernel`] also on burn's cubecl backends, where the GPU kernels' module
+//! implements it (this module does not know that one).
 
 use std::borrow::Cow;
 
@@ -16,7 +17,7 @@ use super::norm_film_silu::{self as nfs, Dims};
 use super::softmax::{self as sm, Axis};
 
 /// `Block`'s RMSNorm, FiLM and SiLU as one operation: the CPU kernel on flex and, with the
-/// `gpu-kernels` feature, the GPU kernel (`crate::gpu`) on burn's cubecl backends. Its own trait,
+/// `gpu-kernels` feature, the GPU kernel (the `gpu` module) on burn's cubecl backends. Its own trait,
 /// apart from [`CpuKernels`], because it is the one operation both devices implement.
 /// With burn's `fusion` (the `fusion` feature here) the GPU kernel runs as one opaque operation
 /// in fusion's stream.

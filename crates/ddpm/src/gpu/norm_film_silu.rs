@@ -24,6 +24,13 @@ fn pixel(t: &Tensor<f32>, b: usize, p: usize, width: usize) -> usize {
     b * t.stride(0) + (p / width) * t.stride(2) + (p % width) * t.stride(3)
 }
 
+/// This unit's image `b` and pixel `p`, and the pixels of an image: one unit per pixel.
+#[cube]
+fn unit_pixel(h: &Tensor<f32>) -> (usize, usize, usize) {
+    let pixels = h.shape(2) * h.shape(3);
+    (ABSOLUTE_POS / pixels, ABSOLUTE_POS % pixels, pixels)
+}
+
 /// `1 / max(‖h[b, :, p]‖₂, 1e-12)` for the pixel starting at `at`.
 #[cube]
 fn reciprocal_norm(h: &Tensor<f32>, at: usize, channels: usize) -> f32 {
@@ -44,13 +51,11 @@ fn per_channel(t: &Tensor<f32>, b: usize, c: usize) -> f32 {
 /// `silu(h · r · a + s)` for each channel of one pixel.
 #[cube(launch)]
 fn forward_kernel(h: &Tensor<f32>, a: &Tensor<f32>, s: &Tensor<f32>, y: &mut Tensor<f32>) {
-    let (channels, width) = (h.shape(1), h.shape(3));
-    let pixels = h.shape(2) * width;
-    let unit = ABSOLUTE_POS;
-    if unit >= h.shape(0) * pixels {
+    let (b, p, _) = unit_pixel(h);
+    if b >= h.shape(0) {
         terminate!();
     }
-    let (b, p) = (unit / pixels, unit % pixels);
+    let (channels, width) = (h.shape(1), h.shape(3));
     let at = pixel(h, b, p, width);
     let out = b * y.stride(0) + (p / width) * y.stride(2) + (p % width) * y.stride(3);
     let step = y.stride(1);
@@ -74,13 +79,11 @@ fn backward_kernel(
     dzu: &mut Tensor<f32>,
     dz: &mut Tensor<f32>,
 ) {
-    let (channels, width) = (h.shape(1), h.shape(3));
-    let pixels = h.shape(2) * width;
-    let unit = ABSOLUTE_POS;
-    if unit >= h.shape(0) * pixels {
+    let (b, p, pixels) = unit_pixel(h);
+    if b >= h.shape(0) {
         terminate!();
     }
-    let (b, p) = (unit / pixels, unit % pixels);
+    let (channels, width) = (h.shape(1), h.shape(3));
     let (at, at_g) = (pixel(h, b, p, width), pixel(g, b, p, width));
     let out = b * dh.stride(0) + (p / width) * dh.stride(2) + (p % width) * dh.stride(3);
     let (step, sums) = (dh.stride(1), b * channels * pixels + p);

@@ -10,7 +10,7 @@ mod linear_attention;
 use crate::fused::exp;
 use crate::fused::norm_film_silu::{self as kernel, Dims};
 use crate::fused::softmax::{self as sm, Axis};
-use crate::test_util::{close, device, values};
+use crate::test_util::{close, device, same_outputs_and_gradients, values};
 use crate::unet::ops::norm_film_silu_composite;
 #[cfg(feature = "fused")]
 use crate::unet::ops::{kernels_apply, norm_film_silu, softmax};
@@ -109,20 +109,11 @@ fn norm_film_silu_runs_the_kernel_on_flex_with_the_composites_gradients() {
             None => (gain.clone(), None),
         };
         let composite = norm_film_silu_composite(h.clone(), a, s);
-        close(&values(fused.clone()), &values(composite.clone()), "y");
-        let g_fused = (fused * w.clone()).sum().backward();
-        let g_composite = (composite * w.clone()).sum().backward();
         let mut leaves = vec![("h", &h), ("gain", &gain)];
         if film {
             leaves.extend([("scale", &scale), ("shift", &shift)]);
         }
-        for (name, leaf) in leaves {
-            close(
-                &values(leaf.grad(&g_fused).expect("fused grad")),
-                &values(leaf.grad(&g_composite).expect("composite grad")),
-                name,
-            );
-        }
+        same_outputs_and_gradients(fused, composite, &w, &leaves);
     }
 }
 

@@ -26,12 +26,17 @@ pub fn ok(args: &[&str]) -> Output {
 
 /// Runs `ddpm ARGS`, insists that it fails with one line on stderr, and returns that line.
 pub fn fails(args: &[&str]) -> String {
-    let out = run(args);
+    fails_as(ddpm().args(args))
+}
+
+/// [`fails`] for a prepared command (e.g. with environment variables).
+pub fn fails_as(command: &mut Command) -> String {
+    let out = command.output().expect("the ddpm binary runs");
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     assert_eq!(
         out.status.code(),
         Some(1),
-        "ddpm {args:?} should fail: {stderr}"
+        "{command:?} should fail: {stderr}"
     );
     let errors: Vec<&str> = stderr
         .lines()

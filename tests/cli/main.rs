@@ -374,6 +374,22 @@ fn bad_input_gets_one_line_naming_the_problem() {
     assert!(err.contains("w.bpk"), "{err}");
     let err = fails(&["info", "/no/such/weights.bpk"]);
     assert!(err.contains("no such run folder or weights file"), "{err}");
+    // A switch of the environment with a value that would be ignored.
+    let png = dir.path().join("never.png");
+    let mnist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/models/mnist.bpk");
+    let err = fails_as(
+        ddpm()
+            .arg("sample")
+            .arg(&mnist)
+            .args(["--device", "cpu", "-o"])
+            .arg(&png)
+            .env("DDPM_GPU_KERNELS", "yes"),
+    );
+    assert!(
+        err.contains("DDPM_GPU_KERNELS") && err.contains("\"yes\""),
+        "{err}"
+    );
+    assert!(!png.exists());
 }
 
 /// A checkpoint whose model no longer matches the run's configuration, a file that is not an

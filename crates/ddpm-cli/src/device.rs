@@ -2,7 +2,7 @@
 //! with the `cuda` feature, burn's CUDA backend; else burn's CPU backend (flex). `auto` prefers a
 //! real GPU (CUDA first when built in) and falls back to the CPU with a notice.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::tensor::Device;
 use clap::ValueEnum;
 
@@ -29,6 +29,14 @@ pub struct Selected {
 
 /// Picks the device; prints a notice when `auto` falls back to the CPU.
 pub fn select(choice: DeviceChoice) -> Result<Selected> {
+    // The core reads DDPM_GPU_KERNELS itself and takes only "1" for on: a value it would
+    // ignore is refused here rather than silently measured as "off".
+    if let Ok(value) = std::env::var("DDPM_GPU_KERNELS")
+        && value != "0"
+        && value != "1"
+    {
+        bail!("DDPM_GPU_KERNELS must be 0 or 1, not {value:?}");
+    }
     let cpu = || Selected {
         device: Device::flex(),
         description: "cpu (flex)".into(),

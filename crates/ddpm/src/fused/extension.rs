@@ -1,8 +1,8 @@
 //! The kernels as a burn backend extension: implemented for the flex backend and, with
 //! hand-written backward passes, for autodiff over it. burn's generated `Dispatch` routes a call
 //! to them; `unet::ops` calls them only for tensors on flex (another backend would panic), and
-//! [`NormFilmSiluKernel`] also on burn's cubecl backends, where the GPU kernels' module
-//! implements it (this module does not know that one).
+//! [`SharedKernels`] also on burn's cubecl backends, where the GPU kernels' module implements
+//! them (this module does not know that one).
 
 use std::borrow::Cow;
 
@@ -16,18 +16,17 @@ use super::linear_attention::{self as la, HeadDims};
 use super::norm_film_silu::{self as nfs, Dims};
 use super::softmax::{self as sm, Axis};
 
-/// `Block`'s RMSNorm, FiLM and SiLU as one operation: the CPU kernel on flex and, with the
-/// `gpu-kernels` feature, the GPU kernel (the `gpu` module) on burn's cubecl backends. Its own trait,
-/// apart from [`CpuKernels`], because it is the one operation both devices implement.
-/// With burn's `fusion` (the `fusion` feature here) the GPU kernel runs as one opaque operation
-/// in fusion's stream.
+/// The operations with a kernel on both devices: the CPU kernel on flex and, with the
+/// `gpu-kernels` feature, the GPU kernel (the `gpu` module) on burn's cubecl backends; with
+/// burn's `fusion` (the `fusion` feature here) each GPU kernel is one opaque operation in
+/// fusion's stream.
 #[backend_extension(
     Flex,
     Cube: cfg(feature = "gpu-kernels"),
     Fusion: cfg(all(feature = "gpu-kernels", feature = "fusion")),
     Autodiff: cfg(feature = "fused-autodiff")
 )]
-pub trait NormFilmSiluKernel: Backend {
+pub trait SharedKernels: Backend {
     /// `silu(normalize(h) · a + s)` ([`nfs::norm_film_silu`]); `h` is
     /// `[batch, channels, height, width]`, `a` and `s` are `[batch, channels, 1, 1]`.
     #[fusion(dtype = h, shape = h)]
@@ -36,9 +35,13 @@ pub trait NormFilmSiluKernel: Backend {
         a: FloatTensor<Self>,
         s: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    /// The softmax of `x` along `dim` ([`sm::softmax`]).
+    #[fusion(dtype = x, shape = x)]
+    fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self>;
 }
 
-/// The backward pass of [`NormFilmSiluKernel`] on the backend an autodiff graph wraps (an
+/// The backward passes of [`SharedKernels`] on the backend an autodiff graph wraps (an
 /// extension too, only so that fusion's implementation is generated).
 #[backend_extension(
     Flex,
@@ -46,7 +49,7 @@ pub trait NormFilmSiluKernel: Backend {
     Fusion: cfg(all(feature = "gpu-kernels", feature = "fusion"))
 )]
 #[cfg_attr(not(feature = "fused-autodiff"), allow(dead_code))]
-pub trait NormFilmSiluBackward: Backend {
+pub trait SharedKernelsBackward: Backend {
     /// The gradients for `h`, `a` and `s` given the output's gradient `g`.
     #[fusion(meta = |h, a, _s, _g| (h.clone(), a.clone(), a.clone()))]
     fn norm_film_silu_backward(
@@ -55,14 +58,19 @@ pub trait NormFilmSiluBackward: Backend {
         s: FloatTensor<Self>,
         g: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The input's gradient from the softmax's output `y` and its gradient `g`.
+    #[fusion(dtype = y, shape = y)]
+    fn fused_softmax_backward(
+        y: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        dim: usize,
+    ) -> FloatTensor<Self>;
 }
 
 /// The CPU's other fused operations.
 #[backend_extension(Flex, Autodiff: cfg(feature = "fused-autodiff"))]
 pub trait CpuKernels: Backend {
-    /// The softmax of `x` along `dim` ([`sm::softmax`]).
-    fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self>;
-
     /// A same convolution ([`conv`]) of `x` `[batch, channels, height, width]` with `weight`
     /// `[outputs, channels, k, k]` (odd `k`) and `bias` `[outputs]`.
     fn same_conv(
@@ -86,13 +94,6 @@ pub trait CpuKernels: Backend {
 /// `fused-autodiff` only).
 #[cfg_attr(not(feature = "fused-autodiff"), allow(dead_code))]
 pub trait CpuKernelsBackward: Backend {
-    /// The input's gradient from the softmax's output `y` and its gradient `g`.
-    fn fused_softmax_backward(
-        y: FloatTensor<Self>,
-        g: FloatTensor<Self>,
-        dim: usize,
-    ) -> FloatTensor<Self>;
-
     /// The gradients for `x`, `weight` and the bias of [`CpuKernels::same_conv`] given the
     /// output's gradient `g`.
     fn same_conv_backward(
@@ -143,15 +144,20 @@ fn conv_dims(x: &FlexTensor, weight: &FlexTensor) -> (usize, ConvDims, usize) {
     (x[0], dims, w[0])
 }
 
-impl NormFilmSiluKernel for Flex {
+impl SharedKernels for Flex {
     fn norm_film_silu(h: FlexTensor, a: FlexTensor, s: FlexTensor) -> FlexTensor {
         let shape = shape(&h);
         let y = nfs::norm_film_silu(&values(&h), &values(&a), &values(&s), image_dims(&shape));
         tensor(y, shape)
     }
+
+    fn fused_softmax(x: FlexTensor, dim: usize) -> FlexTensor {
+        let shape = shape(&x);
+        tensor(sm::softmax(&values(&x), Axis::of(&shape, dim)), shape)
+    }
 }
 
-impl NormFilmSiluBackward for Flex {
+impl SharedKernelsBackward for Flex {
     fn norm_film_silu_backward(
         h: FlexTensor,
         a: FlexTensor,
@@ -167,14 +173,15 @@ impl NormFilmSiluBackward for Flex {
             tensor(ds, small),
         )
     }
+
+    fn fused_softmax_backward(y: FlexTensor, g: FlexTensor, dim: usize) -> FlexTensor {
+        let shape = shape(&y);
+        let dx = sm::softmax_backward(&values(&y), &values(&g), Axis::of(&shape, dim));
+        tensor(dx, shape)
+    }
 }
 
 impl CpuKernels for Flex {
-    fn fused_softmax(x: FlexTensor, dim: usize) -> FlexTensor {
-        let shape = shape(&x);
-        tensor(sm::softmax(&values(&x), Axis::of(&shape, dim)), shape)
-    }
-
     fn same_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
         let (batch, d, outputs) = conv_dims(&x, &weight);
         let y = conv::same_conv(&values(&x), &values(&weight), &values(&bias), d);
@@ -198,12 +205,6 @@ impl CpuKernels for Flex {
 }
 
 impl CpuKernelsBackward for Flex {
-    fn fused_softmax_backward(y: FlexTensor, g: FlexTensor, dim: usize) -> FlexTensor {
-        let shape = shape(&y);
-        let dx = sm::softmax_backward(&values(&y), &values(&g), Axis::of(&shape, dim));
-        tensor(dx, shape)
-    }
-
     fn same_conv_backward(x: FlexTensor, weight: FlexTensor, g: FlexTensor) -> [FlexTensor; 3] {
         let (_, d, outputs) = conv_dims(&x, &weight);
         let (dx, dw, db) = conv::same_conv_backward(&values(&x), &values(&weight), &values(&g), d);
@@ -225,7 +226,7 @@ mod autodiff {
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, AutodiffBackend, Backend};
 
-    use super::{CpuKernels, CpuKernelsBackward, NormFilmSiluBackward, NormFilmSiluKernel};
+    use super::{CpuKernels, CpuKernelsBackward, SharedKernels, SharedKernelsBackward};
 
     /// Registers each gradient with its parent node, where that parent is tracked.
     fn register<B: Backend, const N: usize>(
@@ -243,7 +244,7 @@ mod autodiff {
     #[derive(Debug)]
     struct NormFilmSiluGrad;
 
-    impl<B: NormFilmSiluBackward> Backward<B, 3> for NormFilmSiluGrad {
+    impl<B: SharedKernelsBackward> Backward<B, 3> for NormFilmSiluGrad {
         /// The inputs, kept by the checkpointer.
         type State = [NodeId; 3];
 
@@ -261,7 +262,7 @@ mod autodiff {
     #[derive(Debug)]
     struct SoftmaxGrad;
 
-    impl<B: CpuKernelsBackward> Backward<B, 1> for SoftmaxGrad {
+    impl<B: SharedKernelsBackward> Backward<B, 1> for SoftmaxGrad {
         /// The output and the axis.
         type State = (FloatTensor<B>, usize);
 
@@ -291,9 +292,9 @@ mod autodiff {
         }
     }
 
-    impl<B, C> NormFilmSiluKernel for Autodiff<B, C>
+    impl<B, C> SharedKernels for Autodiff<B, C>
     where
-        B: NormFilmSiluKernel + NormFilmSiluBackward,
+        B: SharedKernels + SharedKernelsBackward,
         C: CheckpointStrategy,
     {
         fn norm_film_silu(
@@ -316,6 +317,20 @@ mod autodiff {
                     let [h, a, s] = [h, a, s].map(|t| t.into_primitive());
                     prep.finish(B::norm_film_silu(h, a, s))
                 }
+            }
+        }
+
+        fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
+            match SoftmaxGrad
+                .prepare::<C>([x.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let y = B::fused_softmax(x.into_primitive(), dim);
+                    prep.finish((y.clone(), dim), y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::fused_softmax(x.into_primitive(), dim)),
             }
         }
     }
@@ -356,20 +371,6 @@ mod autodiff {
             let (qkv, memory) = (qkv.into_primitive(), memory.into_primitive());
             Self::from_inner(B::linear_attention(qkv, memory, heads))
         }
-
-        fn fused_softmax(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
-            match SoftmaxGrad
-                .prepare::<C>([x.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => {
-                    let y = B::fused_softmax(x.into_primitive(), dim);
-                    prep.finish((y.clone(), dim), y)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(B::fused_softmax(x.into_primitive(), dim)),
-            }
-        }
     }
 }
 
@@ -395,7 +396,7 @@ pub(crate) fn norm_film_silu(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>) -
         Some(s) => s.expand(small),
         None => Tensor::zeros(small, &h.device()),
     };
-    Tensor::from_dispatch(<Dispatch as NormFilmSiluKernel>::norm_film_silu(
+    Tensor::from_dispatch(<Dispatch as SharedKernels>::norm_film_silu(
         h.into_dispatch(),
         a.expand(small).into_dispatch(),
         s.into_dispatch(),
@@ -404,7 +405,7 @@ pub(crate) fn norm_film_silu(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>) -
 
 /// `unet::ops::softmax` through the kernel.
 pub(crate) fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as CpuKernels>::fused_softmax(
+    Tensor::from_dispatch(<Dispatch as SharedKernels>::fused_softmax(
         x.into_dispatch(),
         dim,
     ))

@@ -3,7 +3,8 @@
 //! composites (on Mesa's lavapipe where there is no GPU):
 //!
 //! - [`norm_film_silu`]: a `Block`'s RMSNorm, FiLM scale and shift, and SiLU, forward and
-//!   backward.
+//!   backward;
+//! - [`softmax`]: the attentions' softmax along one axis, forward and backward.
 //!
 //! Off unless the environment says `DDPM_GPU_KERNELS=1`: whether one kernel beats burn's chain
 //! of small ones (or its fusion) is for a GPU to measure, and none has yet (BENCHMARKS.md).
@@ -15,9 +16,10 @@ use burn::tensor::{DType, Tensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 
-use crate::fused::extension::{NormFilmSiluBackward, NormFilmSiluKernel};
+use crate::fused::extension::{SharedKernels, SharedKernelsBackward};
 
 pub mod norm_film_silu;
+pub mod softmax;
 #[cfg(test)]
 mod tests;
 
@@ -40,13 +42,17 @@ pub(crate) fn on_cube<const D: usize>(t: &Tensor<D>) -> bool {
     )
 }
 
-impl NormFilmSiluKernel for CubeBackend {
+impl SharedKernels for CubeBackend {
     fn norm_film_silu(h: CubeTensor, a: CubeTensor, s: CubeTensor) -> CubeTensor {
         norm_film_silu::forward(h, a, s)
     }
+
+    fn fused_softmax(x: CubeTensor, dim: usize) -> CubeTensor {
+        softmax::forward(x, dim)
+    }
 }
 
-impl NormFilmSiluBackward for CubeBackend {
+impl SharedKernelsBackward for CubeBackend {
     fn norm_film_silu_backward(
         h: CubeTensor,
         a: CubeTensor,
@@ -55,5 +61,9 @@ impl NormFilmSiluBackward for CubeBackend {
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let [dh, da, ds] = norm_film_silu::backward(h, a, s, g);
         (dh, da, ds)
+    }
+
+    fn fused_softmax_backward(y: CubeTensor, g: CubeTensor, dim: usize) -> CubeTensor {
+        softmax::backward(y, g, dim)
     }
 }

@@ -85,3 +85,22 @@ fn norm_film_silu_kernel_on_the_gpu_equals_the_cpu_kernel_at_a_zero_pixel() {
         cpu[1][0]
     );
 }
+
+/// Along every axis of a 4-D tensor laid out channels-last, with logits large enough to
+/// overflow `exp` unless the maximum is taken out: the kernel's softmax and its gradient equal
+/// burn's, on the GPU with autodiff.
+#[test]
+fn softmax_kernel_on_the_gpu_equals_burns_along_every_axis() {
+    let device = wgpu().autodiff();
+    let normal = Distribution::Normal(0.0, 3.0);
+    let x = Tensor::<4>::random([2, 5, 4, 3], normal, &device)
+        .permute([0, 3, 1, 2])
+        .add_scalar(100.0)
+        .require_grad();
+    let w = Tensor::<4>::random([2, 3, 5, 4], normal, &device);
+    for dim in 0..4 {
+        let kernel = extension::softmax(x.clone(), dim);
+        let burn = burn::tensor::activation::softmax(x.clone(), dim);
+        same_outputs_and_gradients(kernel, burn, &w, &[("x", &x)]);
+    }
+}

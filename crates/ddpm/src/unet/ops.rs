@@ -1,6 +1,6 @@
 //! The U-Net's operations that have a fused CPU kernel: each runs the kernel (`crate::fused`)
 //! where it applies — on burn's CPU backend (flex), `f32`, built with the `fused` features,
-//! and for `norm_film_silu` also on a GPU with the `gpu-kernels` feature and
+//! and for `norm_film_silu` and `softmax` also on a GPU with the `gpu-kernels` feature and
 //! `DDPM_GPU_KERNELS=1` (`crate::gpu`) — and otherwise the composite of burn operations written
 //! beside it, which is also the reference the kernels are tested against. The blocks read as
 //! the math; this is the one place that chooses how it runs (as nanoGPT chooses its attention).
@@ -63,7 +63,7 @@ pub fn normalize(x: Tensor<4>) -> Tensor<4> {
 /// The softmax of `x` along `dim` (burn's `softmax` where the kernel does not run).
 pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     #[cfg(feature = "fused")]
-    if extension::applies(&x) {
+    if extension::applies(&x) || gpu_kernels_apply(&x) {
         return extension::softmax(x, dim);
     }
     burn_softmax(x, dim)

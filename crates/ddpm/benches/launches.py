@@ -1,7 +1,7 @@
 """Kernel launches per step on burn's cubecl backends: runs a `ddpm` command with cubecl's
-profiling log (every kernel that runs, by name), finds the steps as the
-run's repeating tail (after autotune, every training or sampling step launches the same
-sequence of kernels), and prints one step's launches, in all and by kind. Launch counts are the
+profiling log (every kernel that runs, by name), finds the steps as the run's repeating tail
+(after autotune, every training or sampling step launches the same sequence of kernels), and
+prints one step's launches, in all and by kind. Launch counts are the
 same on every adapter, so lavapipe measures them too; their cost is for a GPU to time.
 
     python3 crates/ddpm/benches/launches.py DDPM_BINARY ARGS...
@@ -26,10 +26,11 @@ import time
 
 
 def step_period(names):
-    """One step's launches: the longest block that ends the log's last three identical, equally
-    spaced blocks, each started by the same kernel (after the first step, which autotunes,
-    every step launches the same sequence). Anchored on each kernel's last four launches, so
-    that a short tail of other work (a checkpoint's copies) does not hide the steps."""
+    """(launches per step, one step's kernel names): the longest of the periods p for which some
+    kernel's last four launches lie p apart with three identical blocks between them (after the
+    first step, which autotunes, every step launches the same sequence). Anchored on each
+    kernel's own last launches, so that other work after the steps (a checkpoint's copies) does
+    not hide them."""
     last = collections.defaultdict(list)
     for i, name in enumerate(names):
         last[name] = (last[name] + [i])[-4:]

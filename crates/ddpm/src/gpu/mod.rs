@@ -11,10 +11,13 @@
 
 use std::sync::OnceLock;
 
-use burn::backend::DispatchDevice;
+use burn::backend::{DispatchDevice, Shape};
 use burn::tensor::{DType, Tensor};
 use burn_cubecl::CubeBackend;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::prelude::{CubeCount, CubeDim};
 
 use crate::fused::extension::{SharedKernels, SharedKernelsBackward};
 
@@ -40,6 +43,22 @@ pub(crate) fn on_cube<const D: usize>(t: &Tensor<D>) -> bool {
         t.device().as_dispatch().clone().inner(),
         DispatchDevice::Cube(_)
     )
+}
+
+/// A contiguous (row-major) `f32` tensor of `shape` on `t`'s device.
+fn empty_contiguous(t: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
+    empty_device_contiguous_dtype(
+        t.client.clone(),
+        t.device.clone(),
+        Shape::from(shape),
+        DType::F32,
+    )
+}
+
+/// The cubes for `units` units of work (one per pixel, or per row) on `t`'s device.
+fn launch_size(t: &CubeTensor, units: usize) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new(&t.client, units);
+    (calculate_cube_count_elemwise(&t.client, units, dim), dim)
 }
 
 impl SharedKernels for CubeBackend {

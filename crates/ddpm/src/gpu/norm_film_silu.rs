@@ -3,14 +3,13 @@
 //! ten kernels forward and more backward, each a full pass over the activation. The math is
 //! the CPU kernel's (`crate::fused::norm_film_silu`), which documents it.
 
-use burn::backend::Shape;
 use burn::backend::ops::FloatTensorOps;
-use burn::tensor::DType;
 use burn_cubecl::CubeBackend;
-use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
+use cubecl::cube;
 use cubecl::prelude::*;
-use cubecl::{calculate_cube_count_elemwise, cube};
+
+use super::{empty_contiguous, launch_size};
 
 /// `F.normalize`'s floor on the norm.
 const NORM_FLOOR: f32 = 1e-12;
@@ -136,22 +135,6 @@ fn empty_like(t: &CubeTensor) -> CubeTensor {
     CubeBackend::float_permute(dense, &inverse)
 }
 
-/// A contiguous (row-major) `f32` tensor of `shape` on `t`'s device.
-fn empty_contiguous(t: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
-    empty_device_contiguous_dtype(
-        t.client.clone(),
-        t.device.clone(),
-        Shape::from(shape),
-        DType::F32,
-    )
-}
-
-/// One unit per pixel of every image.
-fn launch_size(h: &CubeTensor, units: usize) -> (CubeCount, CubeDim) {
-    let dim = CubeDim::new(&h.client, units);
-    (calculate_cube_count_elemwise(&h.client, units, dim), dim)
-}
-
 /// `silu(normalize(h) · a + s)`: `h` `[batch, channels, height, width]`, `a` and `s`
 /// `[batch, channels, 1, 1]` (any strides), all `f32`.
 pub fn forward(h: CubeTensor, a: CubeTensor, s: CubeTensor) -> CubeTensor {
@@ -182,7 +165,7 @@ pub fn backward(h: CubeTensor, a: CubeTensor, s: CubeTensor, g: CubeTensor) -> [
     if batch * channels * pixels > 0 {
         let (count, dim) = launch_size(&h, batch * pixels);
         backward_kernel::launch(
-            &dh.client.clone(),
+            &dh.client,
             count,
             dim,
             h.into_tensor_arg(),

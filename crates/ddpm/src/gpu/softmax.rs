@@ -4,12 +4,12 @@
 //! pass likewise: `dx = y · (g − Σ y·g)` per row. The math is the CPU kernel's
 //! (`crate::fused::softmax`).
 
-use burn::tensor::DType;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
+use cubecl::cube;
 use cubecl::prelude::*;
-use cubecl::{calculate_cube_count_elemwise, cube};
+
+use super::{empty_contiguous, launch_size};
 
 /// Where this unit's row starts in a contiguous tensor seen as `[outer, len, inner]`: the row
 /// runs along `len`, its elements `inner` apart.
@@ -66,16 +66,11 @@ fn backward_kernel(
 /// `t` made contiguous, its rows along `dim` as `(len, inner, rows)`, and an output like it.
 fn rows(t: CubeTensor, dim: usize) -> (CubeTensor, (usize, usize, usize), CubeTensor) {
     let t = into_contiguous(t);
-    let shape = t.meta.shape().clone();
+    let shape = t.meta.shape().to_vec();
     let (len, inner) = (shape[dim], shape[dim + 1..].iter().product::<usize>());
-    let rows = shape.num_elements() / len.max(1);
-    let out = empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), shape, DType::F32);
+    let rows = shape.iter().product::<usize>() / len.max(1);
+    let out = empty_contiguous(&t, shape);
     (t, (len, inner, rows), out)
-}
-
-fn launch_size(t: &CubeTensor, rows: usize) -> (CubeCount, CubeDim) {
-    let dim = CubeDim::new(&t.client, rows);
-    (calculate_cube_count_elemwise(&t.client, rows, dim), dim)
 }
 
 /// The softmax of `x` (`f32`, any layout) along `dim`; the output is contiguous.
@@ -83,9 +78,8 @@ pub fn forward(x: CubeTensor, dim: usize) -> CubeTensor {
     let (x, (len, inner, rows), y) = rows(x, dim);
     if rows * len > 0 {
         let (count, cube_dim) = launch_size(&x, rows);
-        let client = x.client.clone();
         forward_kernel::launch(
-            &client,
+            &y.client,
             count,
             cube_dim,
             x.into_tensor_arg(),
@@ -104,9 +98,8 @@ pub fn backward(y: CubeTensor, g: CubeTensor, dim: usize) -> CubeTensor {
     let g = into_contiguous(g);
     if rows * len > 0 {
         let (count, cube_dim) = launch_size(&y, rows);
-        let client = y.client.clone();
         backward_kernel::launch(
-            &client,
+            &dx.client,
             count,
             cube_dim,
             y.into_tensor_arg(),

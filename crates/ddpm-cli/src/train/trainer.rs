@@ -326,6 +326,9 @@ impl Trainer {
             self.model_config.unet.num_classes,
             self.model_config.diffusion.timesteps,
         );
+        // A run folder brought from another machine may hold only its checkpoints.
+        std::fs::create_dir_all(run.samples())
+            .with_context(|| format!("{}: cannot create", run.samples().display()))?;
         let path = run.samples().join(format!("step-{:09}.png", self.step));
         sample::grid_to_file(
             self.ema.model(),

@@ -101,6 +101,10 @@ impl ModuleMapper for Lerp {
             let shape = ema.shape();
             let device = ema.device();
             let current = current.to_device(&device).reshape(shape);
+            #[cfg(feature = "gpu-kernels")]
+            if crate::gpu::applies(&ema) {
+                return crate::gpu::ema::ema_lerp(ema, current, decay);
+            }
             ema.mul_scalar(decay) + current.mul_scalar(1.0 - decay)
         })
     }

@@ -1,5 +1,6 @@
 //! `ddpm train`: Algorithm 1 with Adam, EMA, checkpoints that survive crashes, and resume.
 
+mod adam;
 mod args;
 mod trainer;
 

@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsAccumulator};
+use burn::optim::GradientsAccumulator;
 use burn::tensor::{Bytes, Device};
 use ddpm::ema::decay_at;
 use ddpm::{Ema, GaussianDiffusion, ModelConfig, NoiseSource, Unet};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::adam::ClippedAdam;
 use crate::batch_parts;
 use crate::card::WarmStart;
 use crate::checkpoint::{self, TrainingState};
@@ -85,13 +85,7 @@ impl Trainer {
         train_device.seed(config.run.seed);
         let mut model = model_config.unet.try_init(&train_device)?;
         let mut ema = Ema::new(&model);
-        let mut adam = AdamConfig::new()
-            .with_beta_1(config.optim.betas[0])
-            .with_beta_2(config.optim.betas[1]);
-        if let Some(norm) = config.optim.grad_clip {
-            adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(norm)));
-        }
-        let mut optim = adam.init();
+        let mut optim = ClippedAdam::module(config.optim.betas, config.optim.grad_clip);
         let mut noise = NoiseSource::new(config.run.seed);
         let mut order = BatchOrder::new(config.run.seed);
         let mut step = 0;

@@ -4,7 +4,9 @@
 //!
 //! - [`norm_film_silu`]: a `Block`'s RMSNorm, FiLM scale and shift, and SiLU, forward and
 //!   backward;
-//! - [`softmax`]: the attentions' softmax along one axis, forward and backward.
+//! - [`softmax`]: the attentions' softmax along one axis, forward and backward;
+//! - [`adam`]: one Adam step of a parameter tensor with its gradient clipped by its norm;
+//! - [`ema`]: the EMA update of a parameter tensor.
 //!
 //! Off unless the environment says `DDPM_GPU_KERNELS=1`: whether one kernel beats burn's chain
 //! of small ones (or its fusion) is for a GPU to measure, and none has yet (BENCHMARKS.md).
@@ -21,6 +23,8 @@ use cubecl::prelude::{CubeCount, CubeDim};
 
 use crate::fused::extension::{SharedKernels, SharedKernelsBackward};
 
+pub mod adam;
+pub mod ema;
 pub mod norm_film_silu;
 pub mod softmax;
 #[cfg(test)]

@@ -104,3 +104,78 @@ fn softmax_kernel_on_the_gpu_equals_burns_along_every_axis() {
         same_outputs_and_gradients(kernel, burn, &w, &[("x", &x)]);
     }
 }
+
+/// `got` against `want` within [`close`] after both are divided by `want`'s largest magnitude:
+/// Adam's moments and steps are small numbers, compared relative to their own size.
+fn close_scaled(got: &[f32], want: &[f32], what: &str) {
+    let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    assert!(scale > 0.0, "{what}: all zero");
+    let scaled = |v: &[f32]| v.iter().map(|x| x / scale).collect::<Vec<_>>();
+    close(&scaled(got), &scaled(want), what);
+}
+
+/// Three steps of the GPU kernel's Adam equal burn's `Adam` after burn's norm clipping, for the
+/// parameter's moves and both moments: a gradient the clipping scales down, one it leaves
+/// alone, and no clipping; the gradient laid out channels-last.
+#[test]
+fn adam_kernel_on_the_gpu_equals_burns_clipped_adam() {
+    use burn::grad_clipping::GradientClipping;
+    use burn::optim::{AdamConfig, Optimizer};
+
+    use crate::gpu::adam::{AdamStep, adam_step};
+
+    let device = wgpu();
+    let (lr, beta_1, beta_2, epsilon) = (0.01, 0.9, 0.99, 1e-5);
+    let adam = AdamConfig::new()
+        .with_beta_1(beta_1)
+        .with_beta_2(beta_2)
+        .with_epsilon(epsilon)
+        .build();
+    let normal = Distribution::Normal(0.0, 1.0);
+    for (max_norm, size) in [(Some(1.0), 10.0), (Some(1.0), 0.01), (None, 3.0)] {
+        let p0 = Tensor::<4>::random([3, 4, 5, 6], normal, &device);
+        let (mut p_burn, mut state) = (p0.clone(), None);
+        let (mut p, mut m, mut v) = (p0.clone(), p0.zeros_like(), p0.zeros_like());
+        for time in 1..=3 {
+            let g = Tensor::<4>::random([3, 5, 6, 4], normal, &device).permute([0, 3, 1, 2]);
+            // Each element about `size / √360`: a norm of about `size`.
+            let g = g.mul_scalar(size / 360f32.sqrt());
+            let clipped = match max_norm {
+                Some(n) => GradientClipping::Norm(n).clip_gradient(g.clone()),
+                None => g.clone(),
+            };
+            (p_burn, state) = adam.step(lr as f64, p_burn, clipped, state);
+            let at = AdamStep {
+                lr,
+                beta_1,
+                beta_2,
+                epsilon,
+                time,
+                max_norm,
+            };
+            [p, m, v] = adam_step(p, g, m, v, at);
+        }
+        let moments = state.expect("state").momentum;
+        assert_eq!(moments.time, 3);
+        let what = format!("max_norm {max_norm:?}, gradient norm {size}");
+        let moved = |t: &Tensor<4>| values(t.clone() - p0.clone());
+        close_scaled(&moved(&p), &moved(&p_burn), &format!("{what}: parameter"));
+        close_scaled(&values(m), &values(moments.moment_1), &format!("{what}: m"));
+        close_scaled(&values(v), &values(moments.moment_2), &format!("{what}: v"));
+    }
+}
+
+/// The EMA kernel's update equals burn's `ema · decay + θ · (1 − decay)`, for an average laid
+/// out channels-last and a decay of 0 (a copy) as well.
+#[test]
+fn ema_kernel_on_the_gpu_equals_burns_lerp() {
+    let device = wgpu();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let ema = Tensor::<4>::random([2, 5, 4, 3], normal, &device).permute([0, 3, 1, 2]);
+    let weights = Tensor::<4>::random([2, 3, 5, 4], normal, &device);
+    for decay in [0.999, 0.5, 0.0] {
+        let kernel = crate::gpu::ema::ema_lerp(ema.clone(), weights.clone(), decay);
+        let burn = ema.clone().mul_scalar(decay) + weights.clone().mul_scalar(1.0 - decay);
+        close(&values(kernel), &values(burn), &format!("decay {decay}"));
+    }
+}

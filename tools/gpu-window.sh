@@ -18,7 +18,9 @@
 # Environment: TRAIN (the `ddpm train` arguments after the run folder for a new run; ignored
 # when a run is carried in), TRAIN_STEPS (the run's total steps, default 1000000: the deadline
 # stops it), BENCH=1 (benchmark first; BENCH_MINUTES caps it, default half the window; gpu.sh's
-# own variables pass through), DEVICE (wgpu).
+# own variables pass through), DEVICE (wgpu), KERNELS (0, 1 or auto, the default: the training
+# runs with the core's GPU kernels, DDPM_GPU_KERNELS=1, when the benchmark just measured
+# `default+kernels` training faster than `default`; without a benchmark, auto is 0).
 # The trainer stops at the deadline with SIGINT, which makes it write a checkpoint; packing
 # needs about a minute, so it is kept out of MINUTES.
 set -uo pipefail
@@ -30,6 +32,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 end=$(($(date +%s) + minutes * 60))
 work="${WORK:-${TMPDIR:-/tmp}/ddpm-window}"
 device="${DEVICE:-wgpu}"
+case "${KERNELS:-auto}" in 0 | 1 | auto) ;; *) echo "gpu-window: KERNELS is 0, 1 or auto, not ${KERNELS}" >&2; exit 2 ;; esac
 rm -rf "$work"
 mkdir -p "$work/bin"
 
@@ -61,6 +64,27 @@ if [ "${BENCH:-0}" = 1 ]; then
     >"$out/bench.txt" 2>/dev/null
 fi
 
+# With or without the core's GPU kernels: their training rows against the plain build's, the
+# geometric mean of the ratios over the rows both have.
+kernels="${KERNELS:-auto}"
+if [ "$kernels" = auto ]; then
+  kernels=$(python3 - "$work/bench/results.jsonl" <<'PY'
+import json, math, sys
+rows = {}
+try:
+    for line in open(sys.argv[1]):
+        r = json.loads(line)
+        if r.get("images_per_second") and r["backend"] in ("ddpm default", "ddpm default+kernels"):
+            rows.setdefault(r["bench"], {})[r["backend"]] = r["images_per_second"]
+except OSError:
+    pass
+ratios = [v["ddpm default+kernels"] / v["ddpm default"] for v in rows.values() if len(v) == 2]
+print(int(bool(ratios) and math.exp(sum(map(math.log, ratios)) / len(ratios)) > 1))
+PY
+)
+fi
+echo "gpu-window: training with DDPM_GPU_KERNELS=$kernels" | tee "$out/train.log"
+
 run="$work/run"
 if compgen -G "$in/run.tar.xz.*" >/dev/null; then
   cat "$in"/run.tar.xz.* | tar -xJf - -C "$work" || { echo "gpu-window: the carried run does not unpack" >&2; exit 1; }
@@ -72,8 +96,8 @@ fi
 left=$((end - $(date +%s)))
 if [ "$left" -gt 30 ]; then
   # `timeout -s INT`: the trainer's Ctrl-C path, which checkpoints the step it is at.
-  (cd "$work" && timeout -s INT -k 120 "$left" "$ddpm" train "$run" --device "$device" \
-    --steps "${TRAIN_STEPS:-1000000}" "${args[@]}") 2>&1 | tee "$out/train.log"
+  (cd "$work" && DDPM_GPU_KERNELS=$kernels timeout -s INT -k 120 "$left" "$ddpm" train "$run" \
+    --device "$device" --steps "${TRAIN_STEPS:-1000000}" "${args[@]}") 2>&1 | tee -a "$out/train.log"
 fi
 
 # Pack: the run folder with its newest checkpoint only (the others are older copies).

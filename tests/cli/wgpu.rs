@@ -96,20 +96,21 @@ fn the_cli_trains_and_samples_on_wgpu() {
     }
     assert_eq!(kernels.len(), 4);
     let png = dir.path().join("s.png");
-    ok(&[
-        "sample",
-        run_s,
-        "-o",
-        png.to_str().expect("utf8"),
-        "--device",
-        "wgpu",
-        "--steps",
-        "5",
-        "-n",
-        "4",
-    ]);
-    assert_eq!(
-        pixels(&png).len(),
-        3 * (2 * (8 + 2) + 2) * (2 * (8 + 2) + 2)
-    );
+    let sample = ["sample", run_s, "--device", "wgpu", "--steps", "5", "-n", "4", "-o"];
+    ok(&[&sample[..], &[png.to_str().expect("utf8")]].concat());
+    let plain = pixels(&png);
+    assert_eq!(plain.len(), 3 * (2 * (8 + 2) + 2) * (2 * (8 + 2) + 2));
+    // Sampling through the kernels (the blocks' and the attentions' norms, the softmaxes): the
+    // same picture, but for a rounding of a level here and there.
+    let png_kernels = dir.path().join("k.png");
+    let out = ddpm()
+        .args([&sample[..], &[png_kernels.to_str().expect("utf8")]].concat())
+        .env("DDPM_GPU_KERNELS", "1")
+        .output()
+        .expect("ddpm runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kernels = pixels(&png_kernels);
+    let worst = plain.iter().zip(&kernels).map(|(a, b)| a.abs_diff(*b)).max();
+    assert_eq!(kernels.len(), plain.len());
+    assert!(worst <= Some(1), "pixels differ by up to {worst:?}");
 }

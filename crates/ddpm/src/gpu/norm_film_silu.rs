@@ -4,6 +4,8 @@
 //! the CPU kernel's (`crate::fused::norm_film_silu`), which documents it.
 
 use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, backend_extension};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cube;
@@ -47,9 +49,17 @@ fn per_channel(t: &Tensor<f32>, b: usize, c: usize) -> f32 {
     t[b * t.stride(0) + c * t.stride(1)]
 }
 
-/// `silu(h · r · a + s)` for each channel of one pixel.
+/// `silu(h · r · a + s)` for each channel of one pixel; without `silu` and `shift` (an RMSNorm
+/// alone, as the attentions' are) `h · r · a`, and `s` is not read.
 #[cube(launch)]
-fn forward_kernel(h: &Tensor<f32>, a: &Tensor<f32>, s: &Tensor<f32>, y: &mut Tensor<f32>) {
+fn forward_kernel(
+    h: &Tensor<f32>,
+    a: &Tensor<f32>,
+    s: &Tensor<f32>,
+    y: &mut Tensor<f32>,
+    #[comptime] silu: bool,
+    #[comptime] shift: bool,
+) {
     let (b, p, _) = unit_pixel(h);
     if b >= h.shape(0) {
         terminate!();
@@ -60,8 +70,14 @@ fn forward_kernel(h: &Tensor<f32>, a: &Tensor<f32>, s: &Tensor<f32>, y: &mut Ten
     let step = y.stride(1);
     let r = reciprocal_norm(h, at, channels);
     for c in 0..channels {
-        let z = h[at + c * h.stride(1)] * r * per_channel(a, b, c) + per_channel(s, b, c);
-        y[out + c * step] = z / (1.0f32 + f32::exp(-z));
+        let mut z = h[at + c * h.stride(1)] * r * per_channel(a, b, c);
+        if shift {
+            z += per_channel(s, b, c);
+        }
+        if silu {
+            z /= 1.0f32 + f32::exp(-z);
+        }
+        y[out + c * step] = z;
     }
 }
 
@@ -138,6 +154,17 @@ fn empty_like(t: &CubeTensor) -> CubeTensor {
 /// `silu(normalize(h) · a + s)`: `h` `[batch, channels, height, width]`, `a` and `s`
 /// `[batch, channels, 1, 1]` (any strides), all `f32`.
 pub fn forward(h: CubeTensor, a: CubeTensor, s: CubeTensor) -> CubeTensor {
+    launch_forward(h, a, s, true)
+}
+
+/// `h`'s RMSNorm with the per-channel factor `a` (`[batch, channels, 1, 1]`): [`forward`]
+/// without the shift and the SiLU.
+pub fn rms_norm(h: CubeTensor, a: CubeTensor) -> CubeTensor {
+    launch_forward(h, a.clone(), a, false)
+}
+
+/// The forward kernel, with the shift `s` and the SiLU (`silu`) or without either.
+fn launch_forward(h: CubeTensor, a: CubeTensor, s: CubeTensor, silu: bool) -> CubeTensor {
     let (batch, channels, pixels) = dims(&h);
     let y = empty_like(&h);
     if batch * channels * pixels == 0 {
@@ -152,6 +179,8 @@ pub fn forward(h: CubeTensor, a: CubeTensor, s: CubeTensor) -> CubeTensor {
         a.into_tensor_arg(),
         s.into_tensor_arg(),
         y.clone().into_tensor_arg(),
+        silu,
+        silu,
     );
     y
 }
@@ -182,4 +211,29 @@ pub fn backward(h: CubeTensor, a: CubeTensor, s: CubeTensor, g: CubeTensor) -> [
         CubeBackend::float_reshape(CubeBackend::float_sum_dim(rows, 2), small.clone())
     };
     [dh, pixel_sum(dzu), pixel_sum(dz)]
+}
+
+/// The attentions' RMSNorm for sampling (forward only: on an autodiff device burn's composite
+/// runs), on burn's cubecl backends.
+#[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
+pub trait NormKernels: Backend {
+    /// [`rms_norm`].
+    #[fusion(dtype = h, shape = h)]
+    fn rms_norm(h: FloatTensor<Self>, a: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl NormKernels for CubeBackend {
+    fn rms_norm(h: CubeTensor, a: CubeTensor) -> CubeTensor {
+        rms_norm(h, a)
+    }
+}
+
+/// `normalize(h) · gain` (`unet::ops::rms_norm`) through the kernel, `gain` `[1, channels, 1, 1]`;
+/// for tensors on a cubecl device without autodiff (see [`super::applies`]).
+pub fn rms_norm_tensor(h: burn::Tensor<4>, gain: burn::Tensor<4>) -> burn::Tensor<4> {
+    let [batch, channels, ..] = h.dims();
+    burn::Tensor::from_dispatch(<Dispatch as NormKernels>::rms_norm(
+        h.into_dispatch(),
+        gain.expand([batch, channels, 1, 1]).into_dispatch(),
+    ))
 }

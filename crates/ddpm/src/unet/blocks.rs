@@ -65,7 +65,7 @@ impl RmsNorm {
     /// # Shapes
     /// - `x` and the output: `[batch, dim, height, width]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        ops::normalize(x) * self.gain()
+        ops::rms_norm(x, self.gain())
     }
 
     /// The per-channel factor `g · sqrt(dim)`, `[1, dim, 1, 1]`.

@@ -96,7 +96,9 @@ fn the_cli_trains_and_samples_on_wgpu() {
     }
     assert_eq!(kernels.len(), 4);
     let png = dir.path().join("s.png");
-    let sample = ["sample", run_s, "--device", "wgpu", "--steps", "5", "-n", "4", "-o"];
+    let sample = [
+        "sample", run_s, "--device", "wgpu", "--steps", "5", "-n", "4", "-o",
+    ];
     ok(&[&sample[..], &[png.to_str().expect("utf8")]].concat());
     let plain = pixels(&png);
     assert_eq!(plain.len(), 3 * (2 * (8 + 2) + 2) * (2 * (8 + 2) + 2));
@@ -108,9 +110,17 @@ fn the_cli_trains_and_samples_on_wgpu() {
         .env("DDPM_GPU_KERNELS", "1")
         .output()
         .expect("ddpm runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let kernels = pixels(&png_kernels);
-    let worst = plain.iter().zip(&kernels).map(|(a, b)| a.abs_diff(*b)).max();
+    let worst = plain
+        .iter()
+        .zip(&kernels)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max();
     assert_eq!(kernels.len(), plain.len());
     assert!(worst <= Some(1), "pixels differ by up to {worst:?}");
 }

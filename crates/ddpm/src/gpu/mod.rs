@@ -3,7 +3,7 @@
 //! composites (on Mesa's lavapipe where there is no GPU):
 //!
 //! - [`norm_film_silu`]: a `Block`'s RMSNorm, FiLM scale and shift, and SiLU, forward and
-//!   backward;
+//!   backward, and the attentions' RMSNorm alone (forward: sampling);
 //! - [`softmax`]: the attentions' softmax along one axis, forward and backward;
 //! - [`adam`]: one Adam step of a parameter tensor with its gradient clipped by its norm;
 //! - [`ema`]: the EMA update of a parameter tensor.

@@ -186,8 +186,10 @@ fn ema_kernel_on_the_gpu_equals_burns_lerp() {
 fn rms_norm_kernel_on_the_gpu_equals_the_composite() {
     let device = wgpu();
     let [h, gain, ..] = inputs(&device);
-    let mask = Tensor::<4>::ones([3, 6, 5, 7], &device)
-        .slice_assign([0..1, 0..6, 0..1, 0..1], Tensor::zeros([1, 6, 1, 1], &device));
+    let mask = Tensor::<4>::ones([3, 6, 5, 7], &device).slice_assign(
+        [0..1, 0..6, 0..1, 0..1],
+        Tensor::zeros([1, 6, 1, 1], &device),
+    );
     let h = h * mask;
     let kernel = crate::gpu::norm_film_silu::rms_norm_tensor(h.clone(), gain.clone());
     let composite = crate::unet::ops::normalize(h) * gain;

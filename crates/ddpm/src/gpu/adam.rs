@@ -117,22 +117,15 @@ pub fn step(
 /// The optimizer's kernels, on burn's cubecl backends only (elsewhere burn's own `Adam` runs).
 #[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait OptimizerKernels: Backend {
-    /// [`step`]'s parameter and moments; the scalars are [`AdamStep`]'s, `max_norm` ≤ 0 for
-    /// none.
-    #[fusion(meta = |p, _g, _m, _v, _n, _lr, _b1, _b2, _e, _t, _c| (p.clone(), p.clone(), p.clone()))]
-    #[allow(clippy::too_many_arguments)]
+    /// [`step`].
+    #[fusion(meta = |p, _g, _m, _v, _sumsq, _at| (p.clone(), p.clone(), p.clone()))]
     fn adam_step(
         p: FloatTensor<Self>,
         g: FloatTensor<Self>,
         m: FloatTensor<Self>,
         v: FloatTensor<Self>,
         sumsq: FloatTensor<Self>,
-        lr: f32,
-        beta_1: f32,
-        beta_2: f32,
-        epsilon: f32,
-        time: i32,
-        max_norm: f32,
+        at: AdamStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -143,29 +136,9 @@ impl OptimizerKernels for CubeBackend {
         m: CubeTensor,
         v: CubeTensor,
         sumsq: CubeTensor,
-        lr: f32,
-        beta_1: f32,
-        beta_2: f32,
-        epsilon: f32,
-        time: i32,
-        max_norm: f32,
+        at: AdamStep,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let max_norm = (max_norm > 0.0).then_some(max_norm);
-        step(
-            p,
-            g,
-            m,
-            v,
-            sumsq,
-            AdamStep {
-                lr,
-                beta_1,
-                beta_2,
-                epsilon,
-                time,
-                max_norm,
-            },
-        )
+        step(p, g, m, v, sumsq, at)
     }
 }
 
@@ -190,12 +163,7 @@ pub fn adam_step<const D: usize>(
         m.into_dispatch(),
         v.into_dispatch(),
         sumsq.into_dispatch(),
-        at.lr,
-        at.beta_1,
-        at.beta_2,
-        at.epsilon,
-        at.time,
-        at.max_norm.unwrap_or(0.0),
+        at,
     );
     [p, m, v].map(burn::Tensor::from_dispatch)
 }

@@ -70,54 +70,12 @@ fn adam_step_kernel(
     out[i] = p[i] - m_new * factor / (f32::sqrt(v_new) + eps) * lr;
 }
 
-/// burn's Adam step (`AdaptiveMomentum::transform`, then `tensor - lr · update`) for `p`, its
-/// gradient `g`, its moments `m` and `v` (zeros before the first step) and the gradient's sum of
-/// squares `sumsq` (`[1]`): the new parameter and moments, contiguous.
-pub fn step(
-    p: CubeTensor,
-    g: CubeTensor,
-    m: CubeTensor,
-    v: CubeTensor,
-    sumsq: CubeTensor,
-    at: AdamStep,
-) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let [p, g, m, v] = [p, g, m, v].map(into_contiguous);
-    let shape = p.meta.shape().to_vec();
-    let [out, m_out, v_out] = [(); 3].map(|_| empty_contiguous(&p, shape.clone()));
-    let len = shape.iter().product::<usize>();
-    // burn's bias corrections: √(1 − β₂ᵗ) / (1 − β₁ᵗ) on the first moment, ε · √(1 − β₂ᵗ).
-    let correction = (1.0 - at.beta_2.powi(at.time)).sqrt();
-    let factor = correction / (1.0 - at.beta_1.powi(at.time));
-    if len > 0 {
-        let (count, cube_dim) = launch_size(&p, len);
-        adam_step_kernel::launch(
-            &out.client,
-            count,
-            cube_dim,
-            p.into_tensor_arg(),
-            g.into_tensor_arg(),
-            m.into_tensor_arg(),
-            v.into_tensor_arg(),
-            sumsq.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            m_out.clone().into_tensor_arg(),
-            v_out.clone().into_tensor_arg(),
-            at.lr,
-            at.beta_1,
-            at.beta_2,
-            factor,
-            at.epsilon * correction,
-            at.max_norm.unwrap_or(0.0),
-            at.max_norm.is_some(),
-        );
-    }
-    (out, m_out, v_out)
-}
-
 /// The optimizer's kernels, on burn's cubecl backends only (elsewhere burn's own `Adam` runs).
 #[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait OptimizerKernels: Backend {
-    /// [`step`].
+    /// burn's Adam step (`AdaptiveMomentum::transform`, then `tensor - lr · update`) for `p`,
+    /// its gradient `g`, its moments `m` and `v` (zeros before the first step) and the
+    /// gradient's sum of squares `sumsq` (`[1]`): the new parameter and moments, contiguous.
     #[fusion(meta = |p, _g, _m, _v, _sumsq, _at| (p.clone(), p.clone(), p.clone()))]
     fn adam_step(
         p: FloatTensor<Self>,
@@ -138,7 +96,37 @@ impl OptimizerKernels for CubeBackend {
         sumsq: CubeTensor,
         at: AdamStep,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        step(p, g, m, v, sumsq, at)
+        let [p, g, m, v] = [p, g, m, v].map(into_contiguous);
+        let shape = p.meta.shape().to_vec();
+        let [out, m_out, v_out] = [(); 3].map(|_| empty_contiguous(&p, shape.clone()));
+        let len = shape.iter().product::<usize>();
+        // burn's bias corrections: √(1 − β₂ᵗ) / (1 − β₁ᵗ) on the first moment, ε · √(1 − β₂ᵗ).
+        let correction = (1.0 - at.beta_2.powi(at.time)).sqrt();
+        let factor = correction / (1.0 - at.beta_1.powi(at.time));
+        if len > 0 {
+            let (count, cube_dim) = launch_size(&p, len);
+            adam_step_kernel::launch(
+                &out.client,
+                count,
+                cube_dim,
+                p.into_tensor_arg(),
+                g.into_tensor_arg(),
+                m.into_tensor_arg(),
+                v.into_tensor_arg(),
+                sumsq.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                m_out.clone().into_tensor_arg(),
+                v_out.clone().into_tensor_arg(),
+                at.lr,
+                at.beta_1,
+                at.beta_2,
+                factor,
+                at.epsilon * correction,
+                at.max_norm.unwrap_or(0.0),
+                at.max_norm.is_some(),
+            );
+        }
+        (out, m_out, v_out)
     }
 }
 

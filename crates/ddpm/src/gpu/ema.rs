@@ -22,31 +22,10 @@ fn ema_lerp_kernel(ema: &Tensor<f32>, weights: &Tensor<f32>, out: &mut Tensor<f3
     out[i] = ema[i] * decay + weights[i] * (1.0f32 - decay);
 }
 
-/// `ema · decay + weights · (1 − decay)` (same shapes), contiguous.
-pub fn lerp(ema: CubeTensor, weights: CubeTensor, decay: f32) -> CubeTensor {
-    let [ema, weights] = [ema, weights].map(into_contiguous);
-    let shape = ema.meta.shape().to_vec();
-    let out = empty_contiguous(&ema, shape.clone());
-    let len = shape.iter().product::<usize>();
-    if len > 0 {
-        let (count, cube_dim) = launch_size(&ema, len);
-        ema_lerp_kernel::launch(
-            &out.client,
-            count,
-            cube_dim,
-            ema.into_tensor_arg(),
-            weights.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            decay,
-        );
-    }
-    out
-}
-
 /// The EMA's kernel, on burn's cubecl backends only (elsewhere `Ema` uses burn's operations).
 #[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait EmaKernels: Backend {
-    /// [`lerp`].
+    /// `ema · decay + weights · (1 − decay)` (same shapes), contiguous.
     #[fusion(dtype = ema, shape = ema)]
     fn ema_lerp(
         ema: FloatTensor<Self>,
@@ -57,11 +36,27 @@ pub trait EmaKernels: Backend {
 
 impl EmaKernels for CubeBackend {
     fn ema_lerp(ema: CubeTensor, weights: CubeTensor, decay: f32) -> CubeTensor {
-        lerp(ema, weights, decay)
+        let [ema, weights] = [ema, weights].map(into_contiguous);
+        let shape = ema.meta.shape().to_vec();
+        let out = empty_contiguous(&ema, shape.clone());
+        let len = shape.iter().product::<usize>();
+        if len > 0 {
+            let (count, cube_dim) = launch_size(&ema, len);
+            ema_lerp_kernel::launch(
+                &out.client,
+                count,
+                cube_dim,
+                ema.into_tensor_arg(),
+                weights.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                decay,
+            );
+        }
+        out
     }
 }
 
-/// [`lerp`] for tensors on a cubecl device (`f32`, see [`super::applies`]).
+/// [`EmaKernels::ema_lerp`] for tensors on a cubecl device (`f32`, see [`super::applies`]).
 pub fn ema_lerp<const D: usize>(
     ema: burn::Tensor<D>,
     weights: burn::Tensor<D>,

@@ -157,12 +157,6 @@ pub fn forward(h: CubeTensor, a: CubeTensor, s: CubeTensor) -> CubeTensor {
     launch_forward(h, a, s, true)
 }
 
-/// `h`'s RMSNorm with the per-channel factor `a` (`[batch, channels, 1, 1]`): [`forward`]
-/// without the shift and the SiLU.
-pub fn rms_norm(h: CubeTensor, a: CubeTensor) -> CubeTensor {
-    launch_forward(h, a.clone(), a, false)
-}
-
 /// The forward kernel, with the shift `s` and the SiLU (`silu`) or without either.
 fn launch_forward(h: CubeTensor, a: CubeTensor, s: CubeTensor, silu: bool) -> CubeTensor {
     let (batch, channels, pixels) = dims(&h);
@@ -217,18 +211,19 @@ pub fn backward(h: CubeTensor, a: CubeTensor, s: CubeTensor, g: CubeTensor) -> [
 /// runs), on burn's cubecl backends.
 #[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait NormKernels: Backend {
-    /// [`rms_norm`].
+    /// `h`'s RMSNorm with the per-channel factor `a` (`[batch, channels, 1, 1]`): [`forward`]
+    /// without the shift and the SiLU (`s` is not read: `a` stands in).
     #[fusion(dtype = h, shape = h)]
     fn rms_norm(h: FloatTensor<Self>, a: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl NormKernels for CubeBackend {
     fn rms_norm(h: CubeTensor, a: CubeTensor) -> CubeTensor {
-        rms_norm(h, a)
+        launch_forward(h, a.clone(), a, false)
     }
 }
 
-/// `normalize(h) · gain` (`unet::ops::rms_norm`) through the kernel, `gain` `[1, channels, 1, 1]`;
+/// `normalize(h) · gain` (`unet::ops::rms_norm`) through [`NormKernels::rms_norm`], `gain` `[1, channels, 1, 1]`;
 /// for tensors on a cubecl device without autodiff (see [`super::applies`]).
 pub fn rms_norm_tensor(h: burn::Tensor<4>, gain: burn::Tensor<4>) -> burn::Tensor<4> {
     let [batch, channels, ..] = h.dims();

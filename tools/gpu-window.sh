@@ -20,7 +20,10 @@
 # stops it), BENCH=1 (benchmark first; BENCH_MINUTES caps it, default half the window; gpu.sh's
 # own variables pass through), DEVICE (wgpu), KERNELS (0, 1 or auto, the default: the training
 # runs with the core's GPU kernels, DDPM_GPU_KERNELS=1, when the benchmark just measured
-# `default+kernels` training faster than `default`; without a benchmark, auto is 0).
+# `default+kernels` training faster than `default`; without a benchmark, auto is 0),
+# PACK_OPTIMIZER (1, the default; 0 packs the checkpoint without Adam's moments, half its size,
+# for a run too large to carry in with them: the next window's trainer starts Adam afresh and
+# warms the learning rate up again).
 # The trainer stops at the deadline with SIGINT, which makes it write a checkpoint; packing
 # needs about a minute, so it is kept out of MINUTES.
 set -uo pipefail
@@ -33,6 +36,7 @@ end=$(($(date +%s) + minutes * 60))
 work="${WORK:-${TMPDIR:-/tmp}/ddpm-window}"
 device="${DEVICE:-wgpu}"
 case "${KERNELS:-auto}" in 0 | 1 | auto) ;; *) echo "gpu-window: KERNELS is 0, 1 or auto, not ${KERNELS}" >&2; exit 2 ;; esac
+case "${PACK_OPTIMIZER:-1}" in 0 | 1) ;; *) echo "gpu-window: PACK_OPTIMIZER is 0 or 1, not ${PACK_OPTIMIZER}" >&2; exit 2 ;; esac
 rm -rf "$work"
 mkdir -p "$work/bin"
 
@@ -100,14 +104,17 @@ if [ "$left" -gt 30 ]; then
     --device "$device" --steps "${TRAIN_STEPS:-1000000}" "${args[@]}") 2>&1 | tee -a "$out/train.log"
 fi
 
-# Pack: the run folder with its newest checkpoint only (the others are older copies).
+# Pack: the run folder with its newest checkpoint only (the others are older copies), with or
+# without Adam's moments.
 newest=$(ls -d "$run"/checkpoints/step-* 2>/dev/null | sort | tail -1)
 [ -n "$newest" ] || { echo "gpu-window: no checkpoint to pack" >&2; exit 1; }
 members=()
 for p in "$run"/*; do
   [ "$(basename "$p")" = checkpoints ] || members+=("run/$(basename "$p")")
 done
-tar -cf - -C "$work" "${members[@]}" "run/checkpoints/$(basename "$newest")" |
+leave=()
+[ "${PACK_OPTIMIZER:-1}" = 0 ] && leave=(--exclude=optimizer.bpk)
+tar -cf - -C "$work" "${leave[@]}" "${members[@]}" "run/checkpoints/$(basename "$newest")" |
   xz -T0 -3 | split -b "${PART_MB:-15}M" - "$out/run.tar.xz."
 "$ddpm" export "$run" -o "$out/model.bpk" --f16 --force 2>&1 | tail -2
 ls -l "$out"

@@ -138,6 +138,72 @@ fn killed_and_resumed_training_gives_the_same_losses_as_an_uninterrupted_run() {
     assert_eq!(losses(&crashed), expected);
 }
 
+/// A checkpoint carried without its `optimizer.bpk` (`tools/gpu-window.sh` with
+/// `PACK_OPTIMIZER=0`) resumes with Adam afresh: the weights, the noise and the data order
+/// continue (the next step's loss is the uninterrupted run's), the learning rate warms up again
+/// from the resumed step, and the checkpoints after it remember where.
+#[test]
+fn a_checkpoint_without_the_optimizer_state_resumes_with_adam_afresh_and_warms_up_again() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = bars_dataset(dir.path(), 64);
+    let tiny = tiny(&data);
+    let run = dir.path().join("run");
+    let run_s = run.to_str().expect("utf8");
+    let fixed = [
+        "train",
+        run_s,
+        "--steps",
+        "8",
+        "--sample-every",
+        "0",
+        "--checkpoint-every",
+        "4",
+    ];
+    let train = args(&fixed, &tiny);
+    ok(&train);
+    // (loss, learning rate) of steps 1..=8.
+    let rows = || -> Vec<(f64, f64)> {
+        let text = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics");
+        text.lines()
+            .skip(1)
+            .map(|line| {
+                let f: Vec<f64> = line.split(',').map(|v| v.parse().expect("f64")).collect();
+                (f[1], f[2])
+            })
+            .collect()
+    };
+    let uninterrupted = rows();
+    let checkpoints = run.join("checkpoints");
+    std::fs::remove_dir_all(checkpoints.join("step-000000008")).expect("remove step 8");
+    std::fs::remove_file(checkpoints.join("step-000000004/optimizer.bpk")).expect("remove");
+    let stderr = String::from_utf8_lossy(&ok(&train).stderr).into_owned();
+    assert!(
+        stderr.contains("no optimizer.bpk; Adam starts afresh"),
+        "{stderr}"
+    );
+    let resumed = rows();
+    assert_eq!(resumed.len(), 8);
+    assert_eq!(resumed[..4], uninterrupted[..4], "steps 1-4");
+    assert_eq!(resumed[4].0, uninterrupted[4].0, "step 5's loss");
+    // The warm-up (optim.warmup_steps = 10) starts again at step 4.
+    for step in 5..=8 {
+        let (lr, expected) = (resumed[step - 1].1, uninterrupted[step - 1].1);
+        let expected = expected * (step - 4) as f64 / 10.0;
+        assert!(
+            (lr - expected).abs() <= 1e-9 * expected,
+            "step {step}: lr {lr} vs {expected}"
+        );
+    }
+    assert_ne!(
+        resumed[5].0, uninterrupted[5].0,
+        "step 6 took Adam's old step"
+    );
+    let state =
+        std::fs::read_to_string(checkpoints.join("step-000000008/state.json")).expect("state");
+    let state: serde_json::Value = serde_json::from_str(&state).expect("json");
+    assert_eq!(state["rewarm_from"], 4, "{state}");
+}
+
 #[test]
 fn an_export_sampled_in_a_fresh_process_reproduces_the_training_preview() {
     let dir = tempfile::tempdir().expect("tmp");

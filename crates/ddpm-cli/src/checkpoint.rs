@@ -39,6 +39,11 @@ pub struct TrainingState {
     pub model: ddpm::ModelConfig,
     /// Class names of the training data (index = label).
     pub class_names: Vec<String>,
+    /// The step a run resumed at without the optimiser's state (a checkpoint carried without
+    /// its `optimizer.bpk`): Adam started afresh there, and the learning rate warms up again
+    /// from it over the configured warm-up steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewarm_from: Option<usize>,
 }
 
 /// Writes a checkpoint for `state.step` into `dir` atomically, then keeps the newest `keep`.
@@ -187,6 +192,7 @@ mod tests {
                 image_size: [8, 8],
             },
             class_names: vec![],
+            rewarm_from: None,
         }
     }
 

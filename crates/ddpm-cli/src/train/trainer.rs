@@ -51,6 +51,8 @@ pub struct Trainer {
     noise: NoiseSource,
     order: BatchOrder,
     step: usize,
+    /// Where Adam started afresh, if it did ([`TrainingState::rewarm_from`]).
+    rewarm_from: Option<usize>,
     /// Parts of each micro-batch computed at the same time (`optim.parallel` resolved).
     parts: usize,
 }
@@ -89,6 +91,7 @@ impl Trainer {
         let mut noise = NoiseSource::new(config.run.seed);
         let mut order = BatchOrder::new(config.run.seed);
         let mut step = 0;
+        let mut rewarm_from = None;
         let mut warm_start = None;
         if let Start::New(Some(path)) = start {
             let (weights, record) =
@@ -122,12 +125,24 @@ impl Trainer {
                 .try_load_record(checkpoint::read_record(ckpt, checkpoint::EMA)?)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
             ema = Ema::from_model(ema_model);
-            let bytes = checkpoint::read_file(ckpt, checkpoint::OPTIMIZER)?;
-            optim = optim
-                .from_bytes(Bytes::from_bytes_vec(bytes))
-                .map_err(|e| {
-                    anyhow::anyhow!("{}: {e}", ckpt.join(checkpoint::OPTIMIZER).display())
-                })?;
+            rewarm_from = state.rewarm_from;
+            if ckpt.join(checkpoint::OPTIMIZER).exists() {
+                let bytes = checkpoint::read_file(ckpt, checkpoint::OPTIMIZER)?;
+                optim = optim
+                    .from_bytes(Bytes::from_bytes_vec(bytes))
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}: {e}", ckpt.join(checkpoint::OPTIMIZER).display())
+                    })?;
+            } else {
+                // A checkpoint carried light (tools/gpu-window.sh): Adam's moments stayed behind.
+                eprintln!(
+                    "notice: {}: no {}; Adam starts afresh and the learning rate warms up again over {} steps",
+                    ckpt.display(),
+                    checkpoint::OPTIMIZER,
+                    config.optim.warmup_steps
+                );
+                rewarm_from = Some(state.step);
+            }
             noise = NoiseSource::from_state(&state.noise)
                 .with_context(|| format!("{}: bad noise state", ckpt.display()))?;
             order = state.order;
@@ -146,6 +161,7 @@ impl Trainer {
             noise,
             order,
             step,
+            rewarm_from,
             parts,
         };
         Ok((trainer, warm_start))
@@ -212,7 +228,7 @@ impl Trainer {
                 metrics,
                 "{},{loss},{:e},{rate:.2},{:.3}",
                 self.step,
-                self.config.optim.lr_at(self.step, total),
+                self.lr(),
                 started.elapsed().as_secs_f64()
             )?;
             bar.set_position(self.step as u64);
@@ -240,6 +256,20 @@ impl Trainer {
         }
         bar.finish_with_message(format!("done in {:.0?}", started.elapsed()));
         Ok(())
+    }
+
+    /// The learning rate of the current step (`step`, 1-based): the schedule's, warming up
+    /// again for `optim.warmup_steps` steps after a resume that started Adam afresh, whose
+    /// first steps would otherwise move every weight by about the full rate.
+    fn lr(&self) -> f64 {
+        let optim = &self.config.optim;
+        let lr = optim.lr_at(self.step, self.config.run.steps);
+        match self.rewarm_from {
+            Some(from) if self.step - from < optim.warmup_steps => {
+                lr * (self.step - from) as f64 / optim.warmup_steps as f64
+            }
+            _ => lr,
+        }
     }
 
     /// One optimiser step over `accumulation` micro-batches; returns the mean loss.
@@ -272,8 +302,9 @@ impl Trainer {
             }
         }
         self.step += 1;
-        let lr = optim_config.lr_at(self.step, self.config.run.steps);
-        self.model = self.optim.step(lr, self.model.clone(), accumulator.grads());
+        self.model = self
+            .optim
+            .step(self.lr(), self.model.clone(), accumulator.grads());
         let ema = &self.config.ema;
         if self.step.is_multiple_of(ema.every) {
             let decay = decay_at(self.step, ema.update_after_step, ema.power, ema.decay);
@@ -303,6 +334,7 @@ impl Trainer {
             order: self.order.clone(),
             model: self.model_config.clone(),
             class_names: self.dataset.class_names.clone(),
+            rewarm_from: self.rewarm_from,
         };
         let files = [
             (checkpoint::MODEL, model.as_slice()),

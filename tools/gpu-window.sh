@@ -10,7 +10,9 @@
 #                     one is measured by crates/ddpm/benches/gpu.sh when BENCH=1 (`ddpm.xz`
 #                     also with DDPM_GPU_KERNELS=1, as `default+kernels`)
 #   run.tar.xz.*      a run packed by an earlier window (optional): it is continued
-#   data.tar.xz       training images, unpacked beside the run (optional)
+#   data.tar.xz       training images, unpacked beside the run (optional), or
+#   images.xz         the same packed half as small by tools/images-pack.py (run from the
+#                     repository: `python3 tools/images-pack.py pack data/emoji/images images.xz`)
 # OUT receives at most seven files: run.tar.xz.aa, .ab, … (the run folder with its newest
 # checkpoint, in parts of PART_MB, default 15), model.bpk and model.json (the EMA weights, f16,
 # and their card), train.log, and with BENCH=1 bench.txt (the benchmark's table, GPU, JSON
@@ -48,6 +50,9 @@ done
 ddpm="$work/bin/ddpm"
 [ -x "$ddpm" ] || { echo "gpu-window: $in/ddpm.xz is missing" >&2; exit 2; }
 [ -e "$in/data.tar.xz" ] && tar -xJf "$in/data.tar.xz" -C "$work"
+if [ -e "$in/images.xz" ]; then
+  python3 "$here/images-pack.py" unpack "$in/images.xz" "$work" >/dev/null || exit 1
+fi
 
 if [ "${BENCH:-0}" = 1 ]; then
   bench_end=$(($(date +%s) + ${BENCH_MINUTES:-$((minutes / 2))} * 60))

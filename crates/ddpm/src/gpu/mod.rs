@@ -3,7 +3,8 @@
 //! composites (on Mesa's lavapipe where there is no GPU):
 //!
 //! - [`norm_film_silu`]: a `Block`'s RMSNorm, FiLM scale and shift, and SiLU, forward and
-//!   backward, and the attentions' RMSNorm alone (forward: sampling);
+//!   backward;
+//! - [`rms_norm`]: the attentions' RMSNorm, the same kernels without FiLM and SiLU;
 //! - [`softmax`]: the attentions' softmax along one axis, forward and backward;
 //! - [`adam`]: one Adam step of a parameter tensor with its gradient clipped by its norm;
 //! - [`ema`]: the EMA update of a parameter tensor.
@@ -26,6 +27,7 @@ use crate::fused::extension::{SharedKernels, SharedKernelsBackward};
 pub mod adam;
 pub mod ema;
 pub mod norm_film_silu;
+pub mod rms_norm;
 pub mod softmax;
 #[cfg(test)]
 mod tests;

@@ -4,8 +4,6 @@
 //! the CPU kernel's (`crate::fused::norm_film_silu`), which documents it.
 
 use burn::backend::ops::FloatTensorOps;
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, backend_extension};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cube;
@@ -82,7 +80,9 @@ fn forward_kernel(
 }
 
 /// The backward pass for one pixel: `dh`, and the per-pixel terms `dz·u` and `dz` whose sums
-/// over the pixels are the gradients of `a` and `s` (these two contiguous).
+/// over the pixels are the gradients of `a` and `s` (these two contiguous). Without `silu`
+/// and `shift` (the RMSNorm alone) `dz` is the output's gradient, and `s` and `dz` are
+/// neither read nor written.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // a kernel's buffers are its arguments
 fn backward_kernel(
@@ -93,6 +93,8 @@ fn backward_kernel(
     dh: &mut Tensor<f32>,
     dzu: &mut Tensor<f32>,
     dz: &mut Tensor<f32>,
+    #[comptime] silu: bool,
+    #[comptime] shift: bool,
 ) {
     let (b, p, pixels) = unit_pixel(h);
     if b >= h.shape(0) {
@@ -109,10 +111,18 @@ fn backward_kernel(
         let (i, o, k) = (at + c * h.stride(1), out + c * step, sums + c * pixels);
         let ac = per_channel(a, b, c);
         let u = h[i] * r;
-        let z = u * ac + per_channel(s, b, c);
-        let sg = 1.0f32 / (1.0f32 + f32::exp(-z));
-        let d = g[at_g + c * g.stride(1)] * sg * (1.0f32 + z * (1.0f32 - sg));
-        dz[k] = d;
+        let mut d = g[at_g + c * g.stride(1)];
+        if silu {
+            let mut z = u * ac;
+            if shift {
+                z += per_channel(s, b, c);
+            }
+            let sg = 1.0f32 / (1.0f32 + f32::exp(-z));
+            d *= sg * (1.0f32 + z * (1.0f32 - sg));
+        }
+        if shift {
+            dz[k] = d;
+        }
         dzu[k] = d * u;
         dh[o] = d * ac;
         dot += d * ac * u;
@@ -158,7 +168,12 @@ pub fn forward(h: CubeTensor, a: CubeTensor, s: CubeTensor) -> CubeTensor {
 }
 
 /// The forward kernel, with the shift `s` and the SiLU (`silu`) or without either.
-fn launch_forward(h: CubeTensor, a: CubeTensor, s: CubeTensor, silu: bool) -> CubeTensor {
+pub(super) fn launch_forward(
+    h: CubeTensor,
+    a: CubeTensor,
+    s: CubeTensor,
+    silu: bool,
+) -> CubeTensor {
     let (batch, channels, pixels) = dims(&h);
     let y = empty_like(&h);
     if batch * channels * pixels == 0 {
@@ -181,10 +196,24 @@ fn launch_forward(h: CubeTensor, a: CubeTensor, s: CubeTensor, silu: bool) -> Cu
 
 /// The gradients of [`forward`] for `h`, `a` and `s` given the output's gradient `g`.
 pub fn backward(h: CubeTensor, a: CubeTensor, s: CubeTensor, g: CubeTensor) -> [CubeTensor; 3] {
+    let (dh, da, ds) = launch_backward(h, a, s, g, true);
+    [dh, da, ds]
+}
+
+/// The backward kernel, with the shift and the SiLU (`film`; `ds` is the third gradient) or
+/// without either (the third is a placeholder).
+pub(super) fn launch_backward(
+    h: CubeTensor,
+    a: CubeTensor,
+    s: CubeTensor,
+    g: CubeTensor,
+    film: bool,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
     let small = a.meta.shape().clone();
     let (batch, channels, pixels) = dims(&h);
     let dh = empty_like(&h);
-    let [dzu, dz] = [(); 2].map(|()| empty_contiguous(&h, vec![batch, channels, pixels]));
+    let dzu = empty_contiguous(&h, vec![batch, channels, pixels]);
+    let dz = empty_contiguous(&h, vec![if film { batch } else { 1 }, channels, pixels]);
     if batch * channels * pixels > 0 {
         let (count, dim) = launch_size(&h, batch * pixels);
         backward_kernel::launch(
@@ -198,37 +227,14 @@ pub fn backward(h: CubeTensor, a: CubeTensor, s: CubeTensor, g: CubeTensor) -> [
             dh.clone().into_tensor_arg(),
             dzu.clone().into_tensor_arg(),
             dz.clone().into_tensor_arg(),
+            film,
+            film,
         );
     }
     // The sums over each image's pixels, by burn's reduction.
     let pixel_sum = |rows: CubeTensor| {
         CubeBackend::float_reshape(CubeBackend::float_sum_dim(rows, 2), small.clone())
     };
-    [dh, pixel_sum(dzu), pixel_sum(dz)]
-}
-
-/// The attentions' RMSNorm for sampling (forward only: on an autodiff device burn's composite
-/// runs), on burn's cubecl backends.
-#[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
-pub trait NormKernels: Backend {
-    /// `h`'s RMSNorm with the per-channel factor `a` (`[batch, channels, 1, 1]`): [`forward`]
-    /// without the shift and the SiLU (`s` is not read: `a` stands in).
-    #[fusion(dtype = h, shape = h)]
-    fn rms_norm(h: FloatTensor<Self>, a: FloatTensor<Self>) -> FloatTensor<Self>;
-}
-
-impl NormKernels for CubeBackend {
-    fn rms_norm(h: CubeTensor, a: CubeTensor) -> CubeTensor {
-        launch_forward(h, a.clone(), a, false)
-    }
-}
-
-/// `normalize(h) · gain` (`unet::ops::rms_norm`) through [`NormKernels::rms_norm`], `gain` `[1, channels, 1, 1]`;
-/// for tensors on a cubecl device without autodiff (see [`super::applies`]).
-pub fn rms_norm_tensor(h: burn::Tensor<4>, gain: burn::Tensor<4>) -> burn::Tensor<4> {
-    let [batch, channels, ..] = h.dims();
-    burn::Tensor::from_dispatch(<Dispatch as NormKernels>::rms_norm(
-        h.into_dispatch(),
-        gain.expand([batch, channels, 1, 1]).into_dispatch(),
-    ))
+    let da = pixel_sum(dzu);
+    (dh, da, if film { pixel_sum(dz) } else { dz })
 }

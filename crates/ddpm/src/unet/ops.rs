@@ -50,11 +50,11 @@ pub fn norm_film_silu_composite(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>
 }
 
 /// lucidrains' `RMSNorm`: `normalize(x) · gain` (`gain` `[1, channels, 1, 1]`); in one GPU kernel
-/// where the core's GPU kernels run and no gradient is kept (sampling).
+/// (one more and a sum backward) where the core's GPU kernels run.
 pub fn rms_norm(x: Tensor<4>, gain: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
-    if crate::gpu::applies(&x) && !x.device().is_autodiff() {
-        return crate::gpu::norm_film_silu::rms_norm_tensor(x, gain);
+    if crate::gpu::applies(&x) {
+        return crate::gpu::rms_norm::rms_norm_tensor(x, gain);
     }
     normalize(x) * gain
 }

@@ -217,7 +217,7 @@ impl CpuKernelsBackward for Flex {
 }
 
 #[cfg(feature = "fused-autodiff")]
-mod autodiff {
+pub(crate) mod autodiff {
     use burn::backend::autodiff::NodeId;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -229,7 +229,7 @@ mod autodiff {
     use super::{CpuKernels, CpuKernelsBackward, SharedKernels, SharedKernelsBackward};
 
     /// Registers each gradient with its parent node, where that parent is tracked.
-    fn register<B: Backend, const N: usize>(
+    pub(crate) fn register<B: Backend, const N: usize>(
         grads: &mut Gradients,
         parents: [Option<NodeId>; N],
         gradients: [FloatTensor<B>; N],

@@ -54,6 +54,7 @@ mod autodiff {
     use burn::backend::tensor::FloatTensor;
 
     use super::{NormKernels, NormKernelsBackward};
+    use crate::fused::extension::autodiff::register;
 
     #[derive(Debug)]
     struct RmsNormGrad;
@@ -67,12 +68,9 @@ mod autodiff {
             let [h, a] = ops
                 .state
                 .map(|id| ck.retrieve_node_output::<FloatTensor<B>>(id));
+            let parents = ops.parents.map(|p| p.map(|node| node.id));
             let (dh, da) = B::rms_norm_backward(h, a, g);
-            for (parent, grad) in ops.parents.into_iter().zip([dh, da]) {
-                if let Some(node) = parent {
-                    grads.register::<B>(node.id, grad);
-                }
-            }
+            register::<B, 2>(grads, parents, [dh, da]);
         }
     }
 

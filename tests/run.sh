@@ -10,10 +10,11 @@ step "toolchain components"
 rustup component add rustfmt clippy >/dev/null
 rustup target add wasm32-unknown-unknown >/dev/null
 
-step "system packages: a Vulkan driver (Mesa's lavapipe without a GPU), Chromium"
+step "system packages: a Vulkan driver (Mesa's lavapipe without a GPU), Chromium, Pillow"
 missing=()
 ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1 || missing+=(mesa-vulkan-drivers)
 command -v chromium >/dev/null || missing+=(chromium)
+/usr/bin/python3 -c 'import PIL' 2>/dev/null || missing+=(python3-pil)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
@@ -37,6 +38,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "tests"
 cargo test --workspace
+
+step "the GPU window's tools, on the CPU (tests/gpu-window.sh)"
+PYTHON=/usr/bin/python3 bash tests/gpu-window.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/ddpm"
 
 step "the site (trunk build: target/site)"
 trunk build

@@ -25,7 +25,7 @@
 # `default+kernels` training faster than `default`; without a benchmark, auto is 0),
 # PACK_OPTIMIZER (1, the default; 0 packs the checkpoint without Adam's moments, half its size,
 # for a run too large to carry in with them: the next window's trainer starts Adam afresh and
-# warms the learning rate up again).
+# warms the learning rate up again), PYTHON (python3; with Pillow where images.xz is carried).
 # The trainer stops at the deadline with SIGINT, which makes it write a checkpoint; packing
 # needs about a minute, so it is kept out of MINUTES.
 set -uo pipefail
@@ -51,7 +51,7 @@ ddpm="$work/bin/ddpm"
 [ -x "$ddpm" ] || { echo "gpu-window: $in/ddpm.xz is missing" >&2; exit 2; }
 [ -e "$in/data.tar.xz" ] && tar -xJf "$in/data.tar.xz" -C "$work"
 if [ -e "$in/images.xz" ]; then
-  python3 "$here/images-pack.py" unpack "$in/images.xz" "$work" >/dev/null || exit 1
+  "${PYTHON:-python3}" "$here/images-pack.py" unpack "$in/images.xz" "$work" >/dev/null || exit 1
 fi
 
 if [ "${BENCH:-0}" = 1 ]; then
@@ -77,7 +77,7 @@ fi
 # geometric mean of the ratios over the rows both have.
 kernels="${KERNELS:-auto}"
 if [ "$kernels" = auto ]; then
-  kernels=$(python3 - "$work/bench/results.jsonl" <<'PY'
+  kernels=$("${PYTHON:-python3}" - "$work/bench/results.jsonl" <<'PY'
 import json, math, sys
 rows = {}
 try:

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The GPU window's tools on the CPU, as a borrowed machine would run them: training images
+# packed by tools/images-pack.py (8-bit RGBA as pixels, other PNGs as files) come back with the
+# same pixels, and a run trained in one window (`DEVICE=cpu`) and packed without Adam's moments
+# continues in the next one, warming up again.
+#
+#   bash tests/gpu-window.sh DDPM_BINARY
+#
+# PYTHON names an interpreter with Pillow (default python3).
+set -euo pipefail
+[ $# -eq 1 ] || { echo "usage: tests/gpu-window.sh DDPM_BINARY" >&2; exit 2; }
+ddpm="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+py="${PYTHON:-python3}"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "gpu-window test: $*" >&2; exit 1; }
+
+# Two classes of 16x16 images: RGBA (stored as pixels), grey with alpha and palette (as files).
+cd "$tmp"
+"$py" - <<'PY'
+import os, random
+from PIL import Image
+random.seed(0)
+for c in ("a", "b"):
+    os.makedirs(f"data/imgs/{c}")
+    for i in range(6):
+        im = Image.new("RGBA", (16, 16))
+        im.putdata([tuple(random.randrange(256) for _ in range(4)) for _ in range(256)])
+        if i == 4:
+            im = im.convert("LA")
+        elif i == 5:
+            im = im.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+        im.save(f"data/imgs/{c}/{i}.png")
+PY
+"$py" "$root/tools/images-pack.py" pack data/imgs images.xz >/dev/null
+"$py" "$root/tools/images-pack.py" unpack images.xz back >/dev/null
+"$py" - <<'PY' || fail "unpacked images differ"
+import os, sys
+from PIL import Image
+n = 0
+for root, _, names in os.walk("data/imgs"):
+    for name in names:
+        a, b = os.path.join(root, name), os.path.join("back", root, name)
+        if Image.open(a).convert("RGBA").tobytes() != Image.open(b).convert("RGBA").tobytes():
+            sys.exit(f"{b}: other pixels")
+        n += 1
+sys.exit(0 if n == 12 else f"{n} images, not 12")
+PY
+cmp data/imgs/a/5.png back/data/imgs/a/5.png || fail "a palette PNG was not kept as its bytes"
+if "$py" "$root/tools/images-pack.py" pack /tmp x.xz 2>err.txt; then fail "packed a folder outside"; fi
+grep -q "is not below the current folder" err.txt || fail "$(cat err.txt)"
+
+# Window 1 trains a new run from the packed images and packs it without Adam's moments.
+mkdir in1 in2
+xz -0 -T1 -c "$ddpm" >in1/ddpm.xz
+cp images.xz in1/
+export DEVICE=cpu PYTHON="$py" WORK="$tmp/work"
+TRAIN="--data data/imgs --image-size 8 --channels 3 --batch-size 4 --sample-every 0 \
+--set model.dim=8 --set model.dim_mults=[1,2] --set model.attn_dim_head=8 \
+--set model.attn_heads=2 --set diffusion.timesteps=100 --set optim.warmup_steps=10" \
+  PACK_OPTIMIZER=0 bash "$root/tools/gpu-window.sh" in1 out1 1 >log1.txt 2>&1 || fail "window 1: $(tail -3 log1.txt)"
+cat out1/run.tar.xz.* | tar -tJf - >members.txt
+grep -q "checkpoints/step-.*/model.bpk" members.txt || fail "window 1 packed no checkpoint"
+if grep -q optimizer.bpk members.txt; then fail "window 1 packed Adam's moments"; fi
+first=$(sed -n 's/^stopped at step \([0-9]*\);.*/\1/p' out1/train.log)
+[ -n "$first" ] || fail "window 1 did not stop at its deadline: $(tail -2 out1/train.log)"
+[ "$first" -gt 10 ] || fail "window 1 trained only $first steps, within the warm-up"
+
+# Window 2 continues it.
+cp in1/ddpm.xz in1/images.xz out1/run.tar.xz.* in2/
+bash "$root/tools/gpu-window.sh" in2 out2 1 >log2.txt 2>&1 || fail "window 2: $(tail -3 log2.txt)"
+grep -q "no optimizer.bpk; Adam starts afresh" out2/train.log || fail "window 2: $(head -3 out2/train.log)"
+grep -q "steps $((first + 1))\.\." out2/train.log || fail "window 2 did not resume at step $((first + 1))"
+rate=$(awk -F, -v s=$((first + 1)) '$1 == s {print $3}' work/run/metrics.csv)
+"$py" -c "import sys; sys.exit(abs(float('$rate') - 2e-4 / 10) > 1e-12)" ||
+  fail "step $((first + 1)) ran at rate $rate, not 1/10 of 2e-4"
+[ -s out2/model.bpk ] || fail "window 2 exported no model"
+echo "gpu-window test: images round-trip; window 1 stopped at step $first, window 2 resumed with a new warm-up"

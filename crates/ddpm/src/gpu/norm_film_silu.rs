@@ -213,7 +213,14 @@ pub(super) fn launch_backward(
     let (batch, channels, pixels) = dims(&h);
     let dh = empty_like(&h);
     let dzu = empty_contiguous(&h, vec![batch, channels, pixels]);
-    let dz = empty_contiguous(&h, vec![if film { batch } else { 1 }, channels, pixels]);
+    let dz = empty_contiguous(
+        &h,
+        if film {
+            vec![batch, channels, pixels]
+        } else {
+            vec![1]
+        },
+    );
     if batch * channels * pixels > 0 {
         let (count, dim) = launch_size(&h, batch * pixels);
         backward_kernel::launch(

@@ -5,7 +5,7 @@
     python3 tools/images-pack.py unpack IN.xz DEST       (the same paths, under DEST)
 
 xz finds little to share between separately deflated PNGs: the 3,786 Noto emoji (64x64 RGBA)
-are 13.5 MB as an xz'd tar of their files and 6.6 MB as their pixels xz'd together. So `pack`
+are 13.5 MB as an xz'd tar of their files and 6.7 MB as their pixels xz'd together. So `pack`
 stores the 8-bit RGBA images as raw pixels and any other PNG (grey, palette, 16-bit) as its own
 bytes. `unpack` writes them under DEST at the paths they had below the folder `pack` ran in,
 so that a run's `data.source` finds them; every image decodes to the pixels it had.
@@ -91,9 +91,17 @@ def unpack(packed, dest):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 4 and sys.argv[1] == "pack":
-        pack(sys.argv[2:-1], sys.argv[-1])
-    elif len(sys.argv) == 4 and sys.argv[1] == "unpack":
-        unpack(sys.argv[2], sys.argv[3])
-    else:
-        sys.exit("usage: images-pack.py pack FOLDER... OUT.xz | images-pack.py unpack IN.xz DEST")
+    try:
+        if len(sys.argv) >= 4 and sys.argv[1] == "pack":
+            pack(sys.argv[2:-1], sys.argv[-1])
+        elif len(sys.argv) == 4 and sys.argv[1] == "unpack":
+            try:
+                unpack(sys.argv[2], sys.argv[3])
+            except (lzma.LZMAError, tarfile.TarError, KeyError, ValueError) as e:
+                sys.exit(f"images-pack: {sys.argv[2]}: not a pack of images-pack.py ({e})")
+        else:
+            sys.exit("usage: images-pack.py pack FOLDER... OUT.xz | images-pack.py unpack IN.xz DEST")
+    # A bad image or pack file is one line naming it (Pillow's and lzma's messages do), not a
+    # traceback.
+    except (OSError, ValueError, KeyError, lzma.LZMAError, tarfile.TarError) as e:
+        sys.exit(f"images-pack: {e}")

@@ -3,6 +3,10 @@
 //! do in some twenty element-wise kernels per tensor, each a pass over it. A training step of
 //! the U-Net updates about two hundred tensors, so without this most of its kernel launches are
 //! the optimizer's (BENCHMARKS.md, "Kernel launches per step"). The math is burn's, in its order.
+//!
+//! The gradient's sum of squares is burn's square and sum, three more launches, except for the
+//! small tensors (biases, gains: half of the U-Net's): there one cube reduces it in shared
+//! memory and then steps, all in one launch.
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
@@ -31,9 +35,42 @@ pub struct AdamStep {
     pub max_norm: Option<f32>,
 }
 
-/// Element `i`: the gradient scaled by `clip` (from its sum of squares `sumsq`), the moments
-/// moved towards it, and the parameter moved by `lr · m̂ / (√v̂ + ε)`, the bias corrections
-/// folded into `factor` and `eps` as burn does.
+/// `GradientClipping::Norm`'s factor for a gradient with sum of squares `sumsq`: the norm plus
+/// f32's smallest normal number, the factor at most 1.
+#[cube]
+fn clip_scale(sumsq: f32, max_norm: f32) -> f32 {
+    f32::min(max_norm / (f32::sqrt(sumsq) + 1.1754944e-38f32), 1.0f32)
+}
+
+/// Element `i` of the step for the (clipped) gradient `grad`: the moments moved towards it, and
+/// the parameter moved by `lr · m̂ / (√v̂ + ε)`, the bias corrections folded into `factor` and
+/// `eps` as burn does.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn step_at(
+    i: usize,
+    grad: f32,
+    p: &Tensor<f32>,
+    m: &Tensor<f32>,
+    v: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    m_out: &mut Tensor<f32>,
+    v_out: &mut Tensor<f32>,
+    lr: f32,
+    beta_1: f32,
+    beta_2: f32,
+    factor: f32,
+    eps: f32,
+) {
+    let m_new = m[i] * beta_1 + grad * (1.0f32 - beta_1);
+    let v_new = v[i] * beta_2 + grad * grad * (1.0f32 - beta_2);
+    m_out[i] = m_new;
+    v_out[i] = v_new;
+    out[i] = p[i] - m_new * factor / (f32::sqrt(v_new) + eps) * lr;
+}
+
+/// One unit per element: [`step_at`] with the gradient clipped by its sum of squares `sumsq`
+/// (`[1]`) if `clip`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn adam_step_kernel(
@@ -59,15 +96,74 @@ fn adam_step_kernel(
     }
     let mut grad = g[i];
     if clip {
-        // `GradientClipping::Norm`: the norm plus f32's smallest normal number, the factor at most 1.
-        let scale = max_norm / (f32::sqrt(sumsq[0]) + 1.1754944e-38f32);
-        grad *= f32::min(scale, 1.0f32);
+        grad *= clip_scale(sumsq[0], max_norm);
     }
-    let m_new = m[i] * beta_1 + grad * (1.0f32 - beta_1);
-    let v_new = v[i] * beta_2 + grad * grad * (1.0f32 - beta_2);
-    m_out[i] = m_new;
-    v_out[i] = v_new;
-    out[i] = p[i] - m_new * factor / (f32::sqrt(v_new) + eps) * lr;
+    step_at(
+        i, grad, p, m, v, out, m_out, v_out, lr, beta_1, beta_2, factor, eps,
+    );
+}
+
+/// Units in the cube of the one-launch step: WebGPU's guaranteed maximum, a power of two for
+/// the halving reduction.
+const CUBE_UNITS: usize = 256;
+
+/// `log₂(CUBE_UNITS)`: the halvings that sum the units' shares.
+const HALVINGS: usize = CUBE_UNITS.trailing_zeros() as usize;
+
+/// The largest tensor that takes the one-launch step: sixteen elements per unit. One cube runs
+/// on one of a GPU's many cores, so for larger tensors the three launches cost less than the
+/// lost parallelism (a guess to be measured on a GPU: BENCHMARKS.md).
+pub const ONE_LAUNCH_MAX: usize = 16 * CUBE_UNITS;
+
+/// [`adam_step_kernel`] for a whole tensor in one cube: its gradient's sum of squares first,
+/// each unit's share summed by halving in shared memory, then the step, `CUBE_UNITS` apart.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn one_cube_kernel(
+    p: &Tensor<f32>,
+    g: &Tensor<f32>,
+    m: &Tensor<f32>,
+    v: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    m_out: &mut Tensor<f32>,
+    v_out: &mut Tensor<f32>,
+    lr: f32,
+    beta_1: f32,
+    beta_2: f32,
+    factor: f32,
+    eps: f32,
+    max_norm: f32,
+) {
+    let unit = UNIT_POS as usize;
+    let len = p.len();
+    let mut share = 0.0f32;
+    let mut i = unit;
+    while i < len {
+        share += g[i] * g[i];
+        i += CUBE_UNITS;
+    }
+    let mut sums = Shared::<[f32]>::new_slice(CUBE_UNITS);
+    sums[unit] = share;
+    sync_cube();
+    // Unrolled: cubecl 0.11's verifier rejects this loop as a runtime one (shared memory indexed
+    // by a loop-carried `half`).
+    #[unroll]
+    for k in 1..HALVINGS + 1 {
+        let half = CUBE_UNITS >> k;
+        if unit < half {
+            sums[unit] += sums[unit + half];
+        }
+        sync_cube();
+    }
+    let scale = clip_scale(sums[0], max_norm);
+    let mut i = unit;
+    while i < len {
+        let grad = g[i] * scale;
+        step_at(
+            i, grad, p, m, v, out, m_out, v_out, lr, beta_1, beta_2, factor, eps,
+        );
+        i += CUBE_UNITS;
+    }
 }
 
 /// The optimizer's kernels, on burn's cubecl backends only (elsewhere burn's own `Adam` runs).
@@ -85,7 +181,40 @@ pub trait OptimizerKernels: Backend {
         sumsq: FloatTensor<Self>,
         at: AdamStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`Self::adam_step`] with the gradient clipped by its norm (`at.max_norm`, which must be
+    /// set), its sum of squares computed in the same launch: for at most [`ONE_LAUNCH_MAX`]
+    /// elements.
+    #[fusion(meta = |p, _g, _m, _v, _at| (p.clone(), p.clone(), p.clone()))]
+    fn adam_step_one_launch(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        at: AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
+
+/// burn's bias corrections, `√(1 − β₂ᵗ) / (1 − β₁ᵗ)` on the first moment and `ε · √(1 − β₂ᵗ)`,
+/// as the kernels' `factor` and `eps`.
+fn corrections(at: &AdamStep) -> (f32, f32) {
+    let correction = (1.0 - at.beta_2.powi(at.time)).sqrt();
+    (
+        correction / (1.0 - at.beta_1.powi(at.time)),
+        at.epsilon * correction,
+    )
+}
+
+/// `p`, `g`, `m` and `v` made contiguous, three outputs like `p`, and their length.
+fn operands(p: CubeTensor, g: CubeTensor, m: CubeTensor, v: CubeTensor) -> Operands {
+    let [p, g, m, v] = [p, g, m, v].map(into_contiguous);
+    let shape = p.meta.shape().to_vec();
+    let outputs = [(); 3].map(|_| empty_contiguous(&p, shape.clone()));
+    let len = shape.iter().product::<usize>();
+    ([p, g, m, v], outputs, len)
+}
+
+type Operands = ([CubeTensor; 4], [CubeTensor; 3], usize);
 
 impl OptimizerKernels for CubeBackend {
     fn adam_step(
@@ -96,13 +225,8 @@ impl OptimizerKernels for CubeBackend {
         sumsq: CubeTensor,
         at: AdamStep,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let [p, g, m, v] = [p, g, m, v].map(into_contiguous);
-        let shape = p.meta.shape().to_vec();
-        let [out, m_out, v_out] = [(); 3].map(|_| empty_contiguous(&p, shape.clone()));
-        let len = shape.iter().product::<usize>();
-        // burn's bias corrections: √(1 − β₂ᵗ) / (1 − β₁ᵗ) on the first moment, ε · √(1 − β₂ᵗ).
-        let correction = (1.0 - at.beta_2.powi(at.time)).sqrt();
-        let factor = correction / (1.0 - at.beta_1.powi(at.time));
+        let ([p, g, m, v], [out, m_out, v_out], len) = operands(p, g, m, v);
+        let (factor, eps) = corrections(&at);
         if len > 0 {
             let (count, cube_dim) = launch_size(&p, len);
             adam_step_kernel::launch(
@@ -121,9 +245,41 @@ impl OptimizerKernels for CubeBackend {
                 at.beta_1,
                 at.beta_2,
                 factor,
-                at.epsilon * correction,
+                eps,
                 at.max_norm.unwrap_or(0.0),
                 at.max_norm.is_some(),
+            );
+        }
+        (out, m_out, v_out)
+    }
+
+    fn adam_step_one_launch(
+        p: CubeTensor,
+        g: CubeTensor,
+        m: CubeTensor,
+        v: CubeTensor,
+        at: AdamStep,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let ([p, g, m, v], [out, m_out, v_out], len) = operands(p, g, m, v);
+        let (factor, eps) = corrections(&at);
+        if len > 0 {
+            one_cube_kernel::launch(
+                &out.client,
+                CubeCount::Static(1, 1, 1),
+                CubeDim::new_1d(CUBE_UNITS as u32),
+                p.into_tensor_arg(),
+                g.into_tensor_arg(),
+                m.into_tensor_arg(),
+                v.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                m_out.clone().into_tensor_arg(),
+                v_out.clone().into_tensor_arg(),
+                at.lr,
+                at.beta_1,
+                at.beta_2,
+                factor,
+                eps,
+                at.max_norm.unwrap_or(f32::INFINITY),
             );
         }
         (out, m_out, v_out)
@@ -140,6 +296,16 @@ pub fn adam_step<const D: usize>(
     v: burn::Tensor<D>,
     at: AdamStep,
 ) -> [burn::Tensor<D>; 3] {
+    if at.max_norm.is_some() && p.shape().num_elements() <= ONE_LAUNCH_MAX {
+        let (p, m, v) = <Dispatch as OptimizerKernels>::adam_step_one_launch(
+            p.into_dispatch(),
+            g.into_dispatch(),
+            m.into_dispatch(),
+            v.into_dispatch(),
+            at,
+        );
+        return [p, m, v].map(burn::Tensor::from_dispatch);
+    }
     // Without clipping the kernel does not read it: the gradient itself stands in, unlaunched.
     let sumsq = match at.max_norm {
         Some(_) => g.clone().square().sum(),

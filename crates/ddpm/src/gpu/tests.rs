@@ -116,13 +116,14 @@ fn close_scaled(got: &[f32], want: &[f32], what: &str) {
 
 /// Three steps of the GPU kernel's Adam equal burn's `Adam` after burn's norm clipping, for the
 /// parameter's moves and both moments: a gradient the clipping scales down, one it leaves
-/// alone, and no clipping; the gradient laid out channels-last.
+/// alone, and no clipping; the gradient laid out channels-last. Clipped, the small tensor
+/// takes the one-launch kernel and the large one (past [`ONE_LAUNCH_MAX`]) the other.
 #[test]
 fn adam_kernel_on_the_gpu_equals_burns_clipped_adam() {
     use burn::grad_clipping::GradientClipping;
     use burn::optim::{AdamConfig, Optimizer};
 
-    use crate::gpu::adam::{AdamStep, adam_step};
+    use crate::gpu::adam::{AdamStep, ONE_LAUNCH_MAX, adam_step};
 
     let device = wgpu();
     let (lr, beta_1, beta_2, epsilon) = (0.01, 0.9, 0.99, 1e-5);
@@ -132,14 +133,22 @@ fn adam_kernel_on_the_gpu_equals_burns_clipped_adam() {
         .with_epsilon(epsilon)
         .build();
     let normal = Distribution::Normal(0.0, 1.0);
-    for (max_norm, size) in [(Some(1.0), 10.0), (Some(1.0), 0.01), (None, 3.0)] {
-        let p0 = Tensor::<4>::random([3, 4, 5, 6], normal, &device);
+    let (small, large) = ([3, 4, 5, 6], [3, 8, 13, 14]);
+    const { assert!(360 <= ONE_LAUNCH_MAX && 4368 > ONE_LAUNCH_MAX) };
+    for (max_norm, size, [b, c, h, w]) in [
+        (Some(1.0), 10.0, small),
+        (Some(1.0), 0.01, small),
+        (Some(1.0), 10.0, large),
+        (Some(1.0), 0.01, large),
+        (None, 3.0, small),
+    ] {
+        let p0 = Tensor::<4>::random([b, c, h, w], normal, &device);
         let (mut p_burn, mut state) = (p0.clone(), None);
         let (mut p, mut m, mut v) = (p0.clone(), p0.zeros_like(), p0.zeros_like());
         for time in 1..=3 {
-            let g = Tensor::<4>::random([3, 5, 6, 4], normal, &device).permute([0, 3, 1, 2]);
-            // Each element about `size / √360`: a norm of about `size`.
-            let g = g.mul_scalar(size / 360f32.sqrt());
+            let g = Tensor::<4>::random([b, h, w, c], normal, &device).permute([0, 3, 1, 2]);
+            // Each element about `size / √n`: a norm of about `size`.
+            let g = g.mul_scalar(size / ((b * c * h * w) as f32).sqrt());
             let clipped = match max_norm {
                 Some(n) => GradientClipping::Norm(n).clip_gradient(g.clone()),
                 None => g.clone(),
@@ -157,7 +166,7 @@ fn adam_kernel_on_the_gpu_equals_burns_clipped_adam() {
         }
         let moments = state.expect("state").momentum;
         assert_eq!(moments.time, 3);
-        let what = format!("max_norm {max_norm:?}, gradient norm {size}");
+        let what = format!("max_norm {max_norm:?}, gradient norm {size}, {b}×{c}×{h}×{w}");
         let moved = |t: &Tensor<4>| values(t.clone() - p0.clone());
         close_scaled(&moved(&p), &moved(&p_burn), &format!("{what}: parameter"));
         close_scaled(&values(m), &values(moments.moment_1), &format!("{what}: m"));

@@ -4,7 +4,7 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{gelu, silu};
+use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::ops::{self, norm_film_silu, same_conv};
@@ -153,7 +153,8 @@ impl Block {
 /// plus a residual path (a 1×1 conv when the channel count changes).
 #[derive(Module, Debug)]
 pub struct ResnetBlock {
-    /// `Sequential(SiLU, Linear(emb_dim, 2·dim_out))`: the FiLM scale and shift.
+    /// The `Linear(emb_dim, 2·dim_out)` of `Sequential(SiLU, Linear)`: the FiLM scale and shift
+    /// (its SiLU is the caller's, see [`Self::forward`]).
     pub mlp: Linear,
     /// First block (with dropout).
     pub block1: Block,
@@ -174,11 +175,14 @@ impl ResnetBlock {
         }
     }
 
+    /// `emb_silu` is the embedding after the `mlp`'s SiLU: the same for every block, so the
+    /// U-Net applies it once (on a GPU it is seven launches forward, more backward).
+    ///
     /// # Shapes
-    /// - `x`: `[batch, dim, h, w]`; `emb`: `[batch, emb_dim]`; output: `[batch, dim_out, h, w]`
-    pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let [batch, _] = emb.dims();
-        let film = self.mlp.forward(silu(emb));
+    /// - `x`: `[batch, dim, h, w]`; `emb_silu`: `[batch, emb_dim]`; output: `[batch, dim_out, h, w]`
+    pub fn forward(&self, x: Tensor<4>, emb_silu: Tensor<2>) -> Tensor<4> {
+        let [batch, _] = emb_silu.dims();
+        let film = self.mlp.forward(emb_silu);
         let dim_out = film.dims()[1] / 2;
         let film = film.reshape([batch, 2 * dim_out, 1, 1]);
         let scale = film.clone().narrow(1, 0, dim_out);

@@ -21,6 +21,7 @@ pub use config::{UnetConfig, UnetConfigError};
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 use burn::nn::conv::Conv2d;
+use burn::tensor::activation::silu;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::diffusion::{Denoiser, Timesteps};
@@ -125,6 +126,8 @@ impl Unet {
         if let Some(class) = &self.classes {
             emb = Tensor::cat(vec![emb, class.embed(classes, batch)], 1); // [b, 8·dim]
         }
+        // Each `ResnetBlock`'s `mlp` starts with this SiLU: applied once here for all of them.
+        let emb = silu(emb);
 
         let mut x = x;
         let mut skips = Vec::with_capacity(self.downs.len() * 2);

@@ -164,15 +164,16 @@ fn empty_like(t: &CubeTensor) -> CubeTensor {
 /// `silu(normalize(h) · a + s)`: `h` `[batch, channels, height, width]`, `a` and `s`
 /// `[batch, channels, 1, 1]` (any strides), all `f32`.
 pub fn forward(h: CubeTensor, a: CubeTensor, s: CubeTensor) -> CubeTensor {
-    launch_forward(h, a, s, true)
+    launch_forward(h, a, s, true, true)
 }
 
-/// The forward kernel, with the shift `s` and the SiLU (`silu`) or without either.
+/// The forward kernel, with or without the SiLU and the shift `s` (then unread).
 pub(super) fn launch_forward(
     h: CubeTensor,
     a: CubeTensor,
     s: CubeTensor,
     silu: bool,
+    shift: bool,
 ) -> CubeTensor {
     let (batch, channels, pixels) = dims(&h);
     let y = empty_like(&h);
@@ -189,25 +190,26 @@ pub(super) fn launch_forward(
         s.into_tensor_arg(),
         y.clone().into_tensor_arg(),
         silu,
-        silu,
+        shift,
     );
     y
 }
 
 /// The gradients of [`forward`] for `h`, `a` and `s` given the output's gradient `g`.
 pub fn backward(h: CubeTensor, a: CubeTensor, s: CubeTensor, g: CubeTensor) -> [CubeTensor; 3] {
-    let (dh, da, ds) = launch_backward(h, a, s, g, true);
+    let (dh, da, ds) = launch_backward(h, a, s, g, true, true);
     [dh, da, ds]
 }
 
-/// The backward kernel, with the shift and the SiLU (`film`; `ds` is the third gradient) or
-/// without either (the third is a placeholder).
+/// The backward kernel, with or without the SiLU and the shift (with it, `ds` is the third
+/// gradient; without, the third is a placeholder).
 pub(super) fn launch_backward(
     h: CubeTensor,
     a: CubeTensor,
     s: CubeTensor,
     g: CubeTensor,
-    film: bool,
+    silu: bool,
+    shift: bool,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let small = a.meta.shape().clone();
     let (batch, channels, pixels) = dims(&h);
@@ -215,7 +217,7 @@ pub(super) fn launch_backward(
     let dzu = empty_contiguous(&h, vec![batch, channels, pixels]);
     let dz = empty_contiguous(
         &h,
-        if film {
+        if shift {
             vec![batch, channels, pixels]
         } else {
             vec![1]
@@ -234,8 +236,8 @@ pub(super) fn launch_backward(
             dh.clone().into_tensor_arg(),
             dzu.clone().into_tensor_arg(),
             dz.clone().into_tensor_arg(),
-            film,
-            film,
+            silu,
+            shift,
         );
     }
     // The sums over each image's pixels, by burn's reduction.
@@ -243,5 +245,5 @@ pub(super) fn launch_backward(
         CubeBackend::float_reshape(CubeBackend::float_sum_dim(rows, 2), small.clone())
     };
     let da = pixel_sum(dzu);
-    (dh, da, if film { pixel_sum(dz) } else { dz })
+    (dh, da, if shift { pixel_sum(dz) } else { dz })
 }

@@ -1,6 +1,8 @@
-//! lucidrains' `RMSNorm` (the attentions' pre-norm, `normalize(x) · gain`) as a burn backend
-//! extension on the cubecl backends: the `Block` kernels of [`super::norm_film_silu`] without
-//! the shift and the SiLU, with their own autodiff wiring since the CPU has no kernel for it.
+//! lucidrains' `RMSNorm` (the attentions' pre-norm, `normalize(x) · gain`), and a `Block`
+//! without FiLM (`silu(normalize(x) · gain)`), as a burn backend extension on the cubecl
+//! backends: the `Block` kernels of [`super::norm_film_silu`] without the shift, with their own
+//! autodiff wiring since the CPU has no kernel for them (its `Block` kernel takes a zero shift,
+//! which on a GPU costs a launch forward and a reduction backward).
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
@@ -9,13 +11,15 @@ use burn_cubecl::tensor::CubeTensor;
 
 use super::norm_film_silu::{launch_backward, launch_forward};
 
-/// The attentions' RMSNorm on burn's cubecl backends, with its backward pass for autodiff.
+/// The RMSNorm (then the SiLU if `silu`) on burn's cubecl backends, with its backward pass for
+/// autodiff.
 #[backend_extension(Cube, Fusion: cfg(feature = "fusion"), Autodiff)]
 pub trait NormKernels: Backend {
-    /// `h`'s RMSNorm with the per-channel factor `a` (`[batch, channels, 1, 1]`): the `Block`
-    /// kernel ([`forward`](super::norm_film_silu::forward)) without the shift and the SiLU.
+    /// `h`'s RMSNorm with the per-channel factor `a` (`[batch, channels, 1, 1]`), then the SiLU
+    /// if `silu`: the `Block` kernel ([`forward`](super::norm_film_silu::forward)) without the
+    /// shift.
     #[fusion(dtype = h, shape = h)]
-    fn rms_norm(h: FloatTensor<Self>, a: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn rms_norm(h: FloatTensor<Self>, a: FloatTensor<Self>, silu: bool) -> FloatTensor<Self>;
 }
 
 /// The backward pass of [`NormKernels::rms_norm`] on the backend an autodiff graph wraps (an
@@ -23,23 +27,29 @@ pub trait NormKernels: Backend {
 #[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait NormKernelsBackward: Backend {
     /// The gradients for `h` and `a` given the output's gradient `g`.
-    #[fusion(meta = |h, a, _g| (h.clone(), a.clone()))]
+    #[fusion(meta = |h, a, _g, _silu| (h.clone(), a.clone()))]
     fn rms_norm_backward(
         h: FloatTensor<Self>,
         a: FloatTensor<Self>,
         g: FloatTensor<Self>,
+        silu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl NormKernels for CubeBackend {
-    fn rms_norm(h: CubeTensor, a: CubeTensor) -> CubeTensor {
-        launch_forward(h, a.clone(), a, false)
+    fn rms_norm(h: CubeTensor, a: CubeTensor, silu: bool) -> CubeTensor {
+        launch_forward(h, a.clone(), a, silu, false)
     }
 }
 
 impl NormKernelsBackward for CubeBackend {
-    fn rms_norm_backward(h: CubeTensor, a: CubeTensor, g: CubeTensor) -> (CubeTensor, CubeTensor) {
-        let (dh, da, _) = launch_backward(h, a.clone(), a, g, false);
+    fn rms_norm_backward(
+        h: CubeTensor,
+        a: CubeTensor,
+        g: CubeTensor,
+        silu: bool,
+    ) -> (CubeTensor, CubeTensor) {
+        let (dh, da, _) = launch_backward(h, a.clone(), a, g, silu, false);
         (dh, da)
     }
 }
@@ -56,8 +66,9 @@ mod autodiff {
     use super::{NormKernels, NormKernelsBackward};
     use crate::fused::extension::autodiff::register;
 
+    /// Whether the SiLU follows the norm.
     #[derive(Debug)]
-    struct RmsNormGrad;
+    struct RmsNormGrad(bool);
 
     impl<B: NormKernelsBackward> Backward<B, 2> for RmsNormGrad {
         /// The inputs, kept by the checkpointer.
@@ -69,7 +80,7 @@ mod autodiff {
                 .state
                 .map(|id| ck.retrieve_node_output::<FloatTensor<B>>(id));
             let parents = ops.parents.map(|p| p.map(|node| node.id));
-            let (dh, da) = B::rms_norm_backward(h, a, g);
+            let (dh, da) = B::rms_norm_backward(h, a, g, self.0);
             register::<B, 2>(grads, parents, [dh, da]);
         }
     }
@@ -79,28 +90,31 @@ mod autodiff {
         B: NormKernels + NormKernelsBackward,
         C: CheckpointStrategy,
     {
-        fn rms_norm(h: FloatTensor<Self>, a: FloatTensor<Self>) -> FloatTensor<Self> {
-            let prep = RmsNormGrad.prepare::<C>([h.node(), a.node()]);
+        fn rms_norm(h: FloatTensor<Self>, a: FloatTensor<Self>, silu: bool) -> FloatTensor<Self> {
+            let prep = RmsNormGrad(silu).prepare::<C>([h.node(), a.node()]);
             match prep.compute_bound().stateful() {
                 OpsKind::Tracked(mut prep) => {
                     let state = [prep.checkpoint(&h), prep.checkpoint(&a)];
-                    prep.finish(state, B::rms_norm(h.into_primitive(), a.into_primitive()))
+                    let y = B::rms_norm(h.into_primitive(), a.into_primitive(), silu);
+                    prep.finish(state, y)
                 }
                 OpsKind::UnTracked(prep) => {
-                    prep.finish(B::rms_norm(h.into_primitive(), a.into_primitive()))
+                    prep.finish(B::rms_norm(h.into_primitive(), a.into_primitive(), silu))
                 }
             }
         }
     }
 }
 
-/// `normalize(h) · gain` (`unet::ops::rms_norm`) through [`NormKernels::rms_norm`], `gain`
-/// `[1, channels, 1, 1]`; for tensors on a cubecl device, with or without autodiff (see
-/// [`super::applies`]).
-pub fn rms_norm_tensor(h: burn::Tensor<4>, gain: burn::Tensor<4>) -> burn::Tensor<4> {
+/// `normalize(h) · gain` (`unet::ops::rms_norm`), or `silu(normalize(h) · gain)` if `silu`
+/// (`unet::ops::norm_film_silu` without FiLM), through [`NormKernels::rms_norm`], `gain`
+/// `[1, channels, 1, 1]` or `[batch, channels, 1, 1]`; for tensors on a cubecl device, with or
+/// without autodiff (see [`super::applies`]).
+pub fn rms_norm_tensor(h: burn::Tensor<4>, gain: burn::Tensor<4>, silu: bool) -> burn::Tensor<4> {
     let [batch, channels, ..] = h.dims();
     burn::Tensor::from_dispatch(<Dispatch as NormKernels>::rms_norm(
         h.into_dispatch(),
         gain.expand([batch, channels, 1, 1]).into_dispatch(),
+        silu,
     ))
 }

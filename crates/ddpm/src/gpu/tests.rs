@@ -200,18 +200,23 @@ fn rms_norm_kernel_on_the_gpu_equals_the_composite() {
         Tensor::zeros([1, 6, 1, 1], &device),
     );
     let h = h * mask;
-    let kernel = crate::gpu::rms_norm::rms_norm_tensor(h.clone(), gain.clone());
+    let kernel = crate::gpu::rms_norm::rms_norm_tensor(h.clone(), gain.clone(), false);
     let composite = crate::unet::ops::normalize(h) * gain;
     close(&values(kernel), &values(composite), "y");
 }
 
 /// With autodiff (training), the RMSNorm kernel's output and its gradients for the input and
-/// the gain equal the composite's.
+/// the gain equal the composite's, and so do the norm-then-SiLU's (a `Block` without FiLM).
 #[test]
 fn rms_norm_kernel_on_the_gpu_equals_the_composite_with_gradients() {
     let device = wgpu().autodiff();
     let [h, gain, _, _, w] = inputs(&device).map(|t| t.require_grad());
-    let kernel = crate::gpu::rms_norm::rms_norm_tensor(h.clone(), gain.clone());
-    let composite = crate::unet::ops::normalize(h.clone()) * gain.clone();
-    same_outputs_and_gradients(kernel, composite, &w, &[("h", &h), ("gain", &gain)]);
+    for silu in [false, true] {
+        let kernel = crate::gpu::rms_norm::rms_norm_tensor(h.clone(), gain.clone(), silu);
+        let composite = match silu {
+            true => norm_film_silu_composite(h.clone(), gain.clone(), None),
+            false => crate::unet::ops::normalize(h.clone()) * gain.clone(),
+        };
+        same_outputs_and_gradients(kernel, composite, &w, &[("h", &h), ("gain", &gain)]);
+    }
 }

@@ -32,6 +32,11 @@ pub fn norm_film_silu(
         Some((scale, shift)) => (gain * scale.add_scalar(1.0), Some(shift)),
         None => (gain, None),
     };
+    // Without FiLM the GPU's norm-then-SiLU kernel needs no zero shift (the CPU's takes one).
+    #[cfg(feature = "gpu-kernels")]
+    if s.is_none() && crate::gpu::applies(&h) {
+        return crate::gpu::rms_norm::rms_norm_tensor(h, a, true);
+    }
     #[cfg(feature = "fused")]
     if extension::applies(&h) || gpu_kernels_apply(&h) {
         return extension::norm_film_silu(h, a, s);
@@ -54,7 +59,7 @@ pub fn norm_film_silu_composite(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>
 pub fn rms_norm(x: Tensor<4>, gain: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
     if crate::gpu::applies(&x) {
-        return crate::gpu::rms_norm::rms_norm_tensor(x, gain);
+        return crate::gpu::rms_norm::rms_norm_tensor(x, gain, false);
     }
     normalize(x) * gain
 }

@@ -26,6 +26,8 @@ pub mod fused;
 #[cfg(feature = "gpu-kernels")]
 pub mod gpu;
 pub mod grid;
+#[cfg(any(feature = "fused", feature = "gpu-kernels"))]
+mod kernels;
 pub mod noise;
 pub mod sampler;
 pub mod schedule;

@@ -9,10 +9,12 @@
 //! - [`adam`]: one Adam step of a parameter tensor with its gradient clipped by its norm;
 //! - [`ema`]: the EMA update of a parameter tensor.
 //!
-//! Off unless the environment says `DDPM_GPU_KERNELS=1`: whether one kernel beats burn's chain
-//! of small ones (or its fusion) is for a GPU to measure, and none has yet (BENCHMARKS.md).
+//! Off unless the environment says `DDPM_GPU_KERNELS=1` or a program turns them on with
+//! [`set_enabled`] (a browser has no environment): whether one kernel beats burn's chain of
+//! small ones (or its fusion) is for a GPU to measure, and none has yet (BENCHMARKS.md).
+//! Training with them (autodiff) needs the `fused-autodiff` feature too.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::backend::{DispatchDevice, Shape};
 use burn::tensor::{DType, Tensor};
@@ -22,25 +24,55 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::fused::extension::{SharedKernels, SharedKernelsBackward};
+use crate::kernels::{SharedKernels, SharedKernelsBackward};
 
 pub mod adam;
 pub mod ema;
 pub mod norm_film_silu;
 pub mod rms_norm;
 pub mod softmax;
-#[cfg(test)]
+#[cfg(all(test, feature = "fused-autodiff"))]
 mod tests;
 
-/// Whether `DDPM_GPU_KERNELS=1` asks for the kernels (read once per process).
+/// The kernels' switch: [`UNSET`] until [`enabled`] reads the environment or [`set_enabled`]
+/// sets it.
+static SWITCH: AtomicU8 = AtomicU8::new(UNSET);
+const UNSET: u8 = 0;
+const OFF: u8 = 1;
+const ON: u8 = 2;
+
+/// Whether the kernels run: as [`set_enabled`] last set it, else whether `DDPM_GPU_KERNELS=1`
+/// (read once per process).
 pub fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("DDPM_GPU_KERNELS").is_ok_and(|v| v == "1"))
+    match SWITCH.load(Ordering::Relaxed) {
+        UNSET => {
+            let on = std::env::var("DDPM_GPU_KERNELS").is_ok_and(|v| v == "1");
+            // A `set_enabled` in between wins over the environment.
+            let _ = SWITCH.compare_exchange(
+                UNSET,
+                if on { ON } else { OFF },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            SWITCH.load(Ordering::Relaxed) == ON
+        }
+        switch => switch == ON,
+    }
 }
 
-/// Whether the GPU kernels run for `t`: asked for, on a cubecl device, in `f32`.
+/// Turns the kernels on or off for the whole process, whatever the environment says, from the
+/// next operation on.
+pub fn set_enabled(on: bool) {
+    SWITCH.store(if on { ON } else { OFF }, Ordering::Relaxed);
+}
+
+/// Whether the GPU kernels run for `t`: asked for, on a cubecl device, in `f32`, and with
+/// gradients only when their backward passes are built in (`fused-autodiff`).
 pub fn applies<const D: usize>(t: &Tensor<D>) -> bool {
-    enabled() && on_cube(t) && t.dtype() == DType::F32
+    enabled()
+        && on_cube(t)
+        && t.dtype() == DType::F32
+        && (cfg!(feature = "fused-autodiff") || !t.device().is_autodiff())
 }
 
 /// Whether `t` lives on one of burn's cubecl devices.

@@ -13,7 +13,11 @@ use super::norm_film_silu::{launch_backward, launch_forward};
 
 /// The RMSNorm (then the SiLU if `silu`) on burn's cubecl backends, with its backward pass for
 /// autodiff.
-#[backend_extension(Cube, Fusion: cfg(feature = "fusion"), Autodiff)]
+#[backend_extension(
+    Cube,
+    Fusion: cfg(feature = "fusion"),
+    Autodiff: cfg(feature = "fused-autodiff")
+)]
 pub trait NormKernels: Backend {
     /// `h`'s RMSNorm with the per-channel factor `a` (`[batch, channels, 1, 1]`), then the SiLU
     /// if `silu`: the `Block` kernel ([`forward`](super::norm_film_silu::forward)) without the
@@ -54,6 +58,7 @@ impl NormKernelsBackward for CubeBackend {
     }
 }
 
+#[cfg(feature = "fused-autodiff")]
 mod autodiff {
     use burn::backend::Autodiff;
     use burn::backend::autodiff::NodeId;
@@ -64,7 +69,7 @@ mod autodiff {
     use burn::backend::tensor::FloatTensor;
 
     use super::{NormKernels, NormKernelsBackward};
-    use crate::fused::extension::autodiff::register;
+    use crate::kernels::autodiff::register;
 
     /// Whether the SiLU follows the norm.
     #[derive(Debug)]

@@ -3,7 +3,7 @@
 
 use burn::tensor::{Device, DeviceKind, Distribution, Tensor, TensorData};
 
-use crate::fused::extension;
+use crate::kernels;
 use crate::test_util::{close, same_outputs_and_gradients, values};
 use crate::unet::ops::norm_film_silu_composite;
 
@@ -43,7 +43,7 @@ fn norm_film_silu_kernel_on_the_gpu_equals_the_composite_with_gradients() {
             false => (gain.clone(), None),
         };
         let ((a, s), (a2, s2)) = (film_of(), film_of());
-        let kernel = extension::norm_film_silu(h.clone(), a, s);
+        let kernel = kernels::norm_film_silu(h.clone(), a, s);
         let composite = norm_film_silu_composite(h.clone(), a2, s2);
         let mut leaves = vec![("h", &h), ("gain", &gain)];
         if film {
@@ -69,7 +69,7 @@ fn norm_film_silu_kernel_on_the_gpu_equals_the_cpu_kernel_at_a_zero_pixel() {
             tensor(&a, [1, 2, 1, 1]),
             tensor(&s, [1, 2, 1, 1]),
         );
-        let y = extension::norm_film_silu(h.clone(), a.clone(), Some(s.clone()));
+        let y = kernels::norm_film_silu(h.clone(), a.clone(), Some(s.clone()));
         let grads = (y.clone() * tensor(&g, [1, 2, 1, 3])).sum().backward();
         let grad = |t: &Tensor<4>| values(t.grad(&grads).expect("grad"));
         [values(y), grad(&h), grad(&a), grad(&s)]
@@ -99,7 +99,7 @@ fn softmax_kernel_on_the_gpu_equals_burns_along_every_axis() {
         .require_grad();
     let w = Tensor::<4>::random([2, 3, 5, 4], normal, &device);
     for dim in 0..4 {
-        let kernel = extension::softmax(x.clone(), dim);
+        let kernel = kernels::softmax(x.clone(), dim);
         let burn = burn::tensor::activation::softmax(x.clone(), dim);
         same_outputs_and_gradients(kernel, burn, &w, &[("x", &x)]);
     }

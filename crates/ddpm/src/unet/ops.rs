@@ -13,6 +13,8 @@ use burn::tensor::activation::softmax as burn_softmax;
 
 #[cfg(feature = "fused")]
 use crate::fused::extension;
+#[cfg(any(feature = "fused", feature = "gpu-kernels"))]
+use crate::kernels;
 
 /// `silu(normalize(h) · gain · (1 + scale) + shift)`, lucidrains' `Block` after its convolution
 /// (`normalize` over the channels, as `F.normalize(h, dim = 1)`); without FiLM
@@ -37,9 +39,9 @@ pub fn norm_film_silu(
     if s.is_none() && crate::gpu::applies(&h) {
         return crate::gpu::rms_norm::rms_norm_tensor(h, a, true);
     }
-    #[cfg(feature = "fused")]
-    if extension::applies(&h) || gpu_kernels_apply(&h) {
-        return extension::norm_film_silu(h, a, s);
+    #[cfg(any(feature = "fused", feature = "gpu-kernels"))]
+    if kernels_apply(&h) || gpu_kernels_apply(&h) {
+        return kernels::norm_film_silu(h, a, s);
     }
     norm_film_silu_composite(h, a, s)
 }
@@ -77,9 +79,9 @@ pub fn normalize(x: Tensor<4>) -> Tensor<4> {
 
 /// The softmax of `x` along `dim` (burn's `softmax` where the kernel does not run).
 pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
-    #[cfg(feature = "fused")]
-    if extension::applies(&x) || gpu_kernels_apply(&x) {
-        return extension::softmax(x, dim);
+    #[cfg(any(feature = "fused", feature = "gpu-kernels"))]
+    if kernels_apply(&x) || gpu_kernels_apply(&x) {
+        return kernels::softmax(x, dim);
     }
     burn_softmax(x, dim)
 }
@@ -151,7 +153,7 @@ pub fn linear_attention_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tenso
 }
 
 /// Whether the GPU kernels (`crate::gpu`) run for tensors like `t`.
-#[cfg(feature = "fused")]
+#[cfg(any(feature = "fused", feature = "gpu-kernels"))]
 fn gpu_kernels_apply<const D: usize>(t: &Tensor<D>) -> bool {
     #[cfg(feature = "gpu-kernels")]
     return crate::gpu::applies(t);

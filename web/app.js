@@ -7,7 +7,7 @@ const picker = document.getElementById('model');
 const SHARED = {
   model: 'model', sampler: 'sampler', steps: 'steps', eta: 'eta', seed: 'seed', n: 'n',
   class: 'class-label', guidance: 'guidance', view: 'view', backend: 'backend', workers: 'workers',
-  mode: 'mode', strength: 'strength', interpolate: 'interpolate',
+  mode: 'mode', strength: 'strength', interpolate: 'interpolate', 'gpu-kernels': 'gpu-kernels',
 };
 
 // Settings from the URL win over the page's defaults; the widget checks them.

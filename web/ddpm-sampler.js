@@ -298,7 +298,7 @@ export class DdpmSampler extends HTMLElement {
     this.#emit('ddpm-settings', { ...this.#settings });
     const s = this.#settings;
     try {
-      this.#engine = engine(s.backend, s.workers === 'auto' ? defaultWorkers() : s.workers);
+      this.#engine = engine(s.backend, s.workers === 'auto' ? defaultWorkers() : s.workers, s.gpuKernels);
       if (this.#listening !== this.#engine) {
         this.#listening?.removeEventListener('device-lost', this.#onDeviceLost);
         this.#listening?.removeEventListener('progress', this.#onProgress);

@@ -13,11 +13,11 @@ const runs = new Map(); // runId -> Run
 const GLUE = { gpu: () => import('./ddpm-web.js'), cpu: () => import('./cpu/ddpm-web.js') };
 
 const ops = {
-  async init({ kind, module }) {
+  async init({ kind, module, gpuKernels }) {
     glue = await GLUE[kind]();
     await glue.default({ module_or_path: module });
-    backend = await glue.Backend.create(kind === 'gpu');
-    return { name: backend.name, gpu: backend.gpu };
+    backend = await glue.Backend.create(kind === 'gpu', gpuKernels);
+    return { name: backend.name, gpu: backend.gpu, gpuKernels: backend.gpuKernels };
   },
   load({ key, bytes }) {
     if (!models.has(key)) models.set(key, backend.load(new Uint8Array(bytes)));

@@ -9,7 +9,7 @@ import { DeviceLostError, Thread } from './thread.js';
 
 export { DeviceLostError } from './thread.js';
 
-const engines = new Map(); // `${backend}/${workers}` -> Engine
+const engines = new Map(); // `${backend}/${workers}/${gpuKernels}` -> Engine
 
 /** Workers for the CPU backend when the widget does not say: one per core, at most 8. */
 export function defaultWorkers() {
@@ -20,9 +20,10 @@ export function defaultWorkers() {
 // total }) while it loads; 'device-lost' (detail: { reason }) once it has moved from a lost
 // WebGPU device to the CPU, after which widgets start their runs again.
 class Engine extends EventTarget {
-  constructor(preferGpu, workers) {
+  constructor(preferGpu, workers, gpuKernels) {
     super();
     this.size = workers;
+    this.gpuKernels = gpuKernels;
     this.lost = null;
     this.#start(preferGpu);
   }
@@ -49,8 +50,9 @@ class Engine extends EventTarget {
         this.#report({ stage: 'starting' });
         const thread = this.#thread();
         try {
-          await thread.call('init', { kind: 'gpu', module });
-          return { name: `WebGPU (${adapter.label})`, gpu: true, workers: 1 };
+          const { gpuKernels } = await thread.call('init', { kind: 'gpu', module, gpuKernels: this.gpuKernels });
+          const kernels = gpuKernels ? ' · fused kernels' : '';
+          return { name: `WebGPU (${adapter.label})${kernels}`, gpu: true, workers: 1 };
         } catch (e) {
           // The worker found no usable device after all: the CPU, saying why.
           thread.terminate(e);
@@ -187,10 +189,13 @@ function join(arrays) {
 
 /**
  * The shared engine for `backend` ('auto': WebGPU when the browser has it, else the CPU) with
- * `workers` workers on the CPU (default: one per core, at most 8).
+ * `workers` workers on the CPU (default: one per core, at most 8), and on WebGPU the core's
+ * fused kernels if `gpuKernels`.
  */
-export function engine(backend = 'auto', workers = defaultWorkers()) {
-  const key = `${backend}/${workers}`;
-  if (!engines.has(key)) engines.set(key, new Engine(backend !== 'cpu', workers));
+export function engine(backend = 'auto', workers = defaultWorkers(), gpuKernels = true) {
+  const preferGpu = backend !== 'cpu';
+  const kernels = preferGpu && gpuKernels;
+  const key = `${backend}/${workers}/${kernels}`;
+  if (!engines.has(key)) engines.set(key, new Engine(preferGpu, workers, kernels));
   return engines.get(key);
 }

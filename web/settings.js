@@ -4,7 +4,7 @@
 export const ATTRIBUTES = [
   'model', 'sampler', 'steps', 'eta', 'seed', 'n', 'class-label', 'guidance', 'view', 'backend',
   'draw-every', 'columns', 'workers', 'autoplay', 'controls', 'mode', 'strength', 'resample-jump',
-  'resample-repeats', 'interpolate', 'image', 'mask',
+  'resample-repeats', 'interpolate', 'image', 'mask', 'gpu-kernels',
 ];
 
 const MAX_SEED = Number.MAX_SAFE_INTEGER;
@@ -83,6 +83,8 @@ export function readSettings(element) {
     guidance: number('guidance', get('guidance', '1'), -Infinity),
     view: oneOf('view', get('view', 'x'), ['x', 'x0']),
     backend: oneOf('backend', get('backend', 'auto'), ['auto', 'cpu']),
+    // On WebGPU: the core's fused kernels instead of burn's chains of small ones.
+    gpuKernels: oneOf('gpu-kernels', get('gpu-kernels', 'on').trim(), ['on', 'off']) === 'on',
     drawEvery: drawEvery(get('draw-every', 'auto').trim()),
     columns: columns === null ? null : integer('columns', columns, 1, 64),
     // CPU workers sharing each run's images ('auto': one per core, at most 8).

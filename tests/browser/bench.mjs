@@ -1,6 +1,7 @@
 // Speed in the browser beside native (not a test): ms per denoising step of the shipped MNIST
-// model in headless Chromium, on WebGPU and on the CPU fallback with pools of 1, 2, … workers,
-// and `ddpm sample` with the same settings on as many threads, in one run.
+// model in headless Chromium, on WebGPU (without and with the core's fused GPU kernels) and on
+// the CPU fallback with pools of 1, 2, … workers, and `ddpm sample` with the same settings on as
+// many threads, in one run.
 //
 //   node tests/browser/bench.mjs [SITE_DIR] [STEPS] [N] [BACKENDS: both | webgpu | cpu] [WORKERS: 1,2]
 //
@@ -55,11 +56,15 @@ try {
   console.log('| backend | images | ms per step | first step drawn after | native ms per step (same threads) | browser ÷ native |');
   console.log('|---|---|---|---|---|---|');
   if (backends !== 'cpu') {
-    const r = await browserRow(true, '');
-    const icd = process.env.DDPM_BIN && process.env.DDPM_WGPU_ICD;
-    const native = icd ? nativeMs('wgpu', { VK_ICD_FILENAMES: icd }) : null;
-    const ratio = native ? (r.ms / native).toFixed(2) : '';
-    console.log(`| ${r.backend} | ${n} | ${r.ms.toFixed(0)} | ${(r.firstStep / 1000).toFixed(1)} s | ${native?.toFixed(0) ?? ''} | ${ratio} |`);
+    // burn's kernels, then the core's fused ones (gpu-kernels="on"; natively DDPM_GPU_KERNELS=1).
+    for (const kernels of ['off', 'on']) {
+      const r = await browserRow(true, `&gpu-kernels=${kernels}`);
+      const icd = process.env.DDPM_BIN && process.env.DDPM_WGPU_ICD;
+      const env = { VK_ICD_FILENAMES: icd, DDPM_GPU_KERNELS: kernels === 'on' ? '1' : '0' };
+      const native = icd ? nativeMs('wgpu', env) : null;
+      const ratio = native ? (r.ms / native).toFixed(2) : '';
+      console.log(`| ${r.backend} | ${n} | ${r.ms.toFixed(0)} | ${(r.firstStep / 1000).toFixed(1)} s | ${native?.toFixed(0) ?? ''} | ${ratio} |`);
+    }
   }
   if (backends !== 'webgpu') {
     for (const k of workers.split(',').map(Number)) {

@@ -101,12 +101,15 @@ test('on the CPU fallback the page stays responsive: the model runs off the main
   await page.close();
 });
 
-for (const backend of ['webgpu', 'cpu']) {
+// WebGPU runs the core's fused kernels unless the widget says gpu-kernels="off" (burn's own).
+const BACKEND_NAME = { webgpu: /^WebGPU \(.*\) · fused kernels$/, 'webgpu, burn\'s kernels': /^WebGPU \([^)]*\)$/, cpu: /^CPU \(no WebGPU/ };
+for (const backend of Object.keys(BACKEND_NAME)) {
   test(`the widget's final images equal the CLI's within 1e-3 (${backend})`, async () => {
-    const { page, problems } = await openPage(backend === 'webgpu' ? gpu : cpu, `${server.url}/fixtures/parity.html`);
+    const url = `${server.url}/fixtures/${backend === 'webgpu' || backend === 'cpu' ? 'parity' : 'parity-burn'}.html`;
+    const { page, problems } = await openPage(backend === 'cpu' ? cpu : gpu, url);
     await waitFor(page, 'w', 'ddpm-done');
     const ready = (await events(page, 'w')).find((e) => e.type === 'ddpm-ready');
-    assert.match(ready.detail.backend, backend === 'webgpu' ? /^WebGPU/ : /^CPU \(no WebGPU/);
+    assert.match(ready.detail.backend, BACKEND_NAME[backend]);
     const values = await page.evaluate(async () => Array.from(await document.getElementById('w').values()));
     assert.equal(values.length, PARITY.n * 64);
     const diff = maxAbsDiff(values, model.cliValues);

@@ -15,6 +15,7 @@ const parityWidget = (id, origin = '', extra = '') => `<ddpm-sampler id="${id}" 
 /** Writes the fixture pages into `dir` (served as /fixtures/). */
 export function writePages(dir) {
   writeFileSync(join(dir, 'parity.html'), page(parityWidget('w')));
+  writeFileSync(join(dir, 'parity-burn.html'), page(parityWidget('w', '', 'gpu-kernels="off"')));
   // The same run on the CPU split across pools of 1, 2 and 3 workers (and 3 workers for 4
   // images gives parts of 1, 1 and 2).
   writeFileSync(join(dir, 'pool.html'), page([1, 2, 3].map((k) => parityWidget(`w${k}`, '', `backend="cpu" workers="${k}"`)).join('\n')));

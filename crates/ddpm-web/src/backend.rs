@@ -25,11 +25,13 @@ impl Backend {
     /// WebGPU when `prefer_gpu` and the browser returns an adapter, else burn's CPU backend;
     /// `name` says which (the adapter's name, or `CPU` with the reason for falling back). A
     /// module built without one of the two (the page loads one module per backend, see the
-    /// crate's features) fails with the reason instead of falling back to it.
-    pub async fn create(prefer_gpu: bool) -> Result<Backend, JsError> {
+    /// crate's features) fails with the reason instead of falling back to it. On WebGPU the
+    /// core's fused GPU kernels (a `Block`'s norm, FiLM and SiLU, the attentions' norms and
+    /// softmaxes) run instead of burn's chains of small ones unless `gpu_kernels` is `false`.
+    pub async fn create(prefer_gpu: bool, gpu_kernels: Option<bool>) -> Result<Backend, JsError> {
         let mut reason = None;
         if prefer_gpu {
-            match Gpu::init().await {
+            match Gpu::init(gpu_kernels != Some(false)).await {
                 Ok((device, gpu)) => {
                     return Ok(Backend {
                         device,
@@ -85,6 +87,12 @@ impl Backend {
     #[wasm_bindgen(getter)]
     pub fn gpu(&self) -> bool {
         self.gpu.is_some()
+    }
+
+    /// Whether the core's fused GPU kernels run (on WebGPU, unless `create` turned them off).
+    #[wasm_bindgen(getter, js_name = gpuKernels)]
+    pub fn gpu_kernels(&self) -> bool {
+        self.gpu.as_ref().is_some_and(Gpu::kernels)
     }
 
     /// Loads the bytes of a weights file (`ddpm export`) onto this backend.

@@ -23,8 +23,11 @@ mod webgpu {
     }
 
     impl Gpu {
-        /// burn's device on the browser's adapter, or why there is none.
-        pub(crate) async fn init() -> Result<(Device, Gpu), String> {
+        /// burn's device on the browser's adapter, or why there is none; the core's fused GPU
+        /// kernels (`ddpm::gpu`) run on it if `kernels`. Their switch is the whole module's,
+        /// which holds one backend (the page gives each backend its own worker).
+        pub(crate) async fn init(kernels: bool) -> Result<(Device, Gpu), String> {
+            ddpm::gpu::set_enabled(kernels);
             let (device, setup) = Device::wgpu_options()
                 .init_with_setup_async()
                 .await
@@ -55,6 +58,10 @@ mod webgpu {
             self.lost.get().cloned()
         }
 
+        pub(crate) fn kernels(&self) -> bool {
+            ddpm::gpu::enabled()
+        }
+
         pub(crate) fn destroy(&self) {
             self.device.destroy();
         }
@@ -82,7 +89,7 @@ mod none {
     pub(crate) enum Gpu {}
 
     impl Gpu {
-        pub(crate) async fn init() -> Result<(Device, Gpu), String> {
+        pub(crate) async fn init(_kernels: bool) -> Result<(Device, Gpu), String> {
             Err("this module is built without WebGPU".into())
         }
 
@@ -91,6 +98,10 @@ mod none {
         }
 
         pub(crate) fn lost(&self) -> Option<String> {
+            match *self {}
+        }
+
+        pub(crate) fn kernels(&self) -> bool {
             match *self {}
         }
 

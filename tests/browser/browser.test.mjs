@@ -250,6 +250,9 @@ test('widgets on one page: a bad attribute or tampered weights show a message, t
   const { page, problems } = await openPage(context, `${server.url}/fixtures/widgets.html`);
   await waitFor(page, 'good', 'ddpm-done');
   assert.match(await widgetError(page, 'bad'), /steps="abc": must be a whole number/);
+  await page.evaluate(() => document.getElementById('badkernels').scrollIntoView());
+  await page.waitForFunction(() => !document.getElementById('badkernels').shadowRoot.querySelector('.error').hidden);
+  assert.match(await widgetError(page, 'badkernels'), /^[^\n]*gpu-kernels="yes": must be one of on, off[^\n]*$/);
   await page.evaluate(() => document.getElementById('tampered').scrollIntoView());
   await page.waitForFunction(() => !document.getElementById('tampered').shadowRoot.querySelector('.error').hidden);
   assert.match(await widgetError(page, 'tampered'), /SHA-256 .* does not match the model card's .*refusing them/);

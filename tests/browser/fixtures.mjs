@@ -23,6 +23,7 @@ export function writePages(dir) {
   // do not match their card, all in one page.
   writeFileSync(join(dir, 'widgets.html'), page(`<p>Prose before.</p>${parityWidget('good')}
     <ddpm-sampler id="bad" model="/fixtures/bars.json" steps="abc" autoplay></ddpm-sampler>
+    <ddpm-sampler id="badkernels" model="/fixtures/bars.json" gpu-kernels="yes" autoplay></ddpm-sampler>
     <ddpm-sampler id="tampered" model="/fixtures/tampered.json" steps="2" autoplay></ddpm-sampler>
     <p>Prose after.</p>`));
   writeFileSync(join(dir, 'api.html'), page('', '<script type="module" src="/fixtures/api.js"></script>'));

@@ -7,7 +7,13 @@
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
+
+/// Whether a kernel can take `t`, on whichever device: `f32`, and with gradients only when the
+/// backward passes (`autodiff` below, the `fused-autodiff` feature) are built in.
+pub(crate) fn takes<const D: usize>(t: &Tensor<D>) -> bool {
+    t.dtype() == DType::F32 && (cfg!(feature = "fused-autodiff") || !t.device().is_autodiff())
+}
 
 /// The operations with a kernel on both devices: the CPU kernel on flex (the `fused` feature)
 /// and the GPU kernel on burn's cubecl backends (the `gpu-kernels` feature); with burn's

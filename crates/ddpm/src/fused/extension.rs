@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::kernels::{SharedKernels, SharedKernelsBackward};
 
@@ -237,14 +237,11 @@ mod autodiff {
 /// Whether the kernels run for `t`: on flex, in `f32`, and with gradients only when their
 /// backward passes are built in.
 pub(crate) fn applies<const D: usize>(t: &Tensor<D>) -> bool {
-    let device = t.device();
     let on_flex = matches!(
-        device.as_dispatch().clone().inner(),
+        t.device().as_dispatch().clone().inner(),
         DispatchDevice::Flex(_)
     );
-    on_flex
-        && t.dtype() == DType::F32
-        && (cfg!(feature = "fused-autodiff") || !device.is_autodiff())
+    on_flex && crate::kernels::takes(t)
 }
 
 /// `unet::ops::same_conv` through the kernel (`bias = None`: zero).

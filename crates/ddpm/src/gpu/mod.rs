@@ -47,14 +47,12 @@ pub fn enabled() -> bool {
     match SWITCH.load(Ordering::Relaxed) {
         UNSET => {
             let on = std::env::var("DDPM_GPU_KERNELS").is_ok_and(|v| v == "1");
-            // A `set_enabled` in between wins over the environment.
-            let _ = SWITCH.compare_exchange(
-                UNSET,
-                if on { ON } else { OFF },
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            SWITCH.load(Ordering::Relaxed) == ON
+            let read = if on { ON } else { OFF };
+            // A `set_enabled` in between wins over the environment (`Err` holds its value).
+            let switch = SWITCH
+                .compare_exchange(UNSET, read, Ordering::Relaxed, Ordering::Relaxed)
+                .map_or_else(|set| set, |_| read);
+            switch == ON
         }
         switch => switch == ON,
     }
@@ -69,10 +67,7 @@ pub fn set_enabled(on: bool) {
 /// Whether the GPU kernels run for `t`: asked for, on a cubecl device, in `f32`, and with
 /// gradients only when their backward passes are built in (`fused-autodiff`).
 pub fn applies<const D: usize>(t: &Tensor<D>) -> bool {
-    enabled()
-        && on_cube(t)
-        && t.dtype() == DType::F32
-        && (cfg!(feature = "fused-autodiff") || !t.device().is_autodiff())
+    enabled() && on_cube(t) && crate::kernels::takes(t)
 }
 
 /// Whether `t` lives on one of burn's cubecl devices.

@@ -99,7 +99,7 @@ impl Backend {
     pub fn load(&self, bytes: &[u8]) -> Result<Model, JsError> {
         let loaded = ddpm::weights::from_bytes(bytes, &self.device).map_err(js_error)?;
         Ok(Model {
-            unet: loaded.model,
+            unet: loaded.model.for_sampling(),
             config: loaded.config,
             device: self.device.clone(),
         })

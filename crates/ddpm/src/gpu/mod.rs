@@ -5,9 +5,12 @@
 //! - [`norm_film_silu`]: a `Block`'s RMSNorm, FiLM scale and shift, and SiLU, forward and
 //!   backward;
 //! - [`rms_norm`]: the attentions' RMSNorm, the same kernels without FiLM and SiLU;
+//! - [`sampling_norm`]: both norms without gradients, making their per-channel factor in the
+//!   kernel from the parameters as stored;
 //! - [`softmax`]: the attentions' softmax along one axis, forward and backward;
 //! - [`adam`]: one Adam step of a parameter tensor with its gradient clipped by its norm;
-//! - [`ema`]: the EMA update of a parameter tensor.
+//! - [`ema`]: the EMA update of a parameter tensor;
+//! - [`layout`]: convolution weights laid out channels-last once, for sampling.
 //!
 //! Off unless the environment says `DDPM_GPU_KERNELS=1` or a program turns them on with
 //! [`set_enabled`] (a browser has no environment): whether one kernel beats burn's chain of
@@ -28,8 +31,10 @@ use crate::kernels::{SharedKernels, SharedKernelsBackward};
 
 pub mod adam;
 pub mod ema;
+pub mod layout;
 pub mod norm_film_silu;
 pub mod rms_norm;
+pub mod sampling_norm;
 pub mod softmax;
 #[cfg(all(test, feature = "fused-autodiff"))]
 mod tests;

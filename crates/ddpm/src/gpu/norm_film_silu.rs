@@ -48,15 +48,20 @@ fn per_channel(t: &Tensor<f32>, b: usize, c: usize) -> f32 {
 }
 
 /// `silu(h · r · a + s)` for each channel of one pixel; without `silu` and `shift` (an RMSNorm
-/// alone, as the attentions' are) `h · r · a`, and `s` is not read.
+/// alone, as the attentions' are) `h · r · a`, and `s` is not read. With `stored`, `a` is the
+/// RMSNorm's gain `g` as the model stores it, and the factor is `g · √channels`, times
+/// `1 + k` (the FiLM scale) with the `shift`; without it `k` is not read.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)] // a kernel's buffers are its arguments
 fn forward_kernel(
     h: &Tensor<f32>,
     a: &Tensor<f32>,
     s: &Tensor<f32>,
+    k: &Tensor<f32>,
     y: &mut Tensor<f32>,
     #[comptime] silu: bool,
     #[comptime] shift: bool,
+    #[comptime] stored: bool,
 ) {
     let (b, p, _) = unit_pixel(h);
     if b >= h.shape(0) {
@@ -67,8 +72,16 @@ fn forward_kernel(
     let out = b * y.stride(0) + (p / width) * y.stride(2) + (p % width) * y.stride(3);
     let step = y.stride(1);
     let r = reciprocal_norm(h, at, channels);
+    let root = f32::sqrt(f32::cast_from(channels));
     for c in 0..channels {
-        let mut z = h[at + c * h.stride(1)] * r * per_channel(a, b, c);
+        let mut factor = per_channel(a, b, c);
+        if stored {
+            factor *= root;
+            if shift {
+                factor *= 1.0f32 + per_channel(k, b, c);
+            }
+        }
+        let mut z = h[at + c * h.stride(1)] * r * factor;
         if shift {
             z += per_channel(s, b, c);
         }
@@ -164,14 +177,17 @@ fn empty_like(t: &CubeTensor) -> CubeTensor {
 /// `silu(normalize(h) · a + s)`: `h` `[batch, channels, height, width]`, `a` and `s`
 /// `[batch, channels, 1, 1]` (any strides), all `f32`.
 pub fn forward(h: CubeTensor, a: CubeTensor, s: CubeTensor) -> CubeTensor {
-    launch_forward(h, a, s, true, true)
+    launch_forward(h, a, s, None, true, true)
 }
 
-/// The forward kernel, with or without the SiLU and the shift `s` (then unread).
+/// The forward kernel, with or without the SiLU and the shift `s` (then unread). With
+/// `stored` (the FiLM scale, unread without the shift) `a` is the RMSNorm's stored gain `g`
+/// and the factor `g · √channels · (1 + scale)`; without, `a` is the factor.
 pub(super) fn launch_forward(
     h: CubeTensor,
     a: CubeTensor,
     s: CubeTensor,
+    stored: Option<CubeTensor>,
     silu: bool,
     shift: bool,
 ) -> CubeTensor {
@@ -181,6 +197,10 @@ pub(super) fn launch_forward(
         return y;
     }
     let (count, dim) = launch_size(&h, batch * pixels);
+    let (k, stored) = match stored {
+        Some(scale) => (scale, true),
+        None => (a.clone(), false),
+    };
     forward_kernel::launch(
         &y.client,
         count,
@@ -188,9 +208,11 @@ pub(super) fn launch_forward(
         h.into_tensor_arg(),
         a.into_tensor_arg(),
         s.into_tensor_arg(),
+        k.into_tensor_arg(),
         y.clone().into_tensor_arg(),
         silu,
         shift,
+        stored,
     );
     y
 }

@@ -42,7 +42,7 @@ pub trait NormKernelsBackward: Backend {
 
 impl NormKernels for CubeBackend {
     fn rms_norm(h: CubeTensor, a: CubeTensor, silu: bool) -> CubeTensor {
-        launch_forward(h, a.clone(), a, silu, false)
+        launch_forward(h, a.clone(), a, None, silu, false)
     }
 }
 

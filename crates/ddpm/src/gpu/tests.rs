@@ -220,3 +220,61 @@ fn rms_norm_kernel_on_the_gpu_equals_the_composite_with_gradients() {
         same_outputs_and_gradients(kernel, composite, &w, &[("h", &h), ("gain", &gain)]);
     }
 }
+
+/// Sampling's norms, which make their factor from the stored gain and the FiLM projection's
+/// scale and shift in the kernel (the scale and shift strided views of one projection, as the
+/// `ResnetBlock` gives them), equal the composite with and without FiLM and SiLU.
+#[test]
+fn stored_norm_kernel_on_the_gpu_equals_the_composite() {
+    use crate::unet::ops::{gain, normalize};
+
+    let device = wgpu();
+    let [h, g, ..] = inputs(&device);
+    let film = Tensor::<4>::random([3, 12, 1, 1], Distribution::Normal(0.0, 1.0), &device);
+    let (scale, shift) = (film.clone().narrow(1, 0, 6), film.narrow(1, 6, 6));
+    for (with_film, silu) in [(true, true), (false, true), (false, false), (true, false)] {
+        let scale_shift = with_film.then(|| (scale.clone(), shift.clone()));
+        let kernel =
+            crate::gpu::sampling_norm::stored_norm(h.clone(), g.clone(), scale_shift, silu);
+        let mut composite = normalize(h.clone()) * gain(g.clone());
+        if with_film {
+            composite = composite * scale.clone().add_scalar(1.0) + shift.clone();
+        }
+        if silu {
+            composite = burn::tensor::activation::silu(composite);
+        }
+        let what = format!("film {with_film}, silu {silu}");
+        close(&values(kernel), &values(composite), &what);
+    }
+}
+
+/// A class-conditional U-Net with both attentions predicts the same with the core's GPU
+/// kernels on and its convolutions' weights laid out channels-last (`Unet::for_sampling`) as
+/// with burn's own operations.
+#[test]
+fn unet_for_sampling_with_the_gpu_kernels_predicts_what_burn_does() {
+    use burn::tensor::Int;
+
+    use crate::unet::UnetConfig;
+
+    let device = wgpu();
+    let unet = UnetConfig::new(8)
+        .with_dim_mults(vec![1, 2])
+        .with_channels(3)
+        .with_attn_heads(2)
+        .with_attn_dim_head(4)
+        .with_num_classes(Some(3))
+        .init(&device);
+    let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+    let time = Tensor::<1>::from_data(TensorData::from([3.0f32, 700.0]), &device);
+    let classes = Tensor::<1, Int>::from_data(TensorData::from([1i64, 3]), &device);
+    let predict = |unet: &crate::Unet| {
+        values(unet.forward(x.clone(), time.clone(), None, Some(classes.clone())))
+    };
+    crate::gpu::set_enabled(false);
+    let burn = predict(&unet);
+    crate::gpu::set_enabled(true);
+    let kernels = predict(&unet.for_sampling());
+    crate::gpu::set_enabled(false);
+    close(&kernels, &burn, "prediction");
+}

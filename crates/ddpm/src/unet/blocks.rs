@@ -65,13 +65,7 @@ impl RmsNorm {
     /// # Shapes
     /// - `x` and the output: `[batch, dim, height, width]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        ops::rms_norm(x, self.gain())
-    }
-
-    /// The per-channel factor `g · sqrt(dim)`, `[1, dim, 1, 1]`.
-    pub fn gain(&self) -> Tensor<4> {
-        let dim = self.g.dims()[1] as f32;
-        self.g.val().mul_scalar(dim.sqrt())
+        ops::rms_norm(x, self.g.val())
     }
 }
 
@@ -141,7 +135,7 @@ impl Block {
     /// - `x`: `[batch, dim, h, w]`; `scale_shift`: two `[batch, dim_out, 1, 1]`;
     ///   output: `[batch, dim_out, h, w]`
     fn forward(&self, x: Tensor<4>, scale_shift: Option<(Tensor<4>, Tensor<4>)>) -> Tensor<4> {
-        let x = norm_film_silu(same_conv(&self.proj, x), self.norm.gain(), scale_shift);
+        let x = norm_film_silu(same_conv(&self.proj, x), self.norm.g.val(), scale_shift);
         match &self.dropout {
             Some(dropout) => dropout.forward(x),
             None => x,

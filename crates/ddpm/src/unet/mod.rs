@@ -94,6 +94,16 @@ pub struct Unet {
 }
 
 impl Unet {
+    /// The model ready to sample: the same weights, where the core's GPU kernels run laid out as
+    /// the GPU's convolutions read them, so that no step copies them again
+    /// (`gpu::layout`); elsewhere the model as it is. Not for a model that will be trained.
+    pub fn for_sampling(self) -> Self {
+        #[cfg(feature = "gpu-kernels")]
+        return crate::gpu::layout::channels_last_convolutions(self);
+        #[cfg(not(feature = "gpu-kernels"))]
+        self
+    }
+
     /// Predicts the objective's target for `x` at the (float) steps `time`.
     ///
     /// `classes` holds one label per image; the label `num_classes` selects the null class.
@@ -151,18 +161,18 @@ impl Unet {
             let skip = skips.pop().expect("one skip per down block");
             x = stage
                 .block1
-                .forward(Tensor::cat(vec![x, skip], 1), emb.clone()); // [b, c_out, h_i, w_i]
+                .forward(ops::cat_channels(vec![x, skip]), emb.clone()); // [b, c_out, h_i, w_i]
             let skip = skips.pop().expect("one skip per down block");
             x = stage
                 .block2
-                .forward(Tensor::cat(vec![x, skip], 1), emb.clone());
+                .forward(ops::cat_channels(vec![x, skip]), emb.clone());
             x = stage.attn.forward(x.clone()) + x;
             x = stage.upsample.forward(x); // [b, c_{i−1}, h_{i−1}, w_{i−1}]
         }
 
         let x = self
             .final_res_block
-            .forward(Tensor::cat(vec![x, r], 1), emb); // [b, dim, h, w]
+            .forward(ops::cat_channels(vec![x, r]), emb); // [b, dim, h, w]
         blocks::pointwise(&self.final_conv, x) // [b, out_dim, h, w]
     }
 

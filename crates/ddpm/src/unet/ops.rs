@@ -16,23 +16,28 @@ use crate::fused::extension;
 #[cfg(any(feature = "fused", feature = "gpu-kernels"))]
 use crate::kernels;
 
-/// `silu(normalize(h) · gain · (1 + scale) + shift)`, lucidrains' `Block` after its convolution
-/// (`normalize` over the channels, as `F.normalize(h, dim = 1)`); without FiLM
-/// (`scale_shift = None`) `silu(normalize(h) · gain)`.
+/// `silu(normalize(h) · g · √C · (1 + scale) + shift)`, lucidrains' `Block` after its
+/// convolution, with `g` its RMSNorm's stored gain and `normalize` over the C channels (as
+/// `F.normalize(h, dim = 1)`); without FiLM (`scale_shift = None`) `silu(normalize(h) · g · √C)`.
 ///
 /// # Shapes
-/// - `h` and the output: `[batch, channels, height, width]`; `gain`: `[1, channels, 1, 1]`;
+/// - `h` and the output: `[batch, channels, height, width]`; `g`: `[1, channels, 1, 1]`;
 ///   `scale` and `shift`: `[batch, channels, 1, 1]`
 pub fn norm_film_silu(
     h: Tensor<4>,
-    gain: Tensor<4>,
+    g: Tensor<4>,
     scale_shift: Option<(Tensor<4>, Tensor<4>)>,
 ) -> Tensor<4> {
+    // Sampling on a GPU: one launch, the per-channel factor made in it.
+    #[cfg(feature = "gpu-kernels")]
+    if crate::gpu::applies(&h) && !h.device().is_autodiff() {
+        return crate::gpu::sampling_norm::stored_norm(h, g, scale_shift, true);
+    }
     // The gain and the FiLM scale are both per channel: multiply them first, on the small
     // tensor, and apply the product once.
     let (a, s) = match scale_shift {
-        Some((scale, shift)) => (gain * scale.add_scalar(1.0), Some(shift)),
-        None => (gain, None),
+        Some((scale, shift)) => (gain(g) * scale.add_scalar(1.0), Some(shift)),
+        None => (gain(g), None),
     };
     // Without FiLM the GPU's norm-then-SiLU kernel needs no zero shift (the CPU's takes one).
     #[cfg(feature = "gpu-kernels")]
@@ -46,6 +51,12 @@ pub fn norm_film_silu(
     norm_film_silu_composite(h, a, s)
 }
 
+/// lucidrains' RMSNorm's factor `g · √C` from its stored gain `g` `[1, C, 1, 1]`.
+pub fn gain(g: Tensor<4>) -> Tensor<4> {
+    let channels = g.dims()[1] as f32;
+    g.mul_scalar(channels.sqrt())
+}
+
 /// [`norm_film_silu`] as burn operations, with the per-channel factor `a` and shift `s` (the
 /// reference the fused kernel is tested against, and the path on every other device).
 pub fn norm_film_silu_composite(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>) -> Tensor<4> {
@@ -56,14 +67,18 @@ pub fn norm_film_silu_composite(h: Tensor<4>, a: Tensor<4>, s: Option<Tensor<4>>
     })
 }
 
-/// lucidrains' `RMSNorm`: `normalize(x) · gain` (`gain` `[1, channels, 1, 1]`); in one GPU kernel
-/// (one more and a sum backward) where the core's GPU kernels run.
-pub fn rms_norm(x: Tensor<4>, gain: Tensor<4>) -> Tensor<4> {
+/// lucidrains' `RMSNorm`: `normalize(x) · g · √C` with its stored gain `g`
+/// (`[1, channels, 1, 1]`); in one GPU kernel (one more and a sum backward) where the core's
+/// GPU kernels run.
+pub fn rms_norm(x: Tensor<4>, g: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
     if crate::gpu::applies(&x) {
-        return crate::gpu::rms_norm::rms_norm_tensor(x, gain, false);
+        if !x.device().is_autodiff() {
+            return crate::gpu::sampling_norm::stored_norm(x, g, None, false);
+        }
+        return crate::gpu::rms_norm::rms_norm_tensor(x, gain(g), false);
     }
-    normalize(x) * gain
+    normalize(x) * gain(g)
 }
 
 /// `F.normalize(x, dim = 1)`: `x / max(‖x‖₂, 1e-12)` over the channels, the core of lucidrains'
@@ -114,6 +129,19 @@ pub fn is_same_conv(conv: &Conv2d) -> bool {
         && conv.dilation == [1, 1]
         && conv.groups == 1
         && padded
+}
+
+/// `Tensor::cat(parts, 1)`, the skip connections' concatenation along the channels. Where the
+/// core's GPU kernels run its memory is channels-last, as burn's GPU convolutions read their
+/// inputs: the two that read it (the block's 3×3 and its residual 1×1) would otherwise each
+/// copy it into that order first.
+pub fn cat_channels(parts: Vec<Tensor<4>>) -> Tensor<4> {
+    #[cfg(feature = "gpu-kernels")]
+    if parts.first().is_some_and(crate::gpu::applies) {
+        let last = parts.into_iter().map(|p| p.permute([0, 2, 3, 1])).collect();
+        return Tensor::cat(last, 3).permute([0, 3, 1, 2]);
+    }
+    Tensor::cat(parts, 1)
 }
 
 /// `LinearAttention`'s core, between its two projections: from the `to_qkv` projection `qkv`

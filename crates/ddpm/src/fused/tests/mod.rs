@@ -13,7 +13,7 @@ use crate::fused::softmax::{self as sm, Axis};
 use crate::test_util::{close, device, same_outputs_and_gradients, values};
 use crate::unet::ops::norm_film_silu_composite;
 #[cfg(feature = "fused")]
-use crate::unet::ops::{kernels_apply, norm_film_silu, softmax};
+use crate::unet::ops::{self, kernels_apply, norm_film_silu, softmax};
 
 const DIMS: Dims = Dims {
     channels: 4,
@@ -105,8 +105,8 @@ fn norm_film_silu_runs_the_kernel_on_flex_with_the_composites_gradients() {
         let scale_shift = film.then(|| (scale.clone(), shift.clone()));
         let fused = norm_film_silu(h.clone(), gain.clone(), scale_shift.clone());
         let (a, s) = match scale_shift {
-            Some((scale, shift)) => (gain.clone() * scale.add_scalar(1.0), Some(shift)),
-            None => (gain.clone(), None),
+            Some((scale, shift)) => (ops::gain(gain.clone()) * scale.add_scalar(1.0), Some(shift)),
+            None => (ops::gain(gain.clone()), None),
         };
         let composite = norm_film_silu_composite(h.clone(), a, s);
         let mut leaves = vec![("h", &h), ("gain", &gain)];
@@ -128,7 +128,8 @@ fn norm_film_silu_runs_the_kernel_on_flex_without_gradients() {
         gain.clone(),
         Some((scale.clone(), shift.clone())),
     );
-    let composite = norm_film_silu_composite(h, gain * scale.add_scalar(1.0), Some(shift));
+    let composite =
+        norm_film_silu_composite(h, ops::gain(gain) * scale.add_scalar(1.0), Some(shift));
     close(&values(fused), &values(composite), "y");
 }
 

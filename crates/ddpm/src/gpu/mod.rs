@@ -10,6 +10,7 @@
 //! - [`softmax`]: the attentions' softmax along one axis, forward and backward;
 //! - [`adam`]: one Adam step of a parameter tensor with its gradient clipped by its norm;
 //! - [`ema`]: the EMA update of a parameter tensor;
+//! - [`linear_attention`]: `LinearAttention`'s core without gradients, for sampling;
 //! - [`layout`]: convolution weights laid out channels-last once, for sampling.
 //!
 //! Off unless the environment says `DDPM_GPU_KERNELS=1` or a program turns them on with
@@ -19,6 +20,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::{DispatchDevice, Shape};
 use burn::tensor::{DType, Tensor};
 use burn_cubecl::CubeBackend;
@@ -32,6 +34,7 @@ use crate::kernels::{SharedKernels, SharedKernelsBackward};
 pub mod adam;
 pub mod ema;
 pub mod layout;
+pub mod linear_attention;
 pub mod norm_film_silu;
 pub mod rms_norm;
 pub mod sampling_norm;
@@ -91,6 +94,27 @@ fn empty_contiguous(t: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
         Shape::from(shape),
         DType::F32,
     )
+}
+
+/// An `f32` tensor shaped like `t`, dense in `t`'s memory order: the next operation (a
+/// convolution, mostly) then finds the layout burn's own element-wise operations would have
+/// left it, instead of repacking a row-major one.
+fn empty_like(t: &CubeTensor) -> CubeTensor {
+    empty_in_order_of(t, t.meta.shape().to_vec())
+}
+
+/// An `f32` tensor of `shape` (of `t`'s rank), its axes in memory in the order of `t`'s.
+fn empty_in_order_of(t: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
+    let strides = t.meta.strides();
+    // The axes from the outermost in memory to the innermost; ties keep the logical order.
+    let mut axes: Vec<usize> = (0..strides.len()).collect();
+    axes.sort_by_key(|&i| std::cmp::Reverse(strides[i]));
+    let mut inverse = vec![0; axes.len()];
+    for (k, &i) in axes.iter().enumerate() {
+        inverse[i] = k;
+    }
+    let dense = empty_contiguous(t, axes.iter().map(|&i| shape[i]).collect());
+    CubeBackend::float_permute(dense, &inverse)
 }
 
 /// The cubes for `units` units of work (one per pixel, or per row) on `t`'s device.

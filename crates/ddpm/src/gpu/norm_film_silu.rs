@@ -9,7 +9,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::cube;
 use cubecl::prelude::*;
 
-use super::{empty_contiguous, launch_size};
+use super::{empty_contiguous, empty_like, launch_size};
 
 /// `F.normalize`'s floor on the norm.
 const NORM_FLOOR: f32 = 1e-12;
@@ -156,22 +156,6 @@ fn backward_kernel(
 fn dims(h: &CubeTensor) -> (usize, usize, usize) {
     let shape = h.meta.shape();
     (shape[0], shape[1], shape[2..].iter().product())
-}
-
-/// An `f32` tensor shaped like `t`, dense in `t`'s memory order: the next operation (a
-/// convolution, mostly) then finds the layout burn's own element-wise operations would have
-/// left it, instead of repacking a row-major one.
-fn empty_like(t: &CubeTensor) -> CubeTensor {
-    let (shape, strides) = (t.meta.shape(), t.meta.strides());
-    // The axes from the outermost in memory to the innermost; ties keep the logical order.
-    let mut axes: Vec<usize> = (0..strides.len()).collect();
-    axes.sort_by_key(|&i| std::cmp::Reverse(strides[i]));
-    let mut inverse = vec![0; axes.len()];
-    for (k, &i) in axes.iter().enumerate() {
-        inverse[i] = k;
-    }
-    let dense = empty_contiguous(t, axes.iter().map(|&i| shape[i]).collect());
-    CubeBackend::float_permute(dense, &inverse)
 }
 
 /// `silu(normalize(h) · a + s)`: `h` `[batch, channels, height, width]`, `a` and `s`

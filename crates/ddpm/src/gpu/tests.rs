@@ -278,3 +278,22 @@ fn unet_for_sampling_with_the_gpu_kernels_predicts_what_burn_does() {
     crate::gpu::set_enabled(false);
     close(&kernels, &burn, "prediction");
 }
+
+/// `LinearAttention`'s core through the GPU kernels equals the burn composite, for a projection
+/// laid out channels-last and memory slots whose logits are large (the softmaxes take their
+/// maximum out first).
+#[test]
+fn linear_attention_kernels_on_the_gpu_equal_the_composite() {
+    use crate::unet::ops::linear_attention_composite;
+
+    let device = wgpu();
+    let normal = Distribution::Normal(0.0, 2.0);
+    let (heads, dim_head, slots) = (2, 4, 3);
+    let qkv =
+        Tensor::<4>::random([2, 5, 7, 3 * heads * dim_head], normal, &device).permute([0, 3, 1, 2]);
+    let memory = Tensor::<4>::random([2, heads, dim_head, slots], normal, &device).add_scalar(50.0);
+    let kernel = crate::gpu::linear_attention::linear_attention(qkv.clone(), memory.clone());
+    let composite = linear_attention_composite(qkv, memory, heads);
+    assert_eq!(kernel.dims(), [2, heads * dim_head, 5, 7]);
+    close(&values(kernel), &values(composite), "out");
+}

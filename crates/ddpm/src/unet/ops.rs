@@ -147,9 +147,14 @@ pub fn cat_channels(parts: Vec<Tensor<4>>) -> Tensor<4> {
 /// `LinearAttention`'s core, between its two projections: from the `to_qkv` projection `qkv`
 /// `[batch, 3 · heads · dim_head, h, w]` and the memory slots `memory`
 /// `[2, heads, dim_head, slots]` (keys, then values), the heads' outputs
-/// `[batch, heads · dim_head, h, w]`. Through the kernel (`fused::linear_attention`)
-/// where the kernels run and no gradients are recorded (it has no backward pass).
+/// `[batch, heads · dim_head, h, w]`. Through the kernel (`fused::linear_attention` on the
+/// CPU, `gpu::linear_attention` on a GPU) where the kernels run and no gradients are recorded
+/// (it has no backward pass).
 pub fn linear_attention(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
+    #[cfg(feature = "gpu-kernels")]
+    if crate::gpu::applies(&qkv) && !qkv.device().is_autodiff() {
+        return crate::gpu::linear_attention::linear_attention(qkv, memory);
+    }
     #[cfg(feature = "fused")]
     if extension::applies(&qkv) && !qkv.device().is_autodiff() {
         return extension::linear_attention(qkv, memory, heads);

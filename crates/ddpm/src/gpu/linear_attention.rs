@@ -1,0 +1,163 @@
+//! `LinearAttention`'s core without gradients (sampling) as two cubecl kernels, the GPU's
+//! counterpart of the CPU's `crate::fused::linear_attention` (which documents the math). As
+//! burn operations the core is some thirteen launches: copies of q, k and v out of the
+//! projection, the memory slots concatenated in front of k and v, two softmaxes, two products
+//! and a scaling. Here one launch makes each head's context, one unit per entry, and one more
+//! the output, one unit per pixel and head; both read q, k and v through the projection's
+//! strides and the memory slots where they lie.
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, backend_extension};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::cube;
+use cubecl::prelude::*;
+
+use super::{empty_contiguous, empty_in_order_of, launch_size};
+
+/// Where channel `c` of pixel `p` (of `width` per row) of image `b` lies in the 4-D tensor `t`.
+#[cube]
+fn at(t: &Tensor<f32>, b: usize, c: usize, p: usize, width: usize) -> usize {
+    b * t.stride(0) + c * t.stride(1) + (p / width) * t.stride(2) + (p % width) * t.stride(3)
+}
+
+/// `context[b, head, d, e] = dim_head^(−1/2) · Σ_j softmax_j(k)[d, j] · v[e, j]` over the memory
+/// slots and the pixels `j`, one unit per entry; `context` is contiguous
+/// `[batch, heads, dim_head, dim_head]`.
+#[cube(launch)]
+fn context_kernel(qkv: &Tensor<f32>, memory: &Tensor<f32>, context: &mut Tensor<f32>) {
+    if ABSOLUTE_POS >= context.len() {
+        terminate!();
+    }
+    let (heads, dim_head, slots) = (memory.shape(1), memory.shape(2), memory.shape(3));
+    let (width, pixels) = (qkv.shape(3), qkv.shape(2) * qkv.shape(3));
+    let e = ABSOLUTE_POS % dim_head;
+    let d = (ABSOLUTE_POS / dim_head) % dim_head;
+    let head = (ABSOLUTE_POS / (dim_head * dim_head)) % heads;
+    let b = ABSOLUTE_POS / (dim_head * dim_head * heads);
+    let hidden = heads * dim_head;
+    let (k, v) = (
+        hidden + head * dim_head + d,
+        2 * hidden + head * dim_head + e,
+    );
+    let slot = memory.stride(3);
+    let k_slots = head * memory.stride(1) + d * memory.stride(2);
+    let v_slots = memory.stride(0) + head * memory.stride(1) + e * memory.stride(2);
+    // The maximum from the first slot: cubecl writes −∞ as `-Inf`, which WGSL does not know.
+    let mut max = memory[k_slots];
+    for j in 1..slots {
+        max = f32::max(max, memory[k_slots + j * slot]);
+    }
+    for p in 0..pixels {
+        max = f32::max(max, qkv[at(qkv, b, k, p, width)]);
+    }
+    // Two `let`s: cubecl 0.11 compiles `let (mut a, mut b) = (0.0, 0.0)` to invalid SPIR-V.
+    let mut sum = 0.0f32;
+    let mut dot = 0.0f32;
+    for j in 0..slots {
+        let w = f32::exp(memory[k_slots + j * slot] - max);
+        sum += w;
+        dot += w * memory[v_slots + j * slot];
+    }
+    for p in 0..pixels {
+        let w = f32::exp(qkv[at(qkv, b, k, p, width)] - max);
+        sum += w;
+        dot += w * qkv[at(qkv, b, v, p, width)];
+    }
+    context[ABSOLUTE_POS] = dot / (sum * f32::sqrt(f32::cast_from(dim_head)));
+}
+
+/// `out[b, head · dim_head + e, p] = Σ_d context[b, head, d, e] · softmax_d(q)[d, p]`, one unit
+/// per image, head and pixel.
+#[cube(launch)]
+fn output_kernel(qkv: &Tensor<f32>, context: &Tensor<f32>, out: &mut Tensor<f32>) {
+    let (heads, dim_head) = (context.shape(1), context.shape(2));
+    let (width, pixels) = (qkv.shape(3), qkv.shape(2) * qkv.shape(3));
+    let p = ABSOLUTE_POS % pixels;
+    let head = (ABSOLUTE_POS / pixels) % heads;
+    let b = ABSOLUTE_POS / (pixels * heads);
+    if b >= qkv.shape(0) {
+        terminate!();
+    }
+    let q = head * dim_head;
+    let mut max = qkv[at(qkv, b, q, p, width)];
+    for d in 1..dim_head {
+        max = f32::max(max, qkv[at(qkv, b, q + d, p, width)]);
+    }
+    let mut sum = 0.0f32;
+    for d in 0..dim_head {
+        sum += f32::exp(qkv[at(qkv, b, q + d, p, width)] - max);
+    }
+    let rows = (b * heads + head) * dim_head * dim_head;
+    let at_out = b * out.stride(0) + (p / width) * out.stride(2) + (p % width) * out.stride(3);
+    let step = out.stride(1);
+    for e in 0..dim_head {
+        let mut acc = 0.0f32;
+        for d in 0..dim_head {
+            let w = f32::exp(qkv[at(qkv, b, q + d, p, width)] - max);
+            acc += context[rows + d * dim_head + e] * w;
+        }
+        out[at_out + (q + e) * step] = acc / sum;
+    }
+}
+
+/// `LinearAttention`'s core on burn's cubecl backends, without gradients.
+#[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
+pub trait LinearAttentionKernels: Backend {
+    /// From the `to_qkv` projection `qkv` `[batch, 3 · heads · dim_head, height, width]` and the
+    /// memory slots `memory` `[2, heads, dim_head, slots]` (keys, then values): the heads'
+    /// outputs `[batch, heads · dim_head, height, width]`.
+    #[fusion(dtype = qkv, shape = {
+        let mut shape = qkv.clone();
+        shape[1] /= 3;
+        shape
+    })]
+    fn linear_attention(qkv: FloatTensor<Self>, memory: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl LinearAttentionKernels for CubeBackend {
+    fn linear_attention(qkv: CubeTensor, memory: CubeTensor) -> CubeTensor {
+        let mut shape = qkv.meta.shape().to_vec();
+        let [_, heads, dim_head, _] = memory.meta.shape()[..] else {
+            unreachable!("the memory slots are 4-D");
+        };
+        shape[1] = heads * dim_head;
+        let (batch, pixels) = (shape[0], shape[2] * shape[3]);
+        // Dense in the projection's memory order, which is what reads it next (`to_out`).
+        let out = empty_in_order_of(&qkv, shape);
+        if batch * heads * dim_head * pixels == 0 {
+            return out;
+        }
+        let context = empty_contiguous(&qkv, vec![batch, heads, dim_head, dim_head]);
+        let (count, dim) = launch_size(&qkv, batch * heads * dim_head * dim_head);
+        let client = qkv.client.clone();
+        context_kernel::launch(
+            &client,
+            count,
+            dim,
+            qkv.clone().into_tensor_arg(),
+            memory.into_tensor_arg(),
+            context.clone().into_tensor_arg(),
+        );
+        let (count, dim) = launch_size(&qkv, batch * heads * pixels);
+        output_kernel::launch(
+            &client,
+            count,
+            dim,
+            qkv.into_tensor_arg(),
+            context.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+        );
+        out
+    }
+}
+
+/// `unet::ops::linear_attention` through the kernels: `qkv` and `memory` as
+/// [`LinearAttentionKernels::linear_attention`] takes them, on a cubecl device, without
+/// gradients.
+pub fn linear_attention(qkv: burn::Tensor<4>, memory: burn::Tensor<4>) -> burn::Tensor<4> {
+    burn::Tensor::from_dispatch(<Dispatch as LinearAttentionKernels>::linear_attention(
+        qkv.into_dispatch(),
+        memory.into_dispatch(),
+    ))
+}

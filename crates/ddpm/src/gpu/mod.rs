@@ -10,6 +10,7 @@
 //! - [`softmax`]: the attentions' softmax along one axis, forward and backward;
 //! - [`adam`]: one Adam step of a parameter tensor with its gradient clipped by its norm;
 //! - [`ema`]: the EMA update of a parameter tensor;
+//! - [`attention`]: `Attention`'s core without gradients, for sampling;
 //! - [`linear_attention`]: `LinearAttention`'s core without gradients, for sampling;
 //! - [`layout`]: convolution weights laid out channels-last once, for sampling.
 //!
@@ -32,6 +33,7 @@ use cubecl::prelude::{CubeCount, CubeDim};
 use crate::kernels::{SharedKernels, SharedKernelsBackward};
 
 pub mod adam;
+pub mod attention;
 pub mod ema;
 pub mod layout;
 pub mod linear_attention;

@@ -297,3 +297,21 @@ fn linear_attention_kernels_on_the_gpu_equal_the_composite() {
     assert_eq!(kernel.dims(), [2, heads * dim_head, 5, 7]);
     close(&values(kernel), &values(composite), "out");
 }
+
+/// `Attention`'s core through the GPU kernel equals the burn composite, for a projection laid
+/// out channels-last and memory slots whose logits dominate (the softmax takes its maximum out
+/// first).
+#[test]
+fn attention_kernel_on_the_gpu_equals_the_composite() {
+    let device = wgpu();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let (heads, dim_head, slots) = (2, 4, 3);
+    let qkv = Tensor::<4>::random([2, 3, 5, 3 * heads * dim_head], normal, &device)
+        .permute([0, 3, 1, 2])
+        .add_scalar(3.0);
+    let memory = Tensor::<4>::random([2, heads, slots, dim_head], normal, &device).mul_scalar(8.0);
+    let kernel = crate::gpu::attention::attention(qkv.clone(), memory.clone());
+    let composite = crate::unet::ops::attention_composite(qkv, memory, heads);
+    assert_eq!(kernel.dims(), [2, heads * dim_head, 3, 5]);
+    close(&values(kernel), &values(composite), "out");
+}

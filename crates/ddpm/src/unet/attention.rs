@@ -8,42 +8,30 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::blocks::{RmsNorm, conv, pointwise};
-use super::ops::{self, softmax};
+use super::ops;
 
 /// The number of learned memory key/value slots per head (`num_mem_kv = 4`).
 pub const NUM_MEM_KV: usize = 4;
 
-/// `to_qkv(x)` split into q, k, v of `[b, heads, dim_head, h·w]`.
-///
-/// While gradients are recorded, each of q, k, v is its own matmul with a slice of the 1×1
-/// weight: `chunk`'s backward would otherwise scatter into a zeroed gradient of the whole
-/// projection (77 MB at 28×28, batch 64). Otherwise one convolution and a free `chunk`.
+/// `to_qkv(x)` split into q, k, v of `[b, heads, dim_head, h·w]`, while gradients are recorded:
+/// each of q, k, v is its own matmul with a slice of the 1×1 weight, as `chunk`'s backward
+/// would otherwise scatter into a zeroed gradient of the whole projection (77 MB at 28×28,
+/// batch 64). Without gradients the attentions take the whole projection (`unet::ops`).
 fn project_qkv(to_qkv: &Conv2d, x: Tensor<4>, heads: usize) -> [Tensor<4>; 3] {
     let [b, c, h, w] = x.dims();
     let weight = to_qkv.weight.val();
     let hidden = weight.dims()[0] / 3;
     let dim_head = hidden / heads;
-    let to_heads = |t: Tensor<3>| t.reshape([b, heads, dim_head, h * w]);
-    if x.device().is_autodiff() {
-        let x = x.reshape([b, c, h * w]);
-        let weight = weight.reshape([3 * hidden, c]);
-        let project = |i: usize| {
-            let w_i = weight
-                .clone()
-                .narrow(0, i * hidden, hidden)
-                .reshape([1, hidden, c]);
-            to_heads(w_i.matmul(x.clone()))
-        };
-        [project(0), project(1), project(2)]
-    } else {
-        let mut parts = to_qkv
-            .forward(x)
-            .chunk(3, 1)
-            .into_iter()
-            .map(|part| to_heads(part.reshape([b, hidden, h * w])));
-        let mut next = || parts.next().expect("chunk(3) gives three parts");
-        [next(), next(), next()]
-    }
+    let x = x.reshape([b, c, h * w]);
+    let weight = weight.reshape([3 * hidden, c]);
+    let project = |i: usize| {
+        let w_i = weight
+            .clone()
+            .narrow(0, i * hidden, hidden)
+            .reshape([1, hidden, c]);
+        w_i.matmul(x.clone()).reshape([b, heads, dim_head, h * w])
+    };
+    [project(0), project(1), project(2)]
 }
 
 /// A softmax along `dim` in two parts: the numerator `exp(x − max x)` and the reciprocal of its
@@ -177,17 +165,16 @@ impl Attention {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, _, h, w] = x.dims();
         let x = self.norm.forward(x);
-        let [q, k, v] = project_qkv(&self.to_qkv, x, self.heads).map(|t| t.swap_dims(2, 3)); // [b, heads, n, d]
-        let dim_head = q.dims()[3];
-        let k = Tensor::cat(vec![memory(&self.mem_kv, 0, b), k], 2);
-        let v = Tensor::cat(vec![memory(&self.mem_kv, 1, b), v], 2);
-        let sim = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar((dim_head as f32).powf(-0.5)); // [b, heads, n, m + n]
-        let out = softmax(sim, 3).matmul(v); // [b, heads, n, d]
-        let out = out
-            .swap_dims(2, 3)
-            .reshape([b, self.heads * dim_head, h, w]);
+        let out = if x.device().is_autodiff() {
+            let [q, k, v] = project_qkv(&self.to_qkv, x, self.heads).map(|t| t.swap_dims(2, 3)); // [b, heads, n, d]
+            let dim_head = q.dims()[3];
+            ops::attention_heads(q, k, v, self.mem_kv.val())
+                .swap_dims(2, 3)
+                .reshape([b, self.heads * dim_head, h, w])
+        } else {
+            let qkv = pointwise(&self.to_qkv, x);
+            ops::attention(qkv, self.mem_kv.val(), self.heads)
+        };
         pointwise(&self.to_out, out)
     }
 }

@@ -185,6 +185,58 @@ pub fn linear_attention_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tenso
     context.swap_dims(2, 3).matmul(softmax(q, 2))
 }
 
+/// `Attention`'s core, between its two projections, without gradients: from the `to_qkv`
+/// projection `qkv` `[batch, 3 · heads · dim_head, h, w]` and the memory slots `memory`
+/// `[2, heads, slots, dim_head]` (keys, then values), the heads' outputs
+/// `[batch, heads · dim_head, h, w]`. Through the kernel (`gpu::attention`) where the GPU
+/// kernels run.
+pub fn attention(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
+    #[cfg(feature = "gpu-kernels")]
+    if crate::gpu::applies(&qkv) && !qkv.device().is_autodiff() {
+        return crate::gpu::attention::attention(qkv, memory);
+    }
+    attention_composite(qkv, memory, heads)
+}
+
+/// [`attention`] as burn operations: q, k and v of `[batch, heads, h·w, dim_head]` out of the
+/// projection, then [`attention_heads`] (the reference the kernel is tested against).
+pub fn attention_composite(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
+    let [b, channels, h, w] = qkv.dims();
+    let dim_head = channels / 3 / heads;
+    let to_heads = |part: Tensor<4>| {
+        part.reshape([b, heads, dim_head, h * w]).swap_dims(2, 3) // [b, heads, n, d]
+    };
+    let [q, k, v] = [0, 1, 2].map(|i| {
+        to_heads(
+            qkv.clone()
+                .narrow(1, i * heads * dim_head, heads * dim_head),
+        )
+    });
+    attention_heads(q, k, v, memory)
+        .swap_dims(2, 3)
+        .reshape([b, heads * dim_head, h, w])
+}
+
+/// `softmax(q · kᵀ / √dim_head) · v` per head, the memory slots `memory`
+/// `[2, heads, slots, dim_head]` (keys, then values) in front of k and v; q, k, v and the
+/// output `[batch, heads, n, dim_head]`.
+pub fn attention_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, memory: Tensor<4>) -> Tensor<4> {
+    let [b, heads, _, dim_head] = q.dims();
+    let slots = |i: usize| {
+        let [_, _, m, _] = memory.dims();
+        memory
+            .clone()
+            .narrow(0, i, 1)
+            .expand([b, heads, m, dim_head])
+    };
+    let k = Tensor::cat(vec![slots(0), k], 2);
+    let v = Tensor::cat(vec![slots(1), v], 2);
+    let sim = q
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar((dim_head as f32).powf(-0.5)); // [b, heads, n, m + n]
+    softmax(sim, 3).matmul(v)
+}
+
 /// Whether the GPU kernels (`crate::gpu`) run for tensors like `t`.
 #[cfg(any(feature = "fused", feature = "gpu-kernels"))]
 fn gpu_kernels_apply<const D: usize>(t: &Tensor<D>) -> bool {

@@ -1,8 +1,10 @@
 """Kernel launches per step on burn's cubecl backends: runs a `ddpm` command with cubecl's
 profiling log (every kernel that runs, by name), finds the steps as the run's repeating tail
 (after autotune, every training or sampling step launches the same sequence of kernels), and
-prints one step's launches, in all and by kind. Launch counts are the
-same on every adapter, so lavapipe measures them too; their cost is for a GPU to time.
+prints one step's launches, in all and by kind, and the kernels' own times in that step (the
+profiler waits for each kernel, so the times add up to the step's GPU time without overlap or
+launch latency). Launch counts are the same on every adapter, so lavapipe measures them too;
+their times there are a software rasteriser's.
 
     python3 crates/ddpm/benches/launches.py DDPM_BINARY ARGS...
 
@@ -26,7 +28,7 @@ import time
 
 
 def step_period(names):
-    """(launches per step, one step's kernel names): the longest of the periods p for which some
+    """(launches per step, where the last whole step starts in `names`): the longest of the periods p for which some
     kernel's last four launches lie p apart with three identical blocks between them (after the
     first step, which autotunes, every step launches the same sequence). Anchored on each
     kernel's own last launches, so that other work after the steps (a checkpoint's copies) does
@@ -39,7 +41,7 @@ def step_period(names):
         p = i2 - i1
         if p == i3 - i2 == i4 - i3 and (best is None or p > best[0]):
             if names[i1:i2] == names[i2:i3] == names[i3:i4]:
-                best = (p, names[i3:i4])
+                best = (p, i3)
     return best
 
 
@@ -76,20 +78,30 @@ def main():
                 interrupt_after(run, os.path.join(args[1], "metrics.csv"), 6)
             if run.wait() != 0:
                 sys.exit(f"launches: {binary} failed:\n{open(err).read()[-2000:]}")
-        launch = re.compile(r"^\| +[0-9.]+(?:ns|µs|ms|s) +\| (.+)$")
+        launch = re.compile(r"^\| +([0-9.]+)(ns|µs|ms|s) +\| (.+)$")
         with open(log, encoding="utf-8", errors="replace") as f:
-            names = [m.group(1).strip() for m in map(launch.match, f) if m]
-    found = step_period(names)
-    if found is None:
+            found = [m.groups() for m in map(launch.match, f) if m]
+    names = [name.strip() for _, _, name in found]
+    # Each launch's time in ms as the profiler measured it (it waits for each kernel).
+    unit = {"ns": 1e-6, "µs": 1e-3, "ms": 1.0, "s": 1e3}
+    times = [float(value) * unit[u] for value, u, _ in found]
+    period = step_period(names)
+    if period is None:
         sys.exit(f"launches: no repeating step in {len(names)} launches (too few steps?)")
-    period, step = found
-    kinds = collections.Counter(kind(n) for n in step)
+    period, start = period
+    step = range(start, start + period)
+    kinds = collections.Counter(kind(names[i]) for i in step)
+    ms = collections.Counter()
+    for i in step:
+        ms[kind(names[i])] += times[i]
     print(json.dumps({
         "command": " ".join(args),
         "gpu_kernels": os.environ.get("DDPM_GPU_KERNELS") == "1",
         "launches": len(names),
         "per_step": period,
         "by_kind": dict(kinds.most_common()),
+        "ms_per_step": round(sum(ms.values()), 3),
+        "ms_by_kind": {k: round(v, 3) for k, v in ms.most_common()},
     }))
 
 

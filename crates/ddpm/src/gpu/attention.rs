@@ -32,6 +32,7 @@ fn logit(
     #[comptime] dim_head: usize,
 ) -> f32 {
     let mut dot = 0.0f32;
+    #[unroll]
     for d in 0..dim_head {
         dot += q[d] * t[k + d * step];
     }
@@ -64,6 +65,7 @@ fn attention_kernel(
     // The query, scaled, in registers.
     let scale = 1.0f32 / f32::sqrt(f32::cast_from(dim_head));
     let mut q = Array::<f32>::new(dim_head);
+    #[unroll]
     for d in 0..dim_head {
         q[d] = qkv[at(qkv, b, q0 + d, i, width)] * scale;
     }
@@ -87,6 +89,7 @@ fn attention_kernel(
         );
     }
     let mut acc = Array::<f32>::new(dim_head);
+    #[unroll]
     for e in 0..dim_head {
         acc[e] = 0.0f32;
     }
@@ -94,6 +97,7 @@ fn attention_kernel(
     for j in 0..slots {
         let w = f32::exp(logit(&q, memory, k_slots + j * slot, memory.stride(3), dim_head) - max);
         sum += w;
+        #[unroll]
         for e in 0..dim_head {
             acc[e] += w * memory[v_slots + j * slot + e * memory.stride(3)];
         }
@@ -102,12 +106,14 @@ fn attention_kernel(
         let w = f32::exp(logit(&q, qkv, at(qkv, b, k0, p, width), channel, dim_head) - max);
         sum += w;
         let v = at(qkv, b, v0, p, width);
+        #[unroll]
         for e in 0..dim_head {
             acc[e] += w * qkv[v + e * channel];
         }
     }
     let o = b * out.stride(0) + (i / width) * out.stride(2) + (i % width) * out.stride(3);
     let step = out.stride(1);
+    #[unroll]
     for e in 0..dim_head {
         out[o + (q0 + e) * step] = acc[e] / sum;
     }

@@ -2,9 +2,9 @@
 //! counterpart of the CPU's `crate::fused::linear_attention` (which documents the math). As
 //! burn operations the core is some thirteen launches: copies of q, k and v out of the
 //! projection, the memory slots concatenated in front of k and v, two softmaxes, two products
-//! and a scaling. Here one launch makes each head's context, one unit per entry, and one more
-//! the output, one unit per pixel and head; both read q, k and v through the projection's
-//! strides and the memory slots where they lie.
+//! and a scaling. Here one launch makes each head's context, one unit per row, and one more
+//! the output, one unit per pixel and head, each exponential once and the rows in registers;
+//! both read q, k and v through the projection's strides and the memory slots where they lie.
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
@@ -22,27 +22,28 @@ fn at(t: &Tensor<f32>, b: usize, c: usize, p: usize, width: usize) -> usize {
 }
 
 /// `context[b, head, d, e] = dim_head^(−1/2) · Σ_j softmax_j(k)[d, j] · v[e, j]` over the memory
-/// slots and the pixels `j`, one unit per entry; `context` is contiguous
-/// `[batch, heads, dim_head, dim_head]`.
+/// slots and the pixels `j`, one unit per row `d` (each exponential once, the row's entries in
+/// registers); `context` is contiguous `[batch, heads, dim_head, dim_head]`.
 #[cube(launch)]
-fn context_kernel(qkv: &Tensor<f32>, memory: &Tensor<f32>, context: &mut Tensor<f32>) {
-    if ABSOLUTE_POS >= context.len() {
+fn context_kernel(
+    qkv: &Tensor<f32>,
+    memory: &Tensor<f32>,
+    context: &mut Tensor<f32>,
+    #[comptime] dim_head: usize,
+) {
+    let (heads, slots) = (memory.shape(1), memory.shape(3));
+    let (width, pixels) = (qkv.shape(3), qkv.shape(2) * qkv.shape(3));
+    let d = ABSOLUTE_POS % dim_head;
+    let head = (ABSOLUTE_POS / dim_head) % heads;
+    let b = ABSOLUTE_POS / (dim_head * heads);
+    if b >= qkv.shape(0) {
         terminate!();
     }
-    let (heads, dim_head, slots) = (memory.shape(1), memory.shape(2), memory.shape(3));
-    let (width, pixels) = (qkv.shape(3), qkv.shape(2) * qkv.shape(3));
-    let e = ABSOLUTE_POS % dim_head;
-    let d = (ABSOLUTE_POS / dim_head) % dim_head;
-    let head = (ABSOLUTE_POS / (dim_head * dim_head)) % heads;
-    let b = ABSOLUTE_POS / (dim_head * dim_head * heads);
     let hidden = heads * dim_head;
-    let (k, v) = (
-        hidden + head * dim_head + d,
-        2 * hidden + head * dim_head + e,
-    );
-    let slot = memory.stride(3);
+    let (k, v) = (hidden + head * dim_head + d, 2 * hidden + head * dim_head);
+    let (slot, channel) = (memory.stride(3), qkv.stride(1));
     let k_slots = head * memory.stride(1) + d * memory.stride(2);
-    let v_slots = memory.stride(0) + head * memory.stride(1) + e * memory.stride(2);
+    let v_slots = memory.stride(0) + head * memory.stride(1);
     // The maximum from the first slot: cubecl writes −∞ as `-Inf`, which WGSL does not know.
     let mut max = memory[k_slots];
     for j in 1..slots {
@@ -51,27 +52,46 @@ fn context_kernel(qkv: &Tensor<f32>, memory: &Tensor<f32>, context: &mut Tensor<
     for p in 0..pixels {
         max = f32::max(max, qkv[at(qkv, b, k, p, width)]);
     }
-    // Two `let`s: cubecl 0.11 compiles `let (mut a, mut b) = (0.0, 0.0)` to invalid SPIR-V.
+    let mut row = Array::<f32>::new(dim_head);
+    #[unroll]
+    for e in 0..dim_head {
+        row[e] = 0.0f32;
+    }
     let mut sum = 0.0f32;
-    let mut dot = 0.0f32;
     for j in 0..slots {
         let w = f32::exp(memory[k_slots + j * slot] - max);
         sum += w;
-        dot += w * memory[v_slots + j * slot];
+        #[unroll]
+        for e in 0..dim_head {
+            row[e] += w * memory[v_slots + e * memory.stride(2) + j * slot];
+        }
     }
     for p in 0..pixels {
         let w = f32::exp(qkv[at(qkv, b, k, p, width)] - max);
         sum += w;
-        dot += w * qkv[at(qkv, b, v, p, width)];
+        let at_v = at(qkv, b, v, p, width);
+        #[unroll]
+        for e in 0..dim_head {
+            row[e] += w * qkv[at_v + e * channel];
+        }
     }
-    context[ABSOLUTE_POS] = dot / (sum * f32::sqrt(f32::cast_from(dim_head)));
+    let r = 1.0f32 / (sum * f32::sqrt(f32::cast_from(dim_head)));
+    #[unroll]
+    for e in 0..dim_head {
+        context[ABSOLUTE_POS * dim_head + e] = row[e] * r;
+    }
 }
 
 /// `out[b, head · dim_head + e, p] = Σ_d context[b, head, d, e] · softmax_d(q)[d, p]`, one unit
-/// per image, head and pixel.
+/// per image, head and pixel, the softmax in registers.
 #[cube(launch)]
-fn output_kernel(qkv: &Tensor<f32>, context: &Tensor<f32>, out: &mut Tensor<f32>) {
-    let (heads, dim_head) = (context.shape(1), context.shape(2));
+fn output_kernel(
+    qkv: &Tensor<f32>,
+    context: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    #[comptime] dim_head: usize,
+) {
+    let heads = context.shape(1);
     let (width, pixels) = (qkv.shape(3), qkv.shape(2) * qkv.shape(3));
     let p = ABSOLUTE_POS % pixels;
     let head = (ABSOLUTE_POS / pixels) % heads;
@@ -79,25 +99,32 @@ fn output_kernel(qkv: &Tensor<f32>, context: &Tensor<f32>, out: &mut Tensor<f32>
     if b >= qkv.shape(0) {
         terminate!();
     }
-    let q = head * dim_head;
-    let mut max = qkv[at(qkv, b, q, p, width)];
+    let q = at(qkv, b, head * dim_head, p, width);
+    let channel = qkv.stride(1);
+    let mut weights = Array::<f32>::new(dim_head);
+    let mut max = qkv[q];
+    #[unroll]
     for d in 1..dim_head {
-        max = f32::max(max, qkv[at(qkv, b, q + d, p, width)]);
+        max = f32::max(max, qkv[q + d * channel]);
     }
     let mut sum = 0.0f32;
+    #[unroll]
     for d in 0..dim_head {
-        sum += f32::exp(qkv[at(qkv, b, q + d, p, width)] - max);
+        let w = f32::exp(qkv[q + d * channel] - max);
+        weights[d] = w;
+        sum += w;
     }
     let rows = (b * heads + head) * dim_head * dim_head;
     let at_out = b * out.stride(0) + (p / width) * out.stride(2) + (p % width) * out.stride(3);
     let step = out.stride(1);
+    #[unroll]
     for e in 0..dim_head {
         let mut acc = 0.0f32;
+        #[unroll]
         for d in 0..dim_head {
-            let w = f32::exp(qkv[at(qkv, b, q + d, p, width)] - max);
-            acc += context[rows + d * dim_head + e] * w;
+            acc += context[rows + d * dim_head + e] * weights[d];
         }
-        out[at_out + (q + e) * step] = acc / sum;
+        out[at_out + (head * dim_head + e) * step] = acc / sum;
     }
 }
 
@@ -129,7 +156,7 @@ impl LinearAttentionKernels for CubeBackend {
             return out;
         }
         let context = empty_contiguous(&qkv, vec![batch, heads, dim_head, dim_head]);
-        let (count, dim) = launch_size(&qkv, batch * heads * dim_head * dim_head);
+        let (count, dim) = launch_size(&qkv, batch * heads * dim_head);
         let client = qkv.client.clone();
         context_kernel::launch(
             &client,
@@ -138,6 +165,7 @@ impl LinearAttentionKernels for CubeBackend {
             qkv.clone().into_tensor_arg(),
             memory.into_tensor_arg(),
             context.clone().into_tensor_arg(),
+            dim_head,
         );
         let (count, dim) = launch_size(&qkv, batch * heads * pixels);
         output_kernel::launch(
@@ -147,6 +175,7 @@ impl LinearAttentionKernels for CubeBackend {
             qkv.into_tensor_arg(),
             context.into_tensor_arg(),
             out.clone().into_tensor_arg(),
+            dim_head,
         );
         out
     }

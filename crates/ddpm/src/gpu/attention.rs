@@ -4,10 +4,11 @@
 //! some twelve launches: copies of q, k and v out of the projection, the memory slots
 //! concatenated in front of k and v, two products, a scaling and a softmax. The attention runs
 //! at the U-Net's coarsest level only (7×7 for MNIST), where a unit's loop over all pixels is
-//! short.
+//! short. Here too the extension trait both attentions' kernels share (the linear one's are in
+//! [`super::linear_attention`]).
 
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::backend::{Backend, Dispatch, Shape, backend_extension};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cube;
@@ -15,9 +16,10 @@ use cubecl::prelude::*;
 
 use super::{empty_in_order_of, launch_size};
 
-/// Where channel `c` of pixel `p` (of `width` per row) of image `b` lies in the 4-D tensor `t`.
+/// Where channel `c` of pixel `p` (of `width` per row) of image `b` lies in the 4-D tensor `t`,
+/// read through its strides (channels-last or not).
 #[cube]
-fn at(t: &Tensor<f32>, b: usize, c: usize, p: usize, width: usize) -> usize {
+pub(super) fn at(t: &Tensor<f32>, b: usize, c: usize, p: usize, width: usize) -> usize {
     b * t.stride(0) + c * t.stride(1) + (p / width) * t.stride(2) + (p % width) * t.stride(3)
 }
 
@@ -119,51 +121,104 @@ fn attention_kernel(
     }
 }
 
-/// `Attention`'s core on burn's cubecl backends, without gradients.
+/// The sizes of an attention's output.
+#[derive(Clone, Copy)]
+pub(super) struct HeadSizes {
+    pub batch: usize,
+    pub heads: usize,
+    pub dim_head: usize,
+    pub pixels: usize,
+}
+
+/// The attentions' cores on burn's cubecl backends, without gradients: from the `to_qkv`
+/// projection `qkv` `[batch, 3 · heads · dim_head, height, width]` and the memory slots
+/// `memory` (keys, then values), the heads' outputs `[batch, heads · dim_head, height, width]`.
 #[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
 pub trait AttentionKernels: Backend {
-    /// From the `to_qkv` projection `qkv` `[batch, 3 · heads · dim_head, height, width]` and the
-    /// memory slots `memory` `[2, heads, slots, dim_head]` (keys, then values): the heads'
-    /// outputs `[batch, heads · dim_head, height, width]`.
-    #[fusion(dtype = qkv, shape = {
-        let mut shape = qkv.clone();
-        shape[1] /= 3;
-        shape
-    })]
+    /// `Attention`'s, `memory` `[2, heads, slots, dim_head]`.
+    #[fusion(dtype = qkv, shape = heads_shape(qkv))]
     fn attention(qkv: FloatTensor<Self>, memory: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `LinearAttention`'s (`super::linear_attention`), `memory` `[2, heads, dim_head, slots]`.
+    #[fusion(dtype = qkv, shape = heads_shape(qkv))]
+    fn linear_attention(qkv: FloatTensor<Self>, memory: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// The heads' output shape for a projection of shape `qkv` (for fusion's stream).
+#[cfg_attr(not(feature = "fusion"), allow(dead_code))]
+fn heads_shape(qkv: &Shape) -> Shape {
+    let mut shape = qkv.clone();
+    shape[1] /= 3;
+    shape
+}
+
+/// The heads' output for `qkv`, dense in the projection's memory order, which is what reads it
+/// next (`to_out`), and its sizes (`None` when it is empty).
+fn heads_output(
+    qkv: &CubeTensor,
+    heads: usize,
+    dim_head: usize,
+) -> (CubeTensor, Option<HeadSizes>) {
+    let mut shape = qkv.meta.shape().to_vec();
+    shape[1] = heads * dim_head;
+    let (batch, pixels) = (shape[0], shape[2] * shape[3]);
+    let out = empty_in_order_of(qkv, shape);
+    let sizes = HeadSizes {
+        batch,
+        heads,
+        dim_head,
+        pixels,
+    };
+    (
+        out,
+        (batch * heads * dim_head * pixels > 0).then_some(sizes),
+    )
 }
 
 impl AttentionKernels for CubeBackend {
     fn attention(qkv: CubeTensor, memory: CubeTensor) -> CubeTensor {
-        let mut shape = qkv.meta.shape().to_vec();
         let [_, heads, _, dim_head] = memory.meta.shape()[..] else {
             unreachable!("the memory slots are 4-D");
         };
-        shape[1] = heads * dim_head;
-        let (batch, pixels) = (shape[0], shape[2] * shape[3]);
-        // Dense in the projection's memory order, which is what reads it next (`to_out`).
-        let out = empty_in_order_of(&qkv, shape);
-        if batch * heads * dim_head * pixels == 0 {
-            return out;
+        let (out, sizes) = heads_output(&qkv, heads, dim_head);
+        if let Some(sizes) = sizes {
+            let (count, dim) = launch_size(&qkv, sizes.batch * heads * sizes.pixels);
+            attention_kernel::launch(
+                &out.client,
+                count,
+                dim,
+                qkv.into_tensor_arg(),
+                memory.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                dim_head,
+            );
         }
-        let (count, dim) = launch_size(&qkv, batch * heads * pixels);
-        attention_kernel::launch(
-            &out.client,
-            count,
-            dim,
-            qkv.into_tensor_arg(),
-            memory.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            dim_head,
-        );
+        out
+    }
+
+    fn linear_attention(qkv: CubeTensor, memory: CubeTensor) -> CubeTensor {
+        let [_, heads, dim_head, _] = memory.meta.shape()[..] else {
+            unreachable!("the memory slots are 4-D");
+        };
+        let (out, sizes) = heads_output(&qkv, heads, dim_head);
+        if let Some(sizes) = sizes {
+            super::linear_attention::launch(qkv, memory, &out, sizes);
+        }
         out
     }
 }
 
-/// `unet::ops::attention` through the kernel: `qkv` and `memory` as
-/// [`AttentionKernels::attention`] takes them, on a cubecl device, without gradients.
+/// `unet::ops::attention` through the kernel, on a cubecl device, without gradients.
 pub fn attention(qkv: burn::Tensor<4>, memory: burn::Tensor<4>) -> burn::Tensor<4> {
     burn::Tensor::from_dispatch(<Dispatch as AttentionKernels>::attention(
+        qkv.into_dispatch(),
+        memory.into_dispatch(),
+    ))
+}
+
+/// `unet::ops::linear_attention` through the kernels, on a cubecl device, without gradients.
+pub fn linear_attention(qkv: burn::Tensor<4>, memory: burn::Tensor<4>) -> burn::Tensor<4> {
+    burn::Tensor::from_dispatch(<Dispatch as AttentionKernels>::linear_attention(
         qkv.into_dispatch(),
         memory.into_dispatch(),
     ))

@@ -6,20 +6,12 @@
 //! the output, one unit per pixel and head, each exponential once and the rows in registers;
 //! both read q, k and v through the projection's strides and the memory slots where they lie.
 
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, backend_extension};
-use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cube;
 use cubecl::prelude::*;
 
-use super::{empty_contiguous, empty_in_order_of, launch_size};
-
-/// Where channel `c` of pixel `p` (of `width` per row) of image `b` lies in the 4-D tensor `t`.
-#[cube]
-fn at(t: &Tensor<f32>, b: usize, c: usize, p: usize, width: usize) -> usize {
-    b * t.stride(0) + c * t.stride(1) + (p / width) * t.stride(2) + (p % width) * t.stride(3)
-}
+use super::attention::{HeadSizes, at};
+use super::{empty_contiguous, launch_size};
 
 /// `context[b, head, d, e] = dim_head^(−1/2) · Σ_j softmax_j(k)[d, j] · v[e, j]` over the memory
 /// slots and the pixels `j`, one unit per row `d` (each exponential once, the row's entries in
@@ -128,65 +120,36 @@ fn output_kernel(
     }
 }
 
-/// `LinearAttention`'s core on burn's cubecl backends, without gradients.
-#[backend_extension(Cube, Fusion: cfg(feature = "fusion"))]
-pub trait LinearAttentionKernels: Backend {
-    /// From the `to_qkv` projection `qkv` `[batch, 3 · heads · dim_head, height, width]` and the
-    /// memory slots `memory` `[2, heads, dim_head, slots]` (keys, then values): the heads'
-    /// outputs `[batch, heads · dim_head, height, width]`.
-    #[fusion(dtype = qkv, shape = {
-        let mut shape = qkv.clone();
-        shape[1] /= 3;
-        shape
-    })]
-    fn linear_attention(qkv: FloatTensor<Self>, memory: FloatTensor<Self>) -> FloatTensor<Self>;
-}
-
-impl LinearAttentionKernels for CubeBackend {
-    fn linear_attention(qkv: CubeTensor, memory: CubeTensor) -> CubeTensor {
-        let mut shape = qkv.meta.shape().to_vec();
-        let [_, heads, dim_head, _] = memory.meta.shape()[..] else {
-            unreachable!("the memory slots are 4-D");
-        };
-        shape[1] = heads * dim_head;
-        let (batch, pixels) = (shape[0], shape[2] * shape[3]);
-        // Dense in the projection's memory order, which is what reads it next (`to_out`).
-        let out = empty_in_order_of(&qkv, shape);
-        if batch * heads * dim_head * pixels == 0 {
-            return out;
-        }
-        let context = empty_contiguous(&qkv, vec![batch, heads, dim_head, dim_head]);
-        let (count, dim) = launch_size(&qkv, batch * heads * dim_head);
-        let client = qkv.client.clone();
-        context_kernel::launch(
-            &client,
-            count,
-            dim,
-            qkv.clone().into_tensor_arg(),
-            memory.into_tensor_arg(),
-            context.clone().into_tensor_arg(),
-            dim_head,
-        );
-        let (count, dim) = launch_size(&qkv, batch * heads * pixels);
-        output_kernel::launch(
-            &client,
-            count,
-            dim,
-            qkv.into_tensor_arg(),
-            context.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            dim_head,
-        );
-        out
-    }
-}
-
-/// `unet::ops::linear_attention` through the kernels: `qkv` and `memory` as
-/// [`LinearAttentionKernels::linear_attention`] takes them, on a cubecl device, without
-/// gradients.
-pub fn linear_attention(qkv: burn::Tensor<4>, memory: burn::Tensor<4>) -> burn::Tensor<4> {
-    burn::Tensor::from_dispatch(<Dispatch as LinearAttentionKernels>::linear_attention(
-        qkv.into_dispatch(),
-        memory.into_dispatch(),
-    ))
+/// Runs the kernels: the heads' outputs of `qkv` into `out` (see
+/// [`super::attention::AttentionKernels::linear_attention`]), for `heads` heads of `dim_head`
+/// over `batch` images.
+pub(super) fn launch(qkv: CubeTensor, memory: CubeTensor, out: &CubeTensor, sizes: HeadSizes) {
+    let HeadSizes {
+        batch,
+        heads,
+        dim_head,
+        pixels,
+    } = sizes;
+    let context = empty_contiguous(&qkv, vec![batch, heads, dim_head, dim_head]);
+    let client = qkv.client.clone();
+    let (count, dim) = launch_size(&qkv, batch * heads * dim_head);
+    context_kernel::launch(
+        &client,
+        count,
+        dim,
+        qkv.clone().into_tensor_arg(),
+        memory.into_tensor_arg(),
+        context.clone().into_tensor_arg(),
+        dim_head,
+    );
+    let (count, dim) = launch_size(&qkv, batch * heads * pixels);
+    output_kernel::launch(
+        &client,
+        count,
+        dim,
+        qkv.into_tensor_arg(),
+        context.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        dim_head,
+    );
 }

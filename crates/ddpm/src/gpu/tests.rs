@@ -292,7 +292,7 @@ fn linear_attention_kernels_on_the_gpu_equal_the_composite() {
     let qkv =
         Tensor::<4>::random([2, 5, 7, 3 * heads * dim_head], normal, &device).permute([0, 3, 1, 2]);
     let memory = Tensor::<4>::random([2, heads, dim_head, slots], normal, &device).add_scalar(50.0);
-    let kernel = crate::gpu::linear_attention::linear_attention(qkv.clone(), memory.clone());
+    let kernel = crate::gpu::attention::linear_attention(qkv.clone(), memory.clone());
     let composite = linear_attention_composite(qkv, memory, heads);
     assert_eq!(kernel.dims(), [2, heads * dim_head, 5, 7]);
     close(&values(kernel), &values(composite), "out");

@@ -153,7 +153,7 @@ pub fn cat_channels(parts: Vec<Tensor<4>>) -> Tensor<4> {
 pub fn linear_attention(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
     if crate::gpu::applies(&qkv) && !qkv.device().is_autodiff() {
-        return crate::gpu::linear_attention::linear_attention(qkv, memory);
+        return crate::gpu::attention::linear_attention(qkv, memory);
     }
     #[cfg(feature = "fused")]
     if extension::applies(&qkv) && !qkv.device().is_autodiff() {

@@ -11,6 +11,7 @@ use burn::tensor::Device;
 use ddpm::{GaussianDiffusion, NoiseSource, Unet};
 
 use crate::data::Dataset;
+use crate::read_back;
 
 /// What every part reads.
 pub struct Batches<'a> {
@@ -35,7 +36,7 @@ impl Batches<'_> {
         parts: usize,
     ) -> Result<Vec<(GradientsParams, f32)>> {
         if parts <= 1 {
-            return Ok(vec![self.part(model, indices, flips, noise, divisor)]);
+            return Ok(vec![self.part(model, indices, flips, noise, divisor)?]);
         }
         let size = indices.len() / parts;
         let noises: Vec<NoiseSource> = (0..parts).map(|_| noise.split()).collect();
@@ -54,7 +55,10 @@ impl Batches<'_> {
                 .collect();
             workers
                 .into_iter()
-                .map(|w| w.join().map_err(|_| anyhow!("a training thread panicked")))
+                .map(|w| {
+                    w.join()
+                        .map_err(|_| anyhow!("a training thread panicked"))?
+                })
                 .collect()
         })
     }
@@ -66,7 +70,7 @@ impl Batches<'_> {
         flips: &[bool],
         noise: &mut NoiseSource,
         divisor: f32,
-    ) -> (GradientsParams, f32) {
+    ) -> Result<(GradientsParams, f32)> {
         let x0 = self.dataset.batch(indices, flips, self.device);
         let classes = self
             .class_conditional
@@ -75,7 +79,9 @@ impl Batches<'_> {
         let out = self.diffusion.loss(model, x0, classes.as_deref(), noise);
         let loss = out.loss.div_scalar(divisor);
         let grads = GradientsParams::from_grads(loss.backward(), model);
-        (grads, loss.into_scalar::<f32>())
+        // Read after the backward pass is queued, so that a GPU is not left idle waiting.
+        let value = read_back::values(loss, "the loss")?;
+        Ok((grads, value.iter().sum()))
     }
 }
 
@@ -121,7 +127,8 @@ mod tests {
                 let r = p * 4..(p + 1) * 4;
                 batches.part(&model, &indices[r.clone()], &flips[r], noise, 2.0)
             })
-            .collect();
+            .collect::<Result<_>>()
+            .expect("parts");
         assert_eq!(threaded.len(), 2);
         // Every parameter's gradient, bit for bit: the weights after one SGD step with each.
         let stepped = |grads: GradientsParams| {

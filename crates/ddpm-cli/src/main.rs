@@ -17,6 +17,7 @@ mod lucidrains;
 mod output;
 mod picture;
 mod plot;
+mod read_back;
 mod run_dir;
 mod safetensors_file;
 mod sample;

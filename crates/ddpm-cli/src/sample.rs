@@ -17,6 +17,7 @@ use crate::device::{self, DeviceChoice};
 use crate::load;
 use crate::output;
 use crate::picture::{self, Batch};
+use crate::read_back;
 use crate::steering::SteerArgs;
 
 /// `--sampler`.
@@ -170,12 +171,7 @@ pub fn sample(
     )?;
     let total = sampler.total_steps();
     let read = |t: &Tensor<4>| -> Result<Batch> {
-        let values = t
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("cannot read the images back: {e:?}"))?;
+        let values = read_back::values(t.clone(), "the images")?;
         Ok(Batch {
             values,
             n: options.n,

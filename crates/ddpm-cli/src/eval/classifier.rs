@@ -23,6 +23,7 @@ use crate::card;
 use crate::data::{self, BatchOrder, Dataset, EMBEDDED_MNIST, EMBEDDED_MNIST_TEST, Shaping};
 use crate::device::{self, DeviceChoice};
 use crate::output;
+use crate::read_back;
 
 /// Width of the feature vector (the input of the last layer).
 pub const FEATURES: usize = 64;
@@ -182,8 +183,8 @@ pub fn train(data: &Dataset, training: &Training, device: &Device) -> Result<Cla
         );
         let log_p = log_softmax(model.logits(model.features(x)), 1);
         let loss = (log_p * targets).sum_dim(1).mean().neg();
-        let value = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let value: f32 = read_back::values(loss, "the loss")?.iter().sum();
         model = optim.step(training.lr, model, grads);
         bar.inc(1);
         bar.set_message(format!("loss {value:.4}"));
@@ -231,10 +232,7 @@ fn argmax(scores: &[f32]) -> usize {
 }
 
 fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("cannot read the classifier's output back: {e:?}"))
+    read_back::values(t, "the classifier's output")
 }
 
 /// `ddpm classifier`.

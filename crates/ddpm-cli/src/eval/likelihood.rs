@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch_parts;
 use crate::data::Dataset;
+use crate::read_back;
 
 /// The bound's parts, each a mean over the images in bits/dim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,11 +115,7 @@ pub fn bits_per_dim(
 }
 
 fn sum(t: Tensor<1>) -> Result<f64> {
-    let values = t
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("cannot read the bound back: {e:?}"))?;
+    let values = read_back::values(t, "the bound")?;
     Ok(values.iter().map(|&v| f64::from(v)).sum())
 }
 

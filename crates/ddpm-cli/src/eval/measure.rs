@@ -20,6 +20,7 @@ use super::settings::Settings;
 use crate::batch_parts;
 use crate::data::Dataset;
 use crate::load::WeightsChoice;
+use crate::read_back;
 
 /// What the digit classifier measured: itself on the real digits, the floor, and one row per
 /// weights × sampler.
@@ -192,13 +193,7 @@ fn generate(
         while sampler.step(model).is_some() {
             bar.inc(1);
         }
-        let values = sampler
-            .sample()
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("cannot read the images back: {e:?}"))?;
+        let values = read_back::values(sampler.sample().clone(), "the images")?;
         pixels.extend(values.iter().map(|&v| ddpm::grid::to_byte(v)));
     }
     bar.finish_and_clear();

@@ -110,11 +110,10 @@ fn the_cli_trains_and_samples_on_wgpu() {
         .env("DDPM_GPU_KERNELS", "1")
         .output()
         .expect("ddpm runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The check before sampling passed: these are the kernels' images, not burn's.
+    assert!(!stderr.contains("warning"), "{stderr}");
     let kernels = pixels(&png_kernels);
     let worst = plain
         .iter()

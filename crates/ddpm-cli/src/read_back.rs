@@ -51,6 +51,9 @@ mod tests {
             TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]),
             &device,
         );
-        assert_eq!(values(t.transpose(), "x").expect("flex reads"), [1.0, 3.0, 2.0, 4.0]);
+        assert_eq!(
+            values(t.transpose(), "x").expect("flex reads"),
+            [1.0, 3.0, 2.0, 4.0]
+        );
     }
 }

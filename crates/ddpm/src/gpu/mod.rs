@@ -12,7 +12,8 @@
 //! - [`ema`]: the EMA update of a parameter tensor;
 //! - [`attention`]: `Attention`'s core without gradients, for sampling;
 //! - [`linear_attention`]: `LinearAttention`'s core without gradients, for sampling;
-//! - [`layout`]: convolution weights laid out channels-last once, for sampling.
+//! - [`layout`]: convolution weights laid out channels-last once, for sampling;
+//! - [`verify`]: the sampling kernels checked against burn's on the adapter at hand.
 //!
 //! Off unless the environment says `DDPM_GPU_KERNELS=1` or a program turns them on with
 //! [`set_enabled`] (a browser has no environment): whether one kernel beats burn's chain of
@@ -43,6 +44,8 @@ pub mod sampling_norm;
 pub mod softmax;
 #[cfg(all(test, feature = "fused-autodiff"))]
 mod tests;
+#[cfg(not(target_family = "wasm"))]
+pub mod verify;
 
 /// The kernels' switch: [`UNSET`] until [`enabled`] reads the environment or [`set_enabled`]
 /// sets it.

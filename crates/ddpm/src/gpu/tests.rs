@@ -7,6 +7,9 @@ use crate::kernels;
 use crate::test_util::{close, same_outputs_and_gradients, values};
 use crate::unet::ops::norm_film_silu_composite;
 
+/// Held by the tests that turn the kernels on and off, which is for the whole process.
+static SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn wgpu() -> Device {
     Device::wgpu(DeviceKind::DefaultDevice)
 }
@@ -271,12 +274,39 @@ fn unet_for_sampling_with_the_gpu_kernels_predicts_what_burn_does() {
     let predict = |unet: &crate::Unet| {
         values(unet.forward(x.clone(), time.clone(), None, Some(classes.clone())))
     };
+    let _switch = SWITCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     crate::gpu::set_enabled(false);
     let burn = predict(&unet);
     crate::gpu::set_enabled(true);
     let kernels = predict(&unet.for_sampling());
     crate::gpu::set_enabled(false);
     close(&kernels, &burn, "prediction");
+}
+
+/// The check a program runs before it trusts the kernels passes where they work, and leaves
+/// them on.
+#[test]
+fn the_sampling_check_passes_on_lavapipe_and_leaves_the_kernels_on() {
+    use crate::unet::UnetConfig;
+
+    let device = wgpu();
+    let unet = UnetConfig::new(8)
+        .with_dim_mults(vec![1, 2, 2])
+        .with_attn_heads(2)
+        .with_attn_dim_head(4)
+        .init(&device)
+        .for_sampling();
+    let _switch = SWITCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    crate::gpu::set_enabled(true);
+    let check = crate::gpu::verify::check_sampling(&unet, &device);
+    let left_on = crate::gpu::enabled();
+    crate::gpu::set_enabled(false);
+    assert_eq!(check, Ok(()));
+    assert!(left_on);
 }
 
 /// `LinearAttention`'s core through the GPU kernels equals the burn composite, for a projection

@@ -19,6 +19,7 @@ pub fn for_sampling(model: Unet, device: &Device) -> Unet {
     let model = model.for_sampling();
     #[cfg(feature = "wgpu")]
     if let Err(why) = ddpm::gpu::verify::check_sampling(&model, device) {
+        let why = crate::read_back::one_line(&why);
         eprintln!("warning: the core's GPU kernels {why}; using burn's kernels instead");
         ddpm::gpu::set_enabled(false);
     }

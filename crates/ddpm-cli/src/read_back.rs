@@ -17,7 +17,7 @@ pub fn values<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
 
 /// A multi-line device error as one line: its "Caused by" chain joined with ": ", without the
 /// backtrace that follows it.
-fn one_line(message: &str) -> String {
+pub fn one_line(message: &str) -> String {
     message
         .lines()
         .map(str::trim)

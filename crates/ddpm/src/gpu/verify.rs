@@ -14,8 +14,8 @@ use crate::unet::Unet;
 const TOLERANCE: f32 = 1e-3;
 
 /// One forward pass of `model` (as [`Unet::for_sampling`] made it) on two small noise images
-/// with the kernels and one with burn's, on `device`. `Err` says what failed or how far the
-/// predictions differ; `Ok` also where the kernels would not run. Leaves the switch
+/// with the kernels and one with burn's, on `device`. `Err` says what failed (burn's error, over
+/// several lines) or how far the predictions differ; `Ok` also where the kernels would not run. Leaves the switch
 /// ([`super::enabled`]) as it found it.
 pub fn check_sampling(model: &Unet, device: &Device) -> Result<(), String> {
     // The smallest size every level can halve, twice over: the same kernels as a full image.
@@ -34,14 +34,7 @@ pub fn check_sampling(model: &Unet, device: &Device) -> Result<(), String> {
         model
             .forward(x.clone(), time.clone(), None, None)
             .try_into_vec_as::<f32>()
-            .map_err(|e| {
-                e.to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
-            })
+            .map_err(|e| e.to_string())
     };
     let kernels = predict().map_err(|e| format!("failed on this adapter ({e})"));
     super::set_enabled(false);

@@ -44,7 +44,7 @@ impl ModuleMapper for ChannelsLast {
         param.map(|w| {
             let dims = w.dims();
             let spatial = D == 4 && (dims[2] > 1 || dims[3] > 1);
-            if !spatial || !super::applies(&w) || w.device().is_autodiff() {
+            if !spatial || !super::applies_without_gradients(&w) {
                 return w;
             }
             Tensor::from_dispatch(<Dispatch as LayoutKernels>::channels_last(

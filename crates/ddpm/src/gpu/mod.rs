@@ -83,6 +83,12 @@ pub fn applies<const D: usize>(t: &Tensor<D>) -> bool {
     enabled() && on_cube(t) && crate::kernels::takes(t)
 }
 
+/// Whether the kernels that have no backward pass (sampling's) run for `t`: [`applies`], and
+/// no gradients recorded.
+pub fn applies_without_gradients<const D: usize>(t: &Tensor<D>) -> bool {
+    applies(t) && !t.device().is_autodiff()
+}
+
 /// Whether `t` lives on one of burn's cubecl devices.
 pub(crate) fn on_cube<const D: usize>(t: &Tensor<D>) -> bool {
     matches!(

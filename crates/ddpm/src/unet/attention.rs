@@ -43,15 +43,6 @@ fn softmax_parts(x: Tensor<4>, dim: usize) -> (Tensor<4>, Tensor<4>) {
     (numerator, recip)
 }
 
-/// One half of `mem_kv` (`0` for keys, `1` for values), repeated over the batch.
-fn memory(mem_kv: &Param<Tensor<4>>, which: usize, batch: usize) -> Tensor<4> {
-    let [_, heads, a, b] = mem_kv.val().dims();
-    mem_kv
-        .val()
-        .narrow(0, which, 1)
-        .expand([batch, heads, a, b])
-}
-
 /// `LinearAttention(dim, heads, dim_head)`.
 #[derive(Module, Debug)]
 pub struct LinearAttention {
@@ -106,8 +97,8 @@ impl LinearAttention {
         let [b, _, h, w] = x.dims();
         let [q, k, v] = project_qkv(&self.to_qkv, x, self.heads); // [b, heads, d, n]
         let dim_head = q.dims()[2];
-        let k = Tensor::cat(vec![memory(&self.mem_kv, 0, b), k], 3);
-        let v = Tensor::cat(vec![memory(&self.mem_kv, 1, b), v], 3);
+        let k = Tensor::cat(vec![ops::memory_slots(&self.mem_kv.val(), 0, b), k], 3);
+        let v = Tensor::cat(vec![ops::memory_slots(&self.mem_kv.val(), 1, b), v], 3);
         let scale = (dim_head as f32).powf(-0.5);
         // Softmax over features for q, over positions for k, then
         // context[d, e] = Σ_n k[d, n] v[e, n] and out[e, n] = scale · Σ_d context[d, e] q[d, n].

@@ -30,7 +30,7 @@ pub fn norm_film_silu(
 ) -> Tensor<4> {
     // Sampling on a GPU: one launch, the per-channel factor made in it.
     #[cfg(feature = "gpu-kernels")]
-    if crate::gpu::applies(&h) && !h.device().is_autodiff() {
+    if crate::gpu::applies_without_gradients(&h) {
         return crate::gpu::sampling_norm::stored_norm(h, g, scale_shift, true);
     }
     // The gain and the FiLM scale are both per channel: multiply them first, on the small
@@ -152,7 +152,7 @@ pub fn cat_channels(parts: Vec<Tensor<4>>) -> Tensor<4> {
 /// (it has no backward pass).
 pub fn linear_attention(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
-    if crate::gpu::applies(&qkv) && !qkv.device().is_autodiff() {
+    if crate::gpu::applies_without_gradients(&qkv) {
         return crate::gpu::attention::linear_attention(qkv, memory);
     }
     #[cfg(feature = "fused")]
@@ -167,12 +167,11 @@ pub fn linear_attention(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tens
 /// `out = contextᵀ · softmax(q)` (the reference the kernel is tested against).
 pub fn linear_attention_composite(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
     let [b, _, h, w] = qkv.dims();
-    let [_, _, d, m] = memory.dims();
+    let d = memory.dims()[2];
     let qkv = qkv.reshape([b, 3, heads, d, h * w]);
     let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([b, heads, d, h * w]);
-    let slots = |i: usize| memory.clone().narrow(0, i, 1).expand([b, heads, d, m]);
-    let k = Tensor::cat(vec![slots(0), part(1)], 3);
-    let v = Tensor::cat(vec![slots(1), part(2)], 3);
+    let k = Tensor::cat(vec![memory_slots(&memory, 0, b), part(1)], 3);
+    let v = Tensor::cat(vec![memory_slots(&memory, 1, b), part(2)], 3);
     linear_attention_heads(part(0), k, v).reshape([b, heads * d, h, w])
 }
 
@@ -192,7 +191,7 @@ pub fn linear_attention_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tenso
 /// kernels run.
 pub fn attention(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> Tensor<4> {
     #[cfg(feature = "gpu-kernels")]
-    if crate::gpu::applies(&qkv) && !qkv.device().is_autodiff() {
+    if crate::gpu::applies_without_gradients(&qkv) {
         return crate::gpu::attention::attention(qkv, memory);
     }
     attention_composite(qkv, memory, heads)
@@ -221,20 +220,23 @@ pub fn attention_composite(qkv: Tensor<4>, memory: Tensor<4>, heads: usize) -> T
 /// `[2, heads, slots, dim_head]` (keys, then values) in front of k and v; q, k, v and the
 /// output `[batch, heads, n, dim_head]`.
 pub fn attention_heads(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, memory: Tensor<4>) -> Tensor<4> {
-    let [b, heads, _, dim_head] = q.dims();
-    let slots = |i: usize| {
-        let [_, _, m, _] = memory.dims();
-        memory
-            .clone()
-            .narrow(0, i, 1)
-            .expand([b, heads, m, dim_head])
-    };
-    let k = Tensor::cat(vec![slots(0), k], 2);
-    let v = Tensor::cat(vec![slots(1), v], 2);
+    let [b, _, _, dim_head] = q.dims();
+    let k = Tensor::cat(vec![memory_slots(&memory, 0, b), k], 2);
+    let v = Tensor::cat(vec![memory_slots(&memory, 1, b), v], 2);
     let sim = q
         .matmul(k.swap_dims(2, 3))
         .mul_scalar((dim_head as f32).powf(-0.5)); // [b, heads, n, m + n]
     softmax(sim, 3).matmul(v)
+}
+
+/// One half of the attentions' memory slots `memory` `[2, heads, ·, ·]` (`0` for the keys, `1`
+/// for the values), repeated over `batch` images: `[batch, heads, ·, ·]`.
+pub fn memory_slots(memory: &Tensor<4>, which: usize, batch: usize) -> Tensor<4> {
+    let [_, heads, a, b] = memory.dims();
+    memory
+        .clone()
+        .narrow(0, which, 1)
+        .expand([batch, heads, a, b])
 }
 
 /// Whether the GPU kernels (`crate::gpu`) run for tensors like `t`.

@@ -12,19 +12,20 @@ use ddpm::{ModelConfig, Unet};
 use crate::checkpoint;
 use crate::run_dir::RunDir;
 
-/// `model` ready to sample on `device` ([`Unet::for_sampling`]). Where the core's GPU kernels
-/// run they are first checked against burn's on this adapter (`ddpm::gpu::verify`): a kernel it
-/// cannot compile, or compiles wrong, would otherwise give wrong images without an error.
-pub fn for_sampling(model: Unet, device: &Device) -> Unet {
+/// `model` ready to sample images of `image_size` on `device` ([`Unet::for_sampling`]). Where
+/// the core's GPU kernels run they are first checked against burn's on this adapter, on two
+/// images of that size (`ddpm::gpu::verify`): a kernel it cannot compile, or compiles wrong,
+/// would otherwise give wrong images without an error.
+pub fn for_sampling(model: Unet, image_size: [usize; 2], device: &Device) -> Unet {
     let model = model.for_sampling();
     #[cfg(feature = "wgpu")]
-    if let Err(why) = ddpm::gpu::verify::check_sampling(&model, device) {
+    if let Err(why) = ddpm::gpu::verify::check_sampling(&model, device, image_size) {
         let why = crate::read_back::one_line(&why);
         eprintln!("warning: the core's GPU kernels {why}; using burn's kernels instead");
         ddpm::gpu::set_enabled(false);
     }
     #[cfg(not(feature = "wgpu"))]
-    let _ = device;
+    let _ = (device, image_size);
     model
 }
 

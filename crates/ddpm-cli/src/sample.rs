@@ -212,7 +212,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     output::refuse_existing(&outputs, args.force)?;
     let selected = device::select(args.device)?;
     let (model, config) = load::model(&args.model, &selected.device)?;
-    let model = load::for_sampling(model, &selected.device);
+    let model = load::for_sampling(model, config.image_size, &selected.device);
     let choice = match (args.class, args.unconditional) {
         (Some(k), _) => ClassChoice::Fixed(k),
         (None, true) => ClassChoice::Null,

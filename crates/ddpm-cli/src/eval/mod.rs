@@ -174,7 +174,7 @@ fn load_models(path: &Path, weights: &[WeightsChoice], device: &Device) -> Resul
                 let (model, config, step) = load::checkpoint_model(&ckpt, which, device)?;
                 Ok(Loaded {
                     which,
-                    model: load::for_sampling(model, device),
+                    model: load::for_sampling(model, config.image_size, device),
                     config,
                     step: Some(step),
                 })
@@ -208,7 +208,7 @@ fn load_models(path: &Path, weights: &[WeightsChoice], device: &Device) -> Resul
     let (model, config) = load::model(path, device)?;
     Ok(vec![Loaded {
         which: held,
-        model: load::for_sampling(model, device),
+        model: load::for_sampling(model, config.image_size, device),
         config,
         step: card.and_then(|card| card.origin.history.steps_trained),
     }])

@@ -44,7 +44,6 @@ pub mod sampling_norm;
 pub mod softmax;
 #[cfg(all(test, feature = "fused-autodiff"))]
 mod tests;
-#[cfg(not(target_family = "wasm"))]
 pub mod verify;
 
 /// The kernels' switch: [`UNSET`] until [`enabled`] reads the environment or [`set_enabled`]

@@ -285,10 +285,13 @@ fn unet_for_sampling_with_the_gpu_kernels_predicts_what_burn_does() {
     close(&kernels, &burn, "prediction");
 }
 
-/// The check a program runs before it trusts the kernels passes where they work, and leaves
-/// them on.
+/// The check a program runs before it trusts the kernels, natively and as a browser runs it
+/// (read back asynchronously): it passes where they work and leaves them on, and it fails where
+/// one of them is wrong (its input shifted by a fault only tests can make). 12×8 images: an odd
+/// size at the lowest level, and not square.
 #[test]
-fn the_sampling_check_passes_on_lavapipe_and_leaves_the_kernels_on() {
+fn the_sampling_check_passes_on_lavapipe_and_fails_on_a_wrong_kernel() {
+    use crate::gpu::verify::{FAULT, check_sampling, check_sampling_async};
     use crate::unet::UnetConfig;
 
     let device = wgpu();
@@ -302,11 +305,24 @@ fn the_sampling_check_passes_on_lavapipe_and_leaves_the_kernels_on() {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     crate::gpu::set_enabled(true);
-    let check = crate::gpu::verify::check_sampling(&unet, &device);
+    let check = check_sampling(&unet, &device, [12, 8]);
+    let check_async = futures_lite::future::block_on(check_sampling_async(&unet, &device, [12, 8]));
     let left_on = crate::gpu::enabled();
+    FAULT.set(0.01);
+    let wrong = check_sampling(&unet, &device, [12, 8]);
+    let wrong_async = futures_lite::future::block_on(check_sampling_async(&unet, &device, [12, 8]));
+    FAULT.set(0.0);
     crate::gpu::set_enabled(false);
     assert_eq!(check, Ok(()));
+    assert_eq!(check_async, Ok(()));
     assert!(left_on);
+    for wrong in [wrong, wrong_async] {
+        let why = wrong.expect_err("a wrong kernel fails the check");
+        assert!(
+            why.starts_with("predict ") && why.contains("where burn's kernels predict"),
+            "{why}"
+        );
+    }
 }
 
 /// `LinearAttention`'s core through the GPU kernels equals the burn composite, for a projection

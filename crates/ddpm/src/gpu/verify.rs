@@ -1,9 +1,10 @@
 //! The sampling kernels checked against burn's on the adapter at hand before a program trusts
 //! them. A kernel that an adapter's compiler refuses is never run: cubecl marks its output as
 //! failed, but a concatenation whose other part is sound clears the mark (the U-Net's last skip
-//! does), so the images would come out wrong and no read would fail. One small forward pass
-//! each way finds that, and a kernel that compiles to something wrong too. Native only: it reads
-//! the outputs back synchronously.
+//! does), so the images would come out wrong and no read would fail; in a browser the refusal is
+//! only logged. One small forward pass each way finds that, and a kernel that compiles to
+//! something wrong on this adapter too (real GPUs run a cube's units in parallel, where
+//! lavapipe and SwiftShader, which the tests run on, may not).
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -13,51 +14,113 @@ use crate::unet::Unet;
 /// a whole network's rounding, relative for values above 1.
 const TOLERANCE: f32 = 1e-3;
 
-/// One forward pass of `model` (as [`Unet::for_sampling`] made it) on two small noise images
-/// with the kernels and one with burn's, on `device`. `Err` says what failed (burn's error, over
-/// several lines) or how far the predictions differ; `Ok` also where the kernels would not run. Leaves the switch
-/// ([`super::enabled`]) as it found it.
-pub fn check_sampling(model: &Unet, device: &Device) -> Result<(), String> {
-    // The smallest size every level can halve, twice over: the same kernels as a full image.
-    let size = 2usize << model.downs.len().saturating_sub(1);
-    let shape = [2, model.channels(), size, size];
-    let count = shape.iter().product::<usize>();
-    let noise: Vec<f32> = (0..count)
-        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-        .collect();
-    let x = Tensor::<4>::from_data(TensorData::new(noise, shape), device);
-    if !super::applies_without_gradients(&x) {
+#[cfg(test)]
+thread_local! {
+    /// Added to every output of `sampling_norm`'s kernel: the fault a test of the check makes.
+    pub(crate) static FAULT: std::cell::Cell<f32> = const { std::cell::Cell::new(0.0) };
+}
+
+/// One forward pass of `model` (as [`Unet::for_sampling`] made it) on two noise images of
+/// `image_size` with the kernels and one with burn's, on `device`. `Err` says what failed
+/// (burn's error, over several lines) or how far the predictions differ; `Ok` also where the
+/// kernels would not run. Leaves the switch ([`super::enabled`]) as it found it. The model's own
+/// image size, so that the check runs the kernels its images will (an odd size at the lowest
+/// level, as MNIST's 7×7, included) and compiles no others. Reads the outputs back
+/// synchronously: native only ([`check_sampling_async`] elsewhere).
+#[cfg(not(target_family = "wasm"))]
+pub fn check_sampling(model: &Unet, device: &Device, image_size: [usize; 2]) -> Result<(), String> {
+    let Some(check) = Check::launch(model, device, image_size) else {
         return Ok(());
-    }
-    let time = Tensor::<1>::from_data(TensorData::from([10.0f32, 600.0]), device);
-    let predict = || -> Result<Vec<f32>, String> {
-        model
-            .forward(x.clone(), time.clone(), None, None)
-            .try_into_vec_as::<f32>()
-            .map_err(|e| e.to_string())
     };
-    let kernels = predict().map_err(|e| format!("failed on this adapter ({e})"));
-    super::set_enabled(false);
-    let burn = predict().map_err(|e| format!("could not be checked: burn's failed ({e})"));
-    super::set_enabled(true);
-    match disagreement(&kernels?, &burn?) {
-        Some((i, got, want)) => Err(format!(
-            "predict {got} where burn's kernels predict {want} (output {i} of a check on \
-             {size}×{size} images)"
-        )),
-        None => Ok(()),
+    let read = |t: Tensor<4>| t.try_into_vec_as::<f32>().map_err(|e| e.to_string());
+    check.judge(read(check.kernels.clone()), read(check.burn.clone()))
+}
+
+/// [`check_sampling`] with the outputs read back asynchronously, as a browser must.
+pub async fn check_sampling_async(
+    model: &Unet,
+    device: &Device,
+    image_size: [usize; 2],
+) -> Result<(), String> {
+    let Some(check) = Check::launch(model, device, image_size) else {
+        return Ok(());
+    };
+    let kernels = read_async(check.kernels.clone()).await;
+    let burn = read_async(check.burn.clone()).await;
+    check.judge(kernels, burn)
+}
+
+async fn read_async(t: Tensor<4>) -> Result<Vec<f32>, String> {
+    let data = t.into_data_async().await.map_err(|e| e.to_string())?;
+    data.convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// The two passes of a check, queued on the device.
+struct Check {
+    kernels: Tensor<4>,
+    burn: Tensor<4>,
+    size: [usize; 2],
+}
+
+impl Check {
+    /// Queues both passes (`None` where the kernels would not run). The switch is off only
+    /// while burn's pass is queued, without an await in between, so that nothing else running
+    /// on the same thread (a browser's other widgets) queues work without the kernels.
+    fn launch(model: &Unet, device: &Device, size: [usize; 2]) -> Option<Self> {
+        let shape = [2, model.channels(), size[0], size[1]];
+        let count = shape.iter().product::<usize>();
+        let noise: Vec<f32> = (0..count)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(noise, shape), device);
+        if !super::applies_without_gradients(&x) {
+            return None;
+        }
+        let time = Tensor::<1>::from_data(TensorData::from([10.0f32, 600.0]), device);
+        let predict = || model.forward(x.clone(), time.clone(), None, None);
+        let kernels = predict();
+        super::set_enabled(false);
+        let burn = predict();
+        super::set_enabled(true);
+        Some(Self {
+            kernels,
+            burn,
+            size,
+        })
+    }
+
+    /// `Ok` when both passes were read and agree within [`TOLERANCE`].
+    fn judge(
+        &self,
+        kernels: Result<Vec<f32>, String>,
+        burn: Result<Vec<f32>, String>,
+    ) -> Result<(), String> {
+        let kernels = kernels.map_err(|e| format!("failed on this adapter ({e})"))?;
+        let burn = burn.map_err(|e| format!("could not be checked: burn's failed ({e})"))?;
+        match disagreement(&kernels, &burn) {
+            Some((i, got, want)) => Err(format!(
+                "predict {got} where burn's kernels predict {want} (output {i} of a check on \
+                 {h}×{w} images)",
+                h = self.size[0],
+                w = self.size[1]
+            )),
+            None => Ok(()),
+        }
     }
 }
 
-/// The first output outside [`TOLERANCE`] of burn's (a NaN is outside), as its index, the
-/// kernels' value and burn's.
+/// The first output outside [`TOLERANCE`] of burn's, as its index, the kernels' value and
+/// burn's. A NaN of the kernels' is outside; where burn's is NaN the model is at fault, not
+/// the kernels, and nothing is compared.
 fn disagreement(kernels: &[f32], burn: &[f32]) -> Option<(usize, f32, f32)> {
     kernels
         .iter()
         .zip(burn)
         .enumerate()
         .find(|&(_, (&k, &b))| {
-            (k - b).abs().is_nan() || (k - b).abs() > TOLERANCE * b.abs().max(1.0)
+            !b.is_nan() && (k.is_nan() || (k - b).abs() > TOLERANCE * b.abs().max(1.0))
         })
         .map(|(i, (&k, &b))| (i, k, b))
 }
@@ -67,7 +130,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_prediction_disagrees_past_the_tolerance_or_where_it_is_nan() {
+    fn a_prediction_disagrees_past_the_tolerance_or_where_only_the_kernels_give_nan() {
         assert_eq!(
             disagreement(&[1.0, -2.0005, 500.4], &[1.0, -2.0, 500.0]),
             None
@@ -78,5 +141,6 @@ mod tests {
         );
         let nan = disagreement(&[0.0, f32::NAN], &[0.0, 0.0]).expect("a NaN disagrees");
         assert_eq!(nan.0, 1);
+        assert_eq!(disagreement(&[f32::NAN, 3.0], &[f32::NAN, f32::NAN]), None);
     }
 }

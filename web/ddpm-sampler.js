@@ -308,8 +308,10 @@ export class DdpmSampler extends HTMLElement {
       }
       this.#statusText('starting the model…');
       const runner = this.#engine;
-      // The model code and the weights download at the same time.
-      const [backend, model] = await Promise.all([runner.backend, runner.model(s.model)]);
+      // The model code and the weights download at the same time; the backend is read again
+      // once the model is loaded, whose check of the GPU kernels may have renamed it.
+      const [, model] = await Promise.all([runner.backend, runner.model(s.model)]);
+      const backend = await runner.backend;
       const backendName = backend.gpu || backend.workers === 1 ? backend.name : `${backend.name} · ${backend.workers} workers`;
       if (generation !== this.#generation) return;
       // Kept only now: a restart that a newer one overtook changes nothing.

@@ -19,9 +19,22 @@ const ops = {
     backend = await glue.Backend.create(kind === 'gpu', gpuKernels);
     return { name: backend.name, gpu: backend.gpu, gpuKernels: backend.gpuKernels };
   },
-  load({ key, bytes }) {
-    if (!models.has(key)) models.set(key, backend.load(new Uint8Array(bytes)));
-    return models.get(key).info();
+  // The model's info, and why the core's GPU kernels were turned off if they failed their
+  // check on this model (before its first run; they stay off for every model of this worker).
+  async load({ key, bytes }) {
+    let kernelsOff = null;
+    if (!models.has(key)) {
+      const model = backend.load(new Uint8Array(bytes));
+      models.set(key, model);
+      if (backend.gpuKernels) {
+        const why = await model.checkKernels();
+        if (why !== undefined) {
+          console.warn(`ddpm: the core's GPU kernels ${why}; using burn's kernels instead`);
+          kernelsOff = why.split('\n')[0];
+        }
+      }
+    }
+    return { info: models.get(key).info(), kernelsOff };
   },
   start({ key, runId, options }) {
     const model = models.get(key);

@@ -78,6 +78,15 @@ class Engine extends EventTarget {
     this.dispatchEvent(new CustomEvent('progress', { detail }));
   }
 
+  // The core's GPU kernels failed their check on a model (web/ddpm-worker.js) and are off in
+  // the worker from now on: the backend's name says so, and why, to every widget that starts.
+  #kernelsOff(why) {
+    this.backend = this.backend.then((b) => ({
+      ...b,
+      name: `${b.name.replace(/ · fused kernels$/, '')} · burn's kernels: the fused ones ${why}`,
+    }));
+  }
+
   // The WebGPU device is gone: every model moves to new workers on the CPU backend (their
   // weights come from the Cache API again, not the network).
   #fallBack(reason) {
@@ -99,11 +108,13 @@ class Engine extends EventTarget {
         await this.backend;
         this.#report({ stage: 'starting', model: cardUrl });
         const threads = this.threads;
-        const infos = await Promise.all(threads.map((thread, i) => {
+        const loaded = await Promise.all(threads.map((thread, i) => {
           const own = i === threads.length - 1 ? bytes : bytes.slice(0);
           return thread.call('load', { key: cardUrl, bytes: own }, [own]);
         }));
-        return { card, info: infos[0] };
+        const { info, kernelsOff } = loaded[0];
+        if (kernelsOff) this.#kernelsOff(kernelsOff);
+        return { card, info };
       })();
       // A later attempt may succeed (the map is replaced when the device is lost).
       const models = this.models;

@@ -44,6 +44,7 @@ try {
   try { backend.load(bytes.slice(0, 100)); } catch (e) { result.truncated = e.message; }
   const model = backend.load(bytes);
   result.info = model.info();
+  result.checked = String(await model.checkKernels());
   for (const [name, options] of Object.entries({
     sampler: { sampler: 'euler' }, classRange: { class: 5 }, unknown: { stepz: 3 }, steps: { steps: 0 },
     part: { n: 4, part: [3, 9] },

@@ -141,6 +141,22 @@ impl Model {
         serde_wasm_bindgen::to_value(&info).map_err(js_error)
     }
 
+    /// Checks the core's fused GPU kernels against burn's on this model and adapter (one
+    /// small forward pass each way, read back asynchronously) and turns them off for the module
+    /// where they fail or disagree: a kernel the adapter refuses, or runs wrong, would
+    /// otherwise draw wrong images without an error. Resolves to `undefined` when they passed
+    /// or do not run (the CPU, or turned off), else to why they failed (over several lines
+    /// where it is burn's error).
+    #[wasm_bindgen(js_name = checkKernels)]
+    pub fn check_kernels(&self) -> js_sys::Promise {
+        let (unet, device) = (self.unet.clone(), self.device.clone());
+        let size = self.config.image_size;
+        wasm_bindgen_futures::future_to_promise(async move {
+            let why = crate::gpu::check_kernels(&unet, &device, size).await;
+            Ok(why.map_or(JsValue::UNDEFINED, JsValue::from))
+        })
+    }
+
     /// Starts a reverse process; `options` is a [`RunOptions`] object (every key optional).
     pub fn run(&self, options: JsValue) -> Result<Run, JsError> {
         let options: RunOptions = if options.is_undefined() || options.is_null() {

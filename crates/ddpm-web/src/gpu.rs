@@ -2,10 +2,10 @@
 //! (an uninhabited type), and the CPU module carries no wgpu code at all.
 
 #[cfg(feature = "webgpu")]
-pub(crate) use webgpu::Gpu;
+pub(crate) use webgpu::{Gpu, check_kernels};
 
 #[cfg(not(feature = "webgpu"))]
-pub(crate) use none::Gpu;
+pub(crate) use none::{Gpu, check_kernels};
 
 #[cfg(feature = "webgpu")]
 mod webgpu {
@@ -13,6 +13,7 @@ mod webgpu {
 
     use burn::tensor::Device;
     use burn::tensor::wgpu::wgpu;
+    use ddpm::Unet;
 
     /// The WebGPU device burn runs on.
     pub(crate) struct Gpu {
@@ -67,6 +68,21 @@ mod webgpu {
         }
     }
 
+    /// The core's fused kernels checked against burn's on `unet` (`ddpm::gpu::verify`), and
+    /// turned off for the module where they fail: `Some(why)` then. Passes where they do not
+    /// run (the CPU, or turned off).
+    pub(crate) async fn check_kernels(
+        unet: &Unet,
+        device: &Device,
+        image_size: [usize; 2],
+    ) -> Option<String> {
+        let why = ddpm::gpu::verify::check_sampling_async(unet, device, image_size)
+            .await
+            .err()?;
+        ddpm::gpu::set_enabled(false);
+        Some(why)
+    }
+
     /// Records the reason when the browser reports the device lost. Browsers resolve the
     /// device's `lost` promise for every listener, so this runs beside burn's own watch of the
     /// device (which then fails every later read-back). Natively wgpu keeps one callback per
@@ -84,6 +100,16 @@ mod webgpu {
 #[cfg(not(feature = "webgpu"))]
 mod none {
     use burn::tensor::Device;
+    use ddpm::Unet;
+
+    /// No kernels to check without WebGPU.
+    pub(crate) async fn check_kernels(
+        _unet: &Unet,
+        _device: &Device,
+        _image_size: [usize; 2],
+    ) -> Option<String> {
+        None
+    }
 
     /// No WebGPU in this module: no value of this type exists.
     pub(crate) enum Gpu {}

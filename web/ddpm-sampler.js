@@ -363,7 +363,8 @@ export class DdpmSampler extends HTMLElement {
   }
 
   // What the engine is loading, shown until the run is ready (and sent as ddpm-progress): the
-  // model code's and the weights' bytes, compiling, starting the workers. Progress of a model
+  // model code's and the weights' bytes, compiling, starting the workers, checking the GPU
+  // kernels. Progress of a model
   // this widget does not show is not its business.
   #onProgress = ({ detail }) => {
     if (this.#total || (detail.model && detail.model !== this.#settings?.model)) return;
@@ -374,6 +375,7 @@ export class DdpmSampler extends HTMLElement {
       compiling: 'compiling the model code…',
       weights: `downloading the weights… ${bytes}`,
       starting: 'starting the model…',
+      checking: 'checking the GPU kernels on this adapter…',
     }[detail.stage];
     if (text) this.#statusText(text);
     this.#emit('ddpm-progress', { ...detail });

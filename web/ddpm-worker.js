@@ -19,22 +19,24 @@ const ops = {
     backend = await glue.Backend.create(kind === 'gpu', gpuKernels);
     return { name: backend.name, gpu: backend.gpu, gpuKernels: backend.gpuKernels };
   },
-  // The model's info, and why the core's GPU kernels were turned off if they failed their
-  // check on this model (before its first run; they stay off for every model of this worker).
-  async load({ key, bytes }) {
-    let kernelsOff = null;
+  // The model's info; if `check`, the core's GPU kernels are checked on it first (before its
+  // first run): `passed`, or why they were turned off (`kernelsOff`; they stay off for every
+  // model of this worker).
+  async load({ key, bytes, check = true }) {
+    let [passed, kernelsOff] = [false, null];
     if (!models.has(key)) {
       const model = backend.load(new Uint8Array(bytes));
       models.set(key, model);
-      if (backend.gpuKernels) {
+      if (check && backend.gpuKernels) {
         const why = await model.checkKernels();
-        if (why !== undefined) {
+        passed = why === undefined;
+        if (!passed) {
           console.warn(`ddpm: the core's GPU kernels ${why}; using burn's kernels instead`);
           kernelsOff = why.split('\n')[0];
         }
       }
     }
-    return { info: models.get(key).info(), kernelsOff };
+    return { info: models.get(key).info(), passed, kernelsOff };
   },
   start({ key, runId, options }) {
     const model = models.get(key);

@@ -4,7 +4,10 @@
 // `Sampler::new_part`: the same noise and labels those images get in one worker, so the images
 // do not depend on the pool's size).
 
-import { fetchCard, fetchWeights, missingFeature, wasmModule, webgpuAdapter } from './loading.js';
+import {
+  fetchCard, fetchWeights, kernelCheckKey, kernelsPassedBefore, missingFeature, rememberKernelsPassed, wasmModule,
+  webgpuAdapter,
+} from './loading.js';
 import { DeviceLostError, Thread } from './thread.js';
 
 export { DeviceLostError } from './thread.js';
@@ -16,8 +19,8 @@ export function defaultWorkers() {
   return Math.max(1, Math.min(8, globalThis.navigator?.hardwareConcurrency ?? 1));
 }
 
-// Events: 'progress' (detail: { stage: 'code' | 'compiling' | 'weights' | 'starting', loaded,
-// total }) while it loads; 'device-lost' (detail: { reason }) once it has moved from a lost
+// Events: 'progress' (detail: { stage: 'code' | 'compiling' | 'weights' | 'starting' |
+// 'checking', loaded, total }) while it loads; 'device-lost' (detail: { reason }) once it has moved from a lost
 // WebGPU device to the CPU, after which widgets start their runs again.
 class Engine extends EventTarget {
   constructor(preferGpu, workers, gpuKernels) {
@@ -52,7 +55,7 @@ class Engine extends EventTarget {
         try {
           const { gpuKernels } = await thread.call('init', { kind: 'gpu', module, gpuKernels: this.gpuKernels });
           const kernels = gpuKernels ? ' · fused kernels' : '';
-          return { name: `WebGPU (${adapter.label})${kernels}`, gpu: true, workers: 1 };
+          return { name: `WebGPU (${adapter.label})${kernels}`, gpu: true, workers: 1, adapter: adapter.label, gpuKernels };
         } catch (e) {
           // The worker found no usable device after all: the CPU, saying why.
           thread.terminate(e);
@@ -83,6 +86,7 @@ class Engine extends EventTarget {
   #kernelsOff(why) {
     this.backend = this.backend.then((b) => ({
       ...b,
+      gpuKernels: false,
       name: `${b.name.replace(/ · fused kernels$/, '')} · burn's kernels: the fused ones ${why}`,
     }));
   }
@@ -105,15 +109,21 @@ class Engine extends EventTarget {
         const card = await fetchCard(cardUrl);
         const weightsUrl = new URL(card.weights, cardUrl).href;
         const bytes = await fetchWeights(weightsUrl, card.sha256, (p) => this.#report({ ...p, model: cardUrl }));
-        await this.backend;
+        const backend = await this.backend;
         this.#report({ stage: 'starting', model: cardUrl });
+        // The GPU kernels are checked on each model before its first run, unless they passed
+        // on an earlier visit with the same browser, adapter, module and weights.
+        const checkKey = backend.gpuKernels ? kernelCheckKey(backend.adapter, card.sha256) : null;
+        const check = Boolean(backend.gpuKernels) && !(checkKey && await kernelsPassedBefore(checkKey));
+        if (check) this.#report({ stage: 'checking', model: cardUrl });
         const threads = this.threads;
         const loaded = await Promise.all(threads.map((thread, i) => {
           const own = i === threads.length - 1 ? bytes : bytes.slice(0);
-          return thread.call('load', { key: cardUrl, bytes: own }, [own]);
+          return thread.call('load', { key: cardUrl, bytes: own, check }, [own]);
         }));
-        const { info, kernelsOff } = loaded[0];
+        const { info, kernelsOff, passed } = loaded[0];
         if (kernelsOff) this.#kernelsOff(kernelsOff);
+        else if (passed && checkKey) await rememberKernelsPassed(checkKey);
         return { card, info };
       })();
       // A later attempt may succeed (the map is replaced when the device is lost).

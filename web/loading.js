@@ -3,6 +3,9 @@
 // a slow first visit shows progress instead of a frozen widget.
 
 const CACHE = 'ddpm-weights-v1';
+// Where a passed check of the GPU kernels is kept (web/engine.js), so that a later visit with
+// the same browser, adapter, module and weights does not check again.
+const CHECKS = 'ddpm-kernel-checks-v1';
 
 // The smallest module that uses a SIMD128 instruction (an i8x16.splat): browsers without
 // WebAssembly SIMD refuse to validate it.
@@ -26,6 +29,7 @@ const MODULES = {
   cpu: () => new URL('./cpu/ddpm-web_bg.wasm', import.meta.url),
 };
 const compiled = new Map(); // 'gpu' | 'cpu' -> Promise<WebAssembly.Module>
+const digests = new Map(); // 'gpu' | 'cpu' -> the module's SHA-256, or null without one
 
 /**
  * The wasm module for `kind` ('gpu' or 'cpu'), fetched from beside this script and compiled
@@ -38,6 +42,7 @@ export function wasmModule(kind, report) {
       const url = MODULES[kind]().href;
       const bytes = await download(url, 'model code', (loaded, total) => report({ stage: 'code', loaded, total }));
       report({ stage: 'compiling' });
+      digests.set(kind, await sha256(bytes).catch(() => null));
       return WebAssembly.compile(bytes);
     })();
     compiling.catch(() => compiled.delete(kind)); // a later widget may try again
@@ -119,9 +124,9 @@ async function sha256(bytes) {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-async function openCache() {
+async function openCache(name = CACHE) {
   try {
-    return globalThis.caches ? await caches.open(CACHE) : null;
+    return globalThis.caches ? await caches.open(name) : null;
   } catch {
     return null; // e.g. storage disabled: fetch every time
   }
@@ -150,4 +155,26 @@ export async function fetchWeights(url, expected, report) {
   }
   await cache?.put(key, new Response(bytes.slice(0), { headers: { 'content-type': 'application/octet-stream' } })).catch(() => {});
   return bytes;
+}
+
+/**
+ * The key under which a passed check of the GPU kernels on the weights with SHA-256 `weights`
+ * is kept: the browser (its version compiles the kernels), the adapter's `label` and the
+ * compiled WebGPU module's SHA-256. Null when the module has no digest (no secure context).
+ */
+export function kernelCheckKey(label, weights) {
+  const module = digests.get('gpu');
+  if (!module) return null;
+  const query = new URLSearchParams({ browser: globalThis.navigator?.userAgent ?? '', adapter: label });
+  return new URL(`ddpm-kernel-check/${module}/${weights}?${query}`, import.meta.url).href;
+}
+
+/** Whether the check under `key` passed on an earlier visit. */
+export async function kernelsPassedBefore(key) {
+  return Boolean(await (await openCache(CHECKS))?.match(key).catch(() => null));
+}
+
+/** Keeps that the check under `key` passed (nothing when storage is unavailable). */
+export async function rememberKernelsPassed(key) {
+  await (await openCache(CHECKS))?.put(key, new Response('passed')).catch(() => {});
 }

@@ -142,13 +142,14 @@ test('a pool of 1, 2 or 3 CPU workers gives the same images, bit for bit, and th
   await page.close();
 });
 
-test('loading shows its progress: the model code, compiling, the weights, starting; the first WebGPU step says it prepares kernels', async () => {
+test('loading shows its progress: the model code, compiling, the weights, starting, checking the kernels (not again after a reload); the first WebGPU step says it prepares kernels', async () => {
   const { page, problems } = await openPage(gpu, `${server.url}/fixtures/parity.html`);
   await waitFor(page, 'w', 'ddpm-done');
   const mine = await events(page, 'w');
   const stages = mine.filter((e) => e.type === 'ddpm-progress').map((e) => e.detail.stage);
   // The code and the weights download at the same time, so their events interleave.
-  assert.deepEqual([...new Set(stages)].sort(), ['code', 'compiling', 'starting', 'tuning', 'weights']);
+  assert.deepEqual([...new Set(stages)].sort(), ['checking', 'code', 'compiling', 'starting', 'tuning', 'weights']);
+  assert.ok(stages.indexOf('checking') > stages.lastIndexOf('starting'));
   assert.ok(stages.indexOf('compiling') > stages.lastIndexOf('code'));
   const bytes = (stage) => Math.max(...mine.filter((e) => e.detail?.stage === stage).map((e) => e.detail.loaded));
   assert.equal(bytes('code'), statSync(join(site, 'ddpm-web_bg.wasm')).size);
@@ -157,6 +158,14 @@ test('loading shows its progress: the model code, compiling, the weights, starti
   const at = (type, stage) => mine.findLastIndex((e) => e.type === type && (!stage || e.detail.stage === stage));
   assert.ok(at('ddpm-progress', 'starting') < at('ddpm-ready') && at('ddpm-progress', 'weights') < at('ddpm-ready'));
   assert.ok(at('ddpm-ready') < at('ddpm-progress', 'tuning') && at('ddpm-progress', 'tuning') < at('ddpm-step'));
+  // The check passed and is kept: the same page again (same browser profile) skips it, and the
+  // kernels still run.
+  await page.reload();
+  await waitFor(page, 'w', 'ddpm-done');
+  const again = await events(page, 'w');
+  const stagesAgain = new Set(again.filter((e) => e.type === 'ddpm-progress').map((e) => e.detail.stage));
+  assert.ok(stagesAgain.has('starting') && !stagesAgain.has('checking'), [...stagesAgain].join(', '));
+  assert.match(again.find((e) => e.type === 'ddpm-ready').detail.backend, / · fused kernels$/);
   assert.deepEqual(problems, []);
   await page.close();
 });

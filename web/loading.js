@@ -166,7 +166,9 @@ export function kernelCheckKey(label, weights) {
   const module = digests.get('gpu');
   if (!module) return null;
   const query = new URLSearchParams({ browser: globalThis.navigator?.userAgent ?? '', adapter: label });
-  return new URL(`ddpm-kernel-check/${module}/${weights}?${query}`, import.meta.url).href;
+  // Never fetched, only a key (the Cache API's keys are URLs); not beside this script, so that
+  // bundlers do not take it for an asset.
+  return `${globalThis.location?.origin}/ddpm-kernel-check/${module}/${weights}?${query}`;
 }
 
 /** Whether the check under `key` passed on an earlier visit. */

@@ -364,8 +364,7 @@ export class DdpmSampler extends HTMLElement {
 
   // What the engine is loading, shown until the run is ready (and sent as ddpm-progress): the
   // model code's and the weights' bytes, compiling, starting the workers, checking the GPU
-  // kernels. Progress of a model
-  // this widget does not show is not its business.
+  // kernels. Progress of a model this widget does not show is not its business.
   #onProgress = ({ detail }) => {
     if (this.#total || (detail.model && detail.model !== this.#settings?.model)) return;
     const mb = (bytes) => (bytes / 1e6).toFixed(1);

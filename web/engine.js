@@ -20,8 +20,8 @@ export function defaultWorkers() {
 }
 
 // Events: 'progress' (detail: { stage: 'code' | 'compiling' | 'weights' | 'starting' |
-// 'checking', loaded, total }) while it loads; 'device-lost' (detail: { reason }) once it has moved from a lost
-// WebGPU device to the CPU, after which widgets start their runs again.
+// 'checking', loaded, total }) while it loads; 'device-lost' (detail: { reason }) once it has
+// moved from a lost WebGPU device to the CPU, after which widgets start their runs again.
 class Engine extends EventTarget {
   constructor(preferGpu, workers, gpuKernels) {
     super();

@@ -29,7 +29,7 @@ const MODULES = {
   cpu: () => new URL('./cpu/ddpm-web_bg.wasm', import.meta.url),
 };
 const compiled = new Map(); // 'gpu' | 'cpu' -> Promise<WebAssembly.Module>
-const digests = new Map(); // 'gpu' | 'cpu' -> the module's SHA-256, or null without one
+const digests = new Map(); // 'gpu' -> the module's SHA-256 (for kernelCheckKey), or null
 
 /**
  * The wasm module for `kind` ('gpu' or 'cpu'), fetched from beside this script and compiled
@@ -42,7 +42,7 @@ export function wasmModule(kind, report) {
       const url = MODULES[kind]().href;
       const bytes = await download(url, 'model code', (loaded, total) => report({ stage: 'code', loaded, total }));
       report({ stage: 'compiling' });
-      digests.set(kind, await sha256(bytes).catch(() => null));
+      if (kind === 'gpu') digests.set(kind, await sha256(bytes).catch(() => null));
       return WebAssembly.compile(bytes);
     })();
     compiling.catch(() => compiled.delete(kind)); // a later widget may try again

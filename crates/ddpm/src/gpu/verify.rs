@@ -2,7 +2,7 @@
 //! them. A kernel that an adapter's compiler refuses is never run: cubecl marks its output as
 //! failed, but a concatenation whose other part is sound clears the mark (the U-Net's last skip
 //! does), so the images would come out wrong and no read would fail; in a browser the refusal is
-//! only logged. One small forward pass each way finds that, and a kernel that compiles to
+//! only logged. One forward pass of two images each way finds that, and a kernel that compiles to
 //! something wrong on this adapter too (real GPUs run a cube's units in parallel, where
 //! lavapipe and SwiftShader, which the tests run on, may not).
 
@@ -16,7 +16,8 @@ const TOLERANCE: f32 = 1e-3;
 
 #[cfg(test)]
 thread_local! {
-    /// Added to every output of `sampling_norm`'s kernel: the fault a test of the check makes.
+    /// Added to `sampling_norm`'s input, so that its kernel's output is wrong: the fault a test
+    /// of the check makes.
     pub(crate) static FAULT: std::cell::Cell<f32> = const { std::cell::Cell::new(0.0) };
 }
 
@@ -24,9 +25,9 @@ thread_local! {
 /// `image_size` with the kernels and one with burn's, on `device`. `Err` says what failed
 /// (burn's error, over several lines) or how far the predictions differ; `Ok` also where the
 /// kernels would not run. Leaves the switch ([`super::enabled`]) as it found it. The model's own
-/// image size, so that the check runs the kernels its images will (an odd size at the lowest
-/// level, as MNIST's 7×7, included) and compiles no others. Reads the outputs back
-/// synchronously: native only ([`check_sampling_async`] elsewhere).
+/// image size, so that the check runs the kernels at the shapes its images will (an odd size at
+/// the lowest level, as MNIST's 7×7, included). Reads the outputs back synchronously: native
+/// only ([`check_sampling_async`] elsewhere).
 #[cfg(not(target_family = "wasm"))]
 pub fn check_sampling(model: &Unet, device: &Device, image_size: [usize; 2]) -> Result<(), String> {
     let Some(check) = Check::launch(model, device, image_size) else {

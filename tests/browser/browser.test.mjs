@@ -3,7 +3,7 @@
 // Needs the site built (`trunk build`, see tests/run.sh) and the `ddpm` binary.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { CSP, PARITY, events, launch, maxAbsDiff, openPage, serve, site, tinyModel, waitFor, widgetError } from './harness.mjs';
@@ -320,6 +320,27 @@ const colourful = (rgba) => {
   }
   return count;
 };
+
+// A check that fails cannot be made on a sound module, so the worker is served with the check's
+// verdict replaced by a disagreement (as a browser without SIMD is made by replacing
+// WebAssembly.validate above): what the page does with it is real.
+test('GPU kernels that fail their check: the backend name says why in one line, the console has it, and the run ends', async () => {
+  const { page, problems } = await openPage(gpu, 'about:blank');
+  const verdict = '"predict 9 where burn\'s kernels predict 1 (a fault)\\nsecond line"';
+  const worker = readFileSync(join(site, 'ddpm-worker.js'), 'utf8');
+  assert.ok(worker.includes('await model.checkKernels()'));
+  const faulty = worker.replace('await model.checkKernels()', verdict);
+  await page.route('**/ddpm-worker.js', (route) => route.fulfill({ body: faulty, contentType: 'text/javascript' }));
+  const warnings = [];
+  page.on('console', (m) => m.type() === 'warning' && warnings.push(m.text()));
+  await page.goto(`${server.url}/fixtures/parity.html`);
+  await waitFor(page, 'w', 'ddpm-done');
+  const ready = (await events(page, 'w')).find((e) => e.type === 'ddpm-ready');
+  assert.match(ready.detail.backend, /^WebGPU \([^)]*\) · burn's kernels: the fused ones predict 9 where burn's kernels predict 1 \(a fault\)$/);
+  assert.ok(warnings.some((w) => w.startsWith("ddpm: the core's GPU kernels predict 9") && w.includes('second line')), warnings.join('\n'));
+  assert.deepEqual(problems, []);
+  await page.close();
+});
 
 test('the shipped colour model draws emoji in colour from the picker, on the CPU', async () => {
   const { page, problems } = await openPage(cpu, `${server.url}/?model=models/emoji.json&steps=8&seed=5&n=4&class=7`);

@@ -175,10 +175,21 @@ impl ResnetBlock {
     /// # Shapes
     /// - `x`: `[batch, dim, h, w]`; `emb_silu`: `[batch, emb_dim]`; output: `[batch, dim_out, h, w]`
     pub fn forward(&self, x: Tensor<4>, emb_silu: Tensor<2>) -> Tensor<4> {
+        self.forward_film(x, self.film(emb_silu))
+    }
+
+    /// The FiLM scale and shift side by side, `[batch, 2·dim_out, 1, 1]`, of `emb_silu`.
+    pub fn film(&self, emb_silu: Tensor<2>) -> Tensor<4> {
         let [batch, _] = emb_silu.dims();
         let film = self.mlp.forward(emb_silu);
+        let width = film.dims()[1];
+        film.reshape([batch, width, 1, 1])
+    }
+
+    /// [`Self::forward`] with the FiLM projection made already ([`Self::film`], or the U-Net's
+    /// for all blocks at once when it samples).
+    pub fn forward_film(&self, x: Tensor<4>, film: Tensor<4>) -> Tensor<4> {
         let dim_out = film.dims()[1] / 2;
-        let film = film.reshape([batch, 2 * dim_out, 1, 1]);
         let scale = film.clone().narrow(1, 0, dim_out);
         let shift = film.narrow(1, dim_out, dim_out);
         let h = self.block1.forward(x.clone(), Some((scale, shift)));

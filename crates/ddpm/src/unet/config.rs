@@ -269,6 +269,7 @@ impl UnetConfig {
             theta: self.sinusoidal_pos_emb_theta,
             self_condition: self.self_condition,
             num_classes: self.num_classes,
+            film: None,
         }
     }
 }

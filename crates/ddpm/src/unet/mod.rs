@@ -7,6 +7,7 @@
 mod attention;
 mod blocks;
 mod config;
+mod film;
 pub mod lucidrains;
 pub mod ops;
 
@@ -91,17 +92,36 @@ pub struct Unet {
     theta: f64,
     self_condition: bool,
     num_classes: Option<usize>,
+    /// Every block's FiLM projection as one, made by [`Self::for_sampling`]; not stored.
+    #[module(skip)]
+    film: Option<film::JoinedFilm>,
 }
 
 impl Unet {
     /// The model ready to sample: the same weights, where the core's GPU kernels run laid out as
-    /// the GPU's convolutions read them, so that no step copies them again
-    /// (`gpu::layout`); elsewhere the model as it is. Not for a model that will be trained.
+    /// the GPU's convolutions read them, so that no step copies them again (`gpu::layout`), and
+    /// every block's FiLM projection joined into one (`film`); elsewhere the model as it is.
+    /// Not for a model that will be trained.
     pub fn for_sampling(self) -> Self {
         #[cfg(feature = "gpu-kernels")]
-        return crate::gpu::layout::channels_last_convolutions(self);
-        #[cfg(not(feature = "gpu-kernels"))]
+        if crate::gpu::applies_without_gradients(&self.final_conv.weight.val()) {
+            let mut model = crate::gpu::layout::channels_last_convolutions(self);
+            model.film = film::JoinedFilm::of(&model);
+            return model;
+        }
         self
+    }
+
+    /// The `ResnetBlock`s in the order the forward pass runs them.
+    #[cfg(feature = "gpu-kernels")]
+    fn resnet_blocks(&self) -> Vec<&ResnetBlock> {
+        let down = self.downs.iter().flat_map(|s| [&s.block1, &s.block2]);
+        let mid = [&self.mid_block1, &self.mid_block2];
+        let up = self.ups.iter().flat_map(|s| [&s.block1, &s.block2]);
+        down.chain(mid)
+            .chain(up)
+            .chain([&self.final_res_block])
+            .collect()
     }
 
     /// Predicts the objective's target for `x` at the (float) steps `time`.
@@ -137,42 +157,47 @@ impl Unet {
             emb = Tensor::cat(vec![emb, class.embed(classes, batch)], 1); // [b, 8·dim]
         }
         // Each `ResnetBlock`'s `mlp` starts with this SiLU: applied once here for all of them.
-        let emb = silu(emb);
+        let mut films = film::Films::new(self.film.as_ref(), silu(emb));
 
         let mut x = x;
         let mut skips = Vec::with_capacity(self.downs.len() * 2);
         // Level i works at [b, c_i, h/2^i, w/2^i], c_i = dim · dim_mults[i]; its downsample
         // leaves [b, c_{i+1}, h/2^(i+1), w/2^(i+1)] (the last level keeps its size).
         for stage in &self.downs {
-            x = stage.block1.forward(x, emb.clone()); // [b, c_i, h_i, w_i]
+            x = stage.block1.forward_film(x, films.next(&stage.block1)); // [b, c_i, h_i, w_i]
             skips.push(x.clone());
-            x = stage.block2.forward(x, emb.clone());
+            x = stage.block2.forward_film(x, films.next(&stage.block2));
             x = stage.attn.forward(x.clone()) + x;
             skips.push(x.clone());
             x = stage.downsample.forward(x); // [b, c_{i+1}, h_{i+1}, w_{i+1}]
         }
 
         // [b, c_mid, h_mid, w_mid], c_mid = dim · dim_mults[last]
-        x = self.mid_block1.forward(x, emb.clone());
+        x = self
+            .mid_block1
+            .forward_film(x, films.next(&self.mid_block1));
         x = self.mid_attn.forward(x.clone()) + x;
-        x = self.mid_block2.forward(x, emb.clone());
+        x = self
+            .mid_block2
+            .forward_film(x, films.next(&self.mid_block2));
 
         for stage in &self.ups {
             let skip = skips.pop().expect("one skip per down block");
             x = stage
                 .block1
-                .forward(ops::cat_channels(vec![x, skip]), emb.clone()); // [b, c_out, h_i, w_i]
+                .forward_film(ops::cat_channels(vec![x, skip]), films.next(&stage.block1)); // [b, c_out, h_i, w_i]
             let skip = skips.pop().expect("one skip per down block");
             x = stage
                 .block2
-                .forward(ops::cat_channels(vec![x, skip]), emb.clone());
+                .forward_film(ops::cat_channels(vec![x, skip]), films.next(&stage.block2));
             x = stage.attn.forward(x.clone()) + x;
             x = stage.upsample.forward(x); // [b, c_{i−1}, h_{i−1}, w_{i−1}]
         }
 
-        let x = self
-            .final_res_block
-            .forward(ops::cat_channels(vec![x, r]), emb); // [b, dim, h, w]
+        let x = self.final_res_block.forward_film(
+            ops::cat_channels(vec![x, r]),
+            films.next(&self.final_res_block),
+        ); // [b, dim, h, w]
         blocks::pointwise(&self.final_conv, x) // [b, out_dim, h, w]
     }
 

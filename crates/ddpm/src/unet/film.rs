@@ -5,12 +5,10 @@
 
 use burn::tensor::Tensor;
 
-#[cfg(feature = "gpu-kernels")]
-use super::Unet;
 use super::blocks::ResnetBlock;
 
 /// The blocks' projections side by side, in the order the U-Net's forward pass runs the
-/// blocks ([`Unet::resnet_blocks`]): weights `[emb_dim, Σ 2·dim_out]` and biases.
+/// blocks: weights `[emb_dim, Σ 2·dim_out]` and biases.
 #[derive(Clone, Debug)]
 pub(super) struct JoinedFilm {
     weight: Tensor<2>,
@@ -18,11 +16,10 @@ pub(super) struct JoinedFilm {
 }
 
 impl JoinedFilm {
-    /// The projections of `unet`'s blocks joined (`None` if one has no bias, which the seed's
-    /// do not lack).
+    /// The projections of `blocks` joined (`None` if one has no bias, which the seed's do not
+    /// lack).
     #[cfg(feature = "gpu-kernels")]
-    pub(super) fn of(unet: &Unet) -> Option<Self> {
-        let blocks = unet.resnet_blocks();
+    pub(super) fn of(blocks: &[&ResnetBlock]) -> Option<Self> {
         let biases = blocks
             .iter()
             .map(|b| b.mlp.bias.as_ref().map(|bias| bias.val()))

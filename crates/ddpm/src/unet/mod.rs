@@ -106,7 +106,7 @@ impl Unet {
         #[cfg(feature = "gpu-kernels")]
         if crate::gpu::applies_without_gradients(&self.final_conv.weight.val()) {
             let mut model = crate::gpu::layout::channels_last_convolutions(self);
-            model.film = film::JoinedFilm::of(&model);
+            model.film = film::JoinedFilm::of(&model.resnet_blocks());
             return model;
         }
         self

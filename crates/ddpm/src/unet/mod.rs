@@ -92,7 +92,9 @@ pub struct Unet {
     theta: f64,
     self_condition: bool,
     num_classes: Option<usize>,
-    /// Every block's FiLM projection as one, made by [`Self::for_sampling`]; not stored.
+    /// Every block's FiLM projection as one, made by [`Self::for_sampling`]; not stored, and
+    /// not updated by a module operation (`map`, `load_record`, `to_device`) after it: a
+    /// sampling model's weights do not change.
     #[module(skip)]
     film: Option<film::JoinedFilm>,
 }

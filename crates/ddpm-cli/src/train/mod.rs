@@ -2,6 +2,8 @@
 
 mod adam;
 mod args;
+#[cfg(feature = "wgpu")]
+mod kernel_check;
 mod trainer;
 
 use anyhow::{Context, Result, bail};

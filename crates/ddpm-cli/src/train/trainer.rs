@@ -202,6 +202,13 @@ impl Trainer {
         );
         if self.step < total {
             Session::current(self.step, device_name).append_to(&run.sessions())?;
+            #[cfg(feature = "wgpu")]
+            super::kernel_check::check(
+                &self.model,
+                &self.device.clone().autodiff(),
+                self.model_config.image_size,
+                &self.config.optim,
+            );
         }
         let bar = ProgressBar::new(total as u64).with_position(self.step as u64);
         bar.set_style(

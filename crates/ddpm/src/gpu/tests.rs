@@ -325,6 +325,62 @@ fn the_sampling_check_passes_on_lavapipe_and_fails_on_a_wrong_kernel() {
     }
 }
 
+/// The training check passes on lavapipe, and fails on a wrong `Block` gradient (the backward
+/// kernel's fault) and on an optimizer that steps otherwise with the kernels on, naming the
+/// parameter; an optimizer step here is SGD, so that only the fault differs.
+#[test]
+fn the_training_check_passes_on_lavapipe_and_fails_on_a_wrong_gradient_or_step() {
+    use burn::optim::{GradientsParams, SgdConfig};
+
+    use crate::gpu::verify::{FAULT, check_training};
+    use crate::unet::{Unet, UnetConfig};
+
+    let device = wgpu().autodiff();
+    let unet = UnetConfig::new(8)
+        .with_dim_mults(vec![1, 2])
+        .with_attn_heads(2)
+        .with_attn_dim_head(4)
+        .init(&device);
+    // SGD at a rate the kernels' switch skews, when asked to.
+    let sgd = |skew: f64| {
+        move |model: Unet, grads| {
+            let grads = GradientsParams::from_grads(grads, &model);
+            let lr = if skew != 0.0 && crate::gpu::enabled() {
+                0.1 + skew
+            } else {
+                0.1
+            };
+            SgdConfig::new().init().step(lr, model, grads)
+        }
+    };
+    let _switch = SWITCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    crate::gpu::set_enabled(true);
+    let check = check_training(&unet, &device, [12, 8], sgd(0.0));
+    let left_on = crate::gpu::enabled();
+    FAULT.set(0.01);
+    let wrong_gradient = check_training(&unet, &device, [12, 8], sgd(0.0));
+    FAULT.set(0.0);
+    let wrong_step = check_training(&unet, &device, [12, 8], sgd(0.001));
+    crate::gpu::set_enabled(false);
+    assert_eq!(check, Ok(()));
+    assert!(left_on);
+    let why = wrong_gradient.expect_err("a wrong gradient fails the check");
+    assert!(
+        why.starts_with("give ") && why.contains("'s gradient"),
+        "{why}"
+    );
+    let why = wrong_step.expect_err("a wrong step fails the check");
+    // 0.101 against 0.1: every parameter moves 1 % further.
+    assert!(
+        why.starts_with("change ") && why.contains(" 1.00 % away"),
+        "{why}"
+    );
+    // The first parameter the U-Net visits: the initial convolution's.
+    assert!(why.contains("init_conv."), "{why}");
+}
+
 /// `LinearAttention`'s core through the GPU kernels equals the burn composite, for a projection
 /// laid out channels-last and memory slots whose logits are large (the softmaxes take their
 /// maximum out first).

@@ -4,11 +4,17 @@
 //! does), so the images would come out wrong and no read would fail; in a browser the refusal is
 //! only logged. One forward pass of two images each way finds that, and a kernel that compiles to
 //! something wrong on this adapter too (real GPUs run a cube's units in parallel, where
-//! lavapipe and SwiftShader, which the tests run on, may not).
+//! lavapipe and SwiftShader, which the tests run on, may not). [`check_training`] does the
+//! same for the kernels a training step runs.
 
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::unet::Unet;
+
+#[cfg(all(feature = "fused-autodiff", not(target_family = "wasm")))]
+mod training;
+#[cfg(all(feature = "fused-autodiff", not(target_family = "wasm")))]
+pub use training::check_training;
 
 /// How far the kernels may stray from burn's: [`crate::test_util::close`]'s 1e-4 with room for
 /// a whole network's rounding, relative for values above 1.
@@ -16,8 +22,8 @@ const TOLERANCE: f32 = 1e-3;
 
 #[cfg(test)]
 thread_local! {
-    /// Added to `sampling_norm`'s input, so that its kernel's output is wrong: the fault a test
-    /// of the check makes.
+    /// Added to `sampling_norm`'s input and to the `Block` kernel's gradient of its input, so
+    /// that their outputs are wrong: the fault a test of a check makes.
     pub(crate) static FAULT: std::cell::Cell<f32> = const { std::cell::Cell::new(0.0) };
 }
 
@@ -34,7 +40,11 @@ pub fn check_sampling(model: &Unet, device: &Device, image_size: [usize; 2]) -> 
         return Ok(());
     };
     let read = |t: Tensor<4>| t.try_into_vec_as::<f32>().map_err(|e| e.to_string());
-    check.judge(read(check.kernels.clone()), read(check.burn.clone()))
+    judge(
+        check.size,
+        read(check.kernels.clone()),
+        read(check.burn.clone()),
+    )
 }
 
 /// [`check_sampling`] with the outputs read back asynchronously, as a browser must.
@@ -48,7 +58,7 @@ pub async fn check_sampling_async(
     };
     let kernels = read_async(check.kernels.clone()).await;
     let burn = read_async(check.burn.clone()).await;
-    check.judge(kernels, burn)
+    judge(check.size, kernels, burn)
 }
 
 async fn read_async(t: Tensor<4>) -> Result<Vec<f32>, String> {
@@ -70,16 +80,10 @@ impl Check {
     /// while burn's pass is queued, without an await in between, so that nothing else running
     /// on the same thread (a browser's other widgets) queues work without the kernels.
     fn launch(model: &Unet, device: &Device, size: [usize; 2]) -> Option<Self> {
-        let shape = [2, model.channels(), size[0], size[1]];
-        let count = shape.iter().product::<usize>();
-        let noise: Vec<f32> = (0..count)
-            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-            .collect();
-        let x = Tensor::<4>::from_data(TensorData::new(noise, shape), device);
+        let (x, time) = inputs(model, device, size);
         if !super::applies_without_gradients(&x) {
             return None;
         }
-        let time = Tensor::<1>::from_data(TensorData::from([10.0f32, 600.0]), device);
         let predict = || model.forward(x.clone(), time.clone(), None, None);
         let kernels = predict();
         super::set_enabled(false);
@@ -91,25 +95,38 @@ impl Check {
             size,
         })
     }
+}
 
-    /// `Ok` when both passes were read and agree within [`TOLERANCE`].
-    fn judge(
-        &self,
-        kernels: Result<Vec<f32>, String>,
-        burn: Result<Vec<f32>, String>,
-    ) -> Result<(), String> {
-        let kernels = kernels.map_err(|e| format!("failed on this adapter ({e})"))?;
-        let burn = burn.map_err(|e| format!("could not be checked: burn's failed ({e})"))?;
-        match disagreement(&kernels, &burn) {
-            Some((i, got, want)) => Err(format!(
-                "predict {got} where burn's kernels predict {want} (output {i} of a check on \
-                 {h}×{w} images)",
-                h = self.size[0],
-                w = self.size[1]
-            )),
-            None => Ok(()),
-        }
+/// `Ok` when both predictions on images of `size` were read and agree within [`TOLERANCE`].
+fn judge(
+    size: [usize; 2],
+    kernels: Result<Vec<f32>, String>,
+    burn: Result<Vec<f32>, String>,
+) -> Result<(), String> {
+    let kernels = kernels.map_err(|e| format!("failed on this adapter ({e})"))?;
+    let burn = burn.map_err(|e| format!("could not be checked: burn's failed ({e})"))?;
+    match disagreement(&kernels, &burn) {
+        Some((i, got, want)) => Err(format!(
+            "predict {got} where burn's kernels predict {want} (output {i} of a check on \
+             {h}×{w} images)",
+            h = size[0],
+            w = size[1]
+        )),
+        None => Ok(()),
     }
+}
+
+/// Two images of `size` for `model` (fixed values in [−1, 1), no randomness to seed) and their
+/// times, one early and one late in the chain.
+fn inputs(model: &Unet, device: &Device, size: [usize; 2]) -> (Tensor<4>, Tensor<1>) {
+    let shape = [2, model.channels(), size[0], size[1]];
+    let count = shape.iter().product::<usize>();
+    let noise: Vec<f32> = (0..count)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let x = Tensor::<4>::from_data(TensorData::new(noise, shape), device);
+    let time = Tensor::<1>::from_data(TensorData::from([10.0f32, 600.0]), device);
+    (x, time)
 }
 
 /// The first output outside [`TOLERANCE`] of burn's, as its index, the kernels' value and

@@ -3,24 +3,56 @@
 //! compiler refuses, or compiles wrong, gives a wrong but finite step, which nothing else would
 //! notice before hours of training had gone into a worse model.
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use ddpm::Unet;
 
 use super::adam::ClippedAdam;
 use crate::config::OptimConfig;
 
-/// Runs the check where the kernels would train `model` (on the autodiff `device`) and, if
-/// they fail it, says why and trains with burn's kernels instead. The step is one of a fresh
-/// optimizer at the configured rate, so the run's own state is not touched.
-pub fn check(model: &Unet, device: &Device, image_size: [usize; 2], optim: &OptimConfig) {
+/// Runs the check where the kernels would train `model` (on the autodiff `device`, with
+/// micro-batches of `batch` images) and, if they fail it, says why and trains with burn's
+/// kernels instead. The optimizer's step is two of a fresh Adam at the configured rate with the
+/// same gradients (the second reads the moments the first stored), so the run's own state is
+/// not touched.
+pub fn check(
+    model: &Unet,
+    device: &Device,
+    image_size: [usize; 2],
+    batch: usize,
+    optim: &OptimConfig,
+) {
     let step = |model: Unet, grads| {
-        let grads = GradientsParams::from_grads(grads, &model);
-        ClippedAdam::module(optim.betas, optim.grad_clip).step(optim.lr, model, grads)
+        let first = GradientsParams::from_grads(grads, &model);
+        let mut copy = CopyGradients {
+            from: &first,
+            to: GradientsParams::new(),
+        };
+        model.visit(&mut copy);
+        let second = copy.to;
+        let mut adam = ClippedAdam::module(optim.betas, optim.grad_clip);
+        let model = adam.step(optim.lr, model, first);
+        adam.step(optim.lr, model, second)
     };
-    if let Err(why) = ddpm::gpu::verify::check_training(model, device, image_size, step) {
+    if let Err(why) = ddpm::gpu::verify::check_training(model, device, image_size, batch, step) {
         let why = crate::read_back::one_line(&why);
         eprintln!("warning: the core's GPU kernels {why}; training with burn's kernels instead");
         ddpm::gpu::set_enabled(false);
+    }
+}
+
+/// Each parameter's gradient in `from`, registered again in `to` (`GradientsParams` has no
+/// `Clone`; the tensors are shared, not copied).
+struct CopyGradients<'a> {
+    from: &'a GradientsParams,
+    to: GradientsParams,
+}
+
+impl ModuleVisitor for CopyGradients<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.from.get::<D>(param.id) {
+            self.to.register(param.id, grad);
+        }
     }
 }

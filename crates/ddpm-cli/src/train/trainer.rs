@@ -207,6 +207,7 @@ impl Trainer {
                 &self.model,
                 &self.device.clone().autodiff(),
                 self.model_config.image_size,
+                self.config.optim.batch_size / self.config.optim.accumulation / self.parts,
                 &self.config.optim,
             );
         }

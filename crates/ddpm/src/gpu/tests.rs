@@ -357,12 +357,12 @@ fn the_training_check_passes_on_lavapipe_and_fails_on_a_wrong_gradient_or_step()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     crate::gpu::set_enabled(true);
-    let check = check_training(&unet, &device, [12, 8], sgd(0.0));
+    let check = check_training(&unet, &device, [12, 8], 2, sgd(0.0));
     let left_on = crate::gpu::enabled();
     FAULT.set(0.01);
-    let wrong_gradient = check_training(&unet, &device, [12, 8], sgd(0.0));
+    let wrong_gradient = check_training(&unet, &device, [12, 8], 2, sgd(0.0));
     FAULT.set(0.0);
-    let wrong_step = check_training(&unet, &device, [12, 8], sgd(0.001));
+    let wrong_step = check_training(&unet, &device, [12, 8], 2, sgd(0.001));
     crate::gpu::set_enabled(false);
     assert_eq!(check, Ok(()));
     assert!(left_on);

@@ -80,7 +80,7 @@ impl Check {
     /// while burn's pass is queued, without an await in between, so that nothing else running
     /// on the same thread (a browser's other widgets) queues work without the kernels.
     fn launch(model: &Unet, device: &Device, size: [usize; 2]) -> Option<Self> {
-        let (x, time) = inputs(model, device, size);
+        let (x, time) = inputs(model, device, 2, size);
         if !super::applies_without_gradients(&x) {
             return None;
         }
@@ -116,16 +116,17 @@ fn judge(
     }
 }
 
-/// Two images of `size` for `model` (fixed values in [−1, 1), no randomness to seed) and their
-/// times, one early and one late in the chain.
-fn inputs(model: &Unet, device: &Device, size: [usize; 2]) -> (Tensor<4>, Tensor<1>) {
-    let shape = [2, model.channels(), size[0], size[1]];
+/// `batch` images of `size` for `model` (fixed values in [−1, 1), no randomness to seed) and
+/// their times, early and late in the chain by turns.
+fn inputs(model: &Unet, device: &Device, batch: usize, size: [usize; 2]) -> (Tensor<4>, Tensor<1>) {
+    let shape = [batch, model.channels(), size[0], size[1]];
     let count = shape.iter().product::<usize>();
     let noise: Vec<f32> = (0..count)
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
         .collect();
     let x = Tensor::<4>::from_data(TensorData::new(noise, shape), device);
-    let time = Tensor::<1>::from_data(TensorData::from([10.0f32, 600.0]), device);
+    let times: Vec<f32> = (0..batch).map(|i| [10.0, 600.0][i % 2]).collect();
+    let time = Tensor::<1>::from_data(TensorData::new(times, [batch]), device);
     (x, time)
 }
 

@@ -10,8 +10,9 @@ use super::{TOLERANCE, inputs, judge};
 use crate::ema::Ema;
 use crate::unet::Unet;
 
-/// One forward and backward pass of `model` (on the autodiff `device`) on two images of
-/// `image_size`, with the kernels and with burn's; then `optimizer_step` (one step of a fresh
+/// One forward and backward pass of `model` (on the autodiff `device`) on `batch` images of
+/// `image_size` (the run's own batch, so that autotune's choices for its shapes serve the run
+/// as well), with the kernels and with burn's; then `optimizer_step` (one step of a fresh
 /// optimizer, as the caller trains) from burn's gradients, and an EMA update towards its
 /// result, each both ways. `Err` says which prediction, gradient, step or average differs by
 /// more than [`TOLERANCE`] of burn's (relative to the norm of a parameter's gradient or change),
@@ -21,9 +22,10 @@ pub fn check_training(
     model: &Unet,
     device: &Device,
     image_size: [usize; 2],
+    batch: usize,
     optimizer_step: impl Fn(Unet, Gradients) -> Unet,
 ) -> Result<(), String> {
-    let (x, time) = inputs(model, device, image_size);
+    let (x, time) = inputs(model, device, batch, image_size);
     if !crate::gpu::applies(&x) {
         return Ok(());
     }

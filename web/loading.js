@@ -42,8 +42,13 @@ export function wasmModule(kind, report) {
       const url = MODULES[kind]().href;
       const bytes = await download(url, 'model code', (loaded, total) => report({ stage: 'code', loaded, total }));
       report({ stage: 'compiling' });
-      if (kind === 'gpu') digests.set(kind, await sha256(bytes).catch(() => null));
-      return WebAssembly.compile(bytes);
+      // Hashed while it compiles: both take their copy of the bytes when called.
+      const [module, digest] = await Promise.all([
+        WebAssembly.compile(bytes),
+        kind === 'gpu' ? sha256(bytes).catch(() => null) : null,
+      ]);
+      if (kind === 'gpu') digests.set(kind, digest);
+      return module;
     })();
     compiling.catch(() => compiled.delete(kind)); // a later widget may try again
     compiled.set(kind, compiling);

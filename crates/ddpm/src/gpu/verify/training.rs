@@ -12,8 +12,8 @@ use crate::unet::Unet;
 
 /// One forward and backward pass of `model` (on the autodiff `device`) on `batch` images of
 /// `image_size` (the run's own batch, so that autotune's choices for its shapes serve the run
-/// as well), with the kernels and with burn's; then `optimizer_step` (one step of a fresh
-/// optimizer, as the caller trains) from burn's gradients, and an EMA update towards its
+/// as well), with the kernels and with burn's; then `optimizer_step` (a fresh optimizer's
+/// step or steps, as the caller trains) from burn's gradients, and an EMA update towards its
 /// result, each both ways. `Err` says which prediction, gradient, step or average differs by
 /// more than [`TOLERANCE`] of burn's (relative to the norm of a parameter's gradient or change),
 /// or why a pass failed; `Ok` also where the kernels would not run. Leaves the switch

@@ -1,7 +1,8 @@
 //! Before a run trains with the core's GPU kernels, one step through them is checked against
 //! burn's on this adapter (`ddpm::gpu::verify::check_training`): a kernel that the adapter's
 //! compiler refuses, or compiles wrong, gives a wrong but finite step, which nothing else would
-//! notice before hours of training had gone into a worse model.
+//! notice before hours of training had gone into a worse model. The previews' sampling kernels
+//! are checked as `ddpm sample` checks them.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -11,18 +12,22 @@ use ddpm::Unet;
 use super::adam::ClippedAdam;
 use crate::config::OptimConfig;
 
-/// Runs the check where the kernels would train `model` (on the autodiff `device`, with
-/// micro-batches of `batch` images) and, if they fail it, says why and trains with burn's
-/// kernels instead. The optimizer's step is two of a fresh Adam at the configured rate with the
-/// same gradients (the second reads the moments the first stored), so the run's own state is
-/// not touched.
+/// Runs the checks where the kernels would train `model` (on `device`'s autodiff, with
+/// micro-batches of `batch` images) and draw previews from `ema` and, if they fail one, says
+/// why and trains and draws with burn's kernels instead. The optimizer's step is two of a fresh
+/// Adam at the configured rate with the same gradients (the second reads the moments the first
+/// stored), so the run's own state is not touched.
 pub fn check(
-    model: &Unet,
+    (model, ema): (&Unet, &Unet),
     device: &Device,
     image_size: [usize; 2],
     batch: usize,
     optim: &OptimConfig,
 ) {
+    crate::load::for_sampling(ema.clone(), image_size, device);
+    if !ddpm::gpu::enabled() {
+        return;
+    }
     let step = |model: Unet, grads| {
         let first = GradientsParams::from_grads(grads, &model);
         let mut copy = CopyGradients {
@@ -35,7 +40,13 @@ pub fn check(
         let model = adam.step(optim.lr, model, first);
         adam.step(optim.lr, model, second)
     };
-    if let Err(why) = ddpm::gpu::verify::check_training(model, device, image_size, batch, step) {
+    if let Err(why) = ddpm::gpu::verify::check_training(
+        model,
+        &device.clone().autodiff(),
+        image_size,
+        batch,
+        step,
+    ) {
         let why = crate::read_back::one_line(&why);
         eprintln!("warning: the core's GPU kernels {why}; training with burn's kernels instead");
         ddpm::gpu::set_enabled(false);

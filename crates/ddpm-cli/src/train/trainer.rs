@@ -204,8 +204,8 @@ impl Trainer {
             Session::current(self.step, device_name).append_to(&run.sessions())?;
             #[cfg(feature = "wgpu")]
             super::kernel_check::check(
-                &self.model,
-                &self.device.clone().autodiff(),
+                (&self.model, self.ema.model()),
+                &self.device,
                 self.model_config.image_size,
                 self.config.optim.batch_size / self.config.optim.accumulation / self.parts,
                 &self.config.optim,

@@ -39,7 +39,6 @@ pub fn check_sampling(model: &Unet, device: &Device, image_size: [usize; 2]) -> 
     let Some(check) = Check::launch(model, device, image_size) else {
         return Ok(());
     };
-    let read = |t: Tensor<4>| t.try_into_vec_as::<f32>().map_err(|e| e.to_string());
     judge(
         check.size,
         read(check.kernels.clone()),
@@ -59,6 +58,12 @@ pub async fn check_sampling_async(
     let kernels = read_async(check.kernels.clone()).await;
     let burn = read_async(check.burn.clone()).await;
     judge(check.size, kernels, burn)
+}
+
+/// `t`'s values, read back synchronously (native only).
+#[cfg(not(target_family = "wasm"))]
+fn read(t: Tensor<4>) -> Result<Vec<f32>, String> {
+    t.try_into_vec_as::<f32>().map_err(|e| e.to_string())
 }
 
 async fn read_async(t: Tensor<4>) -> Result<Vec<f32>, String> {

@@ -6,7 +6,7 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Gradients, Tensor};
 
-use super::{TOLERANCE, inputs, judge};
+use super::{TOLERANCE, inputs, judge, read};
 use crate::ema::Ema;
 use crate::unet::Unet;
 
@@ -50,7 +50,6 @@ pub fn check_training(
     crate::gpu::set_enabled(true);
     let (stepped, ema) = step(for_kernels);
 
-    let read = |t: Tensor<4>| t.try_into_vec_as::<f32>().map_err(|e| e.to_string());
     judge(image_size, read(out), read(burn_out))?;
     let size = format!("a check on {}×{} images", image_size[0], image_size[1]);
     let params = Flat::of(model, None);

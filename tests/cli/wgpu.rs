@@ -63,7 +63,8 @@ fn the_cli_trains_and_samples_on_wgpu() {
     let mut args: Vec<String> = tiny(&data);
     let device = args.iter().position(|a| a == "cpu").expect("device flag");
     args[device] = "wgpu".into();
-    let mut all: Vec<&str> = vec!["train", run_s, "--steps", "4", "--sample-every", "0"];
+    // A preview at the last step, drawn the way `ddpm sample` draws (`for_sampling`).
+    let mut all: Vec<&str> = vec!["train", run_s, "--steps", "4", "--sample-every", "4"];
     all.extend(args.iter().map(String::as_str));
     let out = ok(&all);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -97,6 +98,15 @@ fn the_cli_trains_and_samples_on_wgpu() {
         );
     }
     assert_eq!(kernels.len(), 4);
+    let preview = |run: &std::path::Path| pixels(&run.join("samples/step-000000004.png"));
+    let (plain, kernels) = (preview(&run_dir), preview(&kernel_dir));
+    assert_eq!(kernels.len(), plain.len());
+    let worst = plain
+        .iter()
+        .zip(&kernels)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max();
+    assert!(worst <= Some(1), "previews differ by up to {worst:?}");
     let png = dir.path().join("s.png");
     let sample = [
         "sample", run_s, "--device", "wgpu", "--steps", "5", "-n", "4", "-o",

@@ -53,6 +53,8 @@ pub struct Trainer {
     step: usize,
     /// Where Adam started afresh, if it did ([`TrainingState::rewarm_from`]).
     rewarm_from: Option<usize>,
+    /// Images in each of a step's `optim.accumulation` micro-batches.
+    micro_batch: usize,
     /// Parts of each micro-batch computed at the same time (`optim.parallel` resolved).
     parts: usize,
 }
@@ -66,9 +68,9 @@ impl Trainer {
         run: &RunDir,
         start: Start<'_>,
     ) -> Result<(Self, Option<WarmStart>)> {
-        let micro = config.optim.batch_size / config.optim.accumulation;
+        let micro_batch = config.optim.batch_size / config.optim.accumulation;
         let parts = match config.optim.parallel {
-            0 if batch_parts::on_cpu(&device) && micro.is_multiple_of(2) => 2,
+            0 if batch_parts::on_cpu(&device) && micro_batch.is_multiple_of(2) => 2,
             0 => 1,
             n => n,
         };
@@ -162,6 +164,7 @@ impl Trainer {
             order,
             step,
             rewarm_from,
+            micro_batch,
             parts,
         };
         Ok((trainer, warm_start))
@@ -207,7 +210,7 @@ impl Trainer {
                 (&self.model, self.ema.model()),
                 &self.device,
                 self.model_config.image_size,
-                self.config.optim.batch_size / self.config.optim.accumulation / self.parts,
+                self.micro_batch / self.parts,
                 &self.config.optim,
             );
         }
@@ -283,7 +286,6 @@ impl Trainer {
     /// One optimiser step over `accumulation` micro-batches; returns the mean loss.
     fn optimizer_step(&mut self) -> Result<f32> {
         let optim_config = &self.config.optim;
-        let micro = optim_config.batch_size / optim_config.accumulation;
         let train_device = self.device.clone().autodiff();
         let batches = Batches {
             dataset: &self.dataset,
@@ -296,7 +298,7 @@ impl Trainer {
         let mut total = 0.0f32;
         for _ in 0..optim_config.accumulation {
             let flip = if self.config.data.flip { 0.5 } else { 0.0 };
-            let (indices, flips) = self.order.next(self.dataset.len(), micro, flip);
+            let (indices, flips) = self.order.next(self.dataset.len(), self.micro_batch, flip);
             let parts = batches.gradients(
                 &self.model,
                 (&indices, &flips),
@@ -364,13 +366,10 @@ impl Trainer {
         std::fs::create_dir_all(run.samples())
             .with_context(|| format!("{}: cannot create", run.samples().display()))?;
         let path = run.samples().join(format!("step-{:09}.png", self.step));
-        sample::grid_to_file(
-            self.ema.model(),
-            &self.model_config,
-            &options,
-            &self.device,
-            &path,
-        )?;
+        // The layout `ddpm sample` draws with, which the run's first step checked on this
+        // adapter (`kernel_check`); without the kernels it is the EMA as it is.
+        let model = self.ema.model().clone().for_sampling();
+        sample::grid_to_file(&model, &self.model_config, &options, &self.device, &path)?;
         plot::loss_curve(&plot::read_losses(&run.metrics())?, &run.loss_plot())
     }
 }

@@ -141,7 +141,8 @@ pub struct OptimConfig {
     pub decay: Decay,
     /// Floor of the cosine decay, as a fraction of `lr`.
     pub min_lr_ratio: f64,
-    /// Clip the gradient's global L2 norm to this (absent = no clipping).
+    /// Clip each parameter tensor's gradient to this L2 norm, as burn's `GradientClipping::Norm`
+    /// does (absent = no clipping).
     pub grad_clip: Option<f32>,
 }
 

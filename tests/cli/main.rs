@@ -424,6 +424,27 @@ fn bad_input_gets_one_line_naming_the_problem() {
     assert!(err.contains("required") && err.contains("<MODEL>"), "{err}");
     let err = fails(&["eval", run_s, "--samplers", "ddim-0"]);
     assert!(err.contains("ddim-0") && err.contains("ddim-K"), "{err}");
+    // Counts that would not fit in memory are refused before anything is allocated.
+    let err = fails(&["sample", run_s, "-n", "4611686018427387904"]);
+    assert!(
+        err.contains("--n") && err.contains("from 1 to 65536"),
+        "{err}"
+    );
+    // Two outputs on one path: the second would overwrite the first.
+    let png = dir.path().join("twice.png");
+    let png_s = png.to_str().expect("utf8");
+    let err = fails(&["sample", run_s, "-o", png_s, "--gif", png_s]);
+    assert!(
+        err.contains("twice.png: named for two of the outputs"),
+        "{err}"
+    );
+    assert!(!png.exists());
+    let err = fails(&["train", run_s, "--image-size", "4294967328"]);
+    assert!(
+        err.contains("data.image_size must be from 1 to 4096"),
+        "{err}"
+    );
+    assert!(!run.exists());
     // Weights whose card (same name, `.json`) would overwrite them.
     let card_clash = dir.path().join("m.json");
     let err = fails(&["export", run_s, "-o", card_clash.to_str().expect("utf8")]);

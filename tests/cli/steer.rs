@@ -164,6 +164,18 @@ fn bad_steering_flags_get_one_line() {
         err.contains("--strength") && err.contains("--mask"),
         "{err}"
     );
+    let err = with(&[
+        "--init",
+        s(&drawing),
+        "--mask",
+        s(&mask),
+        "--resample-repeats",
+        "1000000",
+    ]);
+    assert!(
+        err.contains("repeats from 1 to 100, got 1 and 1000000"),
+        "{err}"
+    );
     let err = with(&["--interpolate", "1,2", "--sampler", "ddpm"]);
     assert!(
         err.contains("interpolation needs DDIM with eta = 0"),

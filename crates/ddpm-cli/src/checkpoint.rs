@@ -121,8 +121,13 @@ pub fn remove_leftovers(dir: &Path) -> Result<()> {
 pub fn read_state(checkpoint: &Path) -> Result<TrainingState> {
     let path = checkpoint.join(STATE);
     let text = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_json::from_slice(&text)
-        .with_context(|| format!("{}: not a training state", path.display()))
+    let state: TrainingState = serde_json::from_slice(&text)
+        .with_context(|| format!("{}: not a training state", path.display()))?;
+    state
+        .model
+        .validate()
+        .with_context(|| format!("{}: model", path.display()))?;
+    Ok(state)
 }
 
 /// One file of a checkpoint.

@@ -3,8 +3,12 @@
 //! written into the run folder as `config.toml`.
 
 use anyhow::{Context, Result, bail};
+use ddpm::unet::MAX_IMAGE_SIDE;
 use ddpm::{DiffusionConfig, UnetConfig};
 use serde::{Deserialize, Serialize};
+
+/// The most images one optimiser step may take: a batch's indices and noise are drawn at once.
+const MAX_BATCH: usize = 65_536;
 
 /// Everything `train` needs besides the run folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -270,6 +274,12 @@ impl TrainConfig {
                 o.accumulation
             );
         }
+        if o.batch_size > MAX_BATCH {
+            bail!(
+                "optim.batch_size must be at most {MAX_BATCH}, got {}",
+                o.batch_size
+            );
+        }
         let micro = o.batch_size / o.accumulation;
         if o.parallel > 0 && !micro.is_multiple_of(o.parallel) {
             bail!(
@@ -300,31 +310,13 @@ impl TrainConfig {
         if r.steps == 0 || r.checkpoint_every == 0 || r.keep == 0 {
             bail!("run.steps, run.checkpoint_every and run.keep must be at least 1");
         }
-        if self.diffusion.timesteps == 0 {
-            bail!("diffusion.timesteps must be at least 1");
-        }
-        let d = &self.diffusion;
-        if !(0.0..1.0).contains(&d.cond_drop_prob) {
-            bail!("diffusion.cond_drop_prob must be in [0, 1)");
-        }
-        if d.beta_schedule
-            .betas(d.timesteps)
-            .iter()
-            .any(|b| !(0.0..1.0).contains(b))
-        {
+        if !(1..=MAX_IMAGE_SIDE).contains(&self.data.image_size) {
             bail!(
-                "diffusion.beta_schedule {:?} gives no valid β (each in [0, 1)) at T = {}: check its parameters",
-                d.beta_schedule,
-                d.timesteps
+                "data.image_size must be from 1 to {MAX_IMAGE_SIDE}, got {}",
+                self.data.image_size
             );
         }
-        let finite_non_negative = |v: f64| v.is_finite() && v >= 0.0;
-        if !finite_non_negative(d.offset_noise_strength) || !finite_non_negative(d.vb_loss_weight) {
-            bail!("diffusion.offset_noise_strength and diffusion.vb_loss_weight must be ≥ 0");
-        }
-        if d.min_snr_gamma.is_some_and(|g| !(g.is_finite() && g > 0.0)) {
-            bail!("diffusion.min_snr_gamma must be a positive number when set");
-        }
+        self.diffusion.validate()?;
         Ok(())
     }
 }
@@ -419,6 +411,12 @@ mod tests {
                 "beta_schedule",
             ),
             ("ema.power=nan", "ema.power"),
+            (
+                "diffusion.timesteps=9223372036854775807",
+                "diffusion.timesteps",
+            ),
+            ("data.image_size=4294967328", "data.image_size"),
+            ("optim.batch_size=4611686018427387904", "optim.batch_size"),
             ("diffusion.min_snr_gamma=-5", "min_snr_gamma"),
             (
                 "diffusion.offset_noise_strength=inf",

@@ -56,14 +56,14 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     outputs.extend(args.lucidrains.clone());
     // The weights, their card (the weights' name with `.json`) and the safetensors copies are
     // separate files: one path for two of them would overwrite what was just written.
-    if let Some(a) = repeated(&outputs) {
+    if let Some(a) = output::repeated(&outputs) {
         bail!(
             "{}: would hold two of the outputs (the weights, their card `{}`, the safetensors copies); name the weights file e.g. model.bpk",
             a.display(),
             card_path.display()
         );
     }
-    if let Some(path) = repeated(&args.eval) {
+    if let Some(path) = output::repeated(&args.eval) {
         bail!("{}: given twice to --eval", path.display());
     }
     output::refuse_existing(&outputs, args.force)?;
@@ -126,14 +126,6 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         card_path.display()
     );
     Ok(())
-}
-
-/// The first path that appears twice in `paths`.
-fn repeated(paths: &[PathBuf]) -> Option<&PathBuf> {
-    paths
-        .iter()
-        .enumerate()
-        .find_map(|(i, p)| paths[..i].contains(p).then_some(p))
 }
 
 /// The model's tensors as safetensors (f32), named by module path, with the configuration in

@@ -20,6 +20,15 @@ pub fn refuse_existing<'a>(
     }
 }
 
+/// The first path given twice: two outputs of one command on one path would overwrite what was
+/// just written.
+pub fn repeated(paths: &[PathBuf]) -> Option<&PathBuf> {
+    paths
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| paths[..i].contains(p).then_some(p))
+}
+
 /// Writes `bytes` to `path` (refusing to replace a file unless `force`), through a temporary
 /// file renamed into place.
 pub fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {

@@ -50,7 +50,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// How many images.
-    #[arg(long, short, default_value_t = 16)]
+    #[arg(long, short, default_value_t = 16, value_parser = image_count)]
     pub n: usize,
     /// The class of every image (class-conditional models); without it the images cycle
     /// through the classes.
@@ -195,11 +195,19 @@ pub fn sample(
     Ok((read(sampler.sample())?, frames))
 }
 
+/// The most images one `sample` or `eval` run draws: they are all held in memory at once.
+pub const MAX_IMAGES: usize = 65_536;
+
+/// `-n`: from 1 to [`MAX_IMAGES`].
+fn image_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_IMAGES).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` is not a number from 1 to {MAX_IMAGES}")),
+    }
+}
+
 /// Runs `ddpm sample`.
 pub fn run(args: &SampleArgs) -> Result<()> {
-    if args.n == 0 {
-        bail!("--n must be at least 1");
-    }
     if args.gif_every == 0 {
         bail!("--gif-every must be at least 1");
     }
@@ -208,6 +216,12 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     outputs.extend(args.raw.clone());
     if let Some(dir) = &args.png_dir {
         outputs.extend((0..args.n).map(|i| single_png(dir, i)));
+    }
+    if let Some(path) = output::repeated(&outputs) {
+        bail!(
+            "{}: named for two of the outputs (-o, --gif, --raw, --png-dir's files)",
+            path.display()
+        );
     }
     output::refuse_existing(&outputs, args.force)?;
     let selected = device::select(args.device)?;

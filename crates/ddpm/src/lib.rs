@@ -48,7 +48,7 @@ pub use schedule::{BetaSchedule, NoiseSchedule};
 #[cfg(not(target_arch = "wasm32"))]
 pub use split_batch::SplitBatch;
 pub use unet::{Unet, UnetConfig};
-pub use weights::{ModelConfig, WeightsError};
+pub use weights::{ModelConfig, ModelConfigError, WeightsError};
 
 #[cfg(test)]
 pub(crate) mod test_util {

@@ -112,6 +112,13 @@ impl ClassChoice {
     }
 }
 
+/// RePaint's longest jump back, in steps, and most repeats: each repeat runs its stretch of
+/// steps again, so an unbounded count from a flag or an attribute would never finish (the
+/// widget takes the same ranges).
+pub const MAX_RESAMPLE_JUMP: usize = 1000;
+/// See [`MAX_RESAMPLE_JUMP`].
+pub const MAX_RESAMPLE_REPEATS: usize = 100;
+
 /// Why a sampler could not be started.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SamplerError {
@@ -170,8 +177,10 @@ pub enum SamplerError {
     /// SDEdit's strength outside [0, 1].
     #[error("strength must be between 0 and 1, got {0}")]
     Strength(f64),
-    /// RePaint's jump length and repeats must be at least 1.
-    #[error("resampling jump and repeats must be at least 1, got {jump} and {repeats}")]
+    /// RePaint's jump length and repeats out of range.
+    #[error(
+        "resampling jump must be from 1 to {MAX_RESAMPLE_JUMP} and repeats from 1 to {MAX_RESAMPLE_REPEATS}, got {jump} and {repeats}"
+    )]
     Resample {
         /// Steps between jumps back.
         jump: usize,
@@ -542,7 +551,9 @@ fn checked_steer(
             jump,
             repeats,
         } => {
-            if jump == 0 || repeats == 0 {
+            if !(1..=MAX_RESAMPLE_JUMP).contains(&jump)
+                || !(1..=MAX_RESAMPLE_REPEATS).contains(&repeats)
+            {
                 return Err(SamplerError::Resample { jump, repeats });
             }
             let image = fits("image", &image, &[channels])?;

@@ -476,6 +476,19 @@ mod tests {
                     repeats: 1
                 })
             );
+            let endless = Steer::Inpaint {
+                image: image(),
+                mask: image(),
+                jump: 1,
+                repeats: 101,
+            };
+            assert_eq!(
+                start(ddim(5), endless),
+                Some(SamplerError::Resample {
+                    jump: 1,
+                    repeats: 101
+                })
+            );
             let ddpm = SamplerConfig::default();
             let other = Steer::Interpolate { other: 1 };
             assert_eq!(start(ddpm, other), Some(SamplerError::Interpolation));

@@ -56,15 +56,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "--extend needs --out: where to write the report with both (the same file, with --force)"
         );
     }
-    if args.n.is_some_and(|n| n < 2) {
-        bail!("--n must be at least 2 (a covariance needs two images)");
-    }
-    if args.batch == Some(0) || args.nll_stride == Some(0) {
-        bail!("--batch and --nll-stride must be at least 1");
-    }
     let started = Instant::now();
     let previous = args.extend.as_deref().map(Report::read).transpose()?;
     let settings = Settings::resolve(args, previous.as_ref())?;
+    settings.check()?;
     let selected = device::select(args.device)?;
     let device = &selected.device;
     // Loaded (and so checked) even when the model turns out not to be of digits.

@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 
 use super::args::{DEFAULT_BATCH, EvalArgs, SamplerSpec};
 use super::report::Report;
+use crate::sample::MAX_IMAGES;
 
 /// The settings of one `ddpm eval` run.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +68,24 @@ impl Settings {
             nll_images,
             nll_stride: pick("--nll-stride", args.nll_stride, bound.map(|b| b.stride), 1)?,
         })
+    }
+
+    /// Checks the values, whether the flags or the report extended gave them.
+    pub fn check(&self) -> Result<()> {
+        if !(2..=MAX_IMAGES).contains(&self.n) {
+            bail!(
+                "--n must be from 2 (a covariance needs two images) to {MAX_IMAGES}, got {}",
+                self.n
+            );
+        }
+        if self.batch == 0 || self.nll_stride == 0 {
+            bail!(
+                "--batch and --nll-stride must be at least 1, got {} and {}",
+                self.batch,
+                self.nll_stride
+            );
+        }
+        Ok(())
     }
 }
 
@@ -169,4 +188,40 @@ pub fn nothing_new(
 /// The report `--extend` names, for messages.
 fn extended(args: &EvalArgs) -> std::path::Display<'_> {
     args.extend.as_deref().unwrap_or(Path::new("")).display()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_from_an_extended_report_are_checked_as_flags_are() {
+        // `resolve` takes a report's values as they are; `check` refuses what would divide by
+        // zero or hold too many images, wherever it came from.
+        let settings = Settings {
+            n: 1000,
+            samplers: vec![SamplerSpec::Ddpm],
+            guidance: 3.0,
+            batch: 250,
+            nll_images: 0,
+            nll_stride: 1,
+        };
+        assert!(settings.check().is_ok());
+        let err = |s: Settings| s.check().expect_err("refused").to_string();
+        let zero_batch = Settings {
+            batch: 0,
+            ..settings.clone()
+        };
+        assert_eq!(
+            err(zero_batch),
+            "--batch and --nll-stride must be at least 1, got 0 and 1"
+        );
+        for n in [1, MAX_IMAGES + 1] {
+            let e = err(Settings {
+                n,
+                ..settings.clone()
+            });
+            assert!(e.starts_with("--n must be from 2"), "{e}");
+        }
+    }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 use clap::ValueEnum;
+use ddpm::diffusion::MAX_TIMESTEPS;
 use ddpm::{BetaSchedule, DiffusionConfig, Objective};
 
 use super::Tensor;
@@ -97,8 +98,11 @@ pub fn infer_diffusion(
             }
         },
     };
-    if timesteps == 0 {
-        bail!("--timesteps must be at least 1");
+    // Checked before the schedule's tables are computed from it.
+    if !(1..=MAX_TIMESTEPS).contains(&timesteps) {
+        bail!(
+            "T (--timesteps, or the length of the file's `betas`) must be from 1 to {MAX_TIMESTEPS}, got {timesteps}"
+        );
     }
     let (objective, min_snr_gamma) = match (buffers.get("loss_weight"), known) {
         (Some(weights), _) => {
@@ -321,6 +325,16 @@ mod tests {
         assert_eq!(
             assumed,
             ["the v objective (lucidrains' default; --objective)"]
+        );
+        // A bare U-Net's T comes from the flag alone, and is bounded before any table is made.
+        let huge = DiffusionFlags {
+            timesteps: Some(usize::MAX),
+            ..DiffusionFlags::default()
+        };
+        let err = infer_diffusion(&BTreeMap::new(), None, &huge).expect_err("huge T");
+        assert!(
+            err.to_string().contains("must be from 1 to 100000"),
+            "{err}"
         );
     }
 }

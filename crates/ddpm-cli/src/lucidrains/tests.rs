@@ -224,6 +224,18 @@ fn bad_state_dicts_are_refused_by_key() {
         d.unet.remove("mid_attn.mem_kv");
     });
     assert_eq!(err, "no tensor `mid_attn.mem_kv`");
+    // The shapes set the sizes: a zero or overflowing `dim` is refused, not divided by.
+    for dim in [0usize, 1 << 62] {
+        let err = refuse(&|d| {
+            if let Some(t) = d.unet.get_mut("time_mlp.1.weight") {
+                t.shape = vec![dim.wrapping_mul(4), dim];
+            }
+        });
+        assert!(
+            err.contains("time_mlp.1.weight` has shape") && err.contains("dim from 1 to 16384"),
+            "{dim}: {err}"
+        );
+    }
 }
 
 #[test]

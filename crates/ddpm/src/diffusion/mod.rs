@@ -3,69 +3,17 @@
 //! loss (Ho et al. 2020, Algorithm 1, with lucidrains' `p_losses` options).
 
 use burn::tensor::{Device, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
 
 use crate::noise::NoiseSource;
-use crate::schedule::{BetaSchedule, NoiseSchedule};
+use crate::schedule::NoiseSchedule;
 use crate::vlb;
 
+mod config;
 mod fixed_variance;
 mod likelihood;
 
+pub use config::{DiffusionConfig, DiffusionConfigError, MAX_TIMESTEPS, Objective};
 pub use fixed_variance::FixedVariance;
-
-/// What the network is trained to predict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Objective {
-    /// ε, the noise that was added (the paper's choice, `pred_noise` in lucidrains' code).
-    PredNoise,
-    /// x₀, the clean image (`pred_x0`).
-    PredX0,
-    /// v = √ᾱ_t ε − √(1−ᾱ_t) x₀ (Salimans & Ho 2022, appendix D; `pred_v`).
-    PredV,
-}
-
-/// Everything about the diffusion process that is not the network. As a TOML or JSON section
-/// every field is optional (the paper's values below) and an unknown one is refused; weights
-/// files are guarded by their format version besides.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DiffusionConfig {
-    /// The number of diffusion steps T.
-    pub timesteps: usize,
-    /// How β grows with t.
-    pub beta_schedule: BetaSchedule,
-    /// What the network predicts.
-    pub objective: Objective,
-    /// Min-SNR-γ loss weighting (Hang et al. 2023): the SNR in the weight is clipped at γ.
-    /// `None` weights every objective to equal L_simple in ε-space.
-    pub min_snr_gamma: Option<f64>,
-    /// Offset noise: a per-image, per-channel constant of this standard deviation is added to
-    /// the training noise (0 turns it off; 0.1 is the usual value).
-    pub offset_noise_strength: f64,
-    /// Probability that a training label is replaced by the null class, which teaches the
-    /// unconditional model that classifier-free guidance needs. Used only with classes.
-    pub cond_drop_prob: f64,
-    /// λ of the hybrid loss L_simple + λ L_vlb that trains a learned variance (Nichol &
-    /// Dhariwal 2021). Used only when the network outputs a variance.
-    pub vb_loss_weight: f64,
-}
-
-impl Default for DiffusionConfig {
-    /// The paper's setting: T = 1000, linear β, ε-prediction, plain L_simple.
-    fn default() -> Self {
-        Self {
-            timesteps: 1000,
-            beta_schedule: BetaSchedule::Linear,
-            objective: Objective::PredNoise,
-            min_snr_gamma: None,
-            offset_noise_strength: 0.0,
-            cond_drop_prob: 0.1,
-            vb_loss_weight: 0.001,
-        }
-    }
-}
 
 /// The diffusion step of each image in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

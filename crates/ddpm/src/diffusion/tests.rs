@@ -1,4 +1,5 @@
 use super::*;
+use crate::schedule::BetaSchedule;
 use crate::test_util::{device, values};
 
 fn diffusion(objective: Objective) -> GaussianDiffusion {

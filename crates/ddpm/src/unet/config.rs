@@ -11,6 +11,18 @@ use super::{
     Attention, ClassEmbedding, Down, DownStage, LinearAttention, StageAttention, Unet, Up, UpStage,
 };
 
+/// The most channels any layer may have (`dim` × a multiplier, heads × head size, …), levels
+/// and classes, and the longest image side. Configurations are read from files, so these keep
+/// a damaged one from overflowing or allocating without bound; lucidrains' largest U-Nets are
+/// far inside them.
+pub const MAX_WIDTH: usize = 16_384;
+/// See [`MAX_WIDTH`].
+pub const MAX_LEVELS: usize = 16;
+/// See [`MAX_WIDTH`].
+pub const MAX_CLASSES: usize = 100_000;
+/// See [`MAX_WIDTH`].
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
 /// The U-Net's hyper-parameters, with lucidrains' names and defaults.
 #[derive(Config, Debug, PartialEq)]
 pub struct UnetConfig {
@@ -60,6 +72,9 @@ pub enum UnetConfigError {
     /// A size that must be positive is 0.
     #[error("U-Net config: `{0}` must be at least 1")]
     Zero(&'static str),
+    /// A size over its bound (`MAX_WIDTH` and its siblings).
+    #[error("U-Net config: `{0}` must be at most {1}")]
+    TooLarge(&'static str, usize),
     /// The sinusoidal embedding needs an even `dim` of at least 4.
     #[error(
         "U-Net config: `dim` must be even and at least 4 for the sinusoidal embedding, got {0}"
@@ -115,6 +130,7 @@ impl UnetConfig {
         if self.dim_mults.contains(&0) {
             return Err(UnetConfigError::Zero("dim_mults"));
         }
+        self.check_bounds()?;
         if !self.dim.is_multiple_of(2) || self.dim < 4 {
             return Err(UnetConfigError::Dim(self.dim));
         }
@@ -135,13 +151,49 @@ impl UnetConfig {
         Ok(())
     }
 
+    /// Every width within [`MAX_WIDTH`] (products checked, so nothing overflows), levels and
+    /// classes within theirs.
+    fn check_bounds(&self) -> Result<(), UnetConfigError> {
+        let widest_level = self
+            .dim_mults
+            .iter()
+            .map(|m| self.dim.checked_mul(*m))
+            .try_fold(0, |widest, w| w.map(|w| widest.max(w)));
+        let widths = [
+            ("dim", Some(self.dim)),
+            ("dim × dim_mults", widest_level),
+            ("init_dim", Some(self.init_dim.unwrap_or(0))),
+            ("out_dim", Some(self.out_dim.unwrap_or(0))),
+            ("channels", Some(self.channels)),
+            (
+                "attn_heads × attn_dim_head",
+                self.attn_heads.checked_mul(self.attn_dim_head),
+            ),
+        ];
+        // None: the product overflowed.
+        let too_wide = |w: Option<usize>| w.is_none_or(|w| w > MAX_WIDTH);
+        if let Some((name, _)) = widths.iter().find(|(_, w)| too_wide(*w)) {
+            return Err(UnetConfigError::TooLarge(name, MAX_WIDTH));
+        }
+        if self.dim_mults.len() > MAX_LEVELS {
+            return Err(UnetConfigError::TooLarge("dim_mults' levels", MAX_LEVELS));
+        }
+        if self.num_classes.is_some_and(|n| n > MAX_CLASSES) {
+            return Err(UnetConfigError::TooLarge("num_classes", MAX_CLASSES));
+        }
+        Ok(())
+    }
+
     /// The factor image sides must be divisible by: 2^(levels − 1).
     pub fn downsample_factor(&self) -> usize {
         1 << self.dim_mults.len().saturating_sub(1)
     }
 
-    /// Checks that an image of `height × width` fits this U-Net.
+    /// Checks that an image of `height × width` fits this U-Net (after [`UnetConfig::validate`]).
     pub fn check_image_size(&self, height: usize, width: usize) -> Result<(), UnetConfigError> {
+        if height.max(width) > MAX_IMAGE_SIDE {
+            return Err(UnetConfigError::TooLarge("image side", MAX_IMAGE_SIDE));
+        }
         let factor = self.downsample_factor();
         if height == 0
             || width == 0

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use burn::store::{ModuleSnapshot, burn_pack};
 
-use super::{NUM_MEM_KV, Unet, UnetConfig};
+use super::{MAX_WIDTH, NUM_MEM_KV, Unet, UnetConfig};
 
 /// Why a state dict cannot be read as a lucidrains `Unet` this crate implements.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -177,6 +177,13 @@ pub fn infer_config(shapes: &BTreeMap<String, Vec<usize>>) -> Result<UnetConfig,
     let &[time_dim, dim] = shape("time_mlp.1.weight")? else {
         return Err(bad("time_mlp.1.weight", "[4·dim, dim]".into()));
     };
+    // dim divides every level's width below, and the file sets it: 0 or a huge one is refused.
+    if !(1..=MAX_WIDTH).contains(&dim) {
+        return Err(bad(
+            "time_mlp.1.weight",
+            format!("[4·dim, dim] with dim from 1 to {MAX_WIDTH}"),
+        ));
+    }
     if time_dim != 4 * dim {
         return Err(bad("time_mlp.1.weight", format!("[{}, {dim}]", 4 * dim)));
     }
@@ -191,7 +198,10 @@ pub fn infer_config(shapes: &BTreeMap<String, Vec<usize>>) -> Result<UnetConfig,
     let (mut dim_in, mut dim_mults, mut full_attn, mut heads) = (init_dim, vec![], vec![], vec![]);
     for i in 0..levels {
         let (key, expected) = if i + 1 < levels {
-            (format!("downs.{i}.3.1.weight"), [4 * dim_in, 1, 1])
+            (
+                format!("downs.{i}.3.1.weight"),
+                [dim_in.saturating_mul(4), 1, 1],
+            )
         } else {
             (format!("downs.{i}.3.weight"), [dim_in, 3, 3])
         };

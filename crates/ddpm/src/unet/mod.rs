@@ -17,7 +17,7 @@ pub(crate) use blocks::conv;
 pub use blocks::{
     Block, Down, EmbeddingMlp, ResnetBlock, RmsNorm, Up, pointwise, sinusoidal_embedding,
 };
-pub use config::{UnetConfig, UnetConfigError};
+pub use config::{MAX_CLASSES, MAX_IMAGE_SIDE, MAX_LEVELS, MAX_WIDTH, UnetConfig, UnetConfigError};
 
 use burn::module::{Module, Param};
 use burn::nn::Embedding;

@@ -166,6 +166,37 @@ fn configs_that_cannot_build_are_rejected() {
         Err(UnetConfigError::Dropout(1.0))
     );
     assert!(small().validate().is_ok());
+    // Sizes from a damaged file are bounded before any product of them is formed.
+    let too_large = |config: UnetConfig, name| {
+        let max = if name == "dim_mults' levels" {
+            MAX_LEVELS
+        } else {
+            MAX_WIDTH
+        };
+        assert_eq!(config.validate(), Err(UnetConfigError::TooLarge(name, max)));
+    };
+    too_large(UnetConfig::new(1 << 62), "dim");
+    too_large(
+        small().with_dim_mults(vec![1, usize::MAX]),
+        "dim × dim_mults",
+    );
+    too_large(small().with_dim_mults(vec![1 << 13, 1]), "dim × dim_mults");
+    too_large(
+        small().with_attn_heads(1 << 40).with_attn_dim_head(1 << 40),
+        "attn_heads × attn_dim_head",
+    );
+    too_large(
+        small().with_dim_mults(vec![1; MAX_LEVELS + 1]),
+        "dim_mults' levels",
+    );
+    assert_eq!(
+        small().with_num_classes(Some(MAX_CLASSES + 1)).validate(),
+        Err(UnetConfigError::TooLarge("num_classes", MAX_CLASSES))
+    );
+    assert_eq!(
+        small().check_image_size(MAX_IMAGE_SIDE * 2, 8),
+        Err(UnetConfigError::TooLarge("image side", MAX_IMAGE_SIDE))
+    );
     let three_levels = small().with_dim_mults(vec![1, 2, 4]);
     assert!(three_levels.check_image_size(28, 28).is_ok());
     assert_eq!(

@@ -14,7 +14,7 @@ use burn::store::{HalfPrecisionAdapter, ModuleAdapter, ModuleSnapshot};
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
-use crate::diffusion::DiffusionConfig;
+use crate::diffusion::{DiffusionConfig, DiffusionConfigError};
 use crate::unet::{Unet, UnetConfig, UnetConfigError};
 
 /// The value of the `ddpm.format` metadata key.
@@ -39,16 +39,29 @@ pub struct ModelConfig {
     pub image_size: [usize; 2],
 }
 
+/// A model configuration that cannot be built or sampled with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelConfigError {
+    /// The network's part.
+    #[error(transparent)]
+    Unet(#[from] UnetConfigError),
+    /// The diffusion's part.
+    #[error(transparent)]
+    Diffusion(#[from] DiffusionConfigError),
+}
+
 impl ModelConfig {
     /// Checks that the network can be built and takes images of `image_size`, gray or RGB
-    /// (what samples are drawn as; the U-Net alone takes any number of channels).
-    pub fn validate(&self) -> Result<(), UnetConfigError> {
+    /// (what samples are drawn as; the U-Net alone takes any number of channels), and that the
+    /// diffusion can be sampled with.
+    pub fn validate(&self) -> Result<(), ModelConfigError> {
+        self.diffusion.validate()?;
         self.unet.validate()?;
         if !matches!(self.unet.channels, 1 | 3) {
-            return Err(UnetConfigError::ImageChannels(self.unet.channels));
+            return Err(UnetConfigError::ImageChannels(self.unet.channels).into());
         }
         let [height, width] = self.image_size;
-        self.unet.check_image_size(height, width)
+        Ok(self.unet.check_image_size(height, width)?)
     }
 }
 

@@ -266,6 +266,25 @@ fn bad_metadata_gives_typed_errors() {
         err.to_string(),
         "the file's model configuration is invalid: image size 9×8 must be divisible by 2 for 2 levels"
     );
+    // The rest of the metadata is checked too: a damaged T or image size is refused before
+    // anything is allocated for it.
+    let mut endless = config.clone();
+    endless.diffusion.timesteps = usize::MAX;
+    let err = with(KEY_CONFIG, &serde_json::to_string(&endless).expect("json")).expect_err("T");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the file's model configuration is invalid: diffusion.timesteps must be from 1 to 100000, got {}",
+            usize::MAX
+        )
+    );
+    let mut huge = config.clone();
+    huge.image_size = [1 << 62, 1 << 62];
+    let err = with(KEY_CONFIG, &serde_json::to_string(&huge).expect("json")).expect_err("size");
+    assert_eq!(
+        err.to_string(),
+        "the file's model configuration is invalid: U-Net config: `image side` must be at most 4096"
+    );
     // Four channels make a valid U-Net, but not images that can be drawn.
     let mut rgba = config.clone();
     rgba.unet.channels = 4;

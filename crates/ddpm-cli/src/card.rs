@@ -171,7 +171,7 @@ impl WarmStart {
     /// Writes the record into a new run folder.
     pub fn write(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self)? + "\n";
-        std::fs::write(path, json).with_context(|| format!("{}: cannot write", path.display()))
+        output::write_new(path, json.as_bytes(), true)
     }
 }
 

@@ -106,15 +106,33 @@ pub fn remove_leftovers(dir: &Path) -> Result<()> {
         std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
     {
         let path = entry?.path();
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().ends_with(TMP_SUFFIX))
-        {
+        if path.file_name().is_some_and(is_leftover) {
             std::fs::remove_dir_all(&path)
                 .with_context(|| format!("{}: cannot remove", path.display()))?;
         }
     }
     Ok(())
+}
+
+/// `.step-N.tmp`, the name [`write`] gives a checkpoint in progress: only such folders are
+/// removed as a crash's leftovers, not anything else a user named `*.tmp`.
+fn is_leftover(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.strip_prefix('.'))
+        .and_then(|n| n.strip_suffix(TMP_SUFFIX))
+        .is_some_and(is_checkpoint_name)
+}
+
+/// `step-N`, a checkpoint's folder name.
+fn is_checkpoint_name(name: &str) -> bool {
+    name.strip_prefix(PREFIX)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `name` is one a run writes in its checkpoints folder (a checkpoint, or one in
+/// progress): `train --force` removes those and refuses a folder holding anything else.
+pub fn is_written_by_a_run(name: &std::ffi::OsStr) -> bool {
+    is_leftover(name) || name.to_str().is_some_and(is_checkpoint_name)
 }
 
 /// Reads a checkpoint's state and the named file.
@@ -217,8 +235,14 @@ mod tests {
         assert_eq!(read_file(&latest, MODEL).expect("model"), vec![40u8; 4]);
         // Reading leaves a write in progress alone; the trainer clears a crash's leftovers.
         assert!(ckpt.join(".step-000000050.tmp").exists());
+        // Only the trainer's own temporary names: a user's `*.tmp` folder is not a leftover.
+        std::fs::create_dir_all(ckpt.join("backup.tmp")).expect("user's");
         remove_leftovers(&ckpt).expect("remove");
         assert!(!ckpt.join(".step-000000050.tmp").exists());
+        assert!(ckpt.join("backup.tmp").exists());
+        let ours = |name: &str| is_written_by_a_run(std::ffi::OsStr::new(name));
+        assert!(ours("step-000000040") && ours(".step-000000050.tmp"));
+        assert!(!ours("backup.tmp") && !ours("step-") && !ours(".step-x.tmp"));
         let kept: Vec<_> = list(&ckpt).expect("list");
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert!(kept[0].ends_with("step-000000030"));

@@ -1,6 +1,7 @@
 //! Files a command writes for the user (pictures, weights, cards, reports): an existing file is
 //! replaced only with `--force`, and a write that fails leaves the old file whole.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -20,31 +21,58 @@ pub fn refuse_existing<'a>(
     }
 }
 
-/// The first path given twice: two outputs of one command on one path would overwrite what was
-/// just written.
+/// The first path given twice, however it is spelled (`./a.png` and `a.png`, a folder through
+/// a link): two outputs of one command on one file would overwrite what was just written.
 pub fn repeated(paths: &[PathBuf]) -> Option<&PathBuf> {
-    paths
-        .iter()
-        .enumerate()
-        .find_map(|(i, p)| paths[..i].contains(p).then_some(p))
+    let files: Vec<PathBuf> = paths.iter().map(|p| identity(p)).collect();
+    (0..paths.len()).find_map(|i| files[..i].contains(&files[i]).then_some(&paths[i]))
 }
 
-/// Writes `bytes` to `path` (refusing to replace a file unless `force`), through a temporary
-/// file renamed into place.
+/// The file `path` names: itself resolved where it exists, else its folder resolved (as far as
+/// it exists) and its name as given.
+fn identity(path: &Path) -> PathBuf {
+    if let Ok(file) = path.canonicalize() {
+        return file;
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => identity(dir).join(name),
+        _ => absolute,
+    }
+}
+
+/// Writes `bytes` to `path` (refusing to replace a file unless `force`) through a temporary
+/// file of its own in the same folder (`.NAME.XXXXXX.tmp`, never a name a user's file may
+/// have), synced and renamed into place: a failed or interrupted write leaves the old file
+/// whole.
 pub fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     refuse_existing([&path.to_path_buf()], force)?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("{}: cannot create", parent.display()))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("{}: cannot create", parent.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let prefix = format!(".{}.", name.unwrap_or_default());
+    let written = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(parent)
+        .and_then(|mut tmp| {
+            tmp.write_all(bytes)?;
+            tmp.as_file().sync_all()?;
+            // Without force, a file that appeared since the check above is not replaced either.
+            let persisted = if force {
+                tmp.persist(path)
+            } else {
+                tmp.persist_noclobber(path)
+            };
+            persisted.map_err(|e| e.error)
+        });
+    // A temporary file that was not persisted is removed when dropped, on every error path.
+    written
+        .map(drop)
         .with_context(|| format!("{}: cannot write", path.display()))
 }
 
@@ -66,5 +94,35 @@ mod tests {
         write_new(&path, b"two", true).expect("forced");
         assert_eq!(std::fs::read(&path).expect("read"), b"two");
         assert!(refuse_existing([&dir.path().join("other")], false).is_ok());
+        // A user's file with the old fixed temporary name is not touched, and no temporary
+        // file is left behind.
+        let user = dir.path().join("sub").join("a.json.tmp");
+        std::fs::write(&user, b"mine").expect("write");
+        write_new(&path, b"three", true).expect("forced");
+        assert_eq!(std::fs::read(&user).expect("read"), b"mine");
+        let mut left: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.json", "a.json.tmp"]);
+    }
+
+    #[test]
+    fn one_file_spelled_two_ways_is_repeated() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).expect("dir");
+        let a = sub.join("a.png");
+        let dotted = dir.path().join(".").join("sub").join(".").join("a.png");
+        assert_eq!(repeated(&[a.clone(), sub.join("b.png")]), None);
+        assert_eq!(repeated(&[a.clone(), dotted.clone()]), Some(&dotted));
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(&sub, &link).expect("link");
+            let through = link.join("a.png");
+            assert_eq!(repeated(&[a, through.clone()]), Some(&through));
+        }
     }
 }

@@ -9,6 +9,8 @@ use image::{Delay, Frame, Rgb, RgbImage, RgbaImage};
 
 use ddpm::grid::{self, PAD};
 
+use crate::output;
+
 /// A batch read back from the device: `n` images of `channels × size × size` values in [−1, 1].
 pub struct Batch {
     /// The values, image after image, channel-major.
@@ -56,29 +58,35 @@ fn rgb(image: grid::Rgba) -> RgbImage {
         .expect("width × height × 3 bytes")
 }
 
-/// Writes a PNG, naming the file in any error.
+/// Writes a PNG, replacing `path` whole (commands check for existing outputs before any work,
+/// `output::refuse_existing`): a write that fails leaves the old file.
 pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
+    let mut png = Vec::new();
     image
-        .save_with_format(path, image::ImageFormat::Png)
-        .with_context(|| format!("{}: cannot write", path.display()))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .with_context(|| format!("{}: cannot encode", path.display()))?;
+    output::write_new(path, &png, true)
 }
 
-/// Writes an animated GIF that loops, each frame shown `delay_ms`, the last one twice as long.
+/// Writes an animated GIF that loops, each frame shown `delay_ms`, the last one twice as long;
+/// replaced whole, as [`save_png`] does.
 pub fn save_gif(frames: &[RgbImage], delay_ms: u32, path: &Path) -> Result<()> {
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("{}: cannot create", path.display()))?;
-    let mut encoder = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
-    encoder.set_repeat(Repeat::Infinite)?;
-    let last = frames.len().saturating_sub(1);
-    for (i, frame) in frames.iter().enumerate() {
-        let rgba: RgbaImage = image::DynamicImage::ImageRgb8(frame.clone()).to_rgba8();
-        let ms = if i == last { 2 * delay_ms } else { delay_ms };
-        let delay = Delay::from_numer_denom_ms(ms, 1);
-        encoder
-            .encode_frame(Frame::from_parts(rgba, 0, 0, delay))
-            .with_context(|| format!("{}: cannot write a frame", path.display()))?;
+    let mut gif = Vec::new();
+    {
+        // Dropping the encoder writes the trailer; into memory that cannot fail.
+        let mut encoder = GifEncoder::new_with_speed(&mut gif, 10);
+        encoder.set_repeat(Repeat::Infinite)?;
+        let last = frames.len().saturating_sub(1);
+        for (i, frame) in frames.iter().enumerate() {
+            let rgba: RgbaImage = image::DynamicImage::ImageRgb8(frame.clone()).to_rgba8();
+            let ms = if i == last { 2 * delay_ms } else { delay_ms };
+            let delay = Delay::from_numer_denom_ms(ms, 1);
+            encoder
+                .encode_frame(Frame::from_parts(rgba, 0, 0, delay))
+                .with_context(|| format!("{}: cannot encode a frame", path.display()))?;
+        }
     }
-    Ok(())
+    output::write_new(path, &gif, true)
 }
 
 /// Two images side by side with a gap, e.g. x_t and the predicted x̂₀.

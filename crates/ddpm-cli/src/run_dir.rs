@@ -1,10 +1,13 @@
 //! The run folder: what `train` writes there, how a new run claims it and how a resumed run
 //! checks that it continues the same experiment.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+
+use crate::checkpoint;
 
 /// The files of a run folder.
 pub struct RunDir(pub PathBuf);
@@ -99,12 +102,22 @@ pub fn prepare_new_run(run: &RunDir, force: bool) -> Result<()> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| *p != run.lock())
             .collect();
-        let foreign: Vec<&PathBuf> = entries.iter().filter(|p| !ours.contains(p)).collect();
-        if !foreign.is_empty() {
+        let mut foreign: Vec<PathBuf> = entries
+            .iter()
+            .filter(|p| !ours.contains(p))
+            .cloned()
+            .collect();
+        // The run's own folders are removed whole, so they too must hold only what it wrote.
+        foreign.extend(foreign_inside(&run.samples(), is_sample_name)?);
+        foreign.extend(foreign_inside(
+            &run.checkpoints(),
+            checkpoint::is_written_by_a_run,
+        )?);
+        if let Some(first) = foreign.first() {
             bail!(
                 "{}: the folder holds other files ({}); give an empty or new run folder",
                 dir.display(),
-                foreign[0].display()
+                first.display()
             );
         }
         if !entries.is_empty() && !force {
@@ -129,6 +142,43 @@ pub fn prepare_new_run(run: &RunDir, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// What a real folder (not a link, which removing leaves alone) holds besides the names `ours`
+/// accepts.
+fn foreign_inside(folder: &Path, ours: fn(&OsStr) -> bool) -> Result<Vec<PathBuf>> {
+    if !std::fs::symlink_metadata(folder).is_ok_and(|m| m.is_dir()) {
+        return Ok(Vec::new());
+    }
+    let mut foreign = Vec::new();
+    for entry in
+        std::fs::read_dir(folder).with_context(|| format!("{}: cannot list", folder.display()))?
+    {
+        let entry = entry.with_context(|| format!("{}: cannot list", folder.display()))?;
+        if !ours(&entry.file_name()) {
+            foreign.push(entry.path());
+        }
+    }
+    Ok(foreign)
+}
+
+/// `step-N.png`, a preview grid, or a write of one cut short (`output::write_new`'s temporary
+/// name, `.step-N.png.*.tmp`).
+fn is_sample_name(name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    let grid = |n: &str| {
+        n.strip_prefix("step-")
+            .and_then(|n| n.strip_suffix(".png"))
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let cut_short = name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .and_then(|n| n.rsplit_once('.'))
+        .is_some_and(|(n, _)| grid(n));
+    grid(name) || cut_short
+}
+
 /// Keeps the header and the rows of steps up to `step` (dropping a row cut short by a crash),
 /// replacing the file atomically.
 pub fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
@@ -148,4 +198,32 @@ pub fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
     std::fs::write(&tmp, kept)
         .and_then(|()| std::fs::rename(&tmp, path))
         .with_context(|| format!("{}: cannot rewrite", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn force_removes_what_a_run_wrote_and_refuses_anything_else_inside_its_folders() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let run = RunDir(dir.path().join("run"));
+        prepare_new_run(&run, false).expect("new");
+        std::fs::write(run.samples().join("step-000000010.png"), b"png").expect("write");
+        std::fs::write(run.samples().join(".step-000000020.png.a1B2c3.tmp"), b"").expect("tmp");
+        std::fs::create_dir_all(run.checkpoints().join("step-000000010")).expect("ckpt");
+        std::fs::write(run.metrics(), b"step\n").expect("write");
+        let err = prepare_new_run(&run, false).expect_err("without --force");
+        assert!(err.to_string().contains("--force"), "{err}");
+        // A user's file in `samples/` (a folder of training images, say) stops --force.
+        let mine = run.samples().join("mine.png");
+        std::fs::write(&mine, b"mine").expect("write");
+        let err = prepare_new_run(&run, true).expect_err("foreign");
+        assert!(err.to_string().contains("mine.png"), "{err}");
+        assert!(mine.exists() && run.metrics().exists());
+        std::fs::remove_file(&mine).expect("remove");
+        prepare_new_run(&run, true).expect("forced");
+        assert!(!run.metrics().exists() && !run.checkpoints().exists());
+        assert_eq!(std::fs::read_dir(run.samples()).expect("list").count(), 0);
+    }
 }

@@ -275,8 +275,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.raw {
-        std::fs::write(path, raw_bytes(&images)?)
-            .with_context(|| format!("{}: cannot write", path.display()))?;
+        output::write_new(path, &raw_bytes(&images)?, true)?;
     }
     eprintln!("wrote {}", args.out.display());
     Ok(())

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::TrainConfig;
 use crate::device::DeviceChoice;
+use crate::output;
 use crate::run_dir::RunDir;
 
 /// `ddpm train`.
@@ -136,8 +137,7 @@ impl TrainArgs {
         }
         if let Some(steps) = self.steps {
             saved.run.steps = steps;
-            std::fs::write(&path, saved.to_toml()?)
-                .with_context(|| format!("{}: cannot write", path.display()))?;
+            output::write_new(&path, saved.to_toml()?.as_bytes(), true)?;
         }
         Ok(saved)
     }

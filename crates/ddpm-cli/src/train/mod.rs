@@ -6,11 +6,12 @@ mod args;
 mod kernel_check;
 mod trainer;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::checkpoint;
 use crate::data::{self, Shaping};
 use crate::device;
+use crate::output;
 use crate::run_dir::{RunDir, RunLock, prepare_new_run};
 pub use args::TrainArgs;
 use trainer::{Start, Trainer};
@@ -64,8 +65,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         if lock.is_none() {
             lock = Some(RunLock::acquire(&run)?);
         }
-        std::fs::write(run.config(), trainer.config.to_toml()?)
-            .with_context(|| format!("{}: cannot write", run.config().display()))?;
+        output::write_new(&run.config(), trainer.config.to_toml()?.as_bytes(), true)?;
         if let Some(record) = warm_start {
             record.write(&run.warm_start())?;
             eprintln!(

@@ -62,13 +62,9 @@ pub fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
         .and_then(|mut tmp| {
             tmp.write_all(bytes)?;
             tmp.as_file().sync_all()?;
-            // Without force, a file that appeared since the check above is not replaced either.
-            let persisted = if force {
-                tmp.persist(path)
-            } else {
-                tmp.persist_noclobber(path)
-            };
-            persisted.map_err(|e| e.error)
+            // A plain rename: tempfile's no-clobber one needs hard links where the kernel lacks
+            // RENAME_NOREPLACE, which some filesystems a user may write to (FAT) do not have.
+            tmp.persist(path).map_err(|e| e.error)
         });
     // A temporary file that was not persisted is removed when dropped, on every error path.
     written

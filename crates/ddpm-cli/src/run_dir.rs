@@ -102,11 +102,12 @@ pub fn prepare_new_run(run: &RunDir, force: bool) -> Result<()> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| *p != run.lock())
             .collect();
-        let mut foreign: Vec<PathBuf> = entries
-            .iter()
-            .filter(|p| !ours.contains(p))
-            .cloned()
-            .collect();
+        // A write of one of them that a crash cut short is the run's too.
+        let is_ours = |p: &PathBuf| {
+            let target = p.file_name().and_then(cut_short_write_of);
+            ours.contains(p) || target.is_some_and(|t| ours.contains(&dir.join(t)))
+        };
+        let mut foreign: Vec<PathBuf> = entries.iter().filter(|p| !is_ours(p)).cloned().collect();
         // The run's own folders are removed whole, so they too must hold only what it wrote.
         foreign.extend(foreign_inside(&run.samples(), is_sample_name)?);
         foreign.extend(foreign_inside(
@@ -171,12 +172,16 @@ fn is_sample_name(name: &OsStr) -> bool {
             .and_then(|n| n.strip_suffix(".png"))
             .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
     };
-    let cut_short = name
-        .strip_prefix('.')
-        .and_then(|n| n.strip_suffix(".tmp"))
-        .and_then(|n| n.rsplit_once('.'))
-        .is_some_and(|(n, _)| grid(n));
-    grid(name) || cut_short
+    grid(name) || cut_short_write_of(OsStr::new(name)).is_some_and(grid)
+}
+
+/// The file a temporary file of `output::write_new` (`.NAME.XXXXXX.tmp`) was to become.
+fn cut_short_write_of(name: &OsStr) -> Option<&str> {
+    name.to_str()?
+        .strip_prefix('.')?
+        .strip_suffix(".tmp")?
+        .rsplit_once('.')
+        .map(|(target, _)| target)
 }
 
 /// Keeps the header and the rows of steps up to `step` (dropping a row cut short by a crash),
@@ -213,6 +218,7 @@ mod tests {
         std::fs::write(run.samples().join(".step-000000020.png.a1B2c3.tmp"), b"").expect("tmp");
         std::fs::create_dir_all(run.checkpoints().join("step-000000010")).expect("ckpt");
         std::fs::write(run.metrics(), b"step\n").expect("write");
+        std::fs::write(run.0.join(".loss.png.x1Y2z3.tmp"), b"").expect("cut short");
         let err = prepare_new_run(&run, false).expect_err("without --force");
         assert!(err.to_string().contains("--force"), "{err}");
         // A user's file in `samples/` (a folder of training images, say) stops --force.
@@ -224,6 +230,7 @@ mod tests {
         std::fs::remove_file(&mine).expect("remove");
         prepare_new_run(&run, true).expect("forced");
         assert!(!run.metrics().exists() && !run.checkpoints().exists());
+        assert!(!run.0.join(".loss.png.x1Y2z3.tmp").exists());
         assert_eq!(std::fs::read_dir(run.samples()).expect("list").count(), 0);
     }
 }

@@ -393,8 +393,10 @@ fn learned_variance_interpolates_between_beta_tilde_and_beta() {
 fn every_step_exposes_x_t_and_the_x0_estimate() {
     let diffusion = cosine(20);
     let model = gaussian(&diffusion);
+    // Unclipped, so that the estimate is the network's own, not the clip's.
     let config = SamplerConfig {
         kind: SamplerKind::Ddim { steps: 5, eta: 0.0 },
+        clip_denoised: false,
         ..SamplerConfig::default()
     };
     let request = SampleRequest {
@@ -405,12 +407,31 @@ fn every_step_exposes_x_t_and_the_x0_estimate() {
     let mut sampler = Sampler::new(&diffusion, config, request, &model, &device()).expect("valid");
     let mut ts = Vec::new();
     let mut last = None;
-    while let Some(step) = sampler.step(&model) {
+    loop {
+        let x_t = sampler
+            .sample()
+            .clone()
+            .into_data()
+            .to_vec::<f32>()
+            .expect("f32");
+        let Some(step) = sampler.step(&model) else {
+            break;
+        };
         assert_eq!(sampler.steps_done(), step.index + 1);
         ts.push(step.t);
-        // The exact x₀ estimate of this Gaussian data shrinks towards μ; clipped to [−1, 1].
+        // For this Gaussian data the x₀ estimate is the posterior mean E[x₀ | x_t] =
+        // μ + √ᾱ σ² (x_t − √ᾱ μ) / (ᾱ σ² + 1 − ᾱ), found here without the ε → x₀ conversion.
         let x0 = step.x_start.into_data().try_to_vec::<f32>().expect("f32");
-        assert!(x0.iter().all(|v| (-1.0..=1.0).contains(v)));
+        let abar = diffusion.schedule().alphas_cumprod[step.t] as f64;
+        let gain = abar.sqrt() * SIGMA * SIGMA / (abar * SIGMA * SIGMA + 1.0 - abar);
+        for (&got, &x) in x0.iter().zip(&x_t) {
+            let want = MU + gain * (x as f64 - abar.sqrt() * MU);
+            assert!(
+                (got as f64 - want).abs() < 1e-3 * want.abs().max(1.0),
+                "t={}: x₀ estimate {got} vs {want}",
+                step.t
+            );
+        }
         last = Some((step.x, x0));
     }
     // linspace(−1, 19, 6) truncated: −1, 3, 7, 11, 15, 19.

@@ -168,6 +168,44 @@ fn loss_is_zero_for_a_perfect_denoiser_and_positive_otherwise() {
         assert!(loss < 1e-6, "{objective:?}: {loss}");
         assert_eq!(out.timesteps.len(), 8);
         assert!(out.timesteps.iter().all(|&t| t < 1000));
+        // The same draws with a denoiser that predicts nothing cost something.
+        let out = d.loss(&Zero, x0.clone(), None, &mut NoiseSource::new(1));
+        let loss = values(out.loss)[0];
+        assert!(loss > 0.05, "{objective:?}: a zero prediction costs {loss}");
+    }
+}
+
+#[test]
+fn a_learned_variance_interpolates_in_log_space() {
+    // Nichol & Dhariwal's eq. 15: σ² = exp(f ln β + (1 − f) ln β̃) with f = (v + 1)/2; at
+    // v = 0 that is the geometric mean √(β·β̃), which interpolating the variances themselves
+    // would miss. β̃ is computed here from the betas alone (eq. 7), clipped at t = 0 to β̃₁.
+    let d = diffusion(Objective::PredNoise);
+    let betas: Vec<f64> = d.schedule().betas.iter().map(|&b| b as f64).collect();
+    let abar: Vec<f64> = betas
+        .iter()
+        .scan(1.0, |a, b| {
+            *a *= 1.0 - b;
+            Some(*a)
+        })
+        .collect();
+    let tilde = |t: usize| betas[t] * (1.0 - abar[t - 1]) / (1.0 - abar[t]);
+    let ts = [0usize, 1, 500, 999];
+    for v in [-1.0f32, -0.5, 0.0, 0.5, 1.0] {
+        let input = Tensor::<4>::full([ts.len(), 1, 1, 1], v, &device());
+        let got = values(d.learned_log_variance(input, &Timesteps::Each(ts.to_vec())));
+        for (&t, got) in ts.iter().zip(got) {
+            let f = (f64::from(v) + 1.0) / 2.0;
+            let want = f * betas[t].ln() + (1.0 - f) * tilde(t.max(1)).ln();
+            assert!(
+                (f64::from(got) - want).abs() < 1e-4 * want.abs().max(1.0),
+                "v={v} t={t}: {got} vs {want}"
+            );
+            if v == 0.0 {
+                let geometric = (betas[t] * tilde(t.max(1))).sqrt();
+                assert!((f64::from(got).exp() / geometric - 1.0).abs() < 1e-4);
+            }
+        }
     }
 }
 

@@ -24,9 +24,10 @@ pub enum Steer {
         strength: f64,
     },
     /// RePaint: after every step the region where `mask` is 1 is replaced by a sample of
-    /// q(x_t | x₀) of `image`, and at the end by `image` itself; every `jump` steps the run
-    /// goes back `jump` steps (re-noised with q(x_{t+j} | x_t)) `repeats − 1` times, so that the
-    /// generated region agrees with the kept one. `jump = repeats = 1` is plain replacement.
+    /// q(x_t | x₀) of `image`, and at the end by `image` itself; every `jump` steps, counted
+    /// from the end as in RePaint's schedule, the run goes back `jump` steps (re-noised with
+    /// q(x_{t+j} | x_t)) `repeats − 1` times, so that the generated region agrees with the
+    /// kept one. `jump = repeats = 1` is plain replacement.
     Inpaint {
         /// `[batch, channels, height, width]`
         image: Tensor<4>,
@@ -117,8 +118,13 @@ pub(crate) fn moves(pairs: &[(usize, Option<usize>)], steer: &Steer) -> Vec<Move
             let mut moves = Vec::new();
             for (k, pair) in pairs.iter().enumerate() {
                 moves.push(step(pair));
+                // RePaint's schedule (its `get_schedule_jump`, and diffusers' scheduler)
+                // counts from the end: it jumps when the next step is the 0th, jth, 2jth… from
+                // the last, the last stretch included, but not within `jump` of the start.
                 let done = k + 1;
-                if let (0, true, Some(from)) = (done % jump, done < pairs.len(), pair.1) {
+                let next_from_last = pairs.len().saturating_sub(done + 1);
+                let jumps = done >= jump && next_from_last % jump == 0;
+                if let (true, Some(from)) = (jumps, pair.1) {
                     for _ in 1..repeats {
                         let back = &pairs[done - jump..done];
                         moves.push(Move::Renoise {
@@ -217,18 +223,76 @@ mod tests {
             [
                 s(5, 4),
                 s(4, 3),
-                Move::Renoise { from: 3, to: 5 },
-                s(5, 4),
+                s(3, 2),
+                Move::Renoise { from: 2, to: 4 },
                 s(4, 3),
                 s(3, 2),
                 s(2, 1),
-                Move::Renoise { from: 1, to: 3 },
-                s(3, 2),
+                s(1, 0),
+                Move::Renoise { from: 0, to: 2 },
                 s(2, 1),
                 s(1, 0),
                 Move::Step { t: 0, next: None },
             ]
         );
+    }
+
+    /// RePaint's own `get_schedule_jump` (guided_diffusion/scheduler.py, one sample per
+    /// step), transliterated: the t's a run visits, ending in −1 for x₀.
+    fn get_schedule_jump(t_t: i64, jump_length: i64, jump_n_sample: i64) -> Vec<i64> {
+        let mut jumps: std::collections::HashMap<i64, i64> = (0..t_t - jump_length)
+            .step_by(jump_length as usize)
+            .map(|j| (j, jump_n_sample - 1))
+            .collect();
+        let (mut t, mut ts) = (t_t, Vec::new());
+        while t >= 1 {
+            t -= 1;
+            ts.push(t);
+            if jumps.get(&t).copied().unwrap_or(0) > 0 {
+                *jumps.entry(t).or_default() -= 1;
+                for _ in 0..jump_length {
+                    t += 1;
+                    ts.push(t);
+                }
+            }
+        }
+        ts.push(-1);
+        ts
+    }
+
+    #[test]
+    fn repaint_jumps_where_repaints_own_schedule_does() {
+        for (steps, jump, repeats) in [(20, 5, 3), (250, 10, 10), (23, 5, 2), (7, 1, 3), (9, 4, 1)]
+        {
+            let pairs: Vec<_> = (0..steps)
+                .rev()
+                .map(|t: usize| (t, t.checked_sub(1)))
+                .collect();
+            let steer = Steer::Inpaint {
+                image: Tensor::empty([1, 1, 1, 1], &crate::test_util::device()),
+                mask: Tensor::empty([1, 1, 1, 1], &crate::test_util::device()),
+                jump,
+                repeats,
+            };
+            // Ours as the t's visited: each move ends at its target (−1 for x₀).
+            let mut ours = vec![steps as i64 - 1];
+            for m in moves(&pairs, &steer) {
+                ours.push(match m {
+                    Move::Step { next, .. } => next.map_or(-1, |n| n as i64),
+                    Move::Renoise { to, .. } => to as i64,
+                });
+            }
+            // Theirs with each jump's one-step climbs merged into one move.
+            let theirs = get_schedule_jump(steps as i64, jump as i64, repeats as i64);
+            let mut merged: Vec<i64> = vec![theirs[0]];
+            for w in theirs.windows(3) {
+                if !(w[0] < w[1] && w[1] < w[2]) {
+                    merged.push(w[1]);
+                }
+            }
+            merged.push(-1);
+            assert_eq!(ours, merged, "T={steps} jump={jump} repeats={repeats}");
+        }
     }
 
     #[test]

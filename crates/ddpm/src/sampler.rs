@@ -509,7 +509,16 @@ impl Sampler {
                 let out = model.denoise(x, &steps, self_cond, Some(&doubled));
                 let cond = out.clone().narrow(0, 0, batch);
                 let uncond = out.narrow(0, batch, batch);
-                uncond.clone() + (cond - uncond).mul_scalar(scale)
+                // Only the prediction is guided; a learned variance is the conditional
+                // model's (GLIDE, guided-diffusion), since a guided v would leave [−1, 1].
+                let channels = self.x.dims()[1];
+                let (cond, v) = GaussianDiffusion::split_output(cond, channels);
+                let (uncond, _) = GaussianDiffusion::split_output(uncond, channels);
+                let guided = uncond.clone() + (cond - uncond).mul_scalar(scale);
+                match v {
+                    Some(v) => Tensor::cat(vec![guided, v], 1),
+                    None => guided,
+                }
             }
             (labels, _) => model.denoise(self.x.clone(), &steps, self_cond, labels.as_deref()),
         }

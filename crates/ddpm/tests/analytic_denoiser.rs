@@ -389,6 +389,77 @@ fn learned_variance_interpolates_between_beta_tilde_and_beta() {
     assert!(!close(&learned_high, &learned_low));
 }
 
+/// A learned variance that depends on the class: v = 1 (σ² = β) for the data's classes and
+/// v = −1 (σ² = β̃) for the null class.
+struct ClassVariance<'a>(Gaussian<'a>);
+
+impl Denoiser for ClassVariance<'_> {
+    fn denoise(
+        &self,
+        x: Tensor<4>,
+        t: &Timesteps,
+        _: Option<Tensor<4>>,
+        classes: Option<&[usize]>,
+    ) -> Tensor<4> {
+        let prediction = self.0.denoise(x, t, None, classes);
+        let [b, c, h, w] = prediction.dims();
+        let v: Vec<f32> = match classes {
+            Some(labels) => labels
+                .iter()
+                .map(|&l| if l < self.0.means.len() { 1.0 } else { -1.0 })
+                .collect(),
+            None => vec![1.0; b],
+        };
+        let v = Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [b]), &prediction.device())
+            .reshape([b, 1, 1, 1])
+            .expand([b, c, h, w]);
+        Tensor::cat(vec![prediction, v], 1)
+    }
+
+    fn num_classes(&self) -> Option<usize> {
+        self.0.num_classes()
+    }
+}
+
+#[test]
+fn guidance_leaves_a_learned_variance_to_the_conditional_model() {
+    // Guiding v as well would give v = −1 + 3·(1 − (−1)) = 5 here, far outside [−1, 1].
+    let diffusion = cosine(30);
+    let config = SamplerConfig {
+        kind: SamplerKind::Ddpm {
+            variance: DdpmVariance::Posterior,
+        },
+        guidance_scale: 3.0,
+        clip_denoised: false,
+    };
+    let request = || SampleRequest {
+        seed: 4,
+        shape: [2, 1, 4, 4],
+        classes: Some(vec![0, 1]),
+    };
+    let checks = two_classes(&diffusion);
+    let run = |step: &dyn Fn(&mut Sampler) -> bool| {
+        let mut sampler =
+            Sampler::new(&diffusion, config, request(), &checks, &device()).expect("valid");
+        while step(&mut sampler) {}
+        sampler
+            .sample()
+            .clone()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32")
+    };
+    let by_class = ClassVariance(two_classes(&diffusion));
+    let by_class = run(&|s: &mut Sampler| s.step(&by_class).is_some());
+    let conditional_v = FixedVariance(two_classes(&diffusion), 1.0);
+    let conditional_v = run(&|s: &mut Sampler| s.step(&conditional_v).is_some());
+    let close = by_class
+        .iter()
+        .zip(&conditional_v)
+        .all(|(a, b)| (a - b).abs() < 1e-5);
+    assert!(close, "{by_class:?} vs {conditional_v:?}");
+}
+
 #[test]
 fn every_step_exposes_x_t_and_the_x0_estimate() {
     let diffusion = cosine(20);
@@ -412,7 +483,7 @@ fn every_step_exposes_x_t_and_the_x0_estimate() {
             .sample()
             .clone()
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .expect("f32");
         let Some(step) = sampler.step(&model) else {
             break;

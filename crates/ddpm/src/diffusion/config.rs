@@ -43,8 +43,11 @@ pub struct DiffusionConfig {
     /// Probability that a training label is replaced by the null class, which teaches the
     /// unconditional model that classifier-free guidance needs. Used only with classes.
     pub cond_drop_prob: f64,
-    /// λ of the hybrid loss L_simple + λ L_vlb that trains a learned variance (Nichol &
-    /// Dhariwal 2021). Used only when the network outputs a variance.
+    /// The weight of the variational term in the hybrid loss that trains a learned variance,
+    /// applied to the one term L_t of each image, as lucidrains' `LearnedGaussianDiffusion`
+    /// does (0.001). Nichol & Dhariwal's λ = 0.001 weighs the whole L_vlb = Σ_t L_t, which one
+    /// term estimates as T·L_t: their setting is T/1000 here (1 at T = 1000). Used only when
+    /// the network outputs a variance.
     pub vb_loss_weight: f64,
 }
 

@@ -47,8 +47,9 @@ function overHistory(card, key) {
   return total;
 }
 
-// Where the model came from, from its card.
-sampler.addEventListener('ddpm-ready', ({ detail: { card } }) => {
+// Where the model came from, from its card: when a run starts, or when the pad of a draw mode
+// is shown (before any run).
+const showProvenance = ({ detail: { card } }) => {
   // A hand-written card may lack any of these: show what it has.
   const parts = [];
   if (Number.isFinite(card.parameters)) parts.push(`${card.parameters.toLocaleString('en')} parameters`);
@@ -68,4 +69,6 @@ sampler.addEventListener('ddpm-ready', ({ detail: { card } }) => {
     parts.push(`${(100 * best.accuracy).toFixed(1)}% drawn as the digit asked (${best.sampler}, held-out classifier)`);
   }
   document.getElementById('provenance').textContent = parts.join(' · ');
-});
+};
+sampler.addEventListener('ddpm-ready', showProvenance);
+sampler.addEventListener('ddpm-draw', showProvenance);

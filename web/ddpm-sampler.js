@@ -16,7 +16,7 @@ import { defaultWorkers, engine } from './engine.js';
 import { Pace } from './pace.js';
 import { DrawModes } from './draw.js';
 import { ATTRIBUTES, randomSeed, readSettings, runOptions } from './settings.js';
-import { CSS, controlsHtml } from './view.js';
+import { CSS, controlsHtml, drawTools } from './view.js';
 
 let nextRunId = 1;
 const MAX_FRAMES = 200;
@@ -35,6 +35,7 @@ export class DdpmSampler extends HTMLElement {
   #runId = `run-${nextRunId++}`;
   #total = 0;
   #done = 0;
+  #started = false; // a run has started (it may have no steps: SDEdit at strength 0)
   #frames = []; // ImageData of each drawn step, for the scrubber
   #pace = new Pace(1);
   #playing = false;
@@ -98,6 +99,7 @@ export class DdpmSampler extends HTMLElement {
     this.#generation++; // a restart or step in flight ends without drawing
     this.#total = 0;
     this.#done = 0;
+    this.#started = false;
     this.#listening?.removeEventListener('device-lost', this.#onDeviceLost);
     this.#listening?.removeEventListener('progress', this.#onProgress);
     this.#listening = null;
@@ -116,7 +118,7 @@ export class DdpmSampler extends HTMLElement {
     this.#debounce = setTimeout(() => {
       const changed = [...this.#changed];
       this.#changed.clear();
-      if (this.#total && changed.every((n) => IN_PLACE.includes(n))) this.#applyInPlace();
+      if (this.#started && changed.every((n) => IN_PLACE.includes(n))) this.#applyInPlace();
       else this.#restart();
     }, 0);
   }
@@ -131,16 +133,23 @@ export class DdpmSampler extends HTMLElement {
     try {
       s = readSettings(this);
     } catch (e) {
+      // Paused by the bad value; playing again once it is mended.
+      this.#resume ||= this.#playing;
       this.#fail(e);
       return;
     }
+    const resume = this.#resume;
+    this.#resume = false;
+    this.#error(null);
     const was = this.#settings;
     this.#settings = s;
     if (s.drawEvery !== was.drawEvery) this.#pace = new Pace(s.drawEvery);
     if (s.controls !== was.controls) this.#renderControls();
     this.#emit('ddpm-settings', { ...s });
-    if (s.autoplay && !was.autoplay) this.play();
+    if ((s.autoplay && !was.autoplay) || resume) this.play();
   }
+
+  #resume = false;
 
   // --- the JS API -----------------------------------------------------------------------
 
@@ -211,11 +220,7 @@ export class DdpmSampler extends HTMLElement {
         this.#emit('ddpm-step', { step: frame.step, total: this.#total, ms: frame.ms });
         if (this.#done === this.#total) {
           this.#syncButtons();
-          const values = await this.#engine.call('values', { runId: this.#runId });
-          if (generation !== this.#generation) return;
-          // For 'fill' to pick one of them.
-          this.#modes.keepGrid({ values, n: this.#settings.n, columns: this.#columns, image: this.#frames[this.#total] });
-          this.#emit('ddpm-done', { total: this.#total });
+          await this.#finished(generation);
         }
       } catch (e) {
         // A lost device restarts the widget on the CPU (see #onDeviceLost).
@@ -225,15 +230,24 @@ export class DdpmSampler extends HTMLElement {
     return this.#queue;
   }
 
+  // The run's last step is done (or it had none): its images are kept for 'fill' to pick one.
+  async #finished(generation) {
+    const values = await this.#engine.call('values', { runId: this.#runId });
+    if (generation !== this.#generation) return;
+    this.#modes.keepGrid({ values, n: this.#settings.n, columns: this.#columns, image: this.#frames[this.#total] });
+    this.#emit('ddpm-done', { total: this.#total });
+  }
+
   /** Starts over with the current settings; in the draw modes, runs from the pad. */
   restart() {
     return this.#restart({ fromPad: true });
   }
 
-  /** The current images as raw values in [−1, 1] (`[n, c, h, w]`, a Float32Array). */
+  /** The current images as raw values (`[n, c, h, w]`, a Float32Array): x_t during a run, the
+   * final images in [−1, 1] after its last step. */
   async values() {
     await this.#queue;
-    if (!this.#total) throw new Error('ddpm-sampler: no images yet (the widget has not started)');
+    if (!this.#started) throw new Error('ddpm-sampler: no images yet (the widget has not started)');
     return this.#engine.call('values', { runId: this.#runId });
   }
 
@@ -287,6 +301,8 @@ export class DdpmSampler extends HTMLElement {
     // Nothing to play or step until the new run has started.
     this.#total = 0;
     this.#done = 0;
+    this.#started = false;
+    this.#resume = false;
     this.#syncButtons();
     this.#error(null);
     try {
@@ -298,7 +314,12 @@ export class DdpmSampler extends HTMLElement {
     this.#emit('ddpm-settings', { ...this.#settings });
     const s = this.#settings;
     try {
-      this.#engine = engine(s.backend, s.workers === 'auto' ? defaultWorkers() : s.workers, s.gpuKernels);
+      const next = await engine(s.backend, s.workers === 'auto' ? defaultWorkers() : s.workers, s.gpuKernels);
+      if (generation !== this.#generation) return;
+      // A run on another engine (another backend or pool) is not this widget's any more.
+      const previous = this.#engine;
+      if (previous && previous !== next) previous.call('drop', { runId: this.#runId }).catch(() => {});
+      this.#engine = next;
       if (this.#listening !== this.#engine) {
         this.#listening?.removeEventListener('device-lost', this.#onDeviceLost);
         this.#listening?.removeEventListener('progress', this.#onProgress);
@@ -319,7 +340,7 @@ export class DdpmSampler extends HTMLElement {
       this.#gpu = backend.gpu;
       this.#modes.setModel(model);
       this.#model = model;
-      await this.#modes.loadSources(s, (name) => this.getAttribute(name));
+      await this.#modes.loadSources(s, (name) => this.getAttribute(name), () => generation !== this.#generation);
       if (generation !== this.#generation) return;
       // The draw modes show the pad until asked to run from it (or at once with `autoplay` and
       // an `image`, and a `mask` to fill); after a run from the pad, a change of settings runs
@@ -333,20 +354,35 @@ export class DdpmSampler extends HTMLElement {
       }
       const pad = fromPadNow ? this.#modes.options(s.mode) : null;
       const { total, columns } = await runner.call('start', { key: s.model, runId: this.#runId, options: runOptions(s, pad) });
-      if (generation !== this.#generation) return;
+      if (generation !== this.#generation) {
+        // Overtaken: removed from the page (whose drop came too early to find this run) or
+        // moved to another engine, this run would stay on the workers.
+        if (!this.isConnected || runner !== this.#engine) runner.call('drop', { runId: this.#runId }).catch(() => {});
+        return;
+      }
       Object.assign(this.#modes, { padRun: fromPadNow, drawing: false, picking: false });
       this.#columns = columns;
       this.#total = total;
       this.#done = 0;
+      this.#started = true;
       this.#pace = new Pace(s.drawEvery);
       this.#frames = [];
       this.#shown = 0;
       this.#renderControls();
       this.#status(null);
       this.#emit('ddpm-ready', { backend: this.#backendName, workers: backend.workers, model: this.#model.info, card: this.#model.card, total });
-      if (s.autoplay) this.play();
+      if (total === 0) {
+        // Nothing to denoise (SDEdit at a strength below one step): the start is the result.
+        const frame = await runner.call('frame', { runId: this.#runId });
+        if (generation !== this.#generation) return;
+        this.#draw(frame, true);
+        this.#statusText(`no step at strength ${s.strength}: the drawing as it is · ${this.#backendName}`);
+        await this.#finished(generation);
+      } else if (s.autoplay) this.play();
     } catch (e) {
-      if (generation === this.#generation) this.#fail(e);
+      if (generation !== this.#generation) return;
+      this.#fail(e);
+      if (!this.#model) this.#modes.noModel(e);
     }
   }
 
@@ -358,6 +394,7 @@ export class DdpmSampler extends HTMLElement {
     this.#playing = false;
     this.#total = 0;
     this.#done = 0;
+    this.#started = false;
     this.#modes.padRun = false;
     this.#modes.enter();
   }
@@ -366,7 +403,7 @@ export class DdpmSampler extends HTMLElement {
   // model code's and the weights' bytes, compiling, starting the workers, checking the GPU
   // kernels. Progress of a model this widget does not show is not its business.
   #onProgress = ({ detail }) => {
-    if (this.#total || (detail.model && detail.model !== this.#settings?.model)) return;
+    if (this.#started || (detail.model && detail.model !== this.#settings?.model)) return;
     const mb = (bytes) => (bytes / 1e6).toFixed(1);
     const bytes = detail.total ? `${mb(detail.loaded)} of ${mb(detail.total)} MB` : `${mb(detail.loaded ?? 0)} MB`;
     const text = {
@@ -460,13 +497,17 @@ export class DdpmSampler extends HTMLElement {
 
   #renderControls() {
     const box = this.#root.querySelector('.controls');
-    if (!this.#settings.controls) {
+    // The draw modes always have their tools and the button that runs from the pad: a pad
+    // without them could not be used; `controls` adds the rest.
+    const drawOnly = !this.#settings.controls && this.#settings.mode !== 'sample';
+    if (!this.#settings.controls && !drawOnly) {
       box.replaceChildren();
       return;
     }
     // The control that had the keyboard focus gets it back in the new markup.
     const focused = this.#root.activeElement?.dataset ?? {};
-    box.innerHTML = controlsHtml(this.#settings, this.#model, this.#modes.state());
+    const html = drawOnly ? drawTools : controlsHtml;
+    box.innerHTML = html(this.#settings, this.#model, this.#modes.state());
     this.#modes.wire(box);
     const set = (name, value) => this.setAttribute(name, String(value));
     for (const input of box.querySelectorAll('[data-attr]')) {
@@ -494,7 +535,11 @@ export class DdpmSampler extends HTMLElement {
     const finished = !this.#total || this.#done >= this.#total;
     for (const action of ['play', 'step']) {
       const button = this.#root.querySelector(`[data-action=${action}]`);
-      if (button) button.disabled = finished && !this.#playing;
+      if (!button) continue;
+      const focused = this.#root.activeElement === button;
+      button.disabled = finished && !this.#playing;
+      // A disabled button drops the keyboard's focus to the page: it goes to Restart instead.
+      if (focused && button.disabled) this.#root.querySelector('[data-action=restart]')?.focus();
     }
   }
 }

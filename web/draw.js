@@ -8,9 +8,10 @@ import { Pad, decode, gridCell } from './pad.js';
 
 export class DrawModes {
   #host;
-  #waiters = []; // padReady() calls waiting for the model's size
+  #waiters = []; // padReady() calls waiting for the model's size: [resolve, reject]
   #loaded = { image: null, mask: null }; // the `image` and `mask` attributes on the pad
   #stroke = null; // the pointer's last point while it paints
+  #model = null; // { card, info } of the pad's model
   pad = null;
   drawing = false; // the pad is shown (no run in progress)
   picking = false; // 'fill' without an image: a click on the last grid picks one
@@ -28,17 +29,23 @@ export class DrawModes {
   // The model is known: its pad (a new one for a model of another size) and the calls that
   // waited for it.
   setModel(model) {
+    this.#model = model;
     const { imageSize, channels } = model.info;
     const pad = this.pad;
     if (!pad || pad.height !== imageSize[0] || pad.width !== imageSize[1] || pad.channels !== channels) {
       this.pad = new Pad(model.info);
       this.#loaded = { image: null, mask: null };
     }
-    for (const resolve of this.#waiters.splice(0)) resolve(this.pad);
+    for (const [resolve] of this.#waiters.splice(0)) resolve(this.pad);
+  }
+
+  // The model could not be loaded: calls waiting for its pad fail with the reason.
+  noModel(error) {
+    for (const [, reject] of this.#waiters.splice(0)) reject(error);
   }
 
   padReady() {
-    return this.pad ? Promise.resolve(this.pad) : new Promise((resolve) => this.#waiters.push(resolve));
+    return this.pad ? Promise.resolve(this.pad) : new Promise((resolve, reject) => this.#waiters.push([resolve, reject]));
   }
 
   // Decodes `source` and applies it to the pad; a bad source is a message in the widget.
@@ -53,15 +60,19 @@ export class DrawModes {
     if (this.drawing) this.showPad();
   }
 
-  // The `image` and `mask` attributes, onto the pad when they name new files.
-  async loadSources(s, attribute) {
+  // The `image` and `mask` attributes, onto the pad when they name new files; nothing once
+  // `stale()` (a newer start asked for other files, which may arrive first).
+  async loadSources(s, attribute, stale) {
     for (const [key, apply] of [['image', (pad, b) => pad.setImage(b)], ['mask', (pad, b) => pad.setMask(b)]]) {
       if (s[key] === null || s[key] === this.#loaded[key]) continue;
+      let bitmap;
       try {
-        apply(this.pad, await decode(s[key]));
+        bitmap = await decode(s[key]);
       } catch (e) {
         throw new Error(`${key}="${attribute(key)}": ${e.message}`);
       }
+      if (stale()) return;
+      apply(this.pad, bitmap);
       this.#loaded[key] = s[key];
     }
   }
@@ -84,7 +95,7 @@ export class DrawModes {
     this.#host.controls();
     if (this.picking) this.showGrid();
     else this.showPad();
-    this.#host.emit('ddpm-draw', { mode: s.mode });
+    this.#host.emit('ddpm-draw', { mode: s.mode, model: this.#model.info, card: this.#model.card });
   }
 
   showPad() {
@@ -108,7 +119,7 @@ export class DrawModes {
     canvas.getContext('2d').putImageData(image, 0, 0);
     canvas.className = 'picking';
     canvas.setAttribute('aria-label', 'generated images: click one to fill in part of it');
-    this.#host.status('click an image to fill in part of it, or drop one here');
+    this.#host.status('click an image (or give its number below) to fill in part of it, or drop one here');
   }
 
   // Whether the last finished run's images are this model's, to pick one from.
@@ -149,11 +160,7 @@ export class DrawModes {
       const { height, width } = this.pad;
       const { values, n, columns } = this.lastGrid;
       const index = gridCell(at, { n, columns, width, height });
-      if (index < 0) return;
-      this.pad.setValues(values, index);
-      this.picking = false;
-      this.#host.controls();
-      this.showPad();
+      if (index >= 0) this.#pick(values, index);
       return;
     }
     if (!this.drawing || this.picking) return;
@@ -171,6 +178,14 @@ export class DrawModes {
     this.showPad();
   }
 
+  // Image `index` of the last grid becomes the pad's image.
+  #pick(values, index) {
+    this.pad.setValues(values, index);
+    this.picking = false;
+    this.#host.controls();
+    this.showPad();
+  }
+
   wire(box) {
     const on = (action, handler) => box.querySelector(`[data-action=${action}]`)?.addEventListener('click', handler);
     const pad = this.pad;
@@ -181,6 +196,13 @@ export class DrawModes {
       this.picking = true;
       this.#host.controls();
       this.showGrid();
+    });
+    // The keyboard's way to pick: the image's number (1 is the top left, row after row).
+    on('use', () => {
+      const { values, n } = this.lastGrid;
+      const index = Number(box.querySelector('[name=pick]')?.value) - 1;
+      if (Number.isInteger(index) && index >= 0 && index < n) this.#pick(values, index);
+      else this.#host.fail(new Error(`pick an image from 1 to ${n}`));
     });
     const erase = (erasing) => () => {
       pad.erasing = erasing;
@@ -203,6 +225,7 @@ export class DrawModes {
   // What a 'fill' pad can pick from, and the pad's tools, for the controls.
   state() {
     const pad = this.pad;
-    return { drawing: this.drawing, erasing: pad?.erasing ?? false, brush: pad?.brush ?? 2.5, color: pad?.color ?? '#000000', canPick: this.#canPick() };
+    const picking = this.picking ? this.lastGrid.n : 0;
+    return { drawing: this.drawing, erasing: pad?.erasing ?? false, brush: pad?.brush ?? 2.5, color: pad?.color ?? '#000000', canPick: this.#canPick(), picking };
   }
 }

@@ -12,7 +12,7 @@ import { DeviceLostError, Thread } from './thread.js';
 
 export { DeviceLostError } from './thread.js';
 
-const engines = new Map(); // `${backend}/${workers}/${gpuKernels}` -> Engine
+const engines = new Map(); // `gpu/${gpuKernels}` or `cpu/${workers}/${backend}` -> Engine
 
 /** Workers for the CPU backend when the widget does not say: one per core, at most 8. */
 export function defaultWorkers() {
@@ -134,12 +134,13 @@ class Engine extends EventTarget {
     return this.models.get(cardUrl);
   }
 
-  /** One operation of the widget's run: 'start', 'step', 'values', 'drop' or 'loseDevice'. */
+  /** One operation of the widget's run: 'start', 'step', 'values', 'frame', 'drop' or 'loseDevice'. */
   call(op, args) {
     switch (op) {
       case 'start': return this.#startRun(args);
       case 'step': return this.#step(args);
       case 'values': return this.#values(args);
+      case 'frame': return this.#frame(args);
       case 'drop': return this.#drop(args);
       case 'loseDevice': return this.threads[0].call('loseDevice', {});
       default: return Promise.reject(new Error(`unknown operation ${op}`));
@@ -190,6 +191,13 @@ class Engine extends EventTarget {
     return join(await Promise.all(run.parts.map(({ thread }) => thread.call('values', { runId }))));
   }
 
+  // The images as they are, as a grid: what a run of no steps (SDEdit at strength 0) shows.
+  async #frame({ runId }) {
+    const run = this.#run(runId);
+    const values = await this.#values({ runId });
+    return run.parts[0].thread.call('grid', { step: 0, t: 0, values, shape: run.shape, columns: run.columns }, [values.buffer]);
+  }
+
   async #drop({ runId }) {
     const run = this.runs.get(runId);
     this.runs.delete(runId);
@@ -211,12 +219,23 @@ function join(arrays) {
 /**
  * The shared engine for `backend` ('auto': WebGPU when the browser has it, else the CPU) with
  * `workers` workers on the CPU (default: one per core, at most 8), and on WebGPU the core's
- * fused kernels if `gpuKernels`.
+ * fused kernels if `gpuKernels`. On WebGPU every widget shares one engine whatever its
+ * `workers` (one worker owns the device); on the CPU, widgets with the same `backend` and
+ * `workers` share a pool ('auto' names why it is on the CPU, 'cpu' does not).
  */
-export function engine(backend = 'auto', workers = defaultWorkers(), gpuKernels = true) {
+export async function engine(backend = 'auto', workers = defaultWorkers(), gpuKernels = true) {
   const preferGpu = backend !== 'cpu';
-  const kernels = preferGpu && gpuKernels;
-  const key = `${backend}/${workers}/${kernels}`;
-  if (!engines.has(key)) engines.set(key, new Engine(preferGpu, workers, kernels));
+  const gpu = preferGpu && Boolean((await adapter()).label);
+  const key = gpu ? `gpu/${gpuKernels}` : `cpu/${workers}/${backend}`;
+  if (!engines.has(key)) {
+    const made = new Engine(preferGpu, workers, gpu && gpuKernels);
+    engines.set(key, made);
+    // A start that failed (a download cut short) is not kept: the next widget tries again.
+    made.backend.catch(() => engines.get(key) === made && engines.delete(key));
+  }
   return engines.get(key);
 }
+
+// The browser's adapter, asked for once per page.
+let probe = null;
+const adapter = () => (probe ??= webgpuAdapter());

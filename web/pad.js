@@ -88,14 +88,19 @@ export class Pad {
    * images (the shorter side fills the pad, the rest is cropped at the centre). */
   setImage(bitmap) {
     this.clear('image');
-    const base = this.base.getContext('2d');
-    base.fillStyle = '#ffffff';
-    base.fillRect(0, 0, this.width, this.height);
+    this.#fit(this.base.getContext('2d'), bitmap);
+    this.given = true;
+  }
+
+  // `bitmap` over white on a model-sized canvas, fitted as the CLI fits its images: the
+  // shorter side fills it, the rest is cropped at the centre.
+  #fit(context, bitmap) {
+    context.fillStyle = '#ffffff';
+    context.fillRect(0, 0, this.width, this.height);
     const fit = Math.max(this.width / bitmap.width, this.height / bitmap.height);
     const [w, h] = [bitmap.width * fit, bitmap.height * fit];
-    base.imageSmoothingQuality = 'high';
-    base.drawImage(bitmap, (this.width - w) / 2, (this.height - h) / 2, w, h);
-    this.given = true;
+    context.imageSmoothingQuality = 'high';
+    context.drawImage(bitmap, (this.width - w) / 2, (this.height - h) / 2, w, h);
   }
 
   /** Image `index` of a batch of values `[n, c, h, w]` (e.g. a finished run's) as the image. */
@@ -116,12 +121,11 @@ export class Pad {
     this.given = true;
   }
 
-  /** A mask from `bitmap`, as the CLI's --mask: light pixels keep, dark ones are generated. */
+  /** A mask from `bitmap`, as the CLI's --mask: fitted like the image, light pixels keep, dark
+   * ones are generated. */
   setMask(bitmap) {
     const small = canvas(this.width, this.height).getContext('2d');
-    small.fillStyle = '#ffffff';
-    small.fillRect(0, 0, this.width, this.height);
-    small.drawImage(bitmap, 0, 0, this.width, this.height);
+    this.#fit(small, bitmap);
     const keep = toValues(small.getImageData(0, 0, this.width, this.height).data, 1);
     this.clear('mask');
     const mask = this.mask.getContext('2d');

@@ -38,7 +38,7 @@ const MODES = [['sample', 'Sample from noise'], ['finish', 'Finish a drawing'], 
 
 // The draw modes' tools: brush and eraser, their size, clear, an image file, the strength of
 // "finish it", and the button that runs from the pad (or goes back to it after a run).
-function drawTools(settings, model, draw) {
+export function drawTools(settings, model, draw) {
   const fill = settings.mode === 'fill';
   // After a run from the pad the strength stays at hand: a new one runs the same drawing again.
   const strength = fill ? '' : `<label>Strength <input data-attr="strength" type="range" min="0" max="1" step="0.05" value="${escape(settings.strength)}"
@@ -48,7 +48,11 @@ function drawTools(settings, model, draw) {
   }
   const colour = !fill && model.info.channels === 3
     ? `<label>Colour <input name="color" type="color" value="${escape(draw.color)}"></label>` : '';
-  const pick = fill && draw.canPick ? '<button data-action="pick">Pick a generated image</button>' : '';
+  // While the grid is shown to pick from, its images can also be picked by number.
+  const pick = !fill || !draw.canPick ? ''
+    : draw.picking ? `<label>Image (1–${draw.picking}) <input name="pick" type="number" min="1" max="${draw.picking}" value="1"></label>
+      <button data-action="use">Use this image</button>`
+      : '<button data-action="pick">Pick a generated image</button>';
   const run = fill ? 'Fill the masked part' : 'Finish it';
   return `<div class="buttons wide" role="group" aria-label="drawing">
     <button data-action="brush" aria-pressed="${!draw.erasing}">${fill ? 'Mask brush' : 'Brush'}</button>
@@ -61,7 +65,7 @@ function drawTools(settings, model, draw) {
 
 /**
  * The controls for `settings` of a loaded `model` ({ card, info }); `draw` is the draw modes'
- * state ({ drawing, erasing, brush, color, canPick }).
+ * state ({ drawing, erasing, brush, color, canPick, picking: the images to pick from or 0 }).
  */
 export function controlsHtml(settings, model, draw) {
   const { info, card } = model;

@@ -85,18 +85,19 @@ test('the demo page picks WebGPU, redraws the canvas after every step and ends w
   await page.close();
 });
 
-test('on the CPU fallback the page stays responsive: the model runs off the main thread', async () => {
-  // 16 MNIST images per step take seconds on the CPU; no main-thread task may come near that.
+test('on the CPU fallback the page stays responsive: the model runs off the main thread', async (t) => {
   const { page, problems } = await openPage(cpu, `${server.url}/?steps=3&seed=1&n=16`);
   await waitFor(page, 'sampler', 'ddpm-done');
   const mine = await events(page, 'sampler');
   const ready = mine.find((e) => e.type === 'ddpm-ready');
   assert.match(ready.detail.backend, /^CPU \(no WebGPU/);
-  const steps = mine.filter((e) => e.type === 'ddpm-step');
-  const stepMs = Math.min(...steps.map((e) => e.detail.ms));
+  assert.ok(ready.detail.workers >= 1, JSON.stringify(ready.detail));
+  // The page compiles the module once, but every instance that runs it lives in a worker: no
+  // step can block the main thread. (Times are not asserted; they are reported.)
+  assert.equal(await page.evaluate(() => window.ddpmMainInstances), 0);
+  const stepMs = Math.min(...mine.filter((e) => e.type === 'ddpm-step').map((e) => e.detail.ms));
   const longest = await page.evaluate((t) => Math.max(0, ...window.ddpmLongTasks.filter((l) => l.start >= t).map((l) => l.duration)), ready.time);
-  assert.ok(stepMs > 500, `a step took ${stepMs} ms: too fast for this check to mean anything`);
-  assert.ok(longest < stepMs / 2, `longest main-thread task while sampling: ${longest} ms (a step: ${stepMs} ms)`);
+  t.diagnostic(`a step: ${stepMs.toFixed(0)} ms; the longest main-thread task while sampling: ${longest.toFixed(0)} ms`);
   assert.deepEqual(problems, []);
   await page.close();
 });
@@ -195,7 +196,7 @@ test('when the WebGPU device is lost mid-run, the widget starts again on the CPU
   await page.waitForFunction(() => window.ddpmEvents.some((e) => e.id === 'w' && e.type === 'ddpm-step'), null, { timeout: 300000 });
   // Destroy the device under the running widget (WebGPU's GPUDevice.destroy(), which the
   // browser reports as lost just as it would a driver reset).
-  await page.evaluate(async () => (await import('/engine.js')).engine('auto').call('loseDevice'));
+  await page.evaluate(async () => (await (await import('/engine.js')).engine('auto')).call('loseDevice'));
   await page.waitForFunction(() => {
     const mine = window.ddpmEvents.filter((e) => e.id === 'w');
     const ready = mine.findLastIndex((e) => e.type === 'ddpm-ready');
@@ -303,6 +304,14 @@ test('widgets on one page: a bad attribute or tampered weights show a message, t
   await page.waitForFunction(() => document.getElementById('good').shadowRoot.querySelector('[data-action=restart]'));
   assert.equal(await starts(), started);
   assert.deepEqual(await good(() => document.getElementById('good').progress), { done: 2, total: 2 });
+  // A bad value there is a message; mending it takes the message away, still without a start.
+  const errorShown = (shown) => page.waitForFunction((shown) => document.getElementById('good').shadowRoot.querySelector('.error').hidden !== shown, shown);
+  await good(() => document.getElementById('good').setAttribute('draw-every', 'often'));
+  await errorShown(true);
+  assert.match(await widgetError(page, 'good'), /draw-every="often"/);
+  await good(() => document.getElementById('good').setAttribute('draw-every', '3'));
+  await errorShown(false);
+  assert.equal(await starts(), started);
   // A second visit takes the weights from the cache: the server sees no new request for them.
   const before = server.requests('/fixtures/bars.bpk');
   const second = await openPage(context, `${server.url}/fixtures/parity.html`);
@@ -394,7 +403,8 @@ test("the wasm crate's JS API: backend, model info, option errors, frames and va
   assert.equal(r.backend, 'CPU');
   assert.match(r.gpuBuild, /built without the CPU backend/);
   assert.equal(r.gpu, false);
-  assert.match(r.truncated, /.+/);
+  // The core's typed error for a file cut short, not a wasm trap.
+  assert.match(r.truncated, /^not a readable weights file: Invalid header: insufficient bytes/);
   assert.deepEqual(r.info.imageSize, [8, 8]);
   assert.equal(r.info.channels, 1);
   assert.equal(r.info.numClasses, 2);

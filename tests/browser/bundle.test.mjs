@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -55,4 +55,12 @@ test('the packed npm package, bundled by Vite, defines the widget, finds its was
   assert.ok(diff < 1e-3, `max |browser − CLI| = ${diff}`);
   assert.deepEqual(problems, []);
   await page.close();
+});
+
+test('the mdBook guide tells a docs site to copy every file of the package', () => {
+  // A file left off the list is a module the widget imports and the site then lacks: a blank tag.
+  const guide = readFileSync(join(repo, 'www/docs/mdbook.md'), 'utf8');
+  const { files } = JSON.parse(readFileSync(join(repo, 'web/npm/package.json'), 'utf8'));
+  const named = (f) => (f.startsWith('cpu/') ? guide.includes('`cpu/` folder') : guide.includes(`\`${f}\``));
+  assert.deepEqual(files.filter((f) => !named(f)), []);
 });

@@ -125,6 +125,16 @@ export function writeSteerFixtures(dir) {
   // Inpainting (the most steering work on the device: noising, masking, jumps) on WebGPU.
   writeFileSync(join(dir, 'steer-gpu.html'), page(parityWidget('fill', '',
     'mode="fill" image="/fixtures/bar.png" mask="/fixtures/mask.png" resample-jump="2" resample-repeats="2"')));
+  // Without `controls`: the draw tools are there all the same; strength 0 gives the drawing
+  // back; a 16×8 image and mask (keeping x < 6) are both cropped to their middle 8×8 (and,
+  // with `autoplay`, run at once).
+  writeFileSync(join(dir, 'wide.png'), grayPng(16, 8, new Uint8Array(128).map((_, i) => 10 * (i % 16))));
+  writeFileSync(join(dir, 'widemask.png'), grayPng(16, 8, new Uint8Array(128).map((_, i) => (i % 16 < 6 ? 255 : 0))));
+  writeFileSync(join(dir, 'bare.html'), page([
+    parityWidget('zero', '', `${cpu} mode="finish" strength="0" image="/fixtures/bar.png"`),
+    parityWidget('bare', '', `${cpu} mode="finish"`),
+    parityWidget('wide', '', `${cpu} mode="fill" image="/fixtures/wide.png" mask="/fixtures/widemask.png"`),
+  ].join('\n')));
   // A run, then 'fill' on one of its images, through the controls.
   writeFileSync(join(dir, 'pick.html'), page(parityWidget('w', '', `${cpu} controls`)));
   // The fill widget gets its image and mask through the JS API.

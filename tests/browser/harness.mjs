@@ -154,6 +154,20 @@ export async function openPage(browser, url, { before = null } = {}) {
     new PerformanceObserver((list) => {
       for (const e of list.getEntries()) window.ddpmLongTasks.push({ start: e.startTime, duration: e.duration });
     }).observe({ type: 'longtask', buffered: true });
+    // WebAssembly instances made on the main thread: the model's must all be in workers.
+    window.ddpmMainInstances = 0;
+    const count = (f) => function (...args) {
+      window.ddpmMainInstances += 1;
+      return f.apply(this, args);
+    };
+    WebAssembly.instantiate = count(WebAssembly.instantiate);
+    WebAssembly.instantiateStreaming = count(WebAssembly.instantiateStreaming);
+    WebAssembly.Instance = new Proxy(WebAssembly.Instance, {
+      construct(target, args) {
+        window.ddpmMainInstances += 1;
+        return Reflect.construct(target, args);
+      },
+    });
     document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
     for (const type of ['ddpm-progress', 'ddpm-ready', 'ddpm-step', 'ddpm-done', 'ddpm-error', 'ddpm-draw']) {
       document.addEventListener(type, (e) => {

@@ -93,16 +93,21 @@ test('"Fill a masked part" picks a generated image with a click, masks it with t
   const widget = page.locator('#w');
   await widget.getByLabel('Start from').selectOption('fill');
   await waitFor(page, 'w', 'ddpm-draw');
-  // The grid is 2×2 images of 8×8 with 2-pixel gaps (22×22): click the middle of image 3.
-  let box = await widget.locator('canvas').boundingBox();
-  const grid = (x, y) => [box.x + (x / 22) * box.width, box.y + (y / 22) * box.height];
-  await page.mouse.click(...grid(16, 16));
   const byte = (v) => Math.round((Math.min(1, Math.max(-1, v)) + 1) * 127.5);
-  const picked = generated.slice(3 * 64, 4 * 64).map(byte);
   const pad = async () => page.evaluate(async () => {
     const { image, mask } = await document.getElementById('w').padValues();
     return { image: Array.from(image), mask: Array.from(mask) };
   });
+  // The keyboard picks by number: image 2 of 4.
+  await widget.getByLabel('Image (1–4)').fill('2');
+  await widget.getByRole('button', { name: 'Use this image' }).click();
+  assert.deepEqual((await pad()).image.map(byte), generated.slice(64, 128).map(byte));
+  await widget.getByRole('button', { name: 'Pick a generated image' }).click();
+  // The grid is 2×2 images of 8×8 with 2-pixel gaps (22×22): click the middle of image 3.
+  let box = await widget.locator('canvas').boundingBox();
+  const grid = (x, y) => [box.x + (x / 22) * box.width, box.y + (y / 22) * box.height];
+  await page.mouse.click(...grid(16, 16));
+  const picked = generated.slice(3 * 64, 4 * 64).map(byte);
   assert.deepEqual((await pad()).image.map(byte), picked);
   // A stroke across the top rows of the pad masks them.
   box = await widget.locator('canvas').boundingBox();
@@ -132,6 +137,9 @@ test('a 3 drawn with the mouse on the page is finished as `ddpm sample --init` f
   const settings = { backend: 'cpu', workers: '1', mode: 'finish', class: '3', n: '2', steps: '10', seed: '5', strength: '0.6' };
   const { page, problems } = await openPage(browser, `${server.url}/?${new URLSearchParams(settings)}`);
   await waitFor(page, 'sampler', 'ddpm-draw');
+  // The page names the model's provenance before any run, from the pad's event.
+  const provenance = await page.evaluate(() => document.getElementById('provenance').textContent);
+  assert.match(provenance, /\d training steps/);
   const widget = page.locator('#sampler');
   const box = await widget.locator('canvas').boundingBox();
   const at = ([x, y]) => [box.x + (x / 28) * box.width, box.y + (y / 28) * box.height];
@@ -170,6 +178,36 @@ test('a 3 drawn with the mouse on the page is finished as `ddpm sample --init` f
     const background = image.filter((v) => v < -0.8).length;
     assert.ok(background > 450, `${background} background pixels`);
   }
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('without controls the pad keeps its tools, strength 0 gives the drawing back, and a mask is fitted like its image', async () => {
+  const { page, problems } = await openPage(browser, `${server.url}/fixtures/bare.html`);
+  await page.setViewportSize({ width: 1280, height: 2400 });
+  // No step at strength 0: the run ends at once with the drawing itself, shown and done.
+  await waitFor(page, 'zero', 'ddpm-done');
+  const bar = Array.from({ length: PARITY.n * 64 }, (_, i) => Math.fround((i % 8 === 3 ? 230 : 20) / 127.5 - 1));
+  assert.deepEqual((await values(page, 'zero')).map(Math.fround), bar);
+  assert.equal((await events(page, 'zero')).find((e) => e.type === 'ddpm-ready').detail.total, 0);
+  const lit = await page.evaluate(() => {
+    const canvas = document.getElementById('zero').shadowRoot.querySelector('canvas');
+    return canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data.filter((v, i) => i % 4 === 0 && v > 200).length;
+  });
+  assert.equal(lit, PARITY.n * 8, 'the bar of each image on the canvas');
+  // The pad's own tools and its run button, with no `controls` attribute.
+  await waitFor(page, 'bare', 'ddpm-draw');
+  const bare = page.locator('#bare');
+  for (const name of ['Brush', 'Eraser', 'Clear', 'Finish it']) assert.equal(await bare.getByRole('button', { name, exact: true }).count(), 1, name);
+  assert.equal(await bare.getByRole('button', { name: 'Play' }).count(), 0);
+  // The image's and the mask's middle 8 columns of 16: the mask keeps columns 0 and 1 there.
+  await waitFor(page, 'wide', 'ddpm-done');
+  const pad = await page.evaluate(async () => {
+    const { image, mask } = await document.getElementById('wide').padValues();
+    return { image: Array.from(image), mask: Array.from(mask) };
+  });
+  assert.deepEqual(pad.image, Array.from({ length: 64 }, (_, i) => Math.fround((10 * ((i % 8) + 4)) / 127.5 - 1)));
+  assert.deepEqual(pad.mask, Array.from({ length: 64 }, (_, i) => (i % 8 < 2 ? 1 : 0)));
   assert.deepEqual(problems, []);
   await page.close();
 });

@@ -123,7 +123,7 @@ pub(crate) fn moves(pairs: &[(usize, Option<usize>)], steer: &Steer) -> Vec<Move
                 // the last, the last stretch included, but not within `jump` of the start.
                 let done = k + 1;
                 let next_from_last = pairs.len().saturating_sub(done + 1);
-                let jumps = done >= jump && next_from_last % jump == 0;
+                let jumps = done >= jump && next_from_last.is_multiple_of(jump);
                 if let (true, Some(from)) = (jumps, pair.1) {
                     for _ in 1..repeats {
                         let back = &pairs[done - jump..done];

@@ -88,7 +88,19 @@ fn a_trainer_checkpoint_imports_samples_and_comes_back_identical_through_export(
         "-o",
         s(&png),
     ]);
-    assert!(!pixels(&png).is_empty());
+    // A 2×2 grid of 8×8 images with 2-pixel gaps, and images that are not one flat colour
+    // (weights read wrongly give NaNs, drawn as one value).
+    let grid = image::open(&png).expect("png");
+    assert_eq!((grid.width(), grid.height()), (22, 22));
+    let first_image: Vec<u8> = pixels(&png)
+        .chunks(3)
+        .enumerate()
+        .filter(|(i, _)| (2..10).contains(&(i % 22)) && (2..10).contains(&(i / 22)))
+        .map(|(_, rgb)| rgb[0])
+        .collect();
+    assert_eq!(first_image.len(), 64);
+    let (lo, hi) = (first_image.iter().min(), first_image.iter().max());
+    assert!(lo < hi, "a flat image: {first_image:?}");
 
     // import → export --lucidrains → import: the same weights file, byte for byte.
     let lucid = at("lucid.safetensors");

@@ -111,6 +111,34 @@ mod tests {
             .filter(|p| p.0.iter().all(|&c| c < 100))
             .count();
         assert!(dark > 500, "only {dark} dark pixels");
+        // The moving average's dark blue: drawn across the chart, falling as the loss does
+        // (the image's y grows downwards).
+        let curve: Vec<(u32, u32)> = image
+            .enumerate_pixels()
+            .filter(|(_, _, p)| {
+                let [r, g, b] = p.0;
+                b > 120 && i32::from(b) - i32::from(r) > 80 && g < 120
+            })
+            .map(|(x, y, _)| (x, y))
+            .collect();
+        assert!(curve.len() > 500, "{} pixels of the curve", curve.len());
+        let (left, right) = (
+            curve.iter().map(|p| p.0).min().expect("curve"),
+            curve.iter().map(|p| p.0).max().expect("curve"),
+        );
+        assert!(right - left > SIZE.0 / 2, "the curve spans {left}..{right}");
+        let mean_y = |near: u32| {
+            let ys: Vec<f64> = curve
+                .iter()
+                .filter(|p| p.0.abs_diff(near) < 20)
+                .map(|p| f64::from(p.1))
+                .collect();
+            ys.iter().sum::<f64>() / ys.len() as f64
+        };
+        assert!(
+            mean_y(left) + 100.0 < mean_y(right),
+            "the curve does not fall"
+        );
         assert!(loss_curve(&[], &png).is_err());
     }
 }

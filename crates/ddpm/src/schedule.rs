@@ -65,7 +65,10 @@ impl BetaSchedule {
             }),
             Self::Sigmoid { start, end, tau } => {
                 let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
-                let (v_start, v_end) = (sigmoid(start / tau), sigmoid(end / tau));
+                // lucidrains makes the two ends with `torch.tensor(x).sigmoid()`, in float32;
+                // rounded the same way, β is PyTorch's (otherwise up to 1.3e-5 apart).
+                let ends = |x: f64| f64::from(sigmoid(x) as f32);
+                let (v_start, v_end) = (ends(start / tau), ends(end / tau));
                 betas_from_alpha_bar(timesteps, |t| {
                     (v_end - sigmoid((t * (end - start) + start) / tau)) / (v_end - v_start)
                 })
@@ -199,7 +202,9 @@ mod tests {
             }
             BetaSchedule::Sigmoid { start, end, tau } => {
                 let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-                let g = |u: f64| -sig(((u / t_max) * (end - start) + start) / tau) + sig(end / tau);
+                // lucidrains' right end is a float32 (`torch.tensor(end / tau).sigmoid()`).
+                let v_end = f64::from(sig(end / tau) as f32);
+                let g = |u: f64| -sig(((u / t_max) * (end - start) + start) / tau) + v_end;
                 g(t) / g(0.0)
             }
         }

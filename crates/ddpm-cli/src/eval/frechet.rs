@@ -87,6 +87,28 @@ mod tests {
     }
 
     #[test]
+    fn covariances_that_do_not_commute_have_the_closed_form_of_two_dimensions() {
+        // In 2-D, tr √M = √(tr M + 2 √det M) for M = Σ₁^½ Σ₂ Σ₁^½, whose trace is tr(Σ₁Σ₂) and
+        // determinant det Σ₁ det Σ₂: the cross term without a matrix square root. Σ₁ is diag(4, 1)
+        // rotated, so it does not commute with Σ₂ = diag(1, 9); a shortcut such as
+        // tr(Σ₁^½ Σ₂^½) gives 7.44 instead of 7.294.
+        let a = Gaussian {
+            mean: DVector::from_vec(vec![1.0, 0.0]),
+            covariance: DMatrix::from_row_slice(2, 2, &[2.08, 1.44, 1.44, 2.92]),
+        };
+        let b = Gaussian {
+            mean: DVector::from_vec(vec![0.0, 2.0]),
+            covariance: DMatrix::from_diagonal(&DVector::from_vec(vec![1.0, 9.0])),
+        };
+        let (s1, s2) = (&a.covariance, &b.covariance);
+        let cross = ((s1 * s2).trace() + 2.0 * (s1.determinant() * s2.determinant()).sqrt()).sqrt();
+        let want = 1.0 + 4.0 + s1.trace() + s2.trace() - 2.0 * cross;
+        assert!((want - 7.294096).abs() < 1e-6, "{want}");
+        assert!((a.distance(&b) - want).abs() < 1e-9, "{}", a.distance(&b));
+        assert!((b.distance(&a) - want).abs() < 1e-9, "{}", b.distance(&a));
+    }
+
+    #[test]
     fn fitted_samples_approach_the_true_distance() {
         // A correlated covariance (a rotation of diag(4, 1)) against the identity, fitted from
         // samples: the distance of the fits approaches the exact one as n grows.

@@ -379,5 +379,22 @@ fn lucidrains_own_buffers_at_t_1000_tell_schedule_objective_and_min_snr() {
             (1000, schedule, objective, gamma),
             "{name}"
         );
+        // And the tables built from that config are PyTorch's, value for value.
+        let diffusion = ddpm::GaussianDiffusion::new(config);
+        let ours = [
+            ("betas", &diffusion.schedule().betas[..]),
+            ("alphas_cumprod", &diffusion.schedule().alphas_cumprod[..]),
+            ("loss_weight", diffusion.loss_weight()),
+        ];
+        for (buffer, ours) in ours {
+            let theirs = floats(&file.tensors[&format!("{name}.{buffer}")].bytes);
+            assert_eq!(theirs.len(), ours.len(), "{name}.{buffer}");
+            let worst = theirs
+                .iter()
+                .zip(ours)
+                .map(|(t, o)| (t - o).abs() / t.abs().max(1e-6))
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "{name}.{buffer}: relative error {worst}");
+        }
     }
 }

@@ -154,6 +154,12 @@ impl GaussianDiffusion {
         &self.schedule
     }
 
+    /// The loss weight of each step t: 1 for ε, SNR for x₀, SNR/(SNR + 1) for v, with SNR
+    /// clipped at γ under min-SNR-γ (lucidrains' `loss_weight`).
+    pub fn loss_weight(&self) -> &[f32] {
+        &self.loss_weight
+    }
+
     /// The number of steps T.
     pub fn timesteps(&self) -> usize {
         self.config.timesteps

@@ -73,8 +73,8 @@ fn every_unet_option_round_trips() {
         resident_tensors(&model, None).expect("tensors").len()
     );
     assert_eq!(
-        checksum(&resident_tensors(&loaded.model, None).expect("t")).ok(),
-        checksum(&resident_tensors(&model, None).expect("t")).ok()
+        checksum(&resident_tensors(&loaded.model, None).expect("t")).expect("checksum"),
+        checksum(&resident_tensors(&model, None).expect("t")).expect("checksum")
     );
 }
 

@@ -67,6 +67,79 @@ fn a_few_hundred_steps_drive_the_loss_down() {
     assert!(record(300, "ema.bpk") != record(300, "model.bpk"));
 }
 
+/// A resume may change the step count, the learning rate and the clipping (the way out of a
+/// loss that became NaN) and nothing else; steps added to a cosine decay stay at its floor.
+#[test]
+fn a_resume_changes_steps_lr_and_clipping_only_and_a_cosine_decay_keeps_its_end() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = bars_dataset(dir.path(), 32);
+    let tiny = tiny(&data);
+    let run = dir.path().join("run");
+    let run_s = run.to_str().expect("utf8");
+    // The tiny runs warm up over 10 steps; the cosine then falls to its floor at step 12.
+    let first = [
+        "train",
+        run_s,
+        "--steps",
+        "12",
+        "--sample-every",
+        "0",
+        "--set",
+        "optim.decay=cosine",
+    ];
+    ok(&args(&first, &tiny));
+    let config = std::fs::read_to_string(run.join("config.toml")).expect("config");
+    let err = fails(&[
+        "train", run_s, "--device", "cpu", "--steps", "16", "--seed", "5",
+    ]);
+    assert!(
+        err.contains("only --steps, --lr and optim.grad_clip may change on resume"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("config.toml")).expect("config"),
+        config
+    );
+    let out = ok(&[
+        "train",
+        run_s,
+        "--device",
+        "cpu",
+        "--steps",
+        "16",
+        "--lr",
+        "1e-3",
+        "--set",
+        "optim.grad_clip=0.5",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for note in [
+        "run.steps changes on resume: 12 → 16",
+        "optim.lr changes on resume: 2e-3 → 1e-3",
+        "optim.grad_clip changes on resume: Some(1.0) → Some(0.5)",
+    ] {
+        assert!(stderr.contains(note), "{note}: {stderr}");
+    }
+    let saved = std::fs::read_to_string(run.join("config.toml")).expect("config");
+    assert!(saved.contains("decay_steps = 12"), "{saved}");
+    // Steps 13–16 at the floor of the new rate (0.1 of it), not climbing a stretched cosine.
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics");
+    let rates: Vec<(usize, f64)> = metrics
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].parse().expect("step"), f[2].parse().expect("lr"))
+        })
+        .collect();
+    assert_eq!(rates.len(), 16, "{metrics}");
+    assert!((rates[10].1 - 1.1e-3).abs() < 1e-12, "{metrics}");
+    assert!((rates[11].1 - 2e-4).abs() < 1e-12, "{metrics}");
+    for &(step, lr) in &rates[12..] {
+        assert!((lr - 1e-4).abs() < 1e-12, "step {step}: {lr}");
+    }
+}
+
 /// Kills the training process at random moments (some during checkpoint writes), resumes it
 /// each time, and checks that the loss of every step equals an uninterrupted run's, bit for bit.
 #[test]
@@ -94,7 +167,17 @@ fn killed_and_resumed_training_gives_the_same_losses_as_an_uninterrupted_run() {
     let train = args(&fixed, &tiny);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut kills = 0;
-    while kills < 4 {
+    // Kills after a checkpoint was written: without one, no run resumed from anything.
+    let mut after_checkpoint = 0;
+    let checkpointed = || {
+        std::fs::read_dir(crashed.join("checkpoints"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+            })
+            .unwrap_or(false)
+    };
+    while (kills < 4 || after_checkpoint == 0) && kills < 12 {
         let mut child = ddpm()
             .args(&train)
             .stdout(Stdio::null())
@@ -118,10 +201,16 @@ fn killed_and_resumed_training_gives_the_same_losses_as_an_uninterrupted_run() {
         if finished {
             break;
         }
+        let resumable = checkpointed();
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
         kills += 1;
+        after_checkpoint += usize::from(resumable);
     }
+    assert!(
+        after_checkpoint > 0,
+        "no kill came after a checkpoint ({kills} kills): nothing was resumed"
+    );
     // Finish the run (it resumes from the newest complete checkpoint), its samples folder gone
     // as in a run folder brought from another machine with its checkpoints only.
     let samples = crashed.join("samples");
@@ -133,6 +222,14 @@ fn killed_and_resumed_training_gives_the_same_losses_as_an_uninterrupted_run() {
     let got = losses(&crashed);
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected, "losses differ after {kills} kills");
+    // The sessions that trained: at least one of them resumed from a checkpoint.
+    let sessions = std::fs::read_to_string(crashed.join("sessions.jsonl")).expect("sessions");
+    let resumed = sessions
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|s| s["from_step"].as_u64().is_some_and(|step| step > 0))
+        .count();
+    assert!(resumed > 0, "no session resumed: {sessions}");
     // Re-running a finished run does nothing and changes nothing.
     ok(&train);
     assert_eq!(losses(&crashed), expected);
@@ -307,7 +404,25 @@ fn an_export_sampled_in_a_fresh_process_reproduces_the_training_preview() {
     ]
     .concat());
     assert_eq!(pixels(&out2), pixels(&out));
-    assert!(std::fs::metadata(&gif).expect("gif").len() > 0);
+    // The GIF: every 5th of the 50 steps, each x_t and x̂₀ side by side (a gap of 8 pixels).
+    let frames = {
+        use image::AnimationDecoder;
+        let file = std::io::BufReader::new(std::fs::File::open(&gif).expect("gif"));
+        image::codecs::gif::GifDecoder::new(file)
+            .expect("a GIF")
+            .into_frames()
+            .collect_frames()
+            .expect("frames")
+    };
+    assert_eq!(frames.len(), 10);
+    let grid = image::open(&out).expect("png");
+    for frame in &frames {
+        let buffer = frame.buffer();
+        assert_eq!(
+            (buffer.width(), buffer.height()),
+            (2 * grid.width() + 8, grid.height())
+        );
+    }
     assert_eq!(std::fs::read_dir(&singles).expect("dir").count(), 8);
     // The raw values are the images of the PNGs before rounding to bytes.
     let raw = std::fs::read(&raw).expect("raw");
@@ -602,10 +717,22 @@ fn ctrl_c_writes_a_checkpoint_at_the_current_step_and_exits_cleanly_and_one_trai
         std::thread::sleep(Duration::from_millis(20));
     }
     // A second trainer on the same folder is turned away and leaves the first one's files be.
-    let before = losses_if_any(&run);
+    let read = |name: &str| std::fs::read_to_string(run.join(name)).unwrap_or_default();
+    let (config, metrics, sessions) = (
+        read("config.toml"),
+        read("metrics.csv"),
+        read("sessions.jsonl"),
+    );
     let err = fails(&args(&fixed, &tiny));
     assert!(err.contains("another `ddpm train`"), "{err}");
-    assert!(losses_if_any(&run) >= before, "metrics kept");
+    // The first trainer's files as it left them: its rows only grow, nothing else changed.
+    assert!(!config.is_empty());
+    assert_eq!(read("config.toml"), config);
+    assert!(
+        read("metrics.csv").starts_with(&metrics),
+        "metrics rewritten"
+    );
+    assert_eq!(read("sessions.jsonl"), sessions);
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -118,7 +118,7 @@ impl ModelSection {
 pub enum Decay {
     /// Stay at `lr`.
     Constant,
-    /// Cosine from `lr` down to `lr · min_lr_ratio` at the last step.
+    /// Cosine from `lr` down to `lr · min_lr_ratio` at the last step (`decay_steps`).
     Cosine,
 }
 
@@ -145,6 +145,9 @@ pub struct OptimConfig {
     pub decay: Decay,
     /// Floor of the cosine decay, as a fraction of `lr`.
     pub min_lr_ratio: f64,
+    /// The step the cosine decay reaches its floor at (absent: `run.steps`). A resume that
+    /// adds steps sets it to the run's old end, so the added steps stay at the floor.
+    pub decay_steps: Option<usize>,
     /// Clip each parameter tensor's gradient to this L2 norm, as burn's `GradientClipping::Norm`
     /// does (absent = no clipping).
     pub grad_clip: Option<f32>,
@@ -161,6 +164,7 @@ impl Default for OptimConfig {
             warmup_steps: 200,
             decay: Decay::Constant,
             min_lr_ratio: 0.1,
+            decay_steps: None,
             grad_clip: Some(1.0),
         }
     }
@@ -175,7 +179,8 @@ impl OptimConfig {
         match self.decay {
             Decay::Constant => self.lr,
             Decay::Cosine => {
-                let span = total.saturating_sub(self.warmup_steps).max(1) as f64;
+                let end = self.decay_steps.unwrap_or(total);
+                let span = end.saturating_sub(self.warmup_steps).max(1) as f64;
                 let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
                 let floor = self.lr * self.min_lr_ratio;
                 floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
@@ -204,7 +209,8 @@ impl Default for EmaConfig {
         Self {
             decay: 0.995,
             every: 10,
-            power: 0.75,
+            // ema-pytorch's default, which lucidrains' Trainer keeps.
+            power: 2.0 / 3.0,
             update_after_step: 100,
         }
     }
@@ -447,5 +453,9 @@ mod tests {
         assert!((o.lr_at(10, 100) - 1.0).abs() < 1e-12);
         assert!((o.lr_at(55, 100) - 0.55).abs() < 1e-12); // halfway: floor + half the span
         assert!((o.lr_at(100, 100) - 0.1).abs() < 1e-12);
+        // A run extended to 200 steps keeps its planned end: the floor after step 100.
+        o.decay_steps = Some(100);
+        assert!((o.lr_at(55, 200) - 0.55).abs() < 1e-12);
+        assert!((o.lr_at(150, 200) - 0.1).abs() < 1e-12);
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::TrainConfig;
+use crate::config::{Decay, TrainConfig};
 use crate::device::DeviceChoice;
 use crate::output;
 use crate::run_dir::RunDir;
@@ -78,6 +78,15 @@ impl TrainArgs {
                 .with_context(|| format!("{}: cannot read the configuration", path.display()))?,
             None => String::new(),
         };
+        let what = self
+            .config
+            .as_ref()
+            .map_or("configuration".into(), |p| p.display().to_string());
+        self.config_on(&text).with_context(|| what)
+    }
+
+    /// `text` (a configuration's TOML) with `--set` and the flags on top.
+    fn config_on(&self, text: &str) -> Result<TrainConfig> {
         let mut sets = self.sets.clone();
         let mut flag = |key: &str, value: Option<String>| {
             if let Some(v) = value {
@@ -98,47 +107,70 @@ impl TrainArgs {
             self.checkpoint_every.map(|v| v.to_string()),
         );
         flag("run.sample_every", self.sample_every.map(|v| v.to_string()));
-        let what = self
-            .config
-            .as_ref()
-            .map_or("configuration".into(), |p| p.display().to_string());
-        TrainConfig::from_toml(&text, &sets).with_context(|| what)
+        TrainConfig::from_toml(text, &sets)
     }
 
-    /// On resume the saved configuration rules; only the step count may grow.
+    /// On resume the saved configuration rules. The step count, the learning rate and the
+    /// gradient clipping may change (the way out of a loss that became NaN); anything else
+    /// would not be the same run.
     pub fn resumed_config(&self, run: &RunDir, wanted: TrainConfig) -> Result<TrainConfig> {
         let path = run.config();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
-        let mut saved =
+        let saved =
             TrainConfig::from_toml(&text, &[]).with_context(|| path.display().to_string())?;
-        let changes_something = self.config.is_some()
-            || !self.sets.is_empty()
-            || self.data.is_some()
-            || self.batch_size.is_some()
-            || self.lr.is_some()
-            || self.seed.is_some()
-            || self.image_size.is_some()
-            || self.channels.is_some()
-            || self.flip
-            || self.strict
-            || self.checkpoint_every.is_some()
-            || self.sample_every.is_some();
-        if changes_something {
-            let mut compare = wanted.clone();
-            compare.run.steps = saved.run.steps;
-            if compare != saved {
-                bail!(
-                    "{}: this run was started with another configuration ({}); only --steps may change on resume (or pass --force to start over)",
-                    run.0.display(),
-                    path.display()
-                );
-            }
+        // A --config file says the whole configuration; flags alone change the saved one.
+        let asked = match self.config {
+            Some(_) => wanted,
+            None => self.config_on(&text)?,
+        };
+        let mut same = asked.clone();
+        same.run.steps = saved.run.steps;
+        same.optim.lr = saved.optim.lr;
+        same.optim.grad_clip = saved.optim.grad_clip;
+        same.optim.decay_steps = saved.optim.decay_steps;
+        if same != saved {
+            bail!(
+                "{}: this run was started with another configuration ({}); only --steps, --lr and optim.grad_clip may change on resume (or pass --force to start over)",
+                run.0.display(),
+                path.display()
+            );
         }
+        let mut resumed = saved.clone();
+        resumed.optim.lr = asked.optim.lr;
+        resumed.optim.grad_clip = asked.optim.grad_clip;
         if let Some(steps) = self.steps {
-            saved.run.steps = steps;
-            output::write_new(&path, saved.to_toml()?.as_bytes(), true)?;
+            // A cosine decay keeps the end it was planned with: the added steps run at its
+            // floor, where a schedule stretched to the new end would climb again.
+            if resumed.optim.decay == Decay::Cosine && steps != saved.run.steps {
+                resumed.optim.decay_steps.get_or_insert(saved.run.steps);
+            }
+            resumed.run.steps = steps;
         }
-        Ok(saved)
+        if resumed != saved {
+            for (what, before, after) in [
+                (
+                    "run.steps",
+                    saved.run.steps.to_string(),
+                    resumed.run.steps.to_string(),
+                ),
+                (
+                    "optim.lr",
+                    format!("{:e}", saved.optim.lr),
+                    format!("{:e}", resumed.optim.lr),
+                ),
+                (
+                    "optim.grad_clip",
+                    format!("{:?}", saved.optim.grad_clip),
+                    format!("{:?}", resumed.optim.grad_clip),
+                ),
+            ] {
+                if before != after {
+                    eprintln!("note: {what} changes on resume: {before} → {after}");
+                }
+            }
+            output::write_new(&path, resumed.to_toml()?.as_bytes(), true)?;
+        }
+        Ok(resumed)
     }
 }

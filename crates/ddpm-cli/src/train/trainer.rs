@@ -227,7 +227,7 @@ impl Trainer {
             if !loss.is_finite() {
                 bar.abandon();
                 bail!(
-                    "step {}: the loss is {loss}; stopped, the last good checkpoint is kept in {} (lower optim.lr or set optim.grad_clip)",
+                    "step {}: the loss is {loss}; stopped, the last good checkpoint is kept in {} (resume with a lower --lr, or with --set optim.grad_clip=…)",
                     self.step,
                     run.checkpoints().display()
                 );

@@ -478,6 +478,17 @@ fn the_classifier_command_trains_one_that_eval_loads() {
         err.contains("classifier.bpk") && err.contains("--force"),
         "{err}"
     );
+    for lr in ["nan", "-1", "0"] {
+        let other = dir.path().join(format!("lr{lr}.bpk"));
+        let err = fails(&[
+            "classifier",
+            "-o",
+            other.to_str().expect("utf8"),
+            &format!("--lr={lr}"),
+        ]);
+        assert!(err.contains("--lr must be a positive number"), "{err}");
+        assert!(!other.exists());
+    }
     // eval measures with it: its report names this file's SHA-256 and the accuracy it printed.
     let run = dir.path().join("digits");
     let run_s = run.to_str().expect("utf8");

@@ -138,6 +138,13 @@ fn a_resume_changes_steps_lr_and_clipping_only_and_a_cosine_decay_keeps_its_end(
     for &(step, lr) in &rates[12..] {
         assert!((lr - 1e-4).abs() < 1e-12, "step {step}: {lr}");
     }
+    // Fewer steps than the run has trained is refused, and the configuration stays.
+    let err = fails(&["train", run_s, "--device", "cpu", "--steps", "10"]);
+    assert!(err.contains("already at step 16, past --steps 10"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("config.toml")).expect("config"),
+        saved
+    );
 }
 
 /// Kills the training process at random moments (some during checkpoint writes), resumes it
@@ -378,7 +385,8 @@ fn an_export_sampled_in_a_fresh_process_reproduces_the_training_preview() {
         pixels(&out),
         pixels(&run.join("samples/step-000000020.png"))
     );
-    // The same from the run folder, with a GIF of the trajectory, single PNGs and raw values.
+    // The same from the run folder, in batches, with a GIF of the trajectory, single PNGs and
+    // raw values.
     let out2 = dir.path().join("from-run.png");
     let gif = dir.path().join("t.gif");
     let singles = dir.path().join("singles");
@@ -394,6 +402,9 @@ fn an_export_sampled_in_a_fresh_process_reproduces_the_training_preview() {
         ][..],
         &preview,
         &[
+            // In batches of 3, 3 and 2: the same images, and the GIF's frames joined.
+            "--batch",
+            "3",
             "--gif",
             gif.to_str().expect("utf8"),
             "--png-dir",
@@ -598,6 +609,35 @@ fn bad_input_gets_one_line_naming_the_problem() {
         "{err}"
     );
     assert!(!png.exists());
+    // Outputs that could not be what they are named, refused before any sampling: a grid
+    // named .jpg, no columns, a --png-dir that is a file (nothing else is written then).
+    let sample = |extra: &[&str]| {
+        let mut command = ddpm();
+        command
+            .arg("sample")
+            .arg(&mnist)
+            .args(["--device", "cpu", "--steps", "2", "-n", "2"]);
+        fails_as(command.args(extra))
+    };
+    let jpg = dir.path().join("grid.jpg");
+    let err = sample(&["-o", jpg.to_str().expect("utf8")]);
+    assert!(
+        err.contains("grid.jpg: written as PNG; name it .png"),
+        "{err}"
+    );
+    let err = sample(&["-o", png.to_str().expect("utf8"), "--columns", "0"]);
+    assert!(
+        err.contains("--columns and --batch must be at least 1"),
+        "{err}"
+    );
+    let err = sample(&[
+        "-o",
+        png.to_str().expect("utf8"),
+        "--png-dir",
+        file.to_str().expect("utf8"),
+    ]);
+    assert!(err.contains("file: is a file, not a folder"), "{err}");
+    assert!(!png.exists() && !jpg.exists());
 }
 
 /// A checkpoint whose model no longer matches the run's configuration, a file that is not an

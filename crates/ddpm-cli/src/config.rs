@@ -248,8 +248,16 @@ impl TrainConfig {
     /// Parses TOML text (every key optional) and applies `key=value` overrides, where the key is
     /// a dotted path such as `optim.lr` and the value a TOML literal (bare words are strings).
     pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            // toml's own text spans several lines with a drawing of the spot: one line here.
+            let at = e.span().map_or(String::new(), |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            anyhow::anyhow!("{at}{}", e.message().trim())
+        })?;
         for item in overrides {
             let (key, value) = item
                 .split_once('=')
@@ -257,9 +265,9 @@ impl TrainConfig {
             set(&mut table, key.trim(), parse_value(value.trim()))
                 .with_context(|| format!("override `{item}`"))?;
         }
-        let config: Self = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))?;
+        // The key a wrong value is under (`model.dim`), which toml's message leaves out.
+        let config: Self = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.path(), e.inner().message().trim()))?;
         config.validate()?;
         Ok(config)
     }
@@ -434,10 +442,16 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{set}: {err}");
         }
+        // The key of a wrong value, and the line of a syntax error, each on one line.
         let err = TrainConfig::from_toml("[run]\nsteps = \"many\"\n", &[])
             .expect_err("type")
             .to_string();
-        assert!(err.contains("invalid type"), "{err}");
+        assert!(err.starts_with("run.steps: invalid type"), "{err}");
+        let err = TrainConfig::from_toml("[model]\ndim_mults = [1, 2\n", &[])
+            .expect_err("syntax")
+            .to_string();
+        assert!(err.starts_with("line 2, column "), "{err}");
+        assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]

@@ -27,6 +27,38 @@ pub struct Selected {
     pub description: String,
 }
 
+/// The names `BURN_DEVICE` may take in this build.
+const BURN_DEVICES: &[&str] = &[
+    "flex",
+    "wgpu",
+    #[cfg(feature = "vulkan")]
+    "vulkan",
+];
+
+/// Sets burn's default device before any thread starts. burn makes one wherever a caller
+/// names no device (loading Adam's state is such a place): for a command asked to run on the
+/// CPU that is the CPU, not a GPU started beside it; and a `BURN_DEVICE` this build lacks,
+/// which burn would panic on there, is refused at once.
+// `set_var` is unsafe since other threads may read the environment at the same time; there
+// are none yet when `main` calls this, and burn offers no other way to set its default.
+#[allow(unsafe_code)]
+pub fn pin_default(choice: Option<DeviceChoice>) -> Result<()> {
+    match std::env::var("BURN_DEVICE") {
+        Ok(name) if !BURN_DEVICES.contains(&name.to_lowercase().as_str()) => bail!(
+            "BURN_DEVICE={name:?}: this build knows {}",
+            BURN_DEVICES.join(", ")
+        ),
+        Ok(_) => Ok(()),
+        Err(_) => {
+            if choice == Some(DeviceChoice::Cpu) {
+                // SAFETY: called first thing in `main`, while this is the only thread.
+                unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Picks the device; prints a notice when `auto` falls back to the CPU.
 pub fn select(choice: DeviceChoice) -> Result<Selected> {
     // The core reads DDPM_GPU_KERNELS itself and takes only "1" for on: a value it would

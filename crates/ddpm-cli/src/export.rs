@@ -102,6 +102,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         Some(path) => Some((path, lucidrains::to_safetensors(&model, &config)?)),
         None => None,
     };
+    output::prepare(&outputs, &[])?;
     let card = card::write_weights_and_card(
         &model,
         config,

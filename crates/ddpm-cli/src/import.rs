@@ -131,6 +131,7 @@ pub fn run(args: &ImportArgs) -> Result<()> {
             ..Provenance::default()
         },
     };
+    output::prepare(&[args.out.clone(), card_path.clone()], &[])?;
     let card = card::write_weights_and_card(
         &model,
         config,

@@ -82,6 +82,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let device = match &cli.command {
+        Command::Train(args) => Some(args.device),
+        Command::Sample(args) => Some(args.device),
+        Command::Eval(args) => Some(args.device),
+        Command::Classifier(args) => Some(args.device),
+        Command::Export(_) | Command::Import(_) | Command::Info(_) => None,
+    };
+    if let Err(e) = device::pin_default(device) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match &cli.command {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),

@@ -21,6 +21,39 @@ pub fn refuse_existing<'a>(
     }
 }
 
+/// Makes the folders that `files` go into and the folders `dirs`, refusing a file that is a
+/// folder and a folder that is a file: called once the inputs are known good and before the
+/// work, so that a bad output path stops a command before anything is computed or written.
+pub fn prepare(files: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {
+    let parent = |file: &PathBuf| -> PathBuf {
+        let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+        parent.unwrap_or(Path::new(".")).to_path_buf()
+    };
+    let folders: Vec<PathBuf> = dirs
+        .iter()
+        .cloned()
+        .chain(files.iter().map(parent))
+        .collect();
+    // Every check first, so that a refusal leaves no folder made for the other outputs.
+    if let Some(file) = files.iter().find(|f| f.is_dir()) {
+        bail!("{}: is a folder; name a file", file.display());
+    }
+    for folder in &folders {
+        // The nearest part of the path that exists must be a folder to create the rest in.
+        let existing = folder
+            .ancestors()
+            .find(|a| a.exists() || a.as_os_str().is_empty());
+        if let Some(file) = existing.filter(|a| !a.as_os_str().is_empty() && !a.is_dir()) {
+            bail!("{}: is a file, not a folder", file.display());
+        }
+    }
+    for folder in &folders {
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("{}: cannot create", folder.display()))?;
+    }
+    Ok(())
+}
+
 /// The first path given twice, however it is spelled (`./a.png` and `a.png`, a folder through
 /// a link): two outputs of one command on one file would overwrite what was just written.
 pub fn repeated(paths: &[PathBuf]) -> Option<&PathBuf> {
@@ -55,17 +88,28 @@ pub fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
         .with_context(|| format!("{}: cannot create", parent.display()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let prefix = format!(".{}.", name.unwrap_or_default());
-    let written = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .tempfile_in(parent)
-        .and_then(|mut tmp| {
-            tmp.write_all(bytes)?;
-            tmp.as_file().sync_all()?;
-            // A plain rename: tempfile's no-clobber one needs hard links where the kernel lacks
-            // RENAME_NOREPLACE, which some filesystems a user may write to (FAT) do not have.
-            tmp.persist(path).map_err(|e| e.error)
-        });
+    // tempfile makes its files private (0600); an output gets what a plain write would give
+    // it: the file's own permissions when it is replaced, else 0666 less the umask.
+    let replaced = std::fs::metadata(path).ok().map(|m| m.permissions());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let new_file = || std::fs::Permissions::from_mode(0o666);
+        builder.permissions(replaced.clone().unwrap_or_else(new_file));
+    }
+    let written = builder.tempfile_in(parent).and_then(|mut tmp| {
+        if let Some(permissions) = replaced {
+            // Set again: creating the file applied the umask to them.
+            tmp.as_file().set_permissions(permissions)?;
+        }
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        // A plain rename: tempfile's no-clobber one needs hard links where the kernel lacks
+        // RENAME_NOREPLACE, which some filesystems a user may write to (FAT) do not have.
+        tmp.persist(path).map_err(|e| e.error)
+    });
     // A temporary file that was not persisted is removed when dropped, on every error path.
     written
         .map(drop)
@@ -102,6 +146,52 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["a.json", "a.json.tmp"]);
+    }
+
+    #[test]
+    fn bad_output_paths_are_refused_before_any_folder_is_made() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let at = |p: &str| dir.path().join(p);
+        std::fs::write(at("file"), b"x").expect("write");
+        std::fs::create_dir(at("folder")).expect("dir");
+        let refused = |files: &[&str], dirs: &[&str]| {
+            let list = |v: &[&str]| v.iter().map(|p| at(p)).collect::<Vec<_>>();
+            prepare(&list(files), &list(dirs))
+                .expect_err("refused")
+                .to_string()
+        };
+        let made = at("new");
+        assert!(
+            refused(&["new/a.png", "file/b.png"], &[]).ends_with("file: is a file, not a folder")
+        );
+        assert!(
+            refused(&["new/a.png"], &["file/deeper"]).ends_with("file: is a file, not a folder")
+        );
+        assert!(
+            refused(&["new/a.png", "folder"], &[]).ends_with("folder: is a folder; name a file")
+        );
+        assert!(!made.exists(), "a folder was made for a refused command");
+        prepare(&[at("new/deep/a.png")], &[at("pngs")]).expect("good paths");
+        assert!(at("new/deep").is_dir() && at("pngs").is_dir());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_get_the_permissions_a_plain_write_gives() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        // A new file: 0666 less the umask, as `std::fs::write` makes one (not tempfile's 0600).
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"x").expect("write");
+        let path = dir.path().join("card.json");
+        write_new(&path, b"one", false).expect("new");
+        assert_eq!(mode(&path), mode(&plain));
+        assert_ne!(mode(&path), 0o600, "private to its owner");
+        // A replaced file keeps its own.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        write_new(&path, b"two", true).expect("forced");
+        assert_eq!(mode(&path), 0o640);
     }
 
     #[test]

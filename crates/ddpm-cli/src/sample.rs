@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor};
 use clap::ValueEnum;
@@ -11,6 +13,7 @@ use ddpm::{
     ClassChoice, DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler,
     SamplerConfig, SamplerKind, Unet,
 };
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::batch_parts;
 use crate::device::{self, DeviceChoice};
@@ -65,6 +68,9 @@ pub struct SampleArgs {
     /// Columns of the grid (default: a square).
     #[arg(long)]
     pub columns: Option<usize>,
+    /// Images sampled at once: memory grows with it; the images are the same whatever it is.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
     /// Also write the trajectory as an animated GIF here.
     #[arg(long, value_name = "FILE")]
     pub gif: Option<PathBuf>,
@@ -101,6 +107,8 @@ pub struct SampleOptions {
     pub classes: Option<Vec<usize>>,
     /// Grid columns.
     pub columns: usize,
+    /// Images sampled at once (a batch's memory is the limit); the images do not depend on it.
+    pub batch: usize,
     /// Inpainting, SDEdit or interpolation (none for plain sampling).
     pub steer: Steer,
 }
@@ -123,32 +131,63 @@ impl SampleOptions {
             // Mixed never fails.
             classes: ClassChoice::Mixed.labels(num_classes, n).ok().flatten(),
             columns: num_classes.unwrap_or_else(|| ddpm::grid::square_columns(n)),
+            batch: n,
             steer: Steer::None,
         }
     }
 }
 
-/// Samples and writes the grid PNG (used by `train` for its previews).
+/// Samples and writes the grid PNG (used by `train` for its previews); `false`, and nothing
+/// written, when `stop` was raised (Ctrl-C) first.
 pub fn grid_to_file(
     model: &Unet,
     config: &ModelConfig,
     options: &SampleOptions,
     device: &Device,
     path: &Path,
-) -> Result<()> {
-    let (images, _) = sample(model, config, options, device, None)?;
-    picture::save_png(&images.grid(options.columns), path)
+    stop: &AtomicBool,
+) -> Result<bool> {
+    let watch = Watch::new("preview", Some(stop));
+    let Some((images, _)) = sample(model, config, options, device, None, &watch)? else {
+        return Ok(false);
+    };
+    picture::save_png(&images.grid(options.columns), path)?;
+    Ok(true)
+}
+
+/// What a sampling run reports to and listens to: a bar over its steps (drawn only where
+/// stderr is a terminal) and, for a training preview, the flag Ctrl-C raises.
+pub struct Watch<'a> {
+    bar: ProgressBar,
+    stop: Option<&'a AtomicBool>,
+}
+
+impl<'a> Watch<'a> {
+    /// A bar named `what`, stopped early by `stop`.
+    pub fn new(what: &str, stop: Option<&'a AtomicBool>) -> Self {
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed} < {eta}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(what.to_string());
+        Self { bar, stop }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.is_some_and(|s| s.load(Ordering::SeqCst))
+    }
 }
 
 /// Runs the sampler to the end; with `every`, also returns a frame (x_t beside x̂₀) every k
-/// steps and at the last one.
+/// steps and at the last one. `None` when `watch` was stopped.
 pub fn sample(
     model: &Unet,
     config: &ModelConfig,
     options: &SampleOptions,
     device: &Device,
     every: Option<usize>,
-) -> Result<(Batch, Vec<image::RgbImage>)> {
+    watch: &Watch<'_>,
+) -> Result<Option<(Batch, Vec<image::RgbImage>)>> {
     let diffusion = GaussianDiffusion::new(config.diffusion.clone());
     let [height, width] = config.image_size;
     let channels = config.unet.channels;
@@ -158,41 +197,66 @@ pub fn sample(
         classes: options.classes.clone(),
     };
     let model = &batch_parts::for_device(model, device);
-    let steer = options.steer.clone();
-    let part = 0..options.n;
-    let mut sampler = Sampler::new_steered(
-        &diffusion,
-        options.sampler,
-        request,
-        steer,
-        part,
-        model,
-        device,
-    )?;
-    let total = sampler.total_steps();
-    let read = |t: &Tensor<4>| -> Result<Batch> {
-        let values = read_back::values(t.clone(), "the images")?;
-        Ok(Batch {
-            values,
-            n: options.n,
-            channels,
-            height,
-            width,
+    // The images in batches of at most `options.batch`, stepped in turn: each part is its
+    // images of the whole run (the core's `new_part`), and only one part's activations are
+    // alive at a time.
+    let batch = options.batch.max(1);
+    let mut samplers = (0..options.n)
+        .step_by(batch)
+        .map(|start| {
+            let part = start..(start + batch).min(options.n);
+            let steer = options.steer.clone();
+            Sampler::new_steered(
+                &diffusion,
+                options.sampler,
+                request.clone(),
+                steer,
+                part,
+                model,
+                device,
+            )
         })
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = samplers.first().map_or(0, Sampler::total_steps);
+    let host = |t: &Tensor<4>| read_back::values(t.clone(), "the images");
+    let batch_of = |values: Vec<f32>| Batch {
+        values,
+        n: options.n,
+        channels,
+        height,
+        width,
     };
     let columns = options.columns;
     let mut frames = Vec::new();
-    while let Some(step) = sampler.step(model) {
-        if let Some(k) = every {
-            let done = sampler.steps_done();
-            if done % k.max(1) == 0 || done == total {
-                let x = read(&step.x)?.grid(columns);
-                let x0 = read(&step.x_start)?.grid(columns);
-                frames.push(picture::side_by_side(&x, &x0));
+    watch.bar.set_length(total as u64);
+    for done in 1..=total {
+        let frame_due = every.is_some_and(|k| done % k.max(1) == 0 || done == total);
+        let (mut x, mut x0) = (Vec::new(), Vec::new());
+        for sampler in &mut samplers {
+            let step = sampler
+                .step(model)
+                .context("a part of the batch ended early")?;
+            if frame_due {
+                x.extend(host(&step.x)?);
+                x0.extend(host(&step.x_start)?);
             }
         }
+        watch.bar.inc(1);
+        if watch.stopped() {
+            watch.bar.abandon_with_message("interrupted");
+            return Ok(None);
+        }
+        if frame_due {
+            let (x, x0) = (batch_of(x).grid(columns), batch_of(x0).grid(columns));
+            frames.push(picture::side_by_side(&x, &x0));
+        }
     }
-    Ok((read(sampler.sample())?, frames))
+    let mut values = Vec::with_capacity(options.n * channels * height * width);
+    for sampler in &samplers {
+        values.extend(host(sampler.sample())?);
+    }
+    watch.bar.finish_and_clear();
+    Ok(Some((batch_of(values), frames)))
 }
 
 /// The most images one `sample` or `eval` run draws: they are all held in memory at once.
@@ -211,6 +275,9 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     if args.gif_every == 0 {
         bail!("--gif-every must be at least 1");
     }
+    if args.columns == Some(0) || args.batch == 0 {
+        bail!("--columns and --batch must be at least 1");
+    }
     let mut outputs = vec![args.out.clone()];
     outputs.extend(args.gif.clone());
     outputs.extend(args.raw.clone());
@@ -222,6 +289,21 @@ pub fn run(args: &SampleArgs) -> Result<()> {
             "{}: named for two of the outputs (-o, --gif, --raw, --png-dir's files)",
             path.display()
         );
+    }
+    // The grid is a PNG and the trajectory a GIF, whatever a file is named: say so up front
+    // rather than write PNG bytes into `grid.jpg`.
+    for (flag, path, ext) in [
+        ("-o", Some(&args.out), "png"),
+        ("--gif", args.gif.as_ref(), "gif"),
+    ] {
+        let named = |p: &PathBuf| p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext));
+        if let Some(path) = path.filter(|p| !named(p)) {
+            bail!(
+                "{flag} {}: written as {}; name it .{ext}",
+                path.display(),
+                ext.to_uppercase()
+            );
+        }
     }
     output::refuse_existing(&outputs, args.force)?;
     let selected = device::select(args.device)?;
@@ -260,16 +342,23 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         columns: args
             .columns
             .unwrap_or_else(|| ddpm::grid::square_columns(args.n)),
+        batch: args.batch,
     };
     let every = args.gif.as_ref().map(|_| args.gif_every);
-    let (images, frames) = sample(&model, &config, &options, &selected.device, every)?;
+    let files: Vec<PathBuf> = [Some(&args.out), args.gif.as_ref(), args.raw.as_ref()]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    output::prepare(&files, args.png_dir.as_slice())?;
+    let watch = Watch::new("sampling", None);
+    let (images, frames) = sample(&model, &config, &options, &selected.device, every, &watch)?
+        .context("sampling stopped")?;
     picture::save_png(&images.grid(options.columns), &args.out)?;
     if let Some(gif) = &args.gif {
         picture::save_gif(&frames, 80, gif)?;
     }
     if let Some(dir) = &args.png_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create", dir.display()))?;
         for i in 0..images.n {
             picture::save_png(&images.image(i), &single_png(dir, i))?;
         }
@@ -277,7 +366,14 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     if let Some(path) = &args.raw {
         output::write_new(path, &raw_bytes(&images)?, true)?;
     }
-    eprintln!("wrote {}", args.out.display());
+    let mut wrote = files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>();
+    if let Some(dir) = &args.png_dir {
+        wrote.push(format!("{} images in {}", images.n, dir.display()));
+    }
+    eprintln!("wrote {}", wrote.join(", "));
     Ok(())
 }
 

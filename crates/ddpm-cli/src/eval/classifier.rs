@@ -104,8 +104,13 @@ impl Classifier {
             let x = Tensor::from_data(TensorData::new(values, [n, 1, SIDE, SIDE]), device);
             let features = self.features(x);
             let logits = self.logits(features.clone());
-            out.features.extend(host(features)?);
+            let features = host(features)?;
             let scores = host(logits)?;
+            // NaN features would measure every model as perfect (a Fréchet distance of 0).
+            if !features.iter().chain(&scores).all(|v| v.is_finite()) {
+                bail!("the classifier's outputs are not finite numbers: its weights hold NaN or ∞");
+            }
+            out.features.extend(features);
             out.predictions.extend(scores.chunks(CLASSES).map(argmax));
         }
         Ok(out)
@@ -283,6 +288,9 @@ pub fn run(args: &ClassifierArgs) -> Result<()> {
     if args.epochs == 0 || args.batch_size == 0 {
         bail!("--epochs and --batch-size must be at least 1");
     }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        bail!("--lr must be a positive number, got {}", args.lr);
+    }
     let selected = device::select(args.device)?;
     let (train_set, test) = (digits(EMBEDDED_MNIST)?, digits(EMBEDDED_MNIST_TEST)?);
     let started = Instant::now();
@@ -294,7 +302,9 @@ pub fn run(args: &ClassifierArgs) -> Result<()> {
     };
     let model = train(&train_set, &training, &selected.device)?;
     let seconds = started.elapsed().as_secs_f64();
-    let readout = model.read(&test.pixels, 500, &selected.device)?;
+    let readout = model
+        .read(&test.pixels, 500, &selected.device)
+        .context("training diverged (a lower --lr may help); nothing written")?;
     let labels = test.labels.as_deref().unwrap_or_default();
     let accuracy = accuracy(&readout.predictions, labels);
     output::write_new(&args.out, &model.to_bytes()?, args.force)?;

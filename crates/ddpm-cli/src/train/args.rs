@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::{Decay, TrainConfig};
 use crate::device::DeviceChoice;
-use crate::output;
 use crate::run_dir::RunDir;
 
 /// `ddpm train`.
@@ -112,8 +111,13 @@ impl TrainArgs {
 
     /// On resume the saved configuration rules. The step count, the learning rate and the
     /// gradient clipping may change (the way out of a loss that became NaN); anything else
-    /// would not be the same run.
-    pub fn resumed_config(&self, run: &RunDir, wanted: TrainConfig) -> Result<TrainConfig> {
+    /// would not be the same run. Also the notes that say what changed; the caller writes the
+    /// changed configuration once the run is known to go on.
+    pub fn resumed_config(
+        &self,
+        run: &RunDir,
+        wanted: TrainConfig,
+    ) -> Result<(TrainConfig, Vec<String>)> {
         let path = run.config();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
@@ -147,30 +151,27 @@ impl TrainArgs {
             }
             resumed.run.steps = steps;
         }
-        if resumed != saved {
-            for (what, before, after) in [
-                (
-                    "run.steps",
-                    saved.run.steps.to_string(),
-                    resumed.run.steps.to_string(),
-                ),
-                (
-                    "optim.lr",
-                    format!("{:e}", saved.optim.lr),
-                    format!("{:e}", resumed.optim.lr),
-                ),
-                (
-                    "optim.grad_clip",
-                    format!("{:?}", saved.optim.grad_clip),
-                    format!("{:?}", resumed.optim.grad_clip),
-                ),
-            ] {
-                if before != after {
-                    eprintln!("note: {what} changes on resume: {before} → {after}");
-                }
-            }
-            output::write_new(&path, resumed.to_toml()?.as_bytes(), true)?;
-        }
-        Ok(resumed)
+        let notes = [
+            (
+                "run.steps",
+                saved.run.steps.to_string(),
+                resumed.run.steps.to_string(),
+            ),
+            (
+                "optim.lr",
+                format!("{:e}", saved.optim.lr),
+                format!("{:e}", resumed.optim.lr),
+            ),
+            (
+                "optim.grad_clip",
+                format!("{:?}", saved.optim.grad_clip),
+                format!("{:?}", resumed.optim.grad_clip),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, before, after)| before != after)
+        .map(|(what, before, after)| format!("note: {what} changes on resume: {before} → {after}"))
+        .collect();
+        Ok((resumed, notes))
     }
 }

@@ -43,9 +43,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             run.0.display()
         );
     }
-    let config = match &latest {
+    let (config, resume_notes) = match &latest {
         Some(_) => args.resumed_config(&run, wanted)?,
-        None => wanted,
+        None => (wanted, Vec::new()),
     };
     // Everything that can fail on bad input happens before the run folder is touched.
     let selected = device::select(args.device)?;
@@ -76,6 +76,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                     .map_or(String::new(), |s| format!(" ({s} steps trained)"))
             );
         }
+    }
+    if !resume_notes.is_empty() {
+        // The resumed run goes on with what changed (Trainer::new refused what cannot).
+        for note in &resume_notes {
+            eprintln!("{note}");
+        }
+        output::write_new(&run.config(), trainer.config.to_toml()?.as_bytes(), true)?;
     }
     let trained = trainer.train(&run, &selected.description);
     drop(lock);

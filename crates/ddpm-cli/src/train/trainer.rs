@@ -149,6 +149,13 @@ impl Trainer {
                 .with_context(|| format!("{}: bad noise state", ckpt.display()))?;
             order = state.order;
             step = state.step;
+            if config.run.steps < step {
+                bail!(
+                    "{}: the run is already at step {step}, past --steps {}; ask for more steps (or --force to start over)",
+                    ckpt.display(),
+                    config.run.steps
+                );
+            }
         }
         let diffusion = GaussianDiffusion::new(model_config.diffusion.clone());
         let trainer = Self {
@@ -244,24 +251,36 @@ impl Trainer {
             )?;
             bar.set_position(self.step as u64);
             bar.set_message(format!("loss {s:.4} {rate:.1} img/s"));
-            let stop = interrupted.load(Ordering::SeqCst);
-            if self.step.is_multiple_of(self.config.run.checkpoint_every)
-                || self.step == total
-                || stop
-            {
+            let mut stop = interrupted.load(Ordering::SeqCst);
+            let checkpoint_due =
+                self.step.is_multiple_of(self.config.run.checkpoint_every) || self.step == total;
+            if checkpoint_due || stop {
                 self.save_checkpoint(run)?;
             }
             let every = self.config.run.sample_every;
-            if (every > 0 && self.step.is_multiple_of(every)) || self.step == total {
-                bar.suspend(|| self.write_samples(run))?;
+            let preview_due = (every > 0 && self.step.is_multiple_of(every)) || self.step == total;
+            // A preview takes a while on the CPU: Ctrl-C during it stops it, unwritten, and
+            // the run stops as it would have after the step (checkpointed first).
+            if preview_due && !stop && !bar.suspend(|| self.write_samples(run, &interrupted))? {
+                stop = true;
+                if !checkpoint_due {
+                    self.save_checkpoint(run)?;
+                }
             }
             if stop {
                 bar.abandon_with_message("interrupted");
-                eprintln!(
-                    "stopped at step {}; continue with `ddpm train {}`",
-                    self.step,
-                    run.0.display()
-                );
+                if self.step == total {
+                    eprintln!(
+                        "stopped during the last preview; the training is complete (`ddpm sample {}` draws it)",
+                        run.0.display()
+                    );
+                } else {
+                    eprintln!(
+                        "stopped at step {}; continue with `ddpm train {}`",
+                        self.step,
+                        run.0.display()
+                    );
+                }
                 return Ok(());
             }
         }
@@ -355,7 +374,9 @@ impl Trainer {
         Ok(())
     }
 
-    fn write_samples(&self, run: &RunDir) -> Result<()> {
+    /// Draws the preview grid and the loss curve; `false`, with neither written, when `stop`
+    /// (Ctrl-C) was raised during the preview.
+    fn write_samples(&self, run: &RunDir, stop: &AtomicBool) -> Result<bool> {
         let n = self.model_config.unet.num_classes.map_or(16, |c| c * 4);
         let options = SampleOptions::preview(
             n,
@@ -369,7 +390,17 @@ impl Trainer {
         // The layout `ddpm sample` draws with, which the run's first step checked on this
         // adapter (`kernel_check`); without the kernels it is the EMA as it is.
         let model = self.ema.model().clone().for_sampling();
-        sample::grid_to_file(&model, &self.model_config, &options, &self.device, &path)?;
-        plot::loss_curve(&plot::read_losses(&run.metrics())?, &run.loss_plot())
+        if !sample::grid_to_file(
+            &model,
+            &self.model_config,
+            &options,
+            &self.device,
+            &path,
+            stop,
+        )? {
+            return Ok(false);
+        }
+        plot::loss_curve(&plot::read_losses(&run.metrics())?, &run.loss_plot())?;
+        Ok(true)
     }
 }

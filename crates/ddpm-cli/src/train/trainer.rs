@@ -271,7 +271,7 @@ impl Trainer {
                 bar.abandon_with_message("interrupted");
                 if self.step == total {
                     eprintln!(
-                        "stopped during the last preview; the training is complete (`ddpm sample {}` draws it)",
+                        "stopped at the last step, its preview not drawn; the training is complete (`ddpm sample {}` draws it)",
                         run.0.display()
                     );
                 } else {

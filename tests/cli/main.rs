@@ -638,6 +638,20 @@ fn bad_input_gets_one_line_naming_the_problem() {
     ]);
     assert!(err.contains("file: is a file, not a folder"), "{err}");
     assert!(!png.exists() && !jpg.exists());
+    // A default device burn would panic on is refused by the commands that compute.
+    let err = fails_as(
+        ddpm()
+            .arg("sample")
+            .arg(&mnist)
+            .args(["--device", "cpu", "-o"])
+            .arg(&png)
+            .env("BURN_DEVICE", "cuda"),
+    );
+    assert!(
+        err.contains("BURN_DEVICE=\"cuda\": this build knows flex, wgpu"),
+        "{err}"
+    );
+    assert!(!png.exists());
 }
 
 /// A checkpoint whose model no longer matches the run's configuration, a file that is not an

@@ -43,6 +43,11 @@ const BURN_DEVICES: &[&str] = &[
 // are none yet when `main` calls this, and burn offers no other way to set its default.
 #[allow(unsafe_code)]
 pub fn pin_default(choice: Option<DeviceChoice>) -> Result<()> {
+    // Commands without `--device` (export, import, info) compute nowhere but on the CPU's
+    // named device, so the variable is theirs to ignore.
+    if choice.is_none() {
+        return Ok(());
+    }
     match std::env::var("BURN_DEVICE") {
         Ok(name) if !BURN_DEVICES.contains(&name.to_lowercase().as_str()) => bail!(
             "BURN_DEVICE={name:?}: this build knows {}",

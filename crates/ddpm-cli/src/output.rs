@@ -21,18 +21,20 @@ pub fn refuse_existing<'a>(
     }
 }
 
+/// The folder `path` is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    parent.unwrap_or(Path::new("."))
+}
+
 /// Makes the folders that `files` go into and the folders `dirs`, refusing a file that is a
 /// folder and a folder that is a file: called once the inputs are known good and before the
 /// work, so that a bad output path stops a command before anything is computed or written.
 pub fn prepare(files: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {
-    let parent = |file: &PathBuf| -> PathBuf {
-        let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
-        parent.unwrap_or(Path::new(".")).to_path_buf()
-    };
     let folders: Vec<PathBuf> = dirs
         .iter()
         .cloned()
-        .chain(files.iter().map(parent))
+        .chain(files.iter().map(|f| folder_of(f).to_path_buf()))
         .collect();
     // Every check first, so that a refusal leaves no folder made for the other outputs.
     if let Some(file) = files.iter().find(|f| f.is_dir()) {
@@ -80,10 +82,7 @@ fn identity(path: &Path) -> PathBuf {
 /// whole.
 pub fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     refuse_existing([&path.to_path_buf()], force)?;
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = folder_of(path);
     std::fs::create_dir_all(parent)
         .with_context(|| format!("{}: cannot create", parent.display()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());

@@ -42,15 +42,20 @@ impl Denoiser for Gaussian<'_> {
             Some(labels) => labels.iter().map(|&l| mean_of(l) as f32).collect(),
             None => vec![self.means[0] as f32; b],
         };
-        let mu = Tensor::<1>::from_data(burn::tensor::TensorData::new(mu, [b]), &x.device())
-            .reshape([b, 1, 1, 1])
-            .expand([b, c, h, w]);
+        let mu = per_image(mu, [b, c, h, w], &x.device());
         (x - mu.mul_scalar(abar.sqrt())).mul_scalar(k)
     }
 
     fn num_classes(&self) -> Option<usize> {
         self.conditional.then_some(self.means.len())
     }
+}
+
+/// One value per image, spread over each image's `[c, h, w]`.
+fn per_image(values: Vec<f32>, [b, c, h, w]: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::<1>::from_data(burn::tensor::TensorData::new(values, [b]), device)
+        .reshape([b, 1, 1, 1])
+        .expand([b, c, h, w])
 }
 
 /// Unconditional data N(MU, SIGMA²).
@@ -410,9 +415,7 @@ impl Denoiser for ClassVariance<'_> {
                 .collect(),
             None => vec![1.0; b],
         };
-        let v = Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [b]), &prediction.device())
-            .reshape([b, 1, 1, 1])
-            .expand([b, c, h, w]);
+        let v = per_image(v, [b, c, h, w], &prediction.device());
         Tensor::cat(vec![prediction, v], 1)
     }
 

@@ -46,7 +46,7 @@ class Engine extends EventTarget {
     const report = (p) => this.#report(p);
     let reason = this.lost ? `WebGPU device lost: ${this.lost}` : null;
     if (preferGpu && !reason) {
-      const adapter = await webgpuAdapter();
+      const adapter = await pageAdapter();
       reason = adapter.reason ?? null;
       if (adapter.label) {
         const module = await wasmModule('gpu', report);
@@ -225,7 +225,7 @@ function join(arrays) {
  */
 export async function engine(backend = 'auto', workers = defaultWorkers(), gpuKernels = true) {
   const preferGpu = backend !== 'cpu';
-  const gpu = preferGpu && Boolean((await adapter()).label);
+  const gpu = preferGpu && Boolean((await pageAdapter()).label);
   const key = gpu ? `gpu/${gpuKernels}` : `cpu/${workers}/${backend}`;
   if (!engines.has(key)) {
     const made = new Engine(preferGpu, workers, gpu && gpuKernels);
@@ -236,6 +236,6 @@ export async function engine(backend = 'auto', workers = defaultWorkers(), gpuKe
   return engines.get(key);
 }
 
-// The browser's adapter, asked for once per page.
+// The browser's adapter, asked for once per page (by `engine` and by the engines it starts).
 let probe = null;
-const adapter = () => (probe ??= webgpuAdapter());
+const pageAdapter = () => (probe ??= webgpuAdapter());

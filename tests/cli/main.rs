@@ -29,7 +29,7 @@ fn a_few_hundred_steps_drive_the_loss_down() {
     let run = dir.path().join("run");
     let tiny = tiny(&data);
     let run_s = run.to_str().expect("utf8");
-    ok(&args(
+    let out = ok(&args(
         &[
             "train",
             run_s,
@@ -50,6 +50,21 @@ fn a_few_hundred_steps_drive_the_loss_down() {
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&losses[..30]), mean(&losses[270..]));
     assert!(last < 0.5 * first, "loss went from {first:.4} to {last:.4}");
+    // Piped, the bar is not drawn: each checkpoint says so in a line instead.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(": loss ") && l.contains("checkpoint written"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    for (line, step) in lines.iter().zip([100, 200, 300]) {
+        assert!(
+            line.starts_with(&format!("step {step}/300: loss ")),
+            "{line}"
+        );
+    }
+    assert!(lines[1].contains(" left"), "{}", lines[1]);
+    assert!(lines[2].ends_with("checkpoint written"), "{}", lines[2]);
     // The run left its config, three checkpoints and a final sample grid.
     assert!(run.join("config.toml").is_file());
     assert_eq!(

@@ -14,7 +14,7 @@ use burn::optim::GradientsAccumulator;
 use burn::tensor::{Bytes, Device};
 use ddpm::ema::decay_at;
 use ddpm::{Ema, GaussianDiffusion, ModelConfig, NoiseSource, Unet};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanDuration, ProgressBar, ProgressStyle};
 
 use super::adam::ClippedAdam;
 use crate::batch_parts;
@@ -227,6 +227,7 @@ impl Trainer {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         let started = Instant::now();
+        let first_step = self.step;
         let mut smoothed: Option<f64> = None;
         while self.step < total {
             let step_started = Instant::now();
@@ -256,6 +257,21 @@ impl Trainer {
                 self.step.is_multiple_of(self.config.run.checkpoint_every) || self.step == total;
             if checkpoint_due || stop {
                 self.save_checkpoint(run)?;
+                // Piped to a log (nohup, tee, a batch system) the bar is not drawn: a line per
+                // checkpoint says how far the run is, as tqdm's lines would.
+                if bar.is_hidden() {
+                    let done = (self.step - first_step) as f64;
+                    let left = started.elapsed().mul_f64((total - self.step) as f64 / done);
+                    eprintln!(
+                        "step {}/{total}: loss {s:.4}, {rate:.1} img/s, checkpoint written{}",
+                        self.step,
+                        if self.step < total {
+                            format!(", about {} left", HumanDuration(left))
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
             }
             let every = self.config.run.sample_every;
             let preview_due = (every > 0 && self.step.is_multiple_of(every)) || self.step == total;

@@ -823,3 +823,64 @@ fn losses_if_any(run: &std::path::Path) -> usize {
     std::fs::read_to_string(run.join("metrics.csv"))
         .map_or(0, |t| t.lines().count().saturating_sub(1))
 }
+
+/// `--class` takes the names `info` lists (from the model card), and `info` piped into a reader
+/// that stops early (`| head`) ends quietly.
+#[test]
+fn a_class_is_picked_by_the_name_info_lists() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let emoji = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/models/emoji.bpk");
+    let emoji_s = emoji.to_str().expect("utf8");
+    let info = ok(&["info", emoji_s]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("classes     10 (activities, animals-nature, component, flags, food-drink,"),
+        "{info}"
+    );
+    let grid = |class: &str| {
+        let out = dir.path().join(format!("{class}.png"));
+        let out_s = out.to_str().expect("utf8");
+        let args = [
+            "sample", emoji_s, "--device", "cpu", "--steps", "2", "-n", "2",
+        ];
+        ok(&[&args[..], &["--class", class, "-o", out_s]].concat());
+        pixels(&out)
+    };
+    let flags = grid("flags");
+    assert_eq!(flags, grid("3"));
+    assert_ne!(flags, grid("people-body"));
+    let err = fails(&[
+        "sample",
+        emoji_s,
+        "--device",
+        "cpu",
+        "--class",
+        "food",
+        "-o",
+        "/tmp/never.png",
+    ]);
+    assert!(
+        err.contains(
+            "--class food: no class of that name (its classes: activities, animals-nature,"
+        ),
+        "{err}"
+    );
+    let mut reader = ddpm()
+        .args(["info", emoji_s])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(reader.stdout.take());
+    let out = reader.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

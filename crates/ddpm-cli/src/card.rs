@@ -226,6 +226,35 @@ pub fn card_of(weights: &Path) -> Option<ModelCard> {
     Some(card)
 }
 
+/// The class names of a run folder (its newest checkpoint's) or of a weights file (its card's),
+/// index = label; empty when unconditional or unknown (a file without its card).
+pub fn class_names_of(model: &Path) -> Result<Vec<String>> {
+    if model.is_dir() {
+        let ckpt = crate::load::newest_checkpoint(&RunDir(model.to_path_buf()))?;
+        Ok(checkpoint::read_state(&ckpt)?.class_names)
+    } else {
+        Ok(card_of(model).map_or_else(Vec::new, |c| c.origin.class_names))
+    }
+}
+
+/// `--class`: a class of `names` by name (as `ddpm info` lists them) or by number, names first
+/// (a folder's classes named `2` and `10` sort as `10`, `2`).
+pub fn class_index(arg: &str, names: &[String]) -> Result<usize> {
+    if let Some(index) = names.iter().position(|n| n == arg) {
+        return Ok(index);
+    }
+    match arg.parse::<usize>() {
+        Ok(index) => Ok(index),
+        Err(_) if names.is_empty() => {
+            anyhow::bail!("--class {arg}: this model names no classes; give a class number")
+        }
+        Err(_) => anyhow::bail!(
+            "--class {arg}: no class of that name (its classes: {})",
+            names.join(", ")
+        ),
+    }
+}
+
 /// A `ddpm eval` report for a card, checked to be of the step being exported.
 pub fn read_evaluation(path: &Path, steps_trained: Option<usize>) -> Result<Report> {
     let report = Report::read(path)?;

@@ -7,7 +7,9 @@ use burn::module::Module;
 use burn::tensor::Device;
 use ddpm::weights;
 
+use crate::card;
 use crate::load;
+use crate::output;
 
 /// `ddpm info`.
 #[derive(Debug, clap::Args)]
@@ -35,28 +37,34 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         let (model, config) = load::model(&args.model, &device)?;
         (model, config, None, None)
     };
-    println!("{}", args.model.display());
+    let mut text = format!("{}\n", args.model.display());
     if let Some(size) = size {
-        println!("  size        {size} bytes");
+        text += &format!("  size        {size} bytes\n");
     }
     if let Some(precision) = precision {
-        println!("  precision   {precision:?}");
+        text += &format!("  precision   {precision:?}\n");
     }
-    println!("  parameters  {}", model.num_params());
-    println!(
-        "  image       {}×{}×{}",
+    text += &format!("  parameters  {}\n", model.num_params());
+    text += &format!(
+        "  image       {}×{}×{}\n",
         config.unet.channels, config.image_size[0], config.image_size[1]
     );
-    println!(
-        "  classes     {}",
+    let names = card::class_names_of(&args.model)?;
+    text += &format!(
+        "  classes     {}{}\n",
         config
             .unet
             .num_classes
-            .map_or("none".into(), |c| c.to_string())
+            .map_or("none".into(), |c| c.to_string()),
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", names.join(", "))
+        }
     );
-    println!(
-        "  config      {}",
+    text += &format!(
+        "  config      {}\n",
         serde_json::to_string_pretty(&config)?.replace('\n', "\n              ")
     );
-    Ok(())
+    output::print(&text)
 }

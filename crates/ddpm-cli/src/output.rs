@@ -115,6 +115,16 @@ pub fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
         .with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// Writes `text` to standard output. A reader that went away (`ddpm info … | head`) ends the
+/// output quietly, as it ends `cat`'s; `println!` would panic there.
+pub fn print(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written.context("cannot write to standard output"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

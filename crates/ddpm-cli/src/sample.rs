@@ -16,6 +16,7 @@ use ddpm::{
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::batch_parts;
+use crate::card;
 use crate::device::{self, DeviceChoice};
 use crate::load;
 use crate::output;
@@ -55,10 +56,10 @@ pub struct SampleArgs {
     /// How many images.
     #[arg(long, short, default_value_t = 16, value_parser = image_count)]
     pub n: usize,
-    /// The class of every image (class-conditional models); without it the images cycle
-    /// through the classes.
+    /// The class of every image (class-conditional models), by name (as `ddpm info` lists
+    /// them) or number; without it the images cycle through the classes.
     #[arg(long)]
-    pub class: Option<usize>,
+    pub class: Option<String>,
     /// Sample a class-conditional model without a class (its null class).
     #[arg(long, conflicts_with = "class")]
     pub unconditional: bool,
@@ -309,8 +310,10 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     let selected = device::select(args.device)?;
     let (model, config) = load::model(&args.model, &selected.device)?;
     let model = load::for_sampling(model, config.image_size, &selected.device);
-    let choice = match (args.class, args.unconditional) {
-        (Some(k), _) => ClassChoice::Fixed(k),
+    let choice = match (&args.class, args.unconditional) {
+        (Some(k), _) => {
+            ClassChoice::Fixed(card::class_index(k, &card::class_names_of(&args.model)?)?)
+        }
         (None, true) => ClassChoice::Null,
         (None, false) => ClassChoice::Mixed,
     };

@@ -308,15 +308,14 @@ pub fn run(args: &ClassifierArgs) -> Result<()> {
     let labels = test.labels.as_deref().unwrap_or_default();
     let accuracy = accuracy(&readout.predictions, labels);
     output::write_new(&args.out, &model.to_bytes()?, args.force)?;
-    println!(
-        "held-out accuracy {:.2}% ({} MNIST test digits); trained {} epochs in {seconds:.0} s on {}; wrote {}",
+    output::print(&format!(
+        "held-out accuracy {:.2}% ({} MNIST test digits); trained {} epochs in {seconds:.0} s on {}; wrote {}\n",
         100.0 * accuracy,
         test.len(),
         args.epochs,
         selected.description,
         args.out.display()
-    );
-    Ok(())
+    ))
 }
 
 #[cfg(test)]

@@ -143,7 +143,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         Some(previous) => previous.extended(report),
         None => report,
     };
-    print!("{}", report.markdown());
+    output::print(&report.markdown())?;
     if let Some(out) = &args.out {
         let json = serde_json::to_string_pretty(&report)? + "\n";
         output::write_new(out, json.as_bytes(), args.force)?;

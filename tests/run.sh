@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check and test of the project, as CI runs them. Safe to run on a fresh machine with
-# Rust (rustup) installed: it adds the toolchain pieces it needs itself.
+# Rust (rustup) and Node installed: it adds the toolchain pieces it needs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,11 +10,12 @@ step "toolchain components"
 rustup component add rustfmt clippy >/dev/null
 rustup target add wasm32-unknown-unknown >/dev/null
 
-step "system packages: a Vulkan driver (Mesa's lavapipe without a GPU), Chromium, Pillow"
+step "system packages: a Vulkan driver (Mesa's lavapipe without a GPU), Chromium, Pillow, xz"
 missing=()
 ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1 || missing+=(mesa-vulkan-drivers)
 command -v chromium >/dev/null || missing+=(chromium)
 /usr/bin/python3 -c 'import PIL' 2>/dev/null || missing+=(python3-pil)
+command -v xz >/dev/null || missing+=(xz-utils)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq

@@ -15,7 +15,8 @@ rustup target add wasm32-unknown-unknown >/dev/null
 bindgen_version="$(grep -A1 '^name = "wasm-bindgen"$' "$repo/Cargo.lock" | sed -n 's/^version = "\(.*\)"$/\1/p')"
 if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $bindgen_version" ]; then
   echo "installing wasm-bindgen-cli $bindgen_version (about 2 minutes)" >&2
-  # Not --locked: one of its locked dependency versions is not in the registry mirror.
+  # Not --locked: its lockfile pins a dependency version that could not be fetched when this
+  # was written.
   cargo install --quiet --root "$DDPM_TOOLS" wasm-bindgen-cli --version "=$bindgen_version" --force
 fi
 if [ "$(trunk --version 2>/dev/null)" != "trunk 0.21.14" ]; then

@@ -597,14 +597,16 @@ fn bad_input_gets_one_line_naming_the_problem() {
     // A truncated or foreign weights file.
     let weights = dir.path().join("w.bpk");
     std::fs::write(&weights, b"BURNPACK? no").expect("write");
+    let never = dir.path().join("never.png");
     let err = fails(&[
         "sample",
         weights.to_str().expect("utf8"),
         "-o",
-        "/tmp/never.png",
+        never.to_str().expect("utf8"),
         "--device",
         "cpu",
     ]);
+    assert!(!never.exists());
     assert!(err.contains("w.bpk"), "{err}");
     let err = fails(&["info", "/no/such/weights.bpk"]);
     assert!(err.contains("no such run folder or weights file"), "{err}");
@@ -857,7 +859,7 @@ fn a_class_is_picked_by_the_name_info_lists() {
         "--class",
         "food",
         "-o",
-        "/tmp/never.png",
+        dir.path().join("never.png").to_str().expect("utf8"),
     ]);
     assert!(
         err.contains(

@@ -1,5 +1,6 @@
-//! `ddpm`: train a DDPM on a GPU (burn's wgpu backend) or the CPU, sample from it, export its
-//! weights for the browser, and inspect weights files.
+//! `ddpm`: train a DDPM on a GPU (burn's wgpu backend) or the CPU, sample from it (steered or
+//! not), export its weights for the browser, import lucidrains' checkpoints, evaluate a model
+//! (`eval`, with the classifier `classifier` trains), and inspect weights files.
 
 mod batch_parts;
 mod card;

@@ -119,7 +119,10 @@ pub fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
 /// output quietly, as it ends `cat`'s; `println!` would panic there.
 pub fn print(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         written => written.context("cannot write to standard output"),
     }

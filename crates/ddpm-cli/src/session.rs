@@ -142,7 +142,7 @@ mod tests {
         let cases = [
             ("/home/me/ddpm-rs/runs/emoji", "runs/emoji"),
             ("/home/me/ddpm-rs", "."),
-            ("/work/runs/emoji-d16", "…/emoji-d16"),
+            ("/srv/runs/emoji-d16", "…/emoji-d16"),
             ("--init=/srv/models/m.bpk", "--init=…/m.bpk"),
             ("data.source=/home/me/ddpm-rs/data/x", "data.source=data/x"),
             ("runs/mnist", "runs/mnist"),
@@ -152,6 +152,6 @@ mod tests {
         for (arg, shown) in cases {
             assert_eq!(portable(arg, cwd), shown, "{arg}");
         }
-        assert_eq!(portable("/work/runs/x", None), "…/x");
+        assert_eq!(portable("/srv/runs/x", None), "…/x");
     }
 }

@@ -15,6 +15,10 @@
 //!   features).
 //! - [`weights`]: one self-describing file holding the configuration and the weights.
 //! - [`grid`]: a batch of samples as the RGBA pixels of one grid image.
+//! - [`steer`]: sampling steered by an image (SDEdit), a mask (RePaint) or two seeds
+//!   (interpolation).
+//! - `gpu`: the same chains as cubecl kernels for burn's wgpu backend (with the
+//!   `gpu-kernels` feature), checked against burn's own on the adapter before use.
 //! - `split_batch`: the network's calls in parts of the batch on threads (not on wasm).
 //!
 //! The crate enables no burn backend (the `fused` features add burn's CPU backend, flex, for

@@ -616,13 +616,30 @@ fn interpolated_start(
 /// DDIM's (t, next t) pairs, spaced as lucidrains' code does: `linspace(−1, T−1, steps+1)` truncated
 /// toward zero, reversed; the last pair ends at −1 (`None`), where x̂₀ is returned.
 fn ddim_pairs(timesteps: usize, steps: usize) -> Vec<(usize, Option<usize>)> {
-    let times: Vec<i64> = (0..=steps)
+    let times: Vec<i64> = linspace_f32(-1.0, timesteps as f32 - 1.0, steps + 1)
+        .into_iter()
         .rev()
-        .map(|i| (-1.0 + timesteps as f64 * i as f64 / steps as f64) as i64)
+        .map(|t| t as i64)
         .collect();
     times
         .windows(2)
         .map(|w| (w[0] as usize, usize::try_from(w[1]).ok()))
+        .collect()
+}
+
+/// `torch.linspace(start, end, n)` in float32 as PyTorch's CPU kernel computes it: from the
+/// start for the first half, back from the end for the second. Exact T·i/S − 1 puts some of
+/// DDIM's times one step off lucidrains' (T = 1000: S = 26, 52, 60, …).
+fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
+    let step = (end - start) / (n.max(2) - 1) as f32;
+    (0..n)
+        .map(|i| {
+            if i < n / 2 {
+                start + step * i as f32
+            } else {
+                end - step * (n - i - 1) as f32
+            }
+        })
         .collect()
 }
 
@@ -661,5 +678,35 @@ mod tests {
             ClassChoice::Fixed(0).labels(None, 4).expect_err("refused"),
             SamplerError::NotConditional
         );
+    }
+
+    /// lucidrains' DDIM times, made by PyTorch (tests/fixtures/lucidrains/make_sampling.py).
+    #[test]
+    fn ddim_steps_are_lucidrains_float32_linspace() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/lucidrains/sampling.safetensors"
+        );
+        let bytes = std::fs::read(path).expect("fixture");
+        let fixture = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+        let ints = |name: &str| -> Vec<i64> {
+            let view = fixture.tensor(name).expect(name);
+            view.data()
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")).into())
+                .collect()
+        };
+        for timesteps in [20, 100, 1000] {
+            let mut theirs = ints(&format!("ddim.T{timesteps}")).into_iter();
+            for steps in ints(&format!("ddim.T{timesteps}.steps")) {
+                let steps = steps as usize;
+                let expected: Vec<i64> = theirs.by_ref().take(steps + 1).collect();
+                let pairs = ddim_pairs(timesteps, steps);
+                let mut ours: Vec<i64> = pairs.iter().map(|&(t, _)| t as i64).collect();
+                ours.push(pairs.last().and_then(|p| p.1).map_or(-1, |t| t as i64));
+                assert_eq!(ours, expected, "T={timesteps} S={steps}");
+            }
+            assert_eq!(theirs.next(), None);
+        }
     }
 }

@@ -58,13 +58,26 @@ fn conditioning_options_add_exactly_their_parameters() {
 
 #[test]
 fn the_reference_mnist_and_default_configs_have_lucidrains_parameter_counts() {
-    // Counted with the same per-module formulas as above (see the issue note for the script):
-    // Unet(dim=32, dim_mults=(1, 2, 4), channels=1) and lucidrains' README's Unet(dim=64).
+    // Counted by PyTorch (tests/fixtures/lucidrains/make_sampling.py): Unet(dim=32,
+    // dim_mults=(1, 2, 4), channels=1) and lucidrains' README's Unet(dim=64).
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/lucidrains/sampling.safetensors"
+    );
+    let bytes = std::fs::read(path).expect("fixture");
+    let fixture = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let count = |name: &str| -> usize {
+        let data = fixture.tensor(name).expect(name).data().to_vec();
+        i64::from_le_bytes(data.try_into().expect("one i64")) as usize
+    };
     let mnist = UnetConfig::new(32)
         .with_dim_mults(vec![1, 2, 4])
         .with_channels(1);
-    assert_eq!(mnist.init(&device()).num_params(), 2_607_681);
-    assert_eq!(UnetConfig::new(64).init(&device()).num_params(), 35_711_491);
+    assert_eq!(mnist.init(&device()).num_params(), count("params.mnist"));
+    assert_eq!(
+        UnetConfig::new(64).init(&device()).num_params(),
+        count("params.cifar")
+    );
 }
 
 #[test]

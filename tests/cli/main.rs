@@ -826,8 +826,8 @@ fn losses_if_any(run: &std::path::Path) -> usize {
         .map_or(0, |t| t.lines().count().saturating_sub(1))
 }
 
-/// `--class` takes the names `info` lists (from the model card), and `info` piped into a reader
-/// that stops early (`| head`) ends quietly.
+/// `--class` takes the names `info` lists (from the model card), `sample` reports its sampler's
+/// time, and `info` piped into a reader that stops early (`| head`) ends quietly.
 #[test]
 fn a_class_is_picked_by_the_name_info_lists() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -845,7 +845,16 @@ fn a_class_is_picked_by_the_name_info_lists() {
         let args = [
             "sample", emoji_s, "--device", "cpu", "--steps", "2", "-n", "2",
         ];
-        ok(&[&args[..], &["--class", class, "-o", out_s]].concat());
+        let done = ok(&[&args[..], &["--class", class, "-o", out_s]].concat());
+        // The sampler's own time, which the GPU benchmark reads.
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("sampled 2 images in "));
+        assert!(
+            line.is_some_and(|l| l.ends_with(" s (2 steps)")),
+            "{stderr}"
+        );
         pixels(&out)
     };
     let flags = grid("flags");

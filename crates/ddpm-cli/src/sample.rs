@@ -177,6 +177,11 @@ impl<'a> Watch<'a> {
     fn stopped(&self) -> bool {
         self.stop.is_some_and(|s| s.load(Ordering::SeqCst))
     }
+
+    /// The sampler steps done so far.
+    pub fn steps(&self) -> u64 {
+        self.bar.position()
+    }
 }
 
 /// Runs the sampler to the end; with `every`, also returns a frame (x_t beside x̂₀) every k
@@ -355,8 +360,16 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         .collect();
     output::prepare(&files, args.png_dir.as_slice())?;
     let watch = Watch::new("sampling", None);
+    let started = std::time::Instant::now();
     let (images, frames) = sample(&model, &config, &options, &selected.device, every, &watch)?
         .context("sampling stopped")?;
+    // The sampler's own time, without loading and checks: what the GPU benchmark divides by.
+    eprintln!(
+        "sampled {} images in {:.3} s ({} steps)",
+        images.n,
+        started.elapsed().as_secs_f64(),
+        watch.steps()
+    );
     picture::save_png(&images.grid(options.columns), &args.out)?;
     if let Some(gif) = &args.gif {
         picture::save_gif(&frames, 80, gif)?;

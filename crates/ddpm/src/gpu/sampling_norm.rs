@@ -44,7 +44,7 @@ impl SamplingNormKernels for CubeBackend {
 }
 
 /// lucidrains' RMSNorm of `h` with its stored gain `g` (`[1, channels, 1, 1]`), FiLM by
-/// `scale_shift` (two `[batch, channels, 1, 1]`) if given, then the SiLU if `silu`: the
+/// `scale_shift` (two `[batch, channels, 1, 1]`, or `[1, channels, 1, 1]` for all) if given, then the SiLU if `silu`: the
 /// `Block`'s and the attentions' norms (`unet::ops`), in one launch. For tensors on a cubecl
 /// device without gradients.
 pub fn stored_norm(
@@ -60,9 +60,15 @@ pub fn stored_norm(
         _ => h,
     };
     let [batch, channels, ..] = h.dims();
-    let g = g.expand([batch, channels, 1, 1]);
+    let per_image = [batch, channels, 1, 1];
+    let g = g.expand(per_image);
     let film = scale_shift.is_some();
-    let (scale, shift) = scale_shift.unwrap_or_else(|| (g.clone(), g.clone()));
+    // One time for the whole batch gives a FiLM of one image, which burn's operations
+    // broadcast; the kernel reads an image's own, so the stride 0 makes them one.
+    let (scale, shift) = scale_shift.map_or_else(
+        || (g.clone(), g.clone()),
+        |(scale, shift)| (scale.expand(per_image), shift.expand(per_image)),
+    );
     Tensor::from_dispatch(<Dispatch as SamplingNormKernels>::stored_norm(
         h.into_dispatch(),
         g.into_dispatch(),

@@ -234,7 +234,7 @@ fn stored_norm_kernel_on_the_gpu_equals_the_composite() {
     let device = wgpu();
     let [h, g, ..] = inputs(&device);
     let film = Tensor::<4>::random([3, 12, 1, 1], Distribution::Normal(0.0, 1.0), &device);
-    let (scale, shift) = (film.clone().narrow(1, 0, 6), film.narrow(1, 6, 6));
+    let (scale, shift) = (film.clone().narrow(1, 0, 6), film.clone().narrow(1, 6, 6));
     for (with_film, silu) in [(true, true), (false, true), (false, false), (true, false)] {
         let scale_shift = with_film.then(|| (scale.clone(), shift.clone()));
         let kernel =
@@ -249,6 +249,22 @@ fn stored_norm_kernel_on_the_gpu_equals_the_composite() {
         let what = format!("film {with_film}, silu {silu}");
         close(&values(kernel), &values(composite), &what);
     }
+    // One FiLM for the whole batch (one time for every image), broadcast as burn's are.
+    let one = film.narrow(0, 0, 1);
+    let (scale, shift) = (one.clone().narrow(1, 0, 6), one.narrow(1, 6, 6));
+    let kernel = crate::gpu::sampling_norm::stored_norm(
+        h.clone(),
+        g.clone(),
+        Some((scale.clone(), shift.clone())),
+        true,
+    );
+    let composite = normalize(h) * gain(g) * scale.add_scalar(1.0) + shift;
+    let composite = burn::tensor::activation::silu(composite);
+    close(
+        &values(kernel),
+        &values(composite),
+        "one FiLM for the batch",
+    );
 }
 
 /// A class-conditional U-Net with both attentions predicts the same with the core's GPU
@@ -390,14 +406,21 @@ fn linear_attention_kernels_on_the_gpu_equal_the_composite() {
 
     let device = wgpu();
     let normal = Distribution::Normal(0.0, 2.0);
-    let (heads, dim_head, slots) = (2, 4, 3);
-    let qkv =
-        Tensor::<4>::random([2, 5, 7, 3 * heads * dim_head], normal, &device).permute([0, 3, 1, 2]);
-    let memory = Tensor::<4>::random([2, heads, dim_head, slots], normal, &device).add_scalar(50.0);
-    let kernel = crate::gpu::attention::linear_attention(qkv.clone(), memory.clone());
-    let composite = linear_attention_composite(qkv, memory, heads);
-    assert_eq!(kernel.dims(), [2, heads * dim_head, 5, 7]);
-    close(&values(kernel), &values(composite), "out");
+    // A real model's heads of 32 channels too: the kernels unroll loops over them.
+    for (heads, dim_head, slots) in [(2, 4, 3), (4, 32, 4)] {
+        let qkv = Tensor::<4>::random([2, 5, 7, 3 * heads * dim_head], normal, &device)
+            .permute([0, 3, 1, 2]);
+        let memory =
+            Tensor::<4>::random([2, heads, dim_head, slots], normal, &device).add_scalar(50.0);
+        let kernel = crate::gpu::attention::linear_attention(qkv.clone(), memory.clone());
+        let composite = burn_only(|| linear_attention_composite(qkv, memory, heads));
+        assert_eq!(kernel.dims(), [2, heads * dim_head, 5, 7]);
+        close(
+            &values(kernel),
+            &values(composite),
+            &format!("{dim_head} per head"),
+        );
+    }
 }
 
 /// `Attention`'s core through the GPU kernel equals the burn composite, for a projection laid
@@ -407,13 +430,29 @@ fn linear_attention_kernels_on_the_gpu_equal_the_composite() {
 fn attention_kernel_on_the_gpu_equals_the_composite() {
     let device = wgpu();
     let normal = Distribution::Normal(0.0, 1.0);
-    let (heads, dim_head, slots) = (2, 4, 3);
-    let qkv = Tensor::<4>::random([2, 3, 5, 3 * heads * dim_head], normal, &device)
-        .permute([0, 3, 1, 2])
-        .add_scalar(3.0);
-    let memory = Tensor::<4>::random([2, heads, slots, dim_head], normal, &device).mul_scalar(8.0);
-    let kernel = crate::gpu::attention::attention(qkv.clone(), memory.clone());
-    let composite = crate::unet::ops::attention_composite(qkv, memory, heads);
-    assert_eq!(kernel.dims(), [2, heads * dim_head, 3, 5]);
-    close(&values(kernel), &values(composite), "out");
+    for (heads, dim_head, slots) in [(2, 4, 3), (4, 32, 4)] {
+        let qkv = Tensor::<4>::random([2, 3, 5, 3 * heads * dim_head], normal, &device)
+            .permute([0, 3, 1, 2])
+            .add_scalar(3.0);
+        let memory =
+            Tensor::<4>::random([2, heads, slots, dim_head], normal, &device).mul_scalar(8.0);
+        let kernel = crate::gpu::attention::attention(qkv.clone(), memory.clone());
+        let composite = burn_only(|| crate::unet::ops::attention_composite(qkv, memory, heads));
+        assert_eq!(kernel.dims(), [2, heads * dim_head, 3, 5]);
+        close(
+            &values(kernel),
+            &values(composite),
+            &format!("{dim_head} per head"),
+        );
+    }
+}
+
+/// `f` with burn's kernels alone: a composite's softmax would take the GPU kernel while another
+/// test has the switch on.
+fn burn_only<T>(f: impl FnOnce() -> T) -> T {
+    let _switch = SWITCH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    crate::gpu::set_enabled(false);
+    f()
 }

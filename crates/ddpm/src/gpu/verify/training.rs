@@ -122,6 +122,15 @@ impl<'a> Flat<'a> {
         if norms.is_empty() {
             return Ok(None);
         }
+        // A concatenation's sound parts clear the failure a refused kernel left on its output
+        // (as in `super`), and a sum does not: read the sum first, so that a refusal fails the
+        // read instead of comparing whatever was in the failed slot's memory.
+        let total = norms.iter().cloned().reduce(|a, b| a + b);
+        if let Some(total) = total {
+            total
+                .try_into_vec_as::<f32>()
+                .map_err(|e| format!("failed on this adapter ({e})"))?;
+        }
         let squares = Tensor::cat(norms, 0)
             .try_into_vec_as::<f32>()
             .map_err(|e| format!("failed on this adapter ({e})"))?;

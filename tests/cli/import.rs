@@ -115,6 +115,20 @@ fn a_trainer_checkpoint_imports_samples_and_comes_back_identical_through_export(
     ok(&["import", s(&lucid), "-o", s(&at("c.bpk"))]);
     assert!(std::fs::read(at("a.bpk")).expect("a") == std::fs::read(at("c.bpk")).expect("c"));
     assert_eq!(card(&at("c.bpk"))["imported_from"]["format"], "safetensors");
+    // A flag that contradicts the file's metadata is refused, as one against its buffers is.
+    let err = fails(&[
+        "import",
+        s(&lucid),
+        "--timesteps",
+        "50",
+        "-o",
+        s(&at("d.bpk")),
+    ]);
+    assert!(
+        err.contains("--timesteps 50 contradicts the file, whose buffers or metadata say 20"),
+        "{err}"
+    );
+    assert!(!at("d.bpk").exists());
 
     ok(&[
         "import",
@@ -148,13 +162,60 @@ fn a_bare_state_dict_takes_what_it_cannot_tell_from_flags_and_says_what_it_assum
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("assumed T = 1000"), "{stderr}");
     assert!(stderr.contains("assumed the sigmoid schedule"), "{stderr}");
+    assert!(
+        stderr.contains("assumed the time embedding's θ = 10000"),
+        "{stderr}"
+    );
     let c = card(&out);
     assert_eq!(c["config"]["diffusion"]["objective"], "pred_noise");
     assert_eq!(c["config"]["unet"]["self_condition"], true);
+    assert!(
+        stderr.contains("assumed self-conditioning with a learned variance (6 channels"),
+        "{stderr}"
+    );
     assert_eq!(
         c["imported_from"]["assumed"].as_array().map(Vec::len),
-        Some(2)
+        Some(5)
     );
+}
+
+/// A learned variance comes from lucidrains' `LearnedGaussianDiffusion`, whose buffers keep the
+/// default objective (pred_v) while its network predicts ε: imported as ε, said so.
+#[test]
+fn a_learned_variance_diffusion_is_imported_as_predicting_noise() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("l.bpk");
+    let learned = fixture("learned.pt");
+    let run = ddpm()
+        .args(["import", &learned, "--image-size", "8", "-o", s(&out)])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("assumed ε for its objective, not the buffers' pred_v"),
+        "{stderr}"
+    );
+    let c = card(&out);
+    assert_eq!(c["config"]["diffusion"]["objective"], "pred_noise");
+    assert_eq!(c["config"]["diffusion"]["timesteps"], 20);
+    assert_eq!(c["config"]["unet"]["learned_variance"], true);
+    let other = dir.path().join("v.bpk");
+    let err = fails(&[
+        "import",
+        &learned,
+        "--image-size",
+        "8",
+        "--objective",
+        "pred_v",
+        "-o",
+        s(&other),
+    ]);
+    assert!(
+        err.contains("--objective pred_v: a U-Net with a learned variance predicts ε"),
+        "{err}"
+    );
+    assert!(!other.exists());
 }
 
 #[test]
@@ -184,7 +245,7 @@ fn bad_files_and_flags_get_one_line_and_nothing_is_written() {
     let checkpoint = fixture("model-2.pt");
     let err = fails(&[&["import", &checkpoint, "--schedule", "linear"][..], &size].concat());
     assert!(
-        err.contains("--schedule linear contradicts the file's buffers"),
+        err.contains("--schedule linear contradicts the file, whose buffers"),
         "{err}"
     );
     let err = fails(

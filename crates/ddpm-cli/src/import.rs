@@ -74,7 +74,16 @@ pub fn run(args: &ImportArgs) -> Result<()> {
     let file = args.file.display().to_string();
     let dict = lucidrains::read(&args.file, args.weights).context(file.clone())?;
     let device = Device::flex();
-    let (model, inferred) = lucidrains::unet(&dict, &device).context(file.clone())?;
+    let older = dict.version.as_deref().filter(|v| !v.starts_with("2."));
+    let (model, inferred) = lucidrains::unet(&dict, &device)
+        .map_err(|e| match older {
+            // 1.x had another `Unet` layout: say so rather than which of its keys failed.
+            Some(v) => e.context(format!(
+                "written by denoising-diffusion-pytorch {v}; its 2.x layout is needed"
+            )),
+            None => e,
+        })
+        .context(file.clone())?;
     // What `export --lucidrains` recorded is used where the tensors agree with it, for what
     // they cannot tell (dropout, the time embedding's θ) and to read back identical weights.
     let known = match &dict.config {
@@ -84,9 +93,32 @@ pub fn run(args: &ImportArgs) -> Result<()> {
         }
         None => None,
     };
-    let (diffusion, mut assumed) =
-        lucidrains::infer_diffusion(&dict.buffers, known.map(|k| &k.diffusion), &args.diffusion)
-            .context(file.clone())?;
+    let (diffusion, mut assumed) = lucidrains::infer_diffusion(
+        &dict.buffers,
+        known.map(|k| &k.diffusion),
+        &args.diffusion,
+        inferred.learned_variance,
+    )
+    .context(file.clone())?;
+    // Self-conditioning with a learned variance has the tensors of a U-Net of twice the image
+    // channels (2 or 6) without either. lucidrains' diffusions train only the second.
+    if inferred.self_condition && inferred.learned_variance && known.is_none() {
+        let channels = 2 * inferred.channels;
+        if !dict.buffers.is_empty() {
+            bail!(
+                "{file}: a U-Net of {channels} image channels (its diffusion cannot train self-conditioning with a learned variance); images here are gray or RGB"
+            );
+        }
+        assumed.push(format!(
+            "self-conditioning with a learned variance ({channels} channels in and out; {channels}-channel images are not implemented here)"
+        ));
+    }
+    if known.is_none() {
+        // Neither is in a tensor or a buffer; a model made with others samples wrong.
+        assumed
+            .push("the time embedding's θ = 10000 (lucidrains' `sinusoidal_pos_emb_theta`)".into());
+        assumed.push("images scaled to [−1, 1] for training (lucidrains' `auto_normalize`)".into());
+    }
     let image_size = match (args.image_size, known.map(|k| k.image_size)) {
         (Some(given), Some(recorded)) if given != recorded => bail!(
             "--image-size {}x{} contradicts the file's metadata, which says {}x{}",

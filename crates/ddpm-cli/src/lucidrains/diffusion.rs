@@ -57,11 +57,13 @@ const SCHEDULES: [(BetaSchedule, &str); 3] = [
 ];
 
 /// The diffusion of a model whose file has `buffers` (possibly none) and, from `ddpm export
-/// --lucidrains`, `known`; and the lines saying what was assumed.
+/// --lucidrains`, `known`, for a U-Net with a `learned_variance` output or not; and the lines
+/// saying what was assumed.
 pub fn infer_diffusion(
     buffers: &BTreeMap<String, Tensor>,
     known: Option<&DiffusionConfig>,
     flags: &DiffusionFlags,
+    learned_variance: bool,
 ) -> Result<(DiffusionConfig, Vec<String>)> {
     let mut assumed = Vec::new();
     let flag_schedule = flags.schedule.map(|s| match s {
@@ -84,7 +86,13 @@ pub fn infer_diffusion(
             (betas.values.len(), schedule)
         }
         None => match known {
-            Some(k) => (k.timesteps, k.beta_schedule),
+            Some(k) => {
+                agree("--schedule", flag_schedule, k.beta_schedule, schedule_name)?;
+                agree("--timesteps", flags.timesteps, k.timesteps, |t| {
+                    t.to_string()
+                })?;
+                (k.timesteps, k.beta_schedule)
+            }
             None => {
                 let t = flags.timesteps.unwrap_or_else(|| {
                     assumed.push("T = 1000 (lucidrains' default; --timesteps)".into());
@@ -110,12 +118,20 @@ pub fn infer_diffusion(
             // SNR ᾱ / (1 − ᾱ) of an f32 ᾱ is off in the 3rd digit.
             let alphas_cumprod = alphas_cumprod(beta_schedule, timesteps);
             let found = match_objective(&weights.values, &alphas_cumprod)?;
-            agree("--objective", flag_objective, found.0, |o| {
-                objective_name(o).into()
-            })?;
+            if !learned_variance {
+                agree("--objective", flag_objective, found.0, |o| {
+                    objective_name(o).into()
+                })?;
+            }
             found
         }
-        (None, Some(k)) => (k.objective, k.min_snr_gamma),
+        (None, Some(k)) => {
+            agree("--objective", flag_objective, k.objective, |o| {
+                objective_name(o).into()
+            })?;
+            (k.objective, k.min_snr_gamma)
+        }
+        (None, None) if learned_variance => (Objective::PredNoise, None),
         (None, None) => {
             let objective = flag_objective.unwrap_or_else(|| {
                 assumed.push("the v objective (lucidrains' default; --objective)".into());
@@ -123,6 +139,26 @@ pub fn infer_diffusion(
             });
             (objective, None)
         }
+    };
+    // lucidrains trains a learned variance only with `LearnedGaussianDiffusion`, which reads
+    // the network's first half as ε whatever its `objective` (the buffers keep the default's).
+    let (objective, min_snr_gamma) = match (learned_variance, known) {
+        (true, None) => {
+            if let Some(o) = flag_objective.filter(|&o| o != Objective::PredNoise) {
+                bail!(
+                    "--objective {}: a U-Net with a learned variance predicts ε (lucidrains' LearnedGaussianDiffusion), whatever its `objective`",
+                    objective_name(o)
+                );
+            }
+            if objective != Objective::PredNoise {
+                assumed.push(format!(
+                    "ε for its objective, not the buffers' {}: a U-Net with a learned variance is LearnedGaussianDiffusion's, which predicts ε whatever its `objective`",
+                    objective_name(objective)
+                ));
+            }
+            (Objective::PredNoise, None)
+        }
+        _ => (objective, min_snr_gamma),
     };
     let config = DiffusionConfig {
         timesteps,
@@ -138,7 +174,7 @@ pub fn infer_diffusion(
 fn agree<T: PartialEq>(flag: &str, given: Option<T>, file: T, name: fn(T) -> String) -> Result<()> {
     match given {
         Some(given) if given != file => bail!(
-            "{flag} {} contradicts the file's buffers, which say {}",
+            "{flag} {} contradicts the file, whose buffers or metadata say {}",
             name(given),
             name(file)
         ),
@@ -178,7 +214,7 @@ fn match_schedule(betas: &[f32]) -> Result<BetaSchedule> {
     }
     let names: Vec<&str> = SCHEDULES.iter().map(|(_, n)| *n).collect();
     bail!(
-        "`betas` ({} steps, {:.3e} … {:.3e}) match none of the schedules implemented here: {}",
+        "`betas` ({} steps, {:.3e} … {:.3e}) match none of the schedules implemented here: {} (with lucidrains' default `schedule_fn_kwargs`, stored in float32)",
         betas.len(),
         betas.first().copied().unwrap_or(0.0),
         betas.last().copied().unwrap_or(0.0),
@@ -311,13 +347,13 @@ mod tests {
             schedule: Some(ScheduleArg::Cosine),
             ..DiffusionFlags::default()
         };
-        let err = infer_diffusion(&buffers, None, &flags).expect_err("contradiction");
+        let err = infer_diffusion(&buffers, None, &flags, false).expect_err("contradiction");
         assert_eq!(
             err.to_string(),
-            "--schedule cosine (s = 0.008) contradicts the file's buffers, which say linear"
+            "--schedule cosine (s = 0.008) contradicts the file, whose buffers or metadata say linear"
         );
         let (config, assumed) =
-            infer_diffusion(&buffers, None, &DiffusionFlags::default()).expect("linear");
+            infer_diffusion(&buffers, None, &DiffusionFlags::default(), false).expect("linear");
         assert_eq!(
             (config.timesteps, config.beta_schedule),
             (20, BetaSchedule::Linear)
@@ -331,10 +367,63 @@ mod tests {
             timesteps: Some(usize::MAX),
             ..DiffusionFlags::default()
         };
-        let err = infer_diffusion(&BTreeMap::new(), None, &huge).expect_err("huge T");
+        let err = infer_diffusion(&BTreeMap::new(), None, &huge, false).expect_err("huge T");
         assert!(
             err.to_string().contains("must be from 1 to 100000"),
             "{err}"
         );
+    }
+
+    /// lucidrains' `LearnedGaussianDiffusion` keeps the default objective's `loss_weight`
+    /// (pred_v) but reads its network as ε: a learned variance is imported as ε, said so, and a
+    /// flag asking for another objective is refused.
+    #[test]
+    fn a_learned_variance_predicts_noise_whatever_the_buffers_say() {
+        let timesteps = 20;
+        let betas: Vec<f32> = BetaSchedule::SIGMOID
+            .betas(timesteps)
+            .iter()
+            .map(|&b| b as f32)
+            .collect();
+        // pred_v's weight: SNR / (SNR + 1) = ᾱ.
+        let loss_weight: Vec<f32> = alphas_cumprod(BetaSchedule::SIGMOID, timesteps)
+            .iter()
+            .map(|&a| a as f32)
+            .collect();
+        let tensor = |values: Vec<f32>| Tensor {
+            shape: vec![timesteps],
+            values,
+        };
+        let buffers = BTreeMap::from([
+            ("betas".to_string(), tensor(betas)),
+            ("loss_weight".to_string(), tensor(loss_weight)),
+        ]);
+        let none = DiffusionFlags::default();
+        let (plain, _) = infer_diffusion(&buffers, None, &none, false).expect("plain");
+        assert_eq!(plain.objective, Objective::PredV);
+        let (learned, assumed) = infer_diffusion(&buffers, None, &none, true).expect("learned");
+        assert_eq!(learned.objective, Objective::PredNoise);
+        assert!(
+            assumed
+                .iter()
+                .any(|a| a.starts_with("ε for its objective, not the buffers' pred_v")),
+            "{assumed:?}"
+        );
+        let v = DiffusionFlags {
+            objective: Some(ObjectiveArg::PredV),
+            ..DiffusionFlags::default()
+        };
+        let err = infer_diffusion(&buffers, None, &v, true).expect_err("pred_v refused");
+        assert!(
+            err.to_string()
+                .starts_with("--objective pred_v: a U-Net with a learned variance predicts ε"),
+            "{err}"
+        );
+        let noise = DiffusionFlags {
+            objective: Some(ObjectiveArg::PredNoise),
+            ..DiffusionFlags::default()
+        };
+        let (config, _) = infer_diffusion(&buffers, None, &noise, true).expect("pred_noise");
+        assert_eq!(config.objective, Objective::PredNoise);
     }
 }

@@ -110,7 +110,7 @@ pub fn read(path: &Path, choice: Option<WeightsChoice>) -> Result<StateDict> {
         unet.insert(name[prefix.len()..].to_string(), read_as_f32(name, tensor)?);
     }
     let mut buffers = BTreeMap::new();
-    if let Some(outer) = prefix.strip_suffix("model.") {
+    if let Some(outer) = without_wrappers(&prefix).strip_suffix("model.") {
         for buffer in BUFFERS {
             let name = format!("{outer}{buffer}");
             if let Some(tensor) = lazy.get(&name) {
@@ -133,6 +133,21 @@ pub fn read(path: &Path, choice: Option<WeightsChoice>) -> Result<StateDict> {
         version,
         config,
     })
+}
+
+/// `prefix` without the segments wrappers add inside `GaussianDiffusion` (`torch.compile`'s
+/// `_orig_mod.`, `DataParallel`'s `module.`), so that the diffusion's buffers are found beside
+/// a wrapped U-Net.
+fn without_wrappers(prefix: &str) -> &str {
+    let mut inner = prefix;
+    while let Some(rest) = ["_orig_mod.", "module."].iter().find_map(|w| {
+        inner
+            .strip_suffix(w)
+            .filter(|rest| rest.is_empty() || rest.ends_with('.'))
+    }) {
+        inner = rest;
+    }
+    inner
 }
 
 /// safetensors begin with the length of a JSON header, then the header.
@@ -272,5 +287,24 @@ fn choose_unet(
             ),
             _ => Err(several(&prefixes)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_wrappers;
+
+    #[test]
+    fn wrappers_inside_the_diffusion_are_looked_through() {
+        for (prefix, inner) in [
+            ("ema.ema_model.model._orig_mod.", "ema.ema_model.model."),
+            ("model.module._orig_mod.", "model."),
+            ("_orig_mod.model.", "_orig_mod.model."),
+            ("model.", "model."),
+            ("", ""),
+            ("model.my_orig_mod.", "model.my_orig_mod."),
+        ] {
+            assert_eq!(without_wrappers(prefix), inner, "{prefix}");
+        }
     }
 }

@@ -102,7 +102,8 @@ fn a_trainer_checkpoint_gives_lucidrains_outputs_with_its_ema_and_raw_weights() 
         );
         assert!(diff < 1e-4, "{expected}: max |ours − lucidrains| = {diff}");
         let (diffusion, assumed) =
-            infer_diffusion(&dict.buffers, None, &DiffusionFlags::default()).expect("buffers");
+            infer_diffusion(&dict.buffers, None, &DiffusionFlags::default(), false)
+                .expect("buffers");
         assert_eq!(
             (
                 diffusion.timesteps,
@@ -312,7 +313,7 @@ fn corrupted_files_are_refused_cleanly_and_never_panic() {
             let outcome = std::panic::catch_unwind(|| {
                 let dict = read(&path, None)?;
                 let (model, _) = unet(&dict, &Device::flex())?;
-                infer_diffusion(&dict.buffers, None, &DiffusionFlags::default())?;
+                infer_diffusion(&dict.buffers, None, &DiffusionFlags::default(), false)?;
                 anyhow::Ok(model)
             });
             match outcome {
@@ -368,7 +369,8 @@ fn lucidrains_own_buffers_at_t_1000_tell_schedule_objective_and_min_snr() {
                 (buffer.to_string(), Tensor { shape, values })
             })
             .collect();
-        let (config, _) = infer_diffusion(&buffers, None, &DiffusionFlags::default()).expect(name);
+        let (config, _) =
+            infer_diffusion(&buffers, None, &DiffusionFlags::default(), false).expect(name);
         assert_eq!(
             (
                 config.timesteps,

@@ -63,6 +63,16 @@ pub(crate) mod test_util {
         Device::flex()
     }
 
+    /// The bytes of `sampling.safetensors`, PyTorch's numbers for the sampler and the U-Net
+    /// (tests/fixtures/lucidrains/make_sampling.py).
+    pub fn sampling_fixture() -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/lucidrains/sampling.safetensors"
+        );
+        std::fs::read(path).expect("fixture")
+    }
+
     /// Element-wise within 1e-4, relative for values above 1 (the kernels' tests share it).
     pub fn close(got: &[f32], want: &[f32], what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");

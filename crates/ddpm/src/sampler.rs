@@ -683,11 +683,7 @@ mod tests {
     /// lucidrains' DDIM times, made by PyTorch (tests/fixtures/lucidrains/make_sampling.py).
     #[test]
     fn ddim_steps_are_lucidrains_float32_linspace() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/fixtures/lucidrains/sampling.safetensors"
-        );
-        let bytes = std::fs::read(path).expect("fixture");
+        let bytes = crate::test_util::sampling_fixture();
         let fixture = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
         let ints = |name: &str| -> Vec<i64> {
             let view = fixture.tensor(name).expect(name);

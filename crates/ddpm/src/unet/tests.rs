@@ -60,11 +60,7 @@ fn conditioning_options_add_exactly_their_parameters() {
 fn the_reference_mnist_and_default_configs_have_lucidrains_parameter_counts() {
     // Counted by PyTorch (tests/fixtures/lucidrains/make_sampling.py): Unet(dim=32,
     // dim_mults=(1, 2, 4), channels=1) and lucidrains' README's Unet(dim=64).
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/lucidrains/sampling.safetensors"
-    );
-    let bytes = std::fs::read(path).expect("fixture");
+    let bytes = crate::test_util::sampling_fixture();
     let fixture = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
     let count = |name: &str| -> usize {
         let data = fixture.tensor(name).expect(name).data().to_vec();

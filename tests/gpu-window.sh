@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The GPU window's tools on the CPU, as a borrowed machine would run them: training images
 # packed by tools/images-pack.py (8-bit RGBA as pixels, other PNGs as files) come back with the
-# same pixels, and a run trained in one window (`DEVICE=cpu`) and packed without Adam's moments
-# continues in the next one, warming up again.
+# same pixels; a run trained in one window (`DEVICE=cpu`) and packed without Adam's moments
+# continues in the next one, warming up again; mistakes in TRAIN are refused at once; the
+# benchmark's table survives broken result lines; and a benchmark-only window (BENCH=1 SMALL=1)
+# brings back a table with ddpm's rows and, where torch is importable, PyTorch's.
 #
 #   bash tests/gpu-window.sh DDPM_BINARY
 #
-# PYTHON names an interpreter with Pillow (default python3).
+# PYTHON names an interpreter with Pillow (default python3); TORCH_PYTHON one with torch,
+# denoising-diffusion-pytorch and ema-pytorch (default PYTHON; without them PyTorch's rows are
+# not checked).
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: tests/gpu-window.sh DDPM_BINARY" >&2; exit 2; }
 ddpm="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
@@ -53,7 +57,7 @@ grep -q "is not below the current folder" err.txt || fail "$(cat err.txt)"
 
 # Window 1 trains a new run from the packed images and packs it without Adam's moments.
 mkdir in1 in2
-xz -0 -T1 -c "$ddpm" >in1/ddpm.xz
+xz -0 -T1 -c "$ddpm" >in1/ddpm-wgpu.xz
 cp images.xz in1/
 export DEVICE=cpu PYTHON="$py" WORK="$tmp/work"
 TRAIN="--data data/imgs --image-size 8 --channels 3 --batch-size 4 --sample-every 0 \
@@ -68,7 +72,7 @@ first=$(sed -n 's/^stopped at step \([0-9]*\);.*/\1/p' out1/train.log)
 [ "$first" -gt 10 ] || fail "window 1 trained only $first steps, within the warm-up"
 
 # Window 2 continues it.
-cp in1/ddpm.xz in1/images.xz out1/run.tar.xz.* in2/
+cp in1/ddpm-wgpu.xz in1/images.xz out1/run.tar.xz.* in2/
 bash "$root/tools/gpu-window.sh" in2 out2 1 >log2.txt 2>&1 || fail "window 2: $(tail -3 log2.txt)"
 grep -q "no optimizer.bpk; Adam starts afresh" out2/train.log || fail "window 2: $(head -3 out2/train.log)"
 grep -q "steps $((first + 1))\.\." out2/train.log || fail "window 2 did not resume at step $((first + 1))"
@@ -76,4 +80,40 @@ rate=$(awk -F, -v s=$((first + 1)) '$1 == s {print $3}' work/run/metrics.csv)
 "$py" -c "import sys; sys.exit(abs(float('$rate') - 2e-4 / 10) > 1e-12)" ||
   fail "step $((first + 1)) ran at rate $rate, not 1/10 of 2e-4"
 [ -s out2/model.bpk ] || fail "window 2 exported no model"
-echo "gpu-window test: images round-trip; window 1 stopped at step $first, window 2 resumed with a new warm-up"
+
+# TRAIN's mistakes are refused before anything is unpacked.
+if TRAIN="--steps 5" bash "$root/tools/gpu-window.sh" in1 outx 1 2>err.txt; then fail "TRAIN with --steps ran"; fi
+grep -q "TRAIN has --steps" err.txt || fail "TRAIN with --steps: $(cat err.txt)"
+if env -u TRAIN bash "$root/tools/gpu-window.sh" in1 outx 1 2>err.txt; then fail "a window with nothing to do ran"; fi
+grep -q "nothing to do" err.txt || fail "no TRAIN: $(cat err.txt)"
+
+# The table from results cut off at a deadline: half a line, NaN, a failed build, PyTorch only.
+cat >cut.jsonl <<'EOF'
+{"backend": "pytorch 2 cuda", "model": "mnist", "autocast": "none", "tf32": "conv", "bench": "train_b128", "batch": 128, "images_per_second": 900.5}
+{"backend": "ddpm wgpu", "bench": "smoke", "ok": false, "rc": 139}
+{"backend": "ddpm fusion", "bench": "mnist_b128", "images_per_second": NaN}
+{"backend": "ddpm fusion", "bench": "mnist_b1
+EOF
+python3 "$root/crates/ddpm/benches/gpu_table.py" cut.jsonl >table.txt || fail "gpu_table.py failed on cut results"
+grep -q "| train mnist, batch 128 (images/s) | – | – | 900 |" table.txt || fail "no PyTorch row: $(cat table.txt)"
+[ "$(python3 "$root/crates/ddpm/benches/gpu_table.py" --pick cut.jsonl --kernels auto wgpu fusion)" = "fusion 0" ] ||
+  fail "--pick trained a build whose smoke test failed"
+
+# A benchmark-only window on the CPU: tiny models, PyTorch too where it can be imported.
+torch_py="${TORCH_PYTHON:-$py}"
+torch=1
+if ! "$torch_py" -c 'import torch, denoising_diffusion_pytorch, ema_pytorch' 2>/dev/null; then
+  echo "gpu-window test: $torch_py lacks torch, denoising-diffusion-pytorch or ema-pytorch (TORCH_PYTHON): PyTorch's rows are not checked"
+  torch=0
+fi
+mkdir in3
+cp in1/ddpm-wgpu.xz in3/
+env -u TRAIN BENCH=1 SMALL=1 STEPS=2 CIFAR_STEPS=2 WARM=2 TORCH_CASTS=none PYTHON="$torch_py" \
+  bash "$root/tools/gpu-window.sh" in3 out3 3 >log3.txt 2>&1 || fail "window 3: $(tail -3 log3.txt)"
+[ "$(find out3 -type f | wc -l)" -eq 2 ] || fail "window 3 wrote $(ls out3), not results.jsonl and bench.txt"
+grep -q '"bench": "smoke".*"ok": true' out3/results.jsonl || fail "window 3: no smoke test passed"
+row=$(grep '^| train mnist, batch 8 ' out3/bench.txt) || fail "window 3: no table: $(tail -5 out3/bench.txt)"
+# | measurement | wgpu | wgpu+kernels | PyTorch fp32 | …
+[ "$(echo "$row" | cut -d'|' -f3)" != " – " ] || fail "window 3: no ddpm rate: $row"
+[ "$torch" = 0 ] || [ "$(echo "$row" | cut -d'|' -f5)" != " – " ] || fail "window 3: no PyTorch rate: $row"
+echo "gpu-window test: images round-trip; window 1 stopped at step $first, window 2 resumed with a new warm-up; the benchmark's table came back$([ "$torch" = 1 ] && echo ", PyTorch's rows in it")"

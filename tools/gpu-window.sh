@@ -3,123 +3,219 @@
 # training until a deadline, then everything needed to continue packed small enough to carry
 # back. A run started in one window continues in the next, on another machine too.
 #
-#   bash tools/gpu-window.sh IN OUT MINUTES
+#   bash tools/gpu-window.sh IN OUT [MINUTES]
 #
-# IN holds what was carried there:
-#   ddpm[-NAME].xz    release builds of `ddpm` (xz-compressed); `ddpm.xz` trains, and every
-#                     one is measured by crates/ddpm/benches/gpu.sh when BENCH=1 (`ddpm.xz`
-#                     also with DDPM_GPU_KERNELS=1, as `default+kernels`)
-#   run.tar.xz.*      a run packed by an earlier window (optional): it is continued
-#   data.tar.xz       training images, unpacked beside the run (optional), or
-#   images.xz         the same packed half as small by tools/images-pack.py (run from the
-#                     repository: `python3 tools/images-pack.py pack data/emoji/images images.xz`)
-# OUT receives at most seven files: run.tar.xz.aa, .ab, … (the run folder with its newest
-# checkpoint, in parts of PART_MB, default 15), model.bpk and model.json (the EMA weights, f16,
-# and their card), train.log, and with BENCH=1 bench.txt (the benchmark's table, GPU, JSON
-# lines and log).
-# Environment: TRAIN (the `ddpm train` arguments after the run folder for a new run; ignored
-# when a run is carried in), TRAIN_STEPS (the run's total steps, default 1000000: the deadline
-# stops it), BENCH=1 (benchmark first; BENCH_MINUTES caps it, default half the window; gpu.sh's
-# own variables pass through), DEVICE (wgpu), KERNELS (0, 1 or auto, the default: the training
-# runs with the core's GPU kernels, DDPM_GPU_KERNELS=1, when the benchmark just measured
-# `default+kernels` training faster than `default`; without a benchmark, auto is 0),
-# PACK_OPTIMIZER (1, the default; 0 packs the checkpoint without Adam's moments, half its size,
-# for a run too large to carry in with them: the next window's trainer starts Adam afresh and
-# warms the learning rate up again), PYTHON (python3; with Pillow where images.xz is carried).
-# The trainer stops at the deadline with SIGINT, which makes it write a checkpoint; packing
-# needs about a minute, so it is kept out of MINUTES.
+# IN holds what was carried there (tools/gpu-prepare.sh makes it):
+#   ddpm-<features>.xz  release builds of `ddpm`, named by their cargo features joined by '-'
+#                       (ddpm-wgpu.xz: the default build; ddpm-fusion-vulkan.xz: `--features
+#                       fusion,vulkan`), and manifest.txt (their commit and sha256)
+#   run.tar.xz.*        a run packed by an earlier window (optional): it is continued
+#   data.tar.xz         training images, unpacked into the work folder (optional), or
+#   images.xz           the same packed by tools/images-pack.py
+#   model.bpk, …        weights for TRAIN's --init (optional; see below)
+# OUT receives at most eight files: results.jsonl and bench.txt (BENCH=1; written as the
+# benchmark goes, so a window cut off still brings back what it measured), train.log,
+# run.tar.xz.aa, .ab, … (the run folder with its newest checkpoint, in parts of PART_MB, default
+# 15), model.bpk and model.json (the EMA weights, f16, and their card).
+# Time: the whole command ends within DEADLINE_S (default 540) seconds of its start, packing
+# included, which leaves a 600 s device command a minute for unpacking the Vulkan loader and
+# the wheels before it. Training stops at MINUTES (default 8) or at DEADLINE_S − 60, whichever
+# is first: SIGINT (the trainer checkpoints the step it is at), SIGKILL 20 s later.
+# Environment:
+#   TRAIN        `ddpm train` arguments after the run folder, for a new run; ignored when a run
+#                is carried in. Not --steps or --device (TRAIN_STEPS and DEVICE set those).
+#                Relative paths of --data, --init and --config are looked for in the work
+#                folder (carried data unpacks there), the caller's folder, then IN.
+#   TRAIN_STEPS  the run's total steps (default 1000000: the deadline stops it)
+#   TRAIN_BUILD  which build trains, by its features (e.g. fusion-vulkan). Default: the fastest
+#                at MNIST batch 128 when the benchmark ran, else the first in IN. A build that
+#                fails its smoke test (gpu.sh: crashes, or finds only a software adapter) never
+#                trains; the next one does.
+#   BENCH=1      the benchmark first (crates/ddpm/benches/gpu.sh, every build; its variables
+#                pass through). BENCH_MINUTES caps it: default half the window, or all of it in
+#                a benchmark-only window (BENCH=1 without TRAIN and without a carried run).
+#   KERNELS      0, 1 or auto (default): auto trains with DDPM_GPU_KERNELS=1 when the benchmark
+#                measured the training build faster with them (it then also measures
+#                TRAIN_BUILD+kernels); without a benchmark auto is 0
+#   PACK_OPTIMIZER 0 (default) packs the checkpoint without Adam's moments: half the size, and
+#                the next window starts Adam afresh with a new learning-rate warm-up; 1 keeps
+#                them (the dim-32 colour model's checkpoint is then 42 MB, too large to carry in
+#                again beside a build)
+#   DEVICE (wgpu), PYTHON (python3: Pillow for images.xz, torch for the benchmark), WORK,
+#   DEADLINE_S, PART_MB.
+# To continue without the run folder (a new run from the window's weights: Adam, the step
+# count and the learning-rate schedule start afresh): carry OUT's model.bpk in IN and set
+# TRAIN="--init model.bpk …" with the same model settings.
 set -uo pipefail
-[ $# -eq 3 ] || { echo "usage: gpu-window.sh IN OUT MINUTES" >&2; exit 2; }
+t0=$(date +%s)
+say() { echo "gpu-window: $*" >&2; }
+[ $# -eq 2 ] || [ $# -eq 3 ] || { say "usage: gpu-window.sh IN OUT [MINUTES]"; exit 2; }
+caller="$PWD"
 in="$(cd "$1" && pwd)" || exit 2
 mkdir -p "$2" && out="$(cd "$2" && pwd)" || exit 2
-minutes="$3"
+minutes="${3:-8}"
 here="$(cd "$(dirname "$0")" && pwd)"
-end=$(($(date +%s) + minutes * 60))
 work="${WORK:-${TMPDIR:-/tmp}/ddpm-window}"
 device="${DEVICE:-wgpu}"
-case "${KERNELS:-auto}" in 0 | 1 | auto) ;; *) echo "gpu-window: KERNELS is 0, 1 or auto, not ${KERNELS}" >&2; exit 2 ;; esac
-case "${PACK_OPTIMIZER:-1}" in 0 | 1) ;; *) echo "gpu-window: PACK_OPTIMIZER is 0 or 1, not ${PACK_OPTIMIZER}" >&2; exit 2 ;; esac
+hard_end=$((t0 + ${DEADLINE_S:-540}))
+end=$((t0 + minutes * 60))
+[ "$end" -le $((hard_end - 60)) ] || end=$((hard_end - 60))
+case "${KERNELS:-auto}" in 0 | 1 | auto) ;; *) say "KERNELS is 0, 1 or auto, not ${KERNELS}"; exit 2 ;; esac
+case "${PACK_OPTIMIZER:-0}" in 0 | 1) ;; *) say "PACK_OPTIMIZER is 0 or 1, not ${PACK_OPTIMIZER}"; exit 2 ;; esac
+
+# What trains is checked before anything is unpacked: a mistake costs seconds, not the window.
+carried=0
+compgen -G "$in/run.tar.xz.*" >/dev/null && carried=1
+read -ra words <<<"${TRAIN:-}"
+trains=1
+if [ "$carried" = 0 ] && [ ${#words[@]} -eq 0 ]; then
+  [ "${BENCH:-0}" = 1 ] || { say "nothing to do: set TRAIN for a new run, carry run.tar.xz.* to continue one, or BENCH=1 for a benchmark-only window"; exit 2; }
+  trains=0
+fi
+for w in "${words[@]}"; do
+  case "$w" in
+    --steps | --steps=* | --device | --device=*) say "TRAIN has ${w%%=*}: the window sets it (TRAIN_STEPS, DEVICE)"; exit 2 ;;
+  esac
+done
+
 rm -rf "$work"
 mkdir -p "$work/bin"
-
-for f in "$in"/ddpm*.xz; do
+# An image without xz gets a stand-in on Python's lzma (tar -J calls it too).
+if ! command -v xz >/dev/null; then
+  mkdir -p "$work/tools"
+  cat >"$work/tools/xz" <<'PY'
+#!/usr/bin/env python3
+import lzma, shutil, sys
+flags = "".join(a[1:] for a in sys.argv[1:] if a.startswith("-") and not a.startswith("-T"))
+files = [a for a in sys.argv[1:] if not a.startswith("-")]
+src = open(files[0], "rb") if files else sys.stdin.buffer
+if "d" in flags:
+    shutil.copyfileobj(lzma.open(src), sys.stdout.buffer)
+else:
+    with lzma.open(sys.stdout.buffer, "w", preset=int(([c for c in flags if c.isdigit()] or ["6"])[-1])) as f:
+        shutil.copyfileobj(src, f)
+PY
+  chmod +x "$work/tools/xz"
+  export PATH="$work/tools:$PATH"
+fi
+labels=() bins=()
+for f in "$in"/ddpm-*.xz; do
   [ -e "$f" ] || continue
-  b="$work/bin/$(basename "$f" .xz)"
-  xz -dc "$f" >"$b" && chmod +x "$b"
+  label="$(basename "$f" .xz)" label="${label#ddpm-}"
+  if ! { xz -dc "$f" >"$work/bin/ddpm-$label" && chmod +x "$work/bin/ddpm-$label"; }; then
+    say "$f does not unpack"
+    exit 1
+  fi
+  labels+=("${label//-/,}") bins+=("$work/bin/ddpm-$label")
 done
-ddpm="$work/bin/ddpm"
-[ -x "$ddpm" ] || { echo "gpu-window: $in/ddpm.xz is missing" >&2; exit 2; }
+if [ ${#bins[@]} -eq 0 ]; then
+  [ -e "$in/ddpm.xz" ] && say "ddpm.xz: name each build by its features, ddpm-<features>.xz (tools/gpu-prepare.sh)"
+  say "no ddpm-<features>.xz in $in"
+  exit 2
+fi
 [ -e "$in/data.tar.xz" ] && tar -xJf "$in/data.tar.xz" -C "$work"
 if [ -e "$in/images.xz" ]; then
   "${PYTHON:-python3}" "$here/images-pack.py" unpack "$in/images.xz" "$work" >/dev/null || exit 1
 fi
 
-if [ "${BENCH:-0}" = 1 ]; then
-  bench_end=$(($(date +%s) + ${BENCH_MINUTES:-$((minutes / 2))} * 60))
-  [ "$bench_end" -lt "$end" ] || bench_end=$end
-  variants=()
-  for b in "$work"/bin/ddpm*; do
-    name=$(basename "$b")
-    name=${name#ddpm}
-    variants+=("${name#-}=$b")
+# TRAIN's relative paths, as the caller meant them (the trainer runs in the work folder).
+resolve() {
+  case "$1" in /* | mnist) echo "$1"; return ;; esac
+  local d
+  for d in "$work" "$caller" "$in"; do
+    [ -e "$d/$1" ] && { echo "$d/$1"; return; }
   done
-  variants=("${variants[@]/#=/default=}")
-  # The core's GPU kernels are a switch of the same binary: measured with the default build.
-  variants=("${variants[0]}" "default+kernels=$work/bin/ddpm" "${variants[@]:1}")
-  # The benchmark's run folders stay in the work folder: only its report travels back.
-  OUT="$work/bench" DEADLINE=$bench_end DEVICE="$device" \
-    bash "$here/../crates/ddpm/benches/gpu.sh" "${variants[@]}" >"$work/bench.log" 2>&1
-  cat "$work/bench/table.md" "$work/bench/gpu.txt" "$work/bench/results.jsonl" "$work/bench.log" \
-    >"$out/bench.txt" 2>/dev/null
-fi
+  say "TRAIN: $1 is in none of $work, $caller, $in"
+  return 1
+}
+args=()
+for ((k = 0; k < ${#words[@]}; k++)); do
+  w="${words[k]}"
+  case "$w" in
+    --data | --init | --config)
+      k=$((k + 1))
+      args+=("$w" "$(resolve "${words[k]:-}")") || exit 2 ;;
+    --data=* | --init=* | --config=*) args+=("${w%%=*}=$(resolve "${w#*=}")") || exit 2 ;;
+    *) args+=("$w") ;;
+  esac
+done
 
-# With or without the core's GPU kernels: their training rows against the plain build's, the
-# geometric mean of the ratios over the rows both have.
-kernels="${KERNELS:-auto}"
-if [ "$kernels" = auto ]; then
-  kernels=$("${PYTHON:-python3}" - "$work/bench/results.jsonl" <<'PY'
-import json, math, sys
-rows = {}
-try:
-    for line in open(sys.argv[1]):
-        r = json.loads(line)
-        if r.get("images_per_second") and r["backend"] in ("ddpm default", "ddpm default+kernels"):
-            rows.setdefault(r["bench"], {})[r["backend"]] = r["images_per_second"]
-except OSError:
-    pass
-ratios = [v["ddpm default+kernels"] / v["ddpm default"] for v in rows.values() if len(v) == 2]
-print(int(bool(ratios) and math.exp(sum(map(math.log, ratios)) / len(ratios)) > 1))
-PY
-)
+# The NVIDIA driver's Vulkan ICD, where the loader's default search misses it (device README).
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ] && export VK_DRIVER_FILES="$icd"
+
+# The builds in the order gpu.sh measures them: the wanted one first, with the core's GPU
+# kernels right after it when KERNELS=auto is to decide.
+want="${TRAIN_BUILD:-}" want="${want//-/,}"
+first=0
+for i in "${!labels[@]}"; do [ "${labels[$i]}" = "$want" ] && first=$i; done
+variants=("${labels[$first]}=${bins[$first]}")
+[ "${KERNELS:-auto}" = auto ] && [ "${BENCH:-0}" = 1 ] && variants+=("${labels[$first]}+kernels=${bins[$first]}")
+for i in "${!labels[@]}"; do [ "$i" = "$first" ] || variants+=("${labels[$i]}=${bins[$i]}"); done
+manifest=""
+[ -f "$in/manifest.txt" ] && manifest="$in/manifest.txt"
+results=""
+now=$(date +%s)
+bench_end=$((now + (end - now) / 2))
+[ "$trains" = 0 ] && bench_end=$end
+[ -n "${BENCH_MINUTES:-}" ] && bench_end=$((now + BENCH_MINUTES * 60))
+[ "$bench_end" -le "$end" ] || bench_end=$end
+if [ "${BENCH:-0}" = 1 ] && [ $((bench_end - now)) -lt 60 ]; then
+  say "less than a minute for the benchmark: skipped"
+elif [ "${BENCH:-0}" = 1 ]; then
+  results="$out/results.jsonl"
+  # gpu.sh keeps to DEADLINE; the timeout is a safety net. Its two files go straight to OUT.
+  OUT="$out" BENCH_WORK="$work/bench" DEADLINE=$bench_end DEVICE="$device" MANIFEST="$manifest" \
+    timeout -k 10 $((bench_end - now + 60)) bash "$here/../crates/ddpm/benches/gpu.sh" "${variants[@]}"
+  grep -q '^## Table' "$out/bench.txt" 2>/dev/null ||
+    python3 "$here/../crates/ddpm/benches/gpu_table.py" "$results" >>"$out/bench.txt"
+elif [ "$trains" = 1 ] && [ ${#bins[@]} -gt 1 ]; then
+  # Several builds and no benchmark: only the smoke tests, to train with one that works.
+  results="$work/smoke/results.jsonl"
+  OUT="$work/smoke" BENCH_WORK="$work/smoke-runs" DEVICE="$device" MANIFEST="$manifest" \
+    SMOKE_ONLY=1 bash "$here/../crates/ddpm/benches/gpu.sh" "${variants[@]}"
 fi
-echo "gpu-window: training with DDPM_GPU_KERNELS=$kernels" | tee "$out/train.log"
+[ "$trains" = 1 ] || { ls -l "$out"; exit 0; }
+
+exec > >(tee -a "$out/train.log") 2>&1
+tee_pid=$!
+kernels="${KERNELS:-auto}"
+[ -z "$results" ] && [ "$kernels" = auto ] && kernels=0
+read -r label kernels < <(python3 "$here/../crates/ddpm/benches/gpu_table.py" --pick "${results:-/dev/null}" \
+  --want "$want" --kernels "$kernels" "${labels[@]}")
+ddpm="${bins[0]}"
+for i in "${!labels[@]}"; do [ "${labels[$i]}" = "${label:-}" ] && ddpm="${bins[$i]}"; done
+case "${kernels:-}" in 0 | 1) ;; *) kernels=0 ;; esac
+echo "gpu-window: training with $(basename "$ddpm"), DDPM_GPU_KERNELS=$kernels"
 
 run="$work/run"
-if compgen -G "$in/run.tar.xz.*" >/dev/null; then
-  cat "$in"/run.tar.xz.* | tar -xJf - -C "$work" || { echo "gpu-window: the carried run does not unpack" >&2; exit 1; }
+if [ "$carried" = 1 ]; then
+  cat "$in"/run.tar.xz.* | tar -xJf - -C "$work" || { say "the carried run does not unpack"; exit 1; }
   args=()
-else
-  # shellcheck disable=SC2206 # TRAIN is a list of arguments
-  args=($TRAIN)
 fi
 left=$((end - $(date +%s)))
 if [ "$left" -gt 30 ]; then
   # `timeout -s INT`: the trainer's Ctrl-C path, which checkpoints the step it is at.
-  (cd "$work" && DDPM_GPU_KERNELS=$kernels timeout -s INT -k 120 "$left" "$ddpm" train "$run" \
-    --device "$device" --steps "${TRAIN_STEPS:-1000000}" "${args[@]}") 2>&1 | tee -a "$out/train.log"
+  (cd "$work" && DDPM_GPU_KERNELS=$kernels timeout -s INT -k 20 "$left" "$ddpm" train "$run" \
+    --device "$device" --steps "${TRAIN_STEPS:-1000000}" "${args[@]}")
 fi
 
-# Pack: the run folder with its newest checkpoint only (the others are older copies), with or
-# without Adam's moments.
-newest=$(ls -d "$run"/checkpoints/step-* 2>/dev/null | sort | tail -1)
-[ -n "$newest" ] || { echo "gpu-window: no checkpoint to pack" >&2; exit 1; }
+# Pack: the run folder with its newest checkpoint only (the others are older copies), without
+# Adam's moments unless PACK_OPTIMIZER=1.
+newest=""
+for c in "$run"/checkpoints/step-*; do [ -d "$c" ] && newest="$c"; done
+[ -n "$newest" ] || { say "no checkpoint to pack"; exit 1; }
 members=()
 for p in "$run"/*; do
   [ "$(basename "$p")" = checkpoints ] || members+=("run/$(basename "$p")")
 done
 leave=()
-[ "${PACK_OPTIMIZER:-1}" = 0 ] && leave=(--exclude=optimizer.bpk)
+[ "${PACK_OPTIMIZER:-0}" = 0 ] && leave=(--exclude=optimizer.bpk)
 tar -cf - -C "$work" "${leave[@]}" "${members[@]}" "run/checkpoints/$(basename "$newest")" |
   xz -T0 -3 | split -b "${PART_MB:-15}M" - "$out/run.tar.xz."
-"$ddpm" export "$run" -o "$out/model.bpk" --f16 --force 2>&1 | tail -2
+left=$((hard_end - $(date +%s)))
+[ "$left" -gt 5 ] && timeout "$left" "$ddpm" export "$run" -o "$out/model.bpk" --f16 --force 2>&1 | tail -2
 ls -l "$out"
+[ "$(find "$out" -type f | wc -l)" -le 8 ] || say "more than 8 files in $out: not all come back"
+exec >/dev/null 2>&1
+wait "$tee_pid"

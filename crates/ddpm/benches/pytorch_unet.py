@@ -10,8 +10,12 @@ Prints one JSON line per measurement. Two modes:
   evaluations per second, and the wall time of a whole DDIM sampling run.
 
     python pytorch_unet.py [--model mnist|cifar] [--batch 64 [128 ...]] [--device cpu|cuda]
-                           [--autocast none|bf16] [--trainer] [--steps N] [--threads N]
-                           [--sample-batch 16] [--sample-steps 50]
+                           [--autocast none|bf16] [--tf32 conv|on|off] [--trainer] [--steps N]
+                           [--threads N] [--sample-batch 16] [--sample-steps 50] [--small]
+
+"fp32" on CUDA is not all fp32 by default: PyTorch runs cuDNN's convolutions in TF32 (tensor
+cores, 10-bit mantissa) and matrix products in fp32. `--tf32` sets that explicitly (conv, the
+default, is PyTorch's own default; on: both TF32; off: neither) and every line records it.
 """
 import argparse
 import json
@@ -36,6 +40,8 @@ p.add_argument("--autocast", choices=["none", "bf16"], default="none")
 p.add_argument("--trainer", action="store_true")
 p.add_argument("--steps", type=int, default=5)
 p.add_argument("--threads", type=int, default=torch.get_num_threads())
+p.add_argument("--tf32", choices=["conv", "on", "off"], default="conv")
+p.add_argument("--small", action="store_true", help="a tiny U-Net (benches/gpu.sh's SMALL=1 check)")
 args = p.parse_args()
 
 device = args.device
@@ -43,7 +49,22 @@ if device == "cuda" and not torch.cuda.is_available():
     raise SystemExit("pytorch_unet.py: device cuda asked for, but torch sees no CUDA device")
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
-spec = MODELS[args.model]
+spec = MODELS[args.model] | (dict(dim=8, dim_mults=(1, 2), attn_dim_head=8) if args.small else {})
+
+
+def set_tf32(mode):
+    """TF32 for convolutions and matrix products, through the API this torch has (2.9 added
+    `fp32_precision`; the older flags still work there but warn)."""
+    conv, matmul = mode in ("conv", "on"), mode == "on"
+    if hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision"):
+        torch.backends.cudnn.conv.fp32_precision = "tf32" if conv else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if matmul else "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = conv
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+set_tf32(args.tf32)
 shape = (spec["channels"], spec["image_size"], spec["image_size"])
 backend = f"pytorch {torch.__version__} {device}" + (" bf16 autocast" if args.autocast == "bf16" else "")
 
@@ -58,11 +79,13 @@ def autocast():
 
 
 def unet():
-    return Unet(dim=spec["dim"], dim_mults=spec["dim_mults"], channels=spec["channels"])
+    return Unet(dim=spec["dim"], dim_mults=spec["dim_mults"], channels=spec["channels"],
+                attn_dim_head=spec.get("attn_dim_head", 32))
 
 
 def report(**fields):
-    print(json.dumps({"backend": backend, "model": args.model, **fields}), flush=True)
+    print(json.dumps({"backend": backend, "model": args.model, "autocast": args.autocast,
+                      "tf32": args.tf32 if device == "cuda" else None, **fields}), flush=True)
 
 
 def diffusion_for(model):

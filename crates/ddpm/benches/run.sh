@@ -15,7 +15,7 @@ steps="${1:-5}"
 venv="${BENCH_VENV:-${TMPDIR:-/tmp}/ddpm-bench-venv}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch denoising-diffusion-pytorch==2.3.1 ema-pytorch
+  "$venv/bin/pip" install -q torch denoising-diffusion-pytorch==2.3.1 ema-pytorch==0.8.3
 fi
 threads=$(nproc)
 

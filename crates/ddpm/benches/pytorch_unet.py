@@ -7,11 +7,16 @@ Prints one JSON line per measurement. Two modes:
 - `--trainer` (benches/gpu.sh's measurements against `ddpm train` and `ddpm sample`): a step
   as lucidrains' Trainer takes it and `ddpm train` does (a batch moved to the device, loss,
   backward, gradient-norm clipping at 1, Adam, the EMA updated every 10 steps), network
-  evaluations per second, and the wall time of a whole DDIM sampling run.
+  evaluations per second, and the wall time of a whole DDIM sampling run (its loop of
+  `--sample-steps` network calls, as `ddpm sample` times its own).
 
     python pytorch_unet.py [--model mnist|cifar] [--batch 64 [128 ...]] [--device cpu|cuda]
-                           [--autocast none|bf16] [--tf32 conv|on|off] [--trainer] [--steps N]
-                           [--threads N] [--sample-batch 16] [--sample-steps 50] [--small]
+                           [--autocast none|bf16 [...]] [--tf32 conv|on|off] [--trainer]
+                           [--steps N] [--threads N] [--sample-batch 16] [--sample-steps 50]
+                           [--small]
+
+`--autocast none bf16` measures everything in fp32, then again with bf16 autocast, in one
+process: one start of Python, torch and CUDA instead of two.
 
 "fp32" on CUDA is not all fp32 by default: PyTorch runs cuDNN's convolutions in TF32 (tensor
 cores, 10-bit mantissa) and matrix products in fp32. `--tf32` sets that explicitly (conv, the
@@ -36,7 +41,7 @@ p.add_argument("--batch", type=int, nargs="+", default=[64])
 p.add_argument("--sample-batch", type=int, default=16, help="0: no sampling measurements")
 p.add_argument("--sample-steps", type=int, default=50)
 p.add_argument("--device", default="cpu")
-p.add_argument("--autocast", choices=["none", "bf16"], default="none")
+p.add_argument("--autocast", choices=["none", "bf16"], nargs="+", default=["none"])
 p.add_argument("--trainer", action="store_true")
 p.add_argument("--steps", type=int, default=5)
 p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -66,7 +71,7 @@ def set_tf32(mode):
 
 set_tf32(args.tf32)
 shape = (spec["channels"], spec["image_size"], spec["image_size"])
-backend = f"pytorch {torch.__version__} {device}" + (" bf16 autocast" if args.autocast == "bf16" else "")
+cast = "none"  # the precision being measured: one of args.autocast
 
 
 def sync():
@@ -75,7 +80,7 @@ def sync():
 
 
 def autocast():
-    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=args.autocast == "bf16")
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cast == "bf16")
 
 
 def unet():
@@ -84,7 +89,8 @@ def unet():
 
 
 def report(**fields):
-    print(json.dumps({"backend": backend, "model": args.model, "autocast": args.autocast,
+    backend = f"pytorch {torch.__version__} {device}" + (" bf16 autocast" if cast == "bf16" else "")
+    print(json.dumps({"backend": backend, "model": args.model, "autocast": cast,
                       "tf32": args.tf32 if device == "cuda" else None, **fields}), flush=True)
 
 
@@ -170,7 +176,8 @@ def network_evaluations(batch):
 
 
 def sampling_run(batch):
-    """What `ddpm sample -n BATCH --steps S` does: DDIM (η = 0) from noise, S network calls."""
+    """What `ddpm sample -n BATCH --steps S` does: DDIM (η = 0) from noise, S network calls;
+    gpu_table.py reads BATCH · S ÷ seconds as ours: images × network evaluations per second."""
     diffusion = diffusion_for(unet()).eval()
     with torch.inference_mode(), autocast():
         diffusion.sample(batch_size=batch)  # warm-up (cuDNN's choices)
@@ -178,13 +185,14 @@ def sampling_run(batch):
         start = time.perf_counter()
         diffusion.sample(batch_size=batch)
         sync()
-    report(bench=f"ddim{args.sample_steps}_b{batch}", batch=batch,
+    report(bench=f"ddim{args.sample_steps}_b{batch}", batch=batch, sampler_steps=args.sample_steps,
            seconds=round(time.perf_counter() - start, 3))
 
 
-for b in args.batch:
-    train(b)
-if args.sample_batch > 0:
-    network_evaluations(args.sample_batch)
-    if args.trainer:
-        sampling_run(args.sample_batch)
+for cast in args.autocast:
+    for b in args.batch:
+        train(b)
+    if args.sample_batch > 0:
+        network_evaluations(args.sample_batch)
+        if args.trainer:
+            sampling_run(args.sample_batch)

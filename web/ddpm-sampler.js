@@ -30,7 +30,8 @@ export class DdpmSampler extends HTMLElement {
 
   #root;
   #settings = null;
-  #engine = null;
+  #engine = null; // held (engine.js counts the widgets that hold it)
+  #heldModel = null; // { url, release } of the model held in it
   #model = null; // { card, info }
   #runId = `run-${nextRunId++}`;
   #total = 0;
@@ -70,8 +71,10 @@ export class DdpmSampler extends HTMLElement {
 
   connectedCallback() {
     if (this.#observer) {
-      // Moved elsewhere in the page (disconnected, then connected again): start again.
+      // Moved elsewhere in the page (disconnected, then connected again): start again, or wait
+      // to be seen again.
       if (this.#visible) this.#restart();
+      else this.#observer.observe(this);
       return;
     }
     // Bad attributes are reported at once, even before the widget scrolls into view.
@@ -92,8 +95,10 @@ export class DdpmSampler extends HTMLElement {
 
   #observer = null;
 
-  // Removed from the page: stop, free the run on the model thread and stop listening to it.
+  // Removed from the page: stop, free the run on the model thread, let go of the engine and stop
+  // listening to it. One never seen stops being watched (the observer would keep it alive).
   disconnectedCallback() {
+    if (!this.#visible) this.#observer?.disconnect();
     this.#playing = false;
     clearTimeout(this.#debounce);
     this.#generation++; // a restart or step in flight ends without drawing
@@ -103,10 +108,22 @@ export class DdpmSampler extends HTMLElement {
     this.#listening?.removeEventListener('device-lost', this.#onDeviceLost);
     this.#listening?.removeEventListener('progress', this.#onProgress);
     this.#listening = null;
+    this.#letGo();
+  }
+
+  // Drops this widget's run on its engine, then lets go of the model and the engine: the last
+  // widget to let go of them frees them (web/engine.js). A start still in flight there is
+  // dropped too, by the engine, when it ends.
+  #letGo() {
     const runner = this.#engine;
-    if (runner) {
-      this.#queue = this.#queue.then(() => runner.call('drop', { runId: this.#runId })).catch(() => {});
-    }
+    const model = this.#heldModel;
+    this.#engine = null;
+    this.#heldModel = null;
+    if (!runner) return;
+    runner.call('drop', { runId: this.#runId }).catch(() => {}).then(() => {
+      model?.release();
+      runner.release();
+    });
   }
 
   attributeChangedCallback(name, before, after) {
@@ -203,8 +220,9 @@ export class DdpmSampler extends HTMLElement {
         this.#statusText(`preparing the GPU kernels (first step)… · ${this.#backendName}`);
         this.#emit('ddpm-progress', { stage: 'tuning' });
       }
+      const runner = this.#engine;
       try {
-        const frame = await this.#engine.call('step', { runId: this.#runId, view: draw ? s.view : 'none' });
+        const frame = await runner.call('step', { runId: this.#runId, view: draw ? s.view : 'none' });
         if (generation !== this.#generation || frame === null) return;
         this.#done = frame.step;
         // A step in flight when play was paused (e.g. by the scrubber) keeps its frame for the
@@ -220,7 +238,7 @@ export class DdpmSampler extends HTMLElement {
         this.#emit('ddpm-step', { step: frame.step, total: this.#total, ms: frame.ms });
         if (this.#done === this.#total) {
           this.#syncButtons();
-          await this.#finished(generation);
+          await this.#finished(runner, generation);
         }
       } catch (e) {
         // A lost device restarts the widget on the CPU (see #onDeviceLost).
@@ -231,8 +249,8 @@ export class DdpmSampler extends HTMLElement {
   }
 
   // The run's last step is done (or it had none): its images are kept for 'fill' to pick one.
-  async #finished(generation) {
-    const values = await this.#engine.call('values', { runId: this.#runId });
+  async #finished(runner, generation) {
+    const values = await runner.call('values', { runId: this.#runId });
     if (generation !== this.#generation) return;
     this.#modes.keepGrid({ values, n: this.#settings.n, columns: this.#columns, image: this.#frames[this.#total] });
     this.#emit('ddpm-done', { total: this.#total });
@@ -247,7 +265,7 @@ export class DdpmSampler extends HTMLElement {
    * final images in [−1, 1] after its last step. */
   async values() {
     await this.#queue;
-    if (!this.#started) throw new Error('ddpm-sampler: no images yet (the widget has not started)');
+    if (!this.#started || !this.#engine) throw new Error('ddpm-sampler: no images yet (the widget has not started)');
     return this.#engine.call('values', { runId: this.#runId });
   }
 
@@ -316,10 +334,13 @@ export class DdpmSampler extends HTMLElement {
     try {
       const next = await engine(s.backend, s.workers === 'auto' ? defaultWorkers() : s.workers, s.gpuKernels);
       if (generation !== this.#generation) return;
-      // A run on another engine (another backend or pool) is not this widget's any more.
-      const previous = this.#engine;
-      if (previous && previous !== next) previous.call('drop', { runId: this.#runId }).catch(() => {});
-      this.#engine = next;
+      // A run on another engine (another backend or pool, or a new one after the old one
+      // failed) is not this widget's any more, nor is that engine.
+      if (next !== this.#engine) {
+        next.retain();
+        this.#letGo();
+        this.#engine = next;
+      }
       if (this.#listening !== this.#engine) {
         this.#listening?.removeEventListener('device-lost', this.#onDeviceLost);
         this.#listening?.removeEventListener('progress', this.#onProgress);
@@ -335,6 +356,11 @@ export class DdpmSampler extends HTMLElement {
       const backend = await runner.backend;
       const backendName = backend.gpu || backend.workers === 1 ? backend.name : `${backend.name} · ${backend.workers} workers`;
       if (generation !== this.#generation) return;
+      if (this.#heldModel?.url !== s.model) {
+        const held = { url: s.model, release: runner.holdModel(s.model) };
+        this.#heldModel?.release();
+        this.#heldModel = held;
+      }
       // Kept only now: a restart that a newer one overtook changes nothing.
       this.#backendName = backendName;
       this.#gpu = backend.gpu;
@@ -353,13 +379,10 @@ export class DdpmSampler extends HTMLElement {
         return;
       }
       const pad = fromPadNow ? this.#modes.options(s.mode) : null;
+      // Overtaken by a drop (removed from the page, moved to another engine) while it starts,
+      // the engine drops this start itself.
       const { total, columns } = await runner.call('start', { key: s.model, runId: this.#runId, options: runOptions(s, pad) });
-      if (generation !== this.#generation) {
-        // Overtaken: removed from the page (whose drop came too early to find this run) or
-        // moved to another engine, this run would stay on the workers.
-        if (!this.isConnected || runner !== this.#engine) runner.call('drop', { runId: this.#runId }).catch(() => {});
-        return;
-      }
+      if (generation !== this.#generation) return;
       Object.assign(this.#modes, { padRun: fromPadNow, drawing: false, picking: false });
       this.#columns = columns;
       this.#total = total;
@@ -377,7 +400,7 @@ export class DdpmSampler extends HTMLElement {
         if (generation !== this.#generation) return;
         this.#draw(frame, true);
         this.#statusText(`no step at strength ${s.strength}: the drawing as it is · ${this.#backendName}`);
-        await this.#finished(generation);
+        await this.#finished(runner, generation);
       } else if (s.autoplay) this.play();
     } catch (e) {
       if (generation !== this.#generation) return;

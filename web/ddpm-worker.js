@@ -12,12 +12,36 @@ const runs = new Map(); // runId -> Run
 // Literal dynamic imports, so that bundlers ship both builds' glue.
 const GLUE = { gpu: () => import('./ddpm-web.js'), cpu: () => import('./cpu/ddpm-web.js') };
 
+// How long this worker's own request for the adapter may take (see `browserAdapter`).
+const ADAPTER_TIMEOUT_MS = 10_000;
+
+// What the browser says of the adapter that wgpu asks it for (cubecl requests it with the
+// high-performance preference, as here): its vendor, architecture and device, which wgpu does
+// not report in a browser. Empty when the browser does not say.
+async function browserAdapter() {
+  let timer = 0;
+  try {
+    const timeout = new Promise((resolve) => (timer = setTimeout(resolve, ADAPTER_TIMEOUT_MS, null)));
+    const adapter = await Promise.race([navigator.gpu.requestAdapter({ powerPreference: 'high-performance' }), timeout]);
+    const { vendor = '', architecture = '', device = '' } = adapter?.info ?? {};
+    return { vendor, architecture, device };
+  } catch {
+    return {};
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const ops = {
+  // The backend; on WebGPU with `adapter`: the adapter wgpu got (its description; the key of
+  // the page's cache of passed kernel checks, and the name the widget shows).
   async init({ kind, module, gpuKernels }) {
     glue = await GLUE[kind]();
     await glue.default({ module_or_path: module });
+    const seen = kind === 'gpu' ? await browserAdapter() : {};
     backend = await glue.Backend.create(kind === 'gpu', gpuKernels);
-    return { name: backend.name, gpu: backend.gpu, gpuKernels: backend.gpuKernels };
+    const adapter = backend.gpu ? { ...seen, ...backend.adapter } : null;
+    return { name: backend.name, gpu: backend.gpu, gpuKernels: backend.gpuKernels, adapter };
   },
   // The model's info; if `check`, the core's GPU kernels are checked on it first (before its
   // first run): `passed`, or why they were turned off (`kernelsOff`; they stay off for every
@@ -38,14 +62,16 @@ const ops = {
     }
     return { info: models.get(key).info(), passed, kernelsOff };
   },
+  // A model no widget uses any more (the engine counts them).
+  unload({ key }) {
+    models.get(key)?.free();
+    models.delete(key);
+    return null;
+  },
+  // `runId` names this start alone (the engine drops the widget's earlier run first).
   start({ key, runId, options }) {
     const model = models.get(key);
     if (!model) throw new Error(`model ${key} is not loaded`);
-    // The widget's old run goes first, so that a start the model refuses leaves no run
-    // behind to be stepped.
-    const old = runs.get(runId);
-    runs.delete(runId);
-    old?.free();
     const run = model.run(options);
     runs.set(runId, run);
     return { total: run.total, shape: Array.from(run.shape), columns: run.columns };
@@ -97,6 +123,26 @@ function lostReason(error) {
   return error && /device (was )?lost|poisoned/i.test(error) ? error : null;
 }
 
+// A Rust panic aborts the wasm instance (a `WebAssembly.RuntimeError`): it cannot be used
+// again, and a promise it was computing never settles, which would stop the queue below for
+// good. So any uncaught error, and a trap, is `fatal`: the page ends this worker and starts a
+// new one at the next start. The message is the panic's (kept by the crate's panic hook in
+// `ddpmPanic`) where there was one.
+const crashed = (error) => String(self.ddpmPanic ?? error?.message ?? error ?? 'an uncaught error').split('\n')[0];
+const trapped = (error) => error instanceof WebAssembly.RuntimeError || self.ddpmPanic !== undefined;
+
+self.addEventListener('error', (event) => {
+  event.preventDefault();
+  self.postMessage({ fatal: crashed(event.error ?? event.message) });
+});
+self.addEventListener('unhandledrejection', (event) => {
+  if (!trapped(event.reason)) return;
+  event.preventDefault();
+  self.postMessage({ fatal: crashed(event.reason) });
+});
+// A request that cannot be read is lost: the page would wait for its reply for ever.
+self.onmessageerror = () => self.postMessage({ fatal: 'a request from the page could not be read' });
+
 // Requests are handled one after another, so a step never overlaps another on the device.
 // Every reply says whether the device has been lost; the page then moves to a CPU pool.
 let queue = Promise.resolve();
@@ -104,6 +150,7 @@ self.onmessage = (event) => {
   const { id, op, args } = event.data;
   queue = queue.then(async () => {
     try {
+      if (!ops[op]) throw new Error(`unknown operation ${op}`);
       const result = await ops[op](args);
       const lost = lostReason(null);
       if (lost) {
@@ -113,6 +160,10 @@ self.onmessage = (event) => {
       const { value, transfer } = result && 'value' in result ? result : { value: result, transfer: [] };
       self.postMessage({ id, ok: true, value }, transfer ?? []);
     } catch (e) {
+      if (trapped(e)) {
+        self.postMessage({ id, fatal: crashed(e) });
+        return;
+      }
       const error = String(e?.message ?? e);
       self.postMessage({ id, ok: false, error, lost: lostReason(error) });
     }

@@ -48,11 +48,17 @@ export class DrawModes {
     return this.pad ? Promise.resolve(this.pad) : new Promise((resolve, reject) => this.#waiters.push([resolve, reject]));
   }
 
-  // Decodes `source` and applies it to the pad; a bad source is a message in the widget.
+  // Decodes `source` and applies it to the pad; a bad source is a message in the widget. The
+  // pad copies the pixels, so the decoded bitmap is closed at once (it holds decoded memory,
+  // on the GPU in some browsers, until then).
   async applySource(source, change) {
     try {
       const bitmap = await decode(source);
-      change(await this.padReady(), bitmap);
+      try {
+        change(await this.padReady(), bitmap);
+      } finally {
+        bitmap.close?.();
+      }
     } catch (e) {
       this.#host.fail(e);
       throw e;
@@ -71,9 +77,13 @@ export class DrawModes {
       } catch (e) {
         throw new Error(`${key}="${attribute(key)}": ${e.message}`);
       }
-      if (stale()) return;
-      apply(this.pad, bitmap);
-      this.#loaded[key] = s[key];
+      try {
+        if (stale()) return;
+        apply(this.pad, bitmap);
+        this.#loaded[key] = s[key];
+      } finally {
+        bitmap.close?.();
+      }
     }
   }
 

@@ -4,8 +4,14 @@
 
 const CACHE = 'ddpm-weights-v1';
 // Where a passed check of the GPU kernels is kept (web/engine.js), so that a later visit with
-// the same browser, adapter, module and weights does not check again.
-const CHECKS = 'ddpm-kernel-checks-v1';
+// the same browser, adapter, module and weights does not check again; for at most CHECK_DAYS
+// (a driver update changes what runs under the same names). v1 keyed on the page's adapter.
+const CHECKS = 'ddpm-kernel-checks-v2';
+const OLD_CHECKS = 'ddpm-kernel-checks-v1';
+const CHECK_DAYS = 30;
+// A driver whose requestAdapter() never returns would leave the widget blank: after this the
+// page takes the CPU.
+const ADAPTER_TIMEOUT_MS = 10_000;
 
 // The smallest module that uses a SIMD128 instruction (an i8x16.splat): browsers without
 // WebAssembly SIMD refuse to validate it.
@@ -56,17 +62,22 @@ export function wasmModule(kind, report) {
   return compiled.get(kind);
 }
 
-/** `{ label }` of the browser's WebGPU adapter, or `{ reason }` why there is none. */
+/**
+ * `{ found: true }` when the browser has a WebGPU adapter (asked as cubecl asks in the worker,
+ * for high performance), or `{ reason }` why there is none.
+ */
 export async function webgpuAdapter() {
   if (!globalThis.navigator?.gpu) return { reason: 'this browser has no WebGPU' };
+  let timer = 0;
   try {
-    const adapter = await navigator.gpu.requestAdapter();
-    if (!adapter) return { reason: 'no WebGPU adapter' };
-    // The adapter as the browser describes it (wgpu may not see vendor and architecture).
-    const info = adapter.info ?? {};
-    return { label: [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'adapter' };
+    const timeout = new Promise((resolve) => (timer = setTimeout(resolve, ADAPTER_TIMEOUT_MS, 'timeout')));
+    const adapter = await Promise.race([navigator.gpu.requestAdapter({ powerPreference: 'high-performance' }), timeout]);
+    if (adapter === 'timeout') return { reason: `WebGPU gave no adapter in ${ADAPTER_TIMEOUT_MS / 1000} s` };
+    return adapter ? { found: true } : { reason: 'no WebGPU adapter' };
   } catch (e) {
     return { reason: `no WebGPU adapter (${e.message})` };
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -88,16 +99,20 @@ async function download(url, what, progress) {
   const response = await get(url, what);
   const length = Number(response.headers.get('content-length'));
   const total = length > 0 && !response.headers.get('content-encoding') ? length : null;
-  if (!response.body) return response.arrayBuffer();
   const chunks = [];
   let loaded = 0;
-  progress(0, total);
-  for (const reader = response.body.getReader(); ;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.byteLength;
-    progress(loaded, total);
+  try {
+    if (!response.body) return await response.arrayBuffer();
+    progress(0, total);
+    for (const reader = response.body.getReader(); ;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      loaded += value.byteLength;
+      progress(loaded, total);
+    }
+  } catch (e) {
+    throw new Error(`${what} ${url}: the download broke off after ${loaded} bytes (${e.message})`);
   }
   const bytes = new Uint8Array(loaded);
   let at = 0;
@@ -116,6 +131,9 @@ export async function fetchCard(url) {
     card = await response.json();
   } catch {
     throw new Error(`model card ${url}: not JSON`);
+  }
+  if (card === null || typeof card !== 'object' || Array.isArray(card)) {
+    throw new Error(`model card ${url}: not a JSON object`);
   }
   if (typeof card.weights !== 'string' || !/^[0-9a-f]{64}$/.test(card.sha256 ?? '')) {
     throw new Error(`model card ${url}: needs "weights" and a hex "sha256"`);
@@ -137,6 +155,16 @@ async function openCache(name = CACHE) {
   }
 }
 
+// `use(cache)`'s result, or `missing` when there is no cache or it fails: a cache that cannot
+// be read or written is only a slower visit.
+async function withCache(cache, use, missing = null) {
+  try {
+    return cache ? await use(cache) : missing;
+  } catch {
+    return missing;
+  }
+}
+
 /**
  * The weights at `url`, from the Cache API when a previous visit stored them, checked against
  * `expected` (the card's SHA-256). `report({ stage: 'weights', loaded, total })` while
@@ -146,42 +174,75 @@ export async function fetchWeights(url, expected, report) {
   const cache = await openCache();
   // The Cache API ignores fragments, so the expected hash goes into the key's query: weights
   // refused for one card never evict the good copy another card uses.
-  const key = `${url}${url.includes('?') ? '&' : '?'}ddpm-sha256=${expected}`;
-  const cached = await cache?.match(key);
+  const prefix = `${url}${url.includes('?') ? '&' : '?'}ddpm-sha256=`;
+  const key = `${prefix}${expected}`;
+  const cached = await withCache(cache, async (c) => (await c.match(key))?.arrayBuffer() ?? null);
   if (cached) {
-    const bytes = await cached.arrayBuffer();
-    if ((await sha256(bytes)) === expected) return bytes;
-    await cache.delete(key);
+    if ((await sha256(cached)) === expected) return cached;
+    await withCache(cache, (c) => c.delete(key));
   }
   const bytes = await download(url, 'weights', (loaded, total) => report({ stage: 'weights', loaded, total }));
   const found = await sha256(bytes);
   if (found !== expected) {
     throw new Error(`weights ${url}: SHA-256 ${found.slice(0, 12)}… does not match the model card's ${expected.slice(0, 12)}…; refusing them`);
   }
-  await cache?.put(key, new Response(bytes.slice(0), { headers: { 'content-type': 'application/octet-stream' } })).catch(() => {});
+  await withCache(cache, async (c) => {
+    await c.put(key, new Response(bytes.slice(0), { headers: { 'content-type': 'application/octet-stream' } }));
+    // Older copies of these weights (a card that changed its hash) are never asked for again.
+    for (const old of await c.keys()) {
+      if (old.url.startsWith(prefix) && old.url !== key) await c.delete(old);
+    }
+  });
   return bytes;
+}
+
+// The browser's version, which compiles the kernels: the user agent string (which Chromium
+// reduces to the major version) and, where the browser has them, its brands' full versions.
+let browser = null;
+function browserVersion() {
+  browser ??= (async () => {
+    const agent = globalThis.navigator?.userAgent ?? '';
+    try {
+      const { fullVersionList = [] } = await navigator.userAgentData.getHighEntropyValues(['fullVersionList']);
+      return [agent, ...fullVersionList.map((b) => `${b.brand}/${b.version}`)].join(' ');
+    } catch {
+      return agent;
+    }
+  })();
+  return browser;
 }
 
 /**
  * The key under which a passed check of the GPU kernels on the weights with SHA-256 `weights`
- * is kept: the browser (its version compiles the kernels), the adapter's `label` and the
- * compiled WebGPU module's SHA-256. Null when the module has no digest (no secure context).
+ * is kept: the browser's full version, the adapter the model worker's wgpu got (`adapter`:
+ * its description, whether it is a fallback adapter and its subgroup sizes, with the vendor,
+ * architecture and device the browser gives the worker for the same request) and the compiled
+ * WebGPU module's SHA-256. Null when the module has no digest (no secure context).
  */
-export function kernelCheckKey(label, weights) {
+export async function kernelCheckKey(adapter, weights) {
   const module = digests.get('gpu');
-  if (!module) return null;
-  const query = new URLSearchParams({ browser: globalThis.navigator?.userAgent ?? '', adapter: label });
+  if (!module || !adapter) return null;
+  const fields = Object.fromEntries(Object.entries(adapter).map(([k, v]) => [k, String(v)]).sort());
+  const query = new URLSearchParams({ browser: await browserVersion(), ...fields });
   // Never fetched, only a key (the Cache API's keys are URLs); not beside this script, so that
   // bundlers do not take it for an asset.
   return `${globalThis.location?.origin}/ddpm-kernel-check/${module}/${weights}?${query}`;
 }
 
-/** Whether the check under `key` passed on an earlier visit. */
+/** Whether the check under `key` passed on an earlier visit, at most CHECK_DAYS ago. */
 export async function kernelsPassedBefore(key) {
-  return Boolean(await (await openCache(CHECKS))?.match(key).catch(() => null));
+  return withCache(await openCache(CHECKS), async (cache) => {
+    const kept = await cache.match(key);
+    if (!kept) return false;
+    const age = Date.now() - Number(kept.headers.get('x-ddpm-checked'));
+    if (age >= 0 && age < CHECK_DAYS * 86_400_000) return true;
+    await cache.delete(key);
+    return false;
+  }, false);
 }
 
-/** Keeps that the check under `key` passed (nothing when storage is unavailable). */
+/** Keeps that the check under `key` passed, and when (nothing when storage is unavailable). */
 export async function rememberKernelsPassed(key) {
-  await (await openCache(CHECKS))?.put(key, new Response('passed')).catch(() => {});
+  await withCache(await openCache(CHECKS), (cache) => cache.put(key, new Response('passed', { headers: { 'x-ddpm-checked': String(Date.now()) } })));
+  await withCache(globalThis.caches, (caches) => caches.delete(OLD_CHECKS));
 }

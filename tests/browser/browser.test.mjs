@@ -229,11 +229,27 @@ test('a widget loaded from another origin (a CDN with CORS) runs on a page whose
     .replace("worker-src 'self'", `worker-src blob: ${cdn.url}`);
   const docs = await serve({ '/': host }, { csp });
   try {
-    const { page, problems } = await openPage(cpu, `${docs.url}/`);
+    // The blob URLs the page makes (the workers' shims), and which are revoked.
+    const before = () => {
+      window.ddpmBlobUrls = new Set();
+      const [create, revoke] = [URL.createObjectURL, URL.revokeObjectURL];
+      URL.createObjectURL = (blob) => {
+        const url = create(blob);
+        window.ddpmBlobUrls.add(url);
+        return url;
+      };
+      URL.revokeObjectURL = (url) => {
+        window.ddpmBlobUrls.delete(url);
+        revoke(url);
+      };
+    };
+    const { page, problems } = await openPage(cpu, `${docs.url}/`, { before });
     await waitFor(page, 'w', 'ddpm-done');
     const values = await page.evaluate(async () => Array.from(await document.getElementById('w').values()));
     const diff = maxAbsDiff(values, model.cliValues);
     assert.ok(diff < 1e-3, `max |browser − CLI| = ${diff}`);
+    // Each worker's shim is revoked once its script has loaded.
+    assert.equal(await page.evaluate(() => window.ddpmBlobUrls.size), 0);
     // Each file once; a browser without WebGPU never downloads the WebGPU build.
     assert.deepEqual(['/cpu/ddpm-web_bg.wasm', '/ddpm-web_bg.wasm', '/fixtures/bars.bpk'].map(cdn.requests), [1, 0, 1]);
     assert.deepEqual(problems, []);

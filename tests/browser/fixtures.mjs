@@ -1,6 +1,6 @@
 // Small pages the tests serve next to the tiny model, built from the same widget as the site.
 
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { deflateSync } from 'node:zlib';
 import { join } from 'node:path';
 import { PARITY } from './harness.mjs';
@@ -159,4 +159,22 @@ fill.restart();
 const widget = document.getElementById('noimage');
 widget.addEventListener('ddpm-draw', () => widget.restart(), { once: true });
 `);
+}
+
+/**
+ * The fault tests' pages next to the tiny model in `dir`: a CPU pool of two workers, a page
+ * with only the widget's module, cards that are JSON but not objects, and a card whose weights
+ * the server cuts short (`cut.bpk`, see `serve`'s `cut`).
+ */
+export function writeFaultFixtures(dir) {
+  writeFileSync(join(dir, 'pool2.html'), page(parityWidget('w', '', 'backend="cpu" workers="2"')));
+  writeFileSync(join(dir, 'empty.html'), page(''));
+  writeFileSync(join(dir, 'null.json'), 'null');
+  writeFileSync(join(dir, 'array.json'), '[]');
+  copyFileSync(join(dir, 'bars.bpk'), join(dir, 'cut.bpk'));
+  const card = JSON.parse(readFileSync(join(dir, 'bars.json'), 'utf8'));
+  writeFileSync(join(dir, 'cut.json'), JSON.stringify({ ...card, weights: 'cut.bpk' }));
+  const cpu = 'backend="cpu" workers="1" steps="2" n="1" autoplay';
+  writeFileSync(join(dir, 'cards.html'), page(['null', 'array', 'cut']
+    .map((name) => `<ddpm-sampler id="${name}" model="/fixtures/${name}.json" ${cpu}></ddpm-sampler>`).join('\n')));
 }

@@ -25,10 +25,11 @@ const TYPES = {
 
 /**
  * Serves `mounts` (URL prefix -> folder) on 127.0.0.1; every response carries `csp`, and with
- * `cors` a header that lets pages of any origin use it (as a CDN would).
+ * `cors` a header that lets pages of any origin use it (as a CDN would). The paths in `cut`
+ * send half their body and close the connection (a download that breaks off).
  * `requests(path)` counts the requests for a path so far.
  */
-export async function serve(mounts, { csp = CSP, cors = false } = {}) {
+export async function serve(mounts, { csp = CSP, cors = false, cut = [] } = {}) {
   const counts = new Map();
   const server = createServer((request, response) => {
     const path = decodeURIComponent(new URL(request.url, 'http://x').pathname);
@@ -44,13 +45,17 @@ export async function serve(mounts, { csp = CSP, cors = false } = {}) {
       response.writeHead(404).end('not found');
       return;
     }
+    const body = readFileSync(file);
     response.writeHead(200, {
       'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
       'content-security-policy': csp,
       'cache-control': 'no-store',
       ...(cors ? { 'access-control-allow-origin': '*' } : {}),
+      // A body that breaks off must be shorter than it says.
+      ...(cut.includes(path) ? { 'content-length': body.length } : {}),
     });
-    response.end(readFileSync(file));
+    if (cut.includes(path)) response.write(body.subarray(0, body.length >> 1), () => response.destroy());
+    else response.end(body);
   });
   await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
   return {

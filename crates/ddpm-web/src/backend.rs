@@ -77,6 +77,16 @@ impl Backend {
         }
     }
 
+    /// What wgpu reports of the WebGPU adapter it got (`{ description, fallback,
+    /// subgroupMinSize, subgroupMaxSize, backend }`), or `undefined` on the CPU.
+    #[wasm_bindgen(getter)]
+    pub fn adapter(&self) -> Result<JsValue, JsError> {
+        match &self.gpu {
+            Some(gpu) => serde_wasm_bindgen::to_value(gpu.info()).map_err(js_error),
+            None => Ok(JsValue::UNDEFINED),
+        }
+    }
+
     /// `WebGPU (adapter)` or `CPU (…)`.
     #[wasm_bindgen(getter)]
     pub fn name(&self) -> String {

@@ -1,11 +1,28 @@
 //! The WebGPU device, in a module built with the `webgpu` feature; without it there is none
 //! (an uninhabited type), and the CPU module carries no wgpu code at all.
 
+use serde::Serialize;
+
 #[cfg(feature = "webgpu")]
 pub(crate) use webgpu::{Gpu, check_kernels};
 
 #[cfg(not(feature = "webgpu"))]
 pub(crate) use none::{Gpu, check_kernels};
+
+/// What wgpu reports of the adapter it got. In a browser wgpu fills only these (the rest of
+/// `GPUAdapterInfo`, e.g. vendor and architecture, it leaves empty); the page keys its cache of
+/// passed kernel checks on them (web/loading.js).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(not(feature = "webgpu"), allow(dead_code))] // never made without WebGPU
+pub(crate) struct AdapterInfo {
+    description: String,
+    /// A software or fallback adapter (wgpu's `DeviceType::Cpu`).
+    fallback: bool,
+    subgroup_min_size: u32,
+    subgroup_max_size: u32,
+    backend: String,
+}
 
 #[cfg(feature = "webgpu")]
 mod webgpu {
@@ -15,10 +32,13 @@ mod webgpu {
     use burn::tensor::wgpu::wgpu;
     use ddpm::Unet;
 
+    use super::AdapterInfo;
+
     /// The WebGPU device burn runs on.
     pub(crate) struct Gpu {
         device: wgpu::Device,
         adapter: String,
+        info: AdapterInfo,
         /// Why the device was lost, once it is.
         lost: Arc<OnceLock<String>>,
     }
@@ -35,17 +55,25 @@ mod webgpu {
                 .map_err(|e| e.to_string())?;
             // Browsers may hide the adapter's description; the page adds vendor and
             // architecture from `GPUAdapterInfo` when it has them.
-            let name = setup.adapter.get_info().name;
-            let adapter = if name.is_empty() {
+            let got = setup.adapter.get_info();
+            let info = AdapterInfo {
+                description: got.name.clone(),
+                fallback: got.device_type == wgpu::DeviceType::Cpu,
+                subgroup_min_size: got.subgroup_min_size,
+                subgroup_max_size: got.subgroup_max_size,
+                backend: got.backend.to_string(),
+            };
+            let adapter = if got.name.is_empty() {
                 "adapter".to_string()
             } else {
-                name
+                got.name
             };
             let lost = Arc::new(OnceLock::new());
             watch(&setup.device, &lost);
             let gpu = Gpu {
                 device: setup.device,
                 adapter,
+                info,
                 lost,
             };
             Ok((device, gpu))
@@ -53,6 +81,10 @@ mod webgpu {
 
         pub(crate) fn adapter(&self) -> &str {
             &self.adapter
+        }
+
+        pub(crate) fn info(&self) -> &AdapterInfo {
+            &self.info
         }
 
         pub(crate) fn lost(&self) -> Option<String> {
@@ -102,6 +134,8 @@ mod none {
     use burn::tensor::Device;
     use ddpm::Unet;
 
+    use super::AdapterInfo;
+
     /// No kernels to check without WebGPU.
     pub(crate) async fn check_kernels(
         _unet: &Unet,
@@ -120,6 +154,10 @@ mod none {
         }
 
         pub(crate) fn adapter(&self) -> &str {
+            match *self {}
+        }
+
+        pub(crate) fn info(&self) -> &AdapterInfo {
             match *self {}
         }
 

@@ -26,10 +26,27 @@ use wasm_bindgen::prelude::*;
 #[cfg(not(any(feature = "webgpu", feature = "cpu")))]
 compile_error!("ddpm-web needs a backend: the `webgpu` feature, the `cpu` feature or both");
 
-/// Panics show up in the browser console with their message.
+/// Panics show up in the browser console with their message, and are kept for the page.
 #[wasm_bindgen(start)]
 pub fn start() {
-    console_error_panic_hook::set_once();
+    std::panic::set_hook(Box::new(|info| {
+        keep_panic(info);
+        console_error_panic_hook::hook(info);
+    }));
+}
+
+/// The module is built with `panic = "abort"`: a panic traps, leaves the instance unusable and,
+/// inside a promise, leaves that promise pending. The message goes to the global `ddpmPanic`
+/// (a JS value, readable without this instance's memory), so that the worker can say why it
+/// stopped (web/ddpm-worker.js).
+fn keep_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let message = info.payload_as_str().unwrap_or("a panic");
+    let at = info
+        .location()
+        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    let line = format!("{message}{at}").replace('\n', " ");
+    let _ = js_sys::Reflect::set(&js_sys::global(), &"ddpmPanic".into(), &line.into());
 }
 
 /// Turns any error into a JavaScript `Error` with its message.

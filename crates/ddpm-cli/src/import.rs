@@ -100,20 +100,20 @@ pub fn run(args: &ImportArgs) -> Result<()> {
         inferred.learned_variance,
     )
     .context(file.clone())?;
-    // Self-conditioning with a learned variance has the tensors of a U-Net of twice the image
-    // channels (2 or 6) without either. lucidrains' diffusions train only the second.
-    if inferred.self_condition && inferred.learned_variance && known.is_none() {
-        let channels = 2 * inferred.channels;
-        if !dict.buffers.is_empty() {
-            bail!(
-                "{file}: a U-Net of {channels} image channels (its diffusion cannot train self-conditioning with a learned variance); images here are gray or RGB"
-            );
-        }
-        assumed.push(format!(
-            "self-conditioning with a learned variance ({channels} channels in and out; {channels}-channel images are not implemented here)"
-        ));
-    }
     if known.is_none() {
+        // Self-conditioning with a learned variance has the tensors of a U-Net of twice the
+        // image channels (2 or 6) without either. lucidrains' diffusions train only the second.
+        if inferred.self_condition && inferred.learned_variance {
+            let channels = 2 * inferred.channels;
+            if !dict.buffers.is_empty() {
+                bail!(
+                    "{file}: a U-Net of {channels} image channels (its diffusion cannot train self-conditioning with a learned variance); images here are gray or RGB"
+                );
+            }
+            assumed.push(format!(
+                "self-conditioning with a learned variance ({channels} channels in and out; {channels}-channel images are not implemented here)"
+            ));
+        }
         // Neither is in a tensor or a buffer; a model made with others samples wrong.
         assumed
             .push("the time embedding's θ = 10000 (lucidrains' `sinusoidal_pos_emb_theta`)".into());

@@ -112,17 +112,36 @@ pub fn infer_diffusion(
             "T (--timesteps, or the length of the file's `betas`) must be from 1 to {MAX_TIMESTEPS}, got {timesteps}"
         );
     }
+    // ᾱ from the schedule in f64, not the file's f32 ᾱ: near t = 0, where ᾱ → 1, the SNR
+    // ᾱ / (1 − ᾱ) of an f32 ᾱ is off in the 3rd digit.
+    let from_buffer = |weights: &Tensor| {
+        match_objective(&weights.values, &alphas_cumprod(beta_schedule, timesteps))
+    };
     let (objective, min_snr_gamma) = match (buffers.get("loss_weight"), known) {
-        (Some(weights), _) => {
-            // ᾱ from the schedule in f64, not the file's f32 ᾱ: near t = 0, where ᾱ → 1, the
-            // SNR ᾱ / (1 − ᾱ) of an f32 ᾱ is off in the 3rd digit.
-            let alphas_cumprod = alphas_cumprod(beta_schedule, timesteps);
-            let found = match_objective(&weights.values, &alphas_cumprod)?;
-            if !learned_variance {
-                agree("--objective", flag_objective, found.0, |o| {
-                    objective_name(o).into()
-                })?;
+        // lucidrains trains a learned variance only with `LearnedGaussianDiffusion`, which reads
+        // the network's first half as ε whatever its `objective` (the buffers keep the default's).
+        (weights, None) if learned_variance => {
+            if let Some(o) = flag_objective.filter(|&o| o != Objective::PredNoise) {
+                bail!(
+                    "--objective {}: a U-Net with a learned variance predicts ε (lucidrains' LearnedGaussianDiffusion), whatever its `objective`",
+                    objective_name(o)
+                );
             }
+            if let Some((found, _)) = weights.map(from_buffer).transpose()?
+                && found != Objective::PredNoise
+            {
+                assumed.push(format!(
+                    "ε for its objective, not the buffers' {}: a U-Net with a learned variance is LearnedGaussianDiffusion's, which predicts ε whatever its `objective`",
+                    objective_name(found)
+                ));
+            }
+            (Objective::PredNoise, None)
+        }
+        (Some(weights), _) => {
+            let found = from_buffer(weights)?;
+            agree("--objective", flag_objective, found.0, |o| {
+                objective_name(o).into()
+            })?;
             found
         }
         (None, Some(k)) => {
@@ -131,7 +150,6 @@ pub fn infer_diffusion(
             })?;
             (k.objective, k.min_snr_gamma)
         }
-        (None, None) if learned_variance => (Objective::PredNoise, None),
         (None, None) => {
             let objective = flag_objective.unwrap_or_else(|| {
                 assumed.push("the v objective (lucidrains' default; --objective)".into());
@@ -139,26 +157,6 @@ pub fn infer_diffusion(
             });
             (objective, None)
         }
-    };
-    // lucidrains trains a learned variance only with `LearnedGaussianDiffusion`, which reads
-    // the network's first half as ε whatever its `objective` (the buffers keep the default's).
-    let (objective, min_snr_gamma) = match (learned_variance, known) {
-        (true, None) => {
-            if let Some(o) = flag_objective.filter(|&o| o != Objective::PredNoise) {
-                bail!(
-                    "--objective {}: a U-Net with a learned variance predicts ε (lucidrains' LearnedGaussianDiffusion), whatever its `objective`",
-                    objective_name(o)
-                );
-            }
-            if objective != Objective::PredNoise {
-                assumed.push(format!(
-                    "ε for its objective, not the buffers' {}: a U-Net with a learned variance is LearnedGaussianDiffusion's, which predicts ε whatever its `objective`",
-                    objective_name(objective)
-                ));
-            }
-            (Objective::PredNoise, None)
-        }
-        _ => (objective, min_snr_gamma),
     };
     let config = DiffusionConfig {
         timesteps,

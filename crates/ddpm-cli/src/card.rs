@@ -124,7 +124,7 @@ impl Origin {
         let state = checkpoint::read_state(ckpt)?;
         let dataset = std::fs::read_to_string(run.config())
             .ok()
-            .and_then(|text| TrainConfig::from_toml(&text, &[]).ok())
+            .and_then(|text| TrainConfig::from_saved(&text, &[]).ok())
             .map(|c| c.data.source);
         Ok(Self {
             dataset,

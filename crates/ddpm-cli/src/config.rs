@@ -148,10 +148,22 @@ pub struct OptimConfig {
     /// The step the cosine decay reaches its floor at (absent: `run.steps`). A resume that
     /// adds steps sets it to the run's old end, so the added steps stay at the floor.
     pub decay_steps: Option<usize>,
-    /// Clip each parameter tensor's gradient to this L2 norm, as burn's `GradientClipping::Norm`
-    /// does (absent = no clipping).
+    /// Clip the L2 norm of all gradients together to this, as lucidrains' Trainer does with
+    /// `max_grad_norm` (absent = no clipping).
     pub grad_clip: Option<f32>,
+    /// Clip each parameter tensor's gradient by itself instead (burn's
+    /// `GradientClipping::Norm`), as runs started before 2026-12-07 did.
+    pub grad_clip_per_tensor: bool,
+    /// Adam's ε (PyTorch's 1e-8; runs started before 2026-12-07 used burn's 1e-5).
+    pub adam_epsilon: f32,
 }
+
+/// What a run's saved configuration without the key means: the keys came with the change to
+/// lucidrains' clipping and ε (2026-12-07), and older runs resume as they trained.
+const LEGACY_OPTIM: [(&str, toml::Value); 2] = [
+    ("grad_clip_per_tensor", toml::Value::Boolean(true)),
+    ("adam_epsilon", toml::Value::Float(1e-5)),
+];
 
 impl Default for OptimConfig {
     fn default() -> Self {
@@ -166,6 +178,8 @@ impl Default for OptimConfig {
             min_lr_ratio: 0.1,
             decay_steps: None,
             grad_clip: Some(1.0),
+            grad_clip_per_tensor: false,
+            adam_epsilon: 1e-8,
         }
     }
 }
@@ -248,6 +262,16 @@ impl TrainConfig {
     /// Parses TOML text (every key optional) and applies `key=value` overrides, where the key is
     /// a dotted path such as `optim.lr` and the value a TOML literal (bare words are strings).
     pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self> {
+        Self::parse(text, overrides, false)
+    }
+
+    /// [`Self::from_toml`] for a run's saved `config.toml`, where a key added since the run
+    /// started means what the run did before it existed.
+    pub fn from_saved(text: &str, overrides: &[String]) -> Result<Self> {
+        Self::parse(text, overrides, true)
+    }
+
+    fn parse(text: &str, overrides: &[String], saved: bool) -> Result<Self> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| {
             // toml's own text spans several lines with a drawing of the spot: one line here.
             let at = e.span().map_or(String::new(), |span| {
@@ -258,6 +282,11 @@ impl TrainConfig {
             });
             anyhow::anyhow!("{at}{}", e.message().trim())
         })?;
+        if saved && let Some(toml::Value::Table(optim)) = table.get_mut("optim") {
+            for (key, value) in LEGACY_OPTIM {
+                optim.entry(key).or_insert(value);
+            }
+        }
         for item in overrides {
             let (key, value) = item
                 .split_once('=')
@@ -309,6 +338,9 @@ impl TrainConfig {
         }
         if o.grad_clip.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
             bail!("optim.grad_clip must be a positive number when set");
+        }
+        if !(o.adam_epsilon.is_finite() && o.adam_epsilon > 0.0) {
+            bail!("optim.adam_epsilon must be a positive number");
         }
         if !(0.0..=1.0).contains(&o.min_lr_ratio) {
             bail!(
@@ -373,6 +405,29 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_run_without_the_newer_optimizer_keys_resumes_as_it_trained() {
+        // What runs started before the keys existed wrote: the whole optim table without them.
+        let mut table: toml::Table =
+            toml::from_str(&TrainConfig::default().to_toml().expect("toml")).expect("table");
+        let Some(toml::Value::Table(optim)) = table.get_mut("optim") else {
+            panic!("no [optim]");
+        };
+        optim.remove("grad_clip_per_tensor");
+        optim.remove("adam_epsilon");
+        let old = toml::to_string(&table).expect("toml");
+        let saved = TrainConfig::from_saved(&old, &[]).expect("saved");
+        assert!(saved.optim.grad_clip_per_tensor);
+        assert_eq!(saved.optim.adam_epsilon, 1e-5);
+        // A new run's file without them gets lucidrains' clipping and PyTorch's ε, and a
+        // saved run that has them keeps them.
+        let new = TrainConfig::from_toml(&old, &[]).expect("new");
+        assert!(!new.optim.grad_clip_per_tensor);
+        assert_eq!(new.optim.adam_epsilon, 1e-8);
+        let text = new.to_toml().expect("toml");
+        assert_eq!(TrainConfig::from_saved(&text, &[]).expect("saved"), new);
+    }
+
+    #[test]
     fn overrides_apply_on_top_of_the_file() {
         let text =
             "[optim]\nlr = 0.001\n[diffusion]\nbeta_schedule = { kind = \"cosine\", s = 0.008 }\n";
@@ -432,6 +487,7 @@ mod tests {
             ("data.image_size=4294967328", "data.image_size"),
             ("optim.batch_size=4611686018427387904", "optim.batch_size"),
             ("diffusion.min_snr_gamma=-5", "min_snr_gamma"),
+            ("optim.adam_epsilon=0", "optim.adam_epsilon"),
             (
                 "diffusion.offset_noise_strength=inf",
                 "offset_noise_strength",

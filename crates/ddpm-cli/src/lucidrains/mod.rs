@@ -6,7 +6,7 @@ mod diffusion;
 mod state_dict;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -11,7 +11,7 @@ use super::state_dict::Format;
 use super::*;
 use crate::load::WeightsChoice;
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/lucidrains")
         .join(name)
@@ -27,7 +27,12 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
 
 /// `outputs.safetensors`: inputs and lucidrains' outputs, by name.
 fn outputs() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(fixture("outputs.safetensors")).expect("fixture");
+    fixture_tensors("outputs.safetensors")
+}
+
+/// A fixture's f32 tensors (shape, values), by name.
+pub(crate) fn fixture_tensors(name: &str) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(fixture(name)).expect("fixture");
     let file = safetensors_file::read(bytes).expect("safetensors");
     file.tensors
         .into_iter()
@@ -43,11 +48,17 @@ fn tensor<const D: usize>(
     outputs: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     name: &str,
 ) -> BurnTensor<D> {
-    let (shape, values) = &outputs[name];
-    BurnTensor::from_data(
-        TensorData::new(values.clone(), shape.clone()),
-        &Device::flex(),
-    )
+    tensor_on(outputs, name, &Device::flex())
+}
+
+/// The fixture tensor `name` on `device`.
+pub(crate) fn tensor_on<const D: usize>(
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    name: &str,
+    device: &Device,
+) -> BurnTensor<D> {
+    let (shape, values) = &tensors[name];
+    BurnTensor::from_data(TensorData::new(values.clone(), shape.clone()), device)
 }
 
 fn max_diff(a: BurnTensor<4>, expected: &[f32]) -> f32 {

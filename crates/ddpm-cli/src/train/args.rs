@@ -81,11 +81,12 @@ impl TrainArgs {
             .config
             .as_ref()
             .map_or("configuration".into(), |p| p.display().to_string());
-        self.config_on(&text).with_context(|| what)
+        self.config_on(&text, false).with_context(|| what)
     }
 
-    /// `text` (a configuration's TOML) with `--set` and the flags on top.
-    fn config_on(&self, text: &str) -> Result<TrainConfig> {
+    /// `text` (a configuration's TOML; a run's saved one if `saved`) with `--set` and the
+    /// flags on top.
+    fn config_on(&self, text: &str, saved: bool) -> Result<TrainConfig> {
         let mut sets = self.sets.clone();
         let mut flag = |key: &str, value: Option<String>| {
             if let Some(v) = value {
@@ -106,7 +107,10 @@ impl TrainArgs {
             self.checkpoint_every.map(|v| v.to_string()),
         );
         flag("run.sample_every", self.sample_every.map(|v| v.to_string()));
-        TrainConfig::from_toml(text, &sets)
+        match saved {
+            true => TrainConfig::from_saved(text, &sets),
+            false => TrainConfig::from_toml(text, &sets),
+        }
     }
 
     /// On resume the saved configuration rules. The step count, the learning rate and the
@@ -122,11 +126,11 @@ impl TrainArgs {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
         let saved =
-            TrainConfig::from_toml(&text, &[]).with_context(|| path.display().to_string())?;
+            TrainConfig::from_saved(&text, &[]).with_context(|| path.display().to_string())?;
         // A --config file says the whole configuration; flags alone change the saved one.
         let asked = match self.config {
             Some(_) => wanted,
-            None => self.config_on(&text)?,
+            None => self.config_on(&text, true)?,
         };
         let mut same = asked.clone();
         same.run.steps = saved.run.steps;

@@ -36,7 +36,7 @@ pub fn check(
         };
         model.visit(&mut copy);
         let second = copy.to;
-        let mut adam = ClippedAdam::module(optim.betas, optim.grad_clip);
+        let mut adam = ClippedAdam::module(optim);
         let model = adam.step(optim.lr, model, first);
         adam.step(optim.lr, model, second)
     };

@@ -1,6 +1,8 @@
 //! `ddpm train`: Algorithm 1 with Adam, EMA, checkpoints that survive crashes, and resume.
 
 mod adam;
+#[cfg(test)]
+mod against_lucidrains;
 mod args;
 #[cfg(feature = "wgpu")]
 mod kernel_check;

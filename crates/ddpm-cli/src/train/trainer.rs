@@ -16,7 +16,7 @@ use ddpm::ema::decay_at;
 use ddpm::{Ema, GaussianDiffusion, ModelConfig, NoiseSource, Unet};
 use indicatif::{HumanDuration, ProgressBar, ProgressStyle};
 
-use super::adam::ClippedAdam;
+use super::adam::{ClippedAdam, clip_grad_norm};
 use crate::batch_parts;
 use crate::card::WarmStart;
 use crate::checkpoint::{self, TrainingState};
@@ -89,7 +89,7 @@ impl Trainer {
         train_device.seed(config.run.seed);
         let mut model = model_config.unet.try_init(&train_device)?;
         let mut ema = Ema::new(&model);
-        let mut optim = ClippedAdam::module(config.optim.betas, config.optim.grad_clip);
+        let mut optim = ClippedAdam::module(&config.optim);
         let mut noise = NoiseSource::new(config.run.seed);
         let mut order = BatchOrder::new(config.run.seed);
         let mut step = 0;
@@ -347,9 +347,13 @@ impl Trainer {
             }
         }
         self.step += 1;
-        self.model = self
-            .optim
-            .step(self.lr(), self.model.clone(), accumulator.grads());
+        let grads = match optim_config.grad_clip {
+            Some(max_norm) if !optim_config.grad_clip_per_tensor => {
+                clip_grad_norm(&self.model, accumulator.grads(), max_norm)
+            }
+            _ => accumulator.grads(),
+        };
+        self.model = self.optim.step(self.lr(), self.model.clone(), grads);
         let ema = &self.config.ema;
         if self.step.is_multiple_of(ema.every) {
             let decay = decay_at(self.step, ema.update_after_step, ema.power, ema.decay);

@@ -341,8 +341,6 @@ impl GaussianDiffusion {
         let [batch, channels, height, width] = x_start.dims();
         let device = x_start.device();
         let timesteps: Vec<usize> = (0..batch).map(|_| rng.below(self.timesteps())).collect();
-        let t = Timesteps::Each(timesteps.clone());
-
         let mut noise = rng.normal_tensor([batch, channels, height, width], &device);
         if self.config.offset_noise_strength > 0.0 {
             let offset = rng.normal_tensor([batch, channels], &device);
@@ -351,8 +349,6 @@ impl GaussianDiffusion {
                     .mul_scalar(self.config.offset_noise_strength)
                     .reshape([batch, channels, 1, 1]);
         }
-        let x = self.q_sample(x_start.clone(), &t, noise.clone());
-
         let labels: Option<Vec<usize>> = match (classes, model.num_classes()) {
             (Some(labels), Some(null)) => Some(
                 labels
@@ -368,11 +364,44 @@ impl GaussianDiffusion {
             ),
             _ => None,
         };
-        let labels = labels.as_deref();
+        let self_condition = model.self_condition() && rng.bernoulli(0.5);
+        let loss = self.p_losses(
+            model,
+            x_start,
+            &timesteps,
+            noise,
+            self_condition,
+            labels.as_deref(),
+        );
+        LossOutput { loss, timesteps }
+    }
 
-        // Self-conditioning (Chen et al. 2022): half of the time, condition on the model's own
-        // x₀ estimate, computed without gradient.
-        let x_self_cond = if model.self_condition() && rng.bernoulli(0.5) {
+    /// lucidrains' `p_losses` for given draws: x_t = q_sample(x₀, t, ε), the network's output
+    /// (conditioned on its own x₀ estimate, computed without gradient, if `self_condition` and
+    /// the network takes one),
+    /// its mean squared error against the objective's target weighted per step, plus the
+    /// weighted L_vlb for a learned variance. [`GaussianDiffusion::loss`] draws the inputs.
+    ///
+    /// # Shapes
+    /// - `x_start`, `noise`: `[batch, channels, height, width]`, `x_start` scaled to [−1, 1]
+    /// - `timesteps`, `labels`: one per image (a label may be the null class)
+    /// - output: `[1]`
+    pub fn p_losses<M: Denoiser>(
+        &self,
+        model: &M,
+        x_start: Tensor<4>,
+        timesteps: &[usize],
+        noise: Tensor<4>,
+        self_condition: bool,
+        labels: Option<&[usize]>,
+    ) -> Tensor<1> {
+        let [batch, channels, _, _] = x_start.dims();
+        let t = Timesteps::Each(timesteps.to_vec());
+        let x = self.q_sample(x_start.clone(), &t, noise.clone());
+
+        // Self-conditioning (Chen et al. 2022): the model's own x₀ estimate, computed without
+        // gradient, as an extra input (`loss` asks for it on half of the batches).
+        let x_self_cond = if self_condition && model.self_condition() {
             let output = model.denoise(x.clone(), &t, None, labels);
             let (output, _) = Self::split_output(output, channels);
             Some(
@@ -394,13 +423,10 @@ impl GaussianDiffusion {
         let simple = (output.clone() - target).square().mean_dims(&[1, 2, 3]);
         let mut per_image = t.scale(&self.loss_weight, simple).reshape([batch]);
         if let Some(v) = variance {
-            let vb = self.vb_terms(x_start, x, &timesteps, output, v);
+            let vb = self.vb_terms(x_start, x, timesteps, output, v);
             per_image = per_image + vb.mul_scalar(self.config.vb_loss_weight);
         }
-        LossOutput {
-            loss: per_image.mean(),
-            timesteps,
-        }
+        per_image.mean()
     }
 }
 

@@ -1,9 +1,13 @@
 //! The training's optimizer, lucidrains' Trainer's: the norm of all gradients together clipped
-//! (`clip_grad_norm_`), then Adam; on a GPU with the core's kernels on (`DDPM_GPU_KERNELS=1`)
-//! Adam's step is one kernel per parameter tensor. Runs started before 2026-12-07 clip each
-//! tensor's gradient by itself (burn's `GradientClipping::Norm`), with burn's ε, and resume so
-//! (`optim.grad_clip_per_tensor`, `optim.adam_epsilon`). The state is burn's `AdamState`, so
-//! checkpoints are the same either way and resume across devices.
+//! (`clip_grad_norm_`), then Adam. The norm is measured once per step ([`GradientNorm`]) and
+//! each tensor is scaled in its own step, so that on a GPU with the core's kernels on
+//! (`DDPM_GPU_KERNELS=1`) the clipping and Adam are one kernel per parameter tensor. Runs
+//! started before 2026-12-07 clip each tensor's gradient by itself (burn's
+//! `GradientClipping::Norm`), with burn's ε, and resume so (`optim.grad_clip_per_tensor`,
+//! `optim.adam_epsilon`). The state is burn's `AdamState`, so checkpoints are the same either
+//! way and resume across devices.
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 use burn::grad_clipping::GradientClipping;
 use burn::module::{Module, ModuleVisitor, Param};
@@ -15,32 +19,80 @@ use ddpm::Unet;
 
 use crate::config::OptimConfig;
 
-/// Adam, after clipping each tensor's gradient by itself where the run asks for that, for
-/// [`ModuleOptimizer`].
+/// How a step's gradients are clipped before Adam.
+#[derive(Clone)]
+enum Clip {
+    None,
+    /// Each tensor's gradient to this norm by itself (runs from before 2026-12-07).
+    PerTensor(f32),
+    /// All of them together to this norm, by their [`GradientNorm`].
+    Together(f32, GradientNorm),
+}
+
+/// The sum of squares of all of a step's gradients (`[1]`, on the device: nothing is read
+/// back), measured before the step by [`GradientNorm::measure`] and read by the optimizer.
+#[derive(Clone, Default)]
+pub struct GradientNorm(Arc<Mutex<Option<Tensor<1>>>>);
+
+impl GradientNorm {
+    /// Measures `grads`, the gradients of `model`'s parameters: with the core's GPU kernels one
+    /// launch for each small tensor (`ddpm::gpu::adam::add_sum_of_squares`).
+    pub fn measure(&self, model: &Unet, grads: &GradientsParams) {
+        let mut sums = SumOfSquares { grads, sum: None };
+        model.visit(&mut sums);
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = sums.sum;
+    }
+
+    fn get(&self) -> Option<Tensor<1>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Adam after clipping, for [`ModuleOptimizer`].
 #[derive(Clone)]
 pub struct ClippedAdam {
     adam: Adam,
     betas: [f32; 2],
     epsilon: f32,
-    per_tensor_clip: Option<f32>,
+    clip: Clip,
 }
 
 impl ClippedAdam {
-    /// The optimizer over a whole module at `optim`'s β and ε; it clips each tensor by itself
-    /// only for `optim.grad_clip_per_tensor` (else see [`clip_grad_norm`]).
-    pub fn module(optim: &OptimConfig) -> ModuleOptimizer {
+    /// The optimizer over a whole module at `optim`'s β, ε and clipping. Clipping all gradients
+    /// together reads `norm`, which must be measured before each step.
+    pub fn module(optim: &OptimConfig, norm: &GradientNorm) -> ModuleOptimizer {
         let [beta_1, beta_2] = optim.betas;
         let adam = AdamConfig::new()
             .with_beta_1(beta_1)
             .with_beta_2(beta_2)
             .with_epsilon(optim.adam_epsilon)
             .build();
+        let clip = match optim.grad_clip {
+            None => Clip::None,
+            Some(max) if optim.grad_clip_per_tensor => Clip::PerTensor(max),
+            Some(max) => Clip::Together(max, norm.clone()),
+        };
         ModuleOptimizer::from(Self {
             adam,
             betas: optim.betas,
             epsilon: optim.adam_epsilon,
-            per_tensor_clip: optim.grad_clip.filter(|_| optim.grad_clip_per_tensor),
+            clip,
         })
+    }
+
+    /// The norm to clip to and the measured sum of squares, when clipping all together.
+    fn together(&self) -> Option<(f32, Tensor<1>)> {
+        match &self.clip {
+            Clip::Together(max, norm) => Some((
+                *max,
+                norm.get()
+                    .expect("the gradients' norm is measured before each step"),
+            )),
+            _ => None,
+        }
     }
 
     /// The step through the core's GPU kernel, where it applies.
@@ -53,7 +105,7 @@ impl ClippedAdam {
         state: &Option<AdamState<D>>,
     ) -> Option<(Tensor<D>, Option<AdamState<D>>)> {
         use burn::optim::AdaptiveMomentumState;
-        use ddpm::gpu::adam::{AdamStep, adam_step};
+        use ddpm::gpu::adam::{AdamStep, adam_step, adam_step_clipped_by};
 
         if !ddpm::gpu::applies(tensor) {
             return None;
@@ -66,15 +118,30 @@ impl ClippedAdam {
             ),
             None => (0, tensor.zeros_like(), tensor.zeros_like()),
         };
-        let at = AdamStep {
+        let mut at = AdamStep {
             lr: lr as f32,
             beta_1: self.betas[0],
             beta_2: self.betas[1],
             epsilon: self.epsilon,
             time: i32::try_from(time + 1).unwrap_or(i32::MAX),
-            max_norm: self.per_tensor_clip,
+            max_norm: None,
         };
-        let [p, m, v] = adam_step(tensor.clone(), grad.clone(), m, v, at);
+        let operands = [tensor.clone(), grad.clone(), m, v];
+        let [p, m, v] = match (&self.clip, self.together()) {
+            (_, Some((max, sumsq))) => {
+                at.max_norm = Some(max);
+                adam_step_clipped_by(operands, sumsq, at)
+            }
+            (Clip::PerTensor(max), _) => {
+                at.max_norm = Some(*max);
+                let [p, g, m, v] = operands;
+                adam_step(p, g, m, v, at)
+            }
+            _ => {
+                let [p, g, m, v] = operands;
+                adam_step(p, g, m, v, at)
+            }
+        };
         let momentum = AdaptiveMomentumState::new(time + 1, m, v);
         Some((p, Some(AdamState::new(momentum))))
     }
@@ -94,9 +161,14 @@ impl Optimizer for ClippedAdam {
         if let Some(stepped) = self.on_gpu(lr, &tensor, &grad, &state) {
             return stepped;
         }
-        let grad = match self.per_tensor_clip {
-            Some(norm) => GradientClipping::Norm(norm).clip_gradient(grad),
-            None => grad,
+        let grad = match (&self.clip, self.together()) {
+            // lucidrains' `clip_grad_norm_`: min(1, max_norm / (‖g‖ + 10⁻⁶)), ‖g‖ over all.
+            (_, Some((max, sumsq))) => {
+                let factor = sumsq.sqrt().add_scalar(1e-6).recip().mul_scalar(max);
+                grad * factor.clamp_max(1.0).reshape([1; D])
+            }
+            (Clip::PerTensor(max), _) => GradientClipping::Norm(*max).clip_gradient(grad),
+            _ => grad,
         };
         self.adam.step(lr, tensor, grad, state)
     }
@@ -106,57 +178,24 @@ impl Optimizer for ClippedAdam {
     }
 }
 
-/// lucidrains' `clip_grad_norm_(model.parameters(), max_norm)`, which `optim.grad_clip` asks for
-/// unless `grad_clip_per_tensor`: every gradient scaled by min(1, max_norm / (‖g‖ + 10⁻⁶)), ‖g‖
-/// the norm of all of `model`'s gradients together. The factor stays a tensor on the device,
-/// so nothing is read back.
-pub fn clip_grad_norm(model: &Unet, mut grads: GradientsParams, max_norm: f32) -> GradientsParams {
-    let mut sums = SumsOfSquares {
-        grads: &grads,
-        sums: Vec::new(),
-    };
-    model.visit(&mut sums);
-    if sums.sums.is_empty() {
-        return grads;
-    }
-    let norm = Tensor::cat(sums.sums, 0).sum().sqrt();
-    let factor = norm
-        .add_scalar(1e-6)
-        .recip()
-        .mul_scalar(max_norm)
-        .clamp_max(1.0);
-    model.visit(&mut Scale {
-        grads: &mut grads,
-        factor,
-    });
-    grads
-}
-
-/// Each gradient's sum of squares, `[1]`.
-struct SumsOfSquares<'a> {
+/// The sum of squares of every gradient visited.
+struct SumOfSquares<'a> {
     grads: &'a GradientsParams,
-    sums: Vec<Tensor<1>>,
+    sum: Option<Tensor<1>>,
 }
 
-impl ModuleVisitor for SumsOfSquares<'_> {
+impl ModuleVisitor for SumOfSquares<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(grad) = self.grads.get::<D>(param.id) {
-            self.sums.push(grad.square().sum());
-        }
-    }
-}
-
-/// Each gradient times `factor` (`[1]`).
-struct Scale<'a> {
-    grads: &'a mut GradientsParams,
-    factor: Tensor<1>,
-}
-
-impl ModuleVisitor for Scale<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(grad) = self.grads.remove::<D>(param.id) {
-            let factor = self.factor.clone().reshape([1; D]);
-            self.grads.register(param.id, grad * factor);
-        }
+        let Some(grad) = self.grads.get::<D>(param.id) else {
+            return;
+        };
+        self.sum = Some(match self.sum.take() {
+            #[cfg(feature = "wgpu")]
+            Some(sum) if ddpm::gpu::applies(&grad) => {
+                ddpm::gpu::adam::add_sum_of_squares(sum, grad)
+            }
+            Some(sum) => sum + grad.square().sum(),
+            None => grad.square().sum(),
+        });
     }
 }

@@ -9,7 +9,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use ddpm::Unet;
 
-use super::adam::ClippedAdam;
+use super::adam::{ClippedAdam, GradientNorm};
 use crate::config::OptimConfig;
 
 /// Runs the checks where the kernels would train `model` (on `device`'s autodiff, with
@@ -36,8 +36,11 @@ pub fn check(
         };
         model.visit(&mut copy);
         let second = copy.to;
-        let mut adam = ClippedAdam::module(optim);
+        let norm = GradientNorm::default();
+        let mut adam = ClippedAdam::module(optim, &norm);
+        norm.measure(&model, &first);
         let model = adam.step(optim.lr, model, first);
+        norm.measure(&model, &second);
         adam.step(optim.lr, model, second)
     };
     if let Err(why) = ddpm::gpu::verify::check_training(

@@ -16,7 +16,7 @@ use ddpm::ema::decay_at;
 use ddpm::{Ema, GaussianDiffusion, ModelConfig, NoiseSource, Unet};
 use indicatif::{HumanDuration, ProgressBar, ProgressStyle};
 
-use super::adam::{ClippedAdam, clip_grad_norm};
+use super::adam::{ClippedAdam, GradientNorm};
 use crate::batch_parts;
 use crate::card::WarmStart;
 use crate::checkpoint::{self, TrainingState};
@@ -48,6 +48,8 @@ pub struct Trainer {
     model: Unet,
     ema: Ema<Unet>,
     optim: burn::optim::ModuleOptimizer,
+    /// The norm of each step's gradients, which `optim` clips by.
+    norm: GradientNorm,
     noise: NoiseSource,
     order: BatchOrder,
     step: usize,
@@ -89,7 +91,8 @@ impl Trainer {
         train_device.seed(config.run.seed);
         let mut model = model_config.unet.try_init(&train_device)?;
         let mut ema = Ema::new(&model);
-        let mut optim = ClippedAdam::module(&config.optim);
+        let norm = GradientNorm::default();
+        let mut optim = ClippedAdam::module(&config.optim, &norm);
         let mut noise = NoiseSource::new(config.run.seed);
         let mut order = BatchOrder::new(config.run.seed);
         let mut step = 0;
@@ -167,6 +170,7 @@ impl Trainer {
             model,
             ema,
             optim,
+            norm,
             noise,
             order,
             step,
@@ -347,12 +351,10 @@ impl Trainer {
             }
         }
         self.step += 1;
-        let grads = match optim_config.grad_clip {
-            Some(max_norm) if !optim_config.grad_clip_per_tensor => {
-                clip_grad_norm(&self.model, accumulator.grads(), max_norm)
-            }
-            _ => accumulator.grads(),
-        };
+        let grads = accumulator.grads();
+        if optim_config.grad_clip.is_some() && !optim_config.grad_clip_per_tensor {
+            self.norm.measure(&self.model, &grads);
+        }
         self.model = self.optim.step(self.lr(), self.model.clone(), grads);
         let ema = &self.config.ema;
         if self.step.is_multiple_of(ema.every) {

@@ -6,7 +6,9 @@
 //!
 //! The gradient's sum of squares is burn's square and sum, three more launches, except for the
 //! small tensors (biases, gains: half of the U-Net's): there one cube reduces it in shared
-//! memory and then steps, all in one launch.
+//! memory and then steps, all in one launch. Clipping the norm of all gradients together
+//! (lucidrains' `clip_grad_norm_`) chains [`add_sum_of_squares`] over them first, one launch per
+//! small tensor, and steps each with [`adam_step_clipped_by`].
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
@@ -115,6 +117,42 @@ const HALVINGS: usize = CUBE_UNITS.trailing_zeros() as usize;
 /// lost parallelism (a guess to be measured on a GPU: BENCHMARKS.md).
 pub const ONE_LAUNCH_MAX: usize = 16 * CUBE_UNITS;
 
+/// `g`'s sum of squares, summed by the one cube the launch has: each unit's share, `CUBE_UNITS`
+/// apart, then the shares by halving in shared memory. Every unit gets it.
+#[cube]
+fn cube_sum_of_squares(g: &Tensor<f32>) -> f32 {
+    let unit = UNIT_POS as usize;
+    let mut share = 0.0f32;
+    let mut i = unit;
+    while i < g.len() {
+        share += g[i] * g[i];
+        i += CUBE_UNITS;
+    }
+    let mut sums = Shared::<[f32]>::new_slice(CUBE_UNITS);
+    sums[unit] = share;
+    sync_cube();
+    // Unrolled: cubecl 0.11's verifier rejects this loop as a runtime one (shared memory indexed
+    // by a loop-carried `half`).
+    #[unroll]
+    for k in 1..HALVINGS + 1 {
+        let half = CUBE_UNITS >> k;
+        if unit < half {
+            sums[unit] += sums[unit + half];
+        }
+        sync_cube();
+    }
+    sums[0]
+}
+
+/// `acc` (`[1]`) plus `g`'s sum of squares, in one cube.
+#[cube(launch)]
+fn add_sum_of_squares_kernel(acc: &Tensor<f32>, g: &Tensor<f32>, out: &mut Tensor<f32>) {
+    let total = cube_sum_of_squares(g);
+    if UNIT_POS == 0 {
+        out[0] = acc[0] + total;
+    }
+}
+
 /// [`adam_step_kernel`] for a whole tensor in one cube: its gradient's sum of squares first,
 /// each unit's share summed by halving in shared memory, then the step, `CUBE_UNITS` apart.
 #[cube(launch)]
@@ -136,26 +174,7 @@ fn one_cube_kernel(
 ) {
     let unit = UNIT_POS as usize;
     let len = p.len();
-    let mut share = 0.0f32;
-    let mut i = unit;
-    while i < len {
-        share += g[i] * g[i];
-        i += CUBE_UNITS;
-    }
-    let mut sums = Shared::<[f32]>::new_slice(CUBE_UNITS);
-    sums[unit] = share;
-    sync_cube();
-    // Unrolled: cubecl 0.11's verifier rejects this loop as a runtime one (shared memory indexed
-    // by a loop-carried `half`).
-    #[unroll]
-    for k in 1..HALVINGS + 1 {
-        let half = CUBE_UNITS >> k;
-        if unit < half {
-            sums[unit] += sums[unit + half];
-        }
-        sync_cube();
-    }
-    let scale = clip_scale(sums[0], max_norm);
+    let scale = clip_scale(cube_sum_of_squares(g), max_norm);
     let mut i = unit;
     while i < len {
         let grad = g[i] * scale;
@@ -193,6 +212,11 @@ pub trait OptimizerKernels: Backend {
         v: FloatTensor<Self>,
         at: AdamStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `acc` (`[1]`) plus the sum of squares of `g`, which has at most [`ONE_LAUNCH_MAX`]
+    /// elements: one launch.
+    #[fusion(dtype = acc, shape = acc)]
+    fn add_sum_of_squares(acc: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// burn's bias corrections, `√(1 − β₂ᵗ) / (1 − β₁ᵗ)` on the first moment and `ε · √(1 − β₂ᵗ)`,
@@ -284,6 +308,20 @@ impl OptimizerKernels for CubeBackend {
         }
         (out, m_out, v_out)
     }
+
+    fn add_sum_of_squares(acc: CubeTensor, g: CubeTensor) -> CubeTensor {
+        let [acc, g] = [acc, g].map(into_contiguous);
+        let out = empty_contiguous(&acc, vec![1]);
+        add_sum_of_squares_kernel::launch(
+            &out.client,
+            CubeCount::Static(1, 1, 1),
+            CubeDim::new_1d(CUBE_UNITS as u32),
+            acc.into_tensor_arg(),
+            g.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+        );
+        out
+    }
 }
 
 /// One Adam step of the parameter `p` (on a cubecl device, `f32`, see [`super::applies`]) with
@@ -320,4 +358,41 @@ pub fn adam_step<const D: usize>(
         at,
     );
     [p, m, v].map(burn::Tensor::from_dispatch)
+}
+
+/// [`adam_step`] with the gradient clipped by `sumsq` (`[1]`), the sum of squares of all of the
+/// step's gradients, to `at.max_norm` (which must be set): lucidrains' `clip_grad_norm_` folded
+/// into the step, for any size of tensor.
+pub fn adam_step_clipped_by<const D: usize>(
+    [p, g, m, v]: [burn::Tensor<D>; 4],
+    sumsq: burn::Tensor<1>,
+    at: AdamStep,
+) -> [burn::Tensor<D>; 3] {
+    debug_assert!(at.max_norm.is_some(), "a norm to clip to");
+    let (p, m, v) = <Dispatch as OptimizerKernels>::adam_step(
+        p.into_dispatch(),
+        g.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        sumsq.into_dispatch(),
+        at,
+    );
+    [p, m, v].map(burn::Tensor::from_dispatch)
+}
+
+/// `acc` (`[1]`) plus `g`'s sum of squares: one launch for a tensor of at most
+/// [`ONE_LAUNCH_MAX`] elements, burn's square, sum and add (four) for a larger one, where one
+/// cube would leave most of a GPU idle. Chained over a step's gradients, it gives what
+/// [`adam_step_clipped_by`] clips by.
+pub fn add_sum_of_squares<const D: usize>(
+    acc: burn::Tensor<1>,
+    g: burn::Tensor<D>,
+) -> burn::Tensor<1> {
+    if g.shape().num_elements() > ONE_LAUNCH_MAX {
+        return acc + g.square().sum();
+    }
+    burn::Tensor::from_dispatch(<Dispatch as OptimizerKernels>::add_sum_of_squares(
+        acc.into_dispatch(),
+        g.into_dispatch(),
+    ))
 }

@@ -177,6 +177,82 @@ fn adam_kernel_on_the_gpu_equals_burns_clipped_adam() {
     }
 }
 
+/// Clipping the norm of all gradients together: the kernels' sum of squares over a small and a
+/// large tensor (one launch, and burn's chain) equals burn's, and two steps of each tensor
+/// clipped by it equal burn's Adam after scaling the gradients by min(1, max / ‖g‖), for norms
+/// the clipping scales down (by another factor each step) and norms it leaves alone.
+#[test]
+fn adam_clipped_by_all_gradients_equals_burns_scaled_adam() {
+    use burn::optim::{AdamConfig, Optimizer};
+
+    use crate::gpu::adam::{AdamStep, adam_step_clipped_by, add_sum_of_squares};
+
+    let device = wgpu();
+    let (lr, beta_1, beta_2, epsilon) = (0.01, 0.9, 0.99, 1e-8);
+    let adam = AdamConfig::new()
+        .with_beta_1(beta_1)
+        .with_beta_2(beta_2)
+        .with_epsilon(epsilon)
+        .build();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let shapes = [[3, 4, 5, 6], [3, 8, 13, 14]];
+    for sizes in [[10.0, 3.0], [0.01, 0.02]] {
+        let p0: Vec<Tensor<4>> = shapes
+            .iter()
+            .map(|&s| Tensor::<4>::random(s, normal, &device))
+            .collect();
+        let mut burn: Vec<_> = p0.iter().map(|p| (p.clone(), None)).collect();
+        let mut ours: Vec<_> = p0
+            .iter()
+            .map(|p| [p.clone(), p.zeros_like(), p.zeros_like()])
+            .collect();
+        for (time, size) in (1..).zip(sizes) {
+            // Channels-last, as convolutions' gradients come; a norm of about `size` in all.
+            let grads: Vec<Tensor<4>> = shapes
+                .iter()
+                .map(|&[b, c, h, w]| {
+                    let g = Tensor::<4>::random([b, h, w, c], normal, &device);
+                    let n = (2 * b * c * h * w) as f32;
+                    g.permute([0, 3, 1, 2]).mul_scalar(size / n.sqrt())
+                })
+                .collect();
+            let sumsq = grads
+                .iter()
+                .fold(Tensor::<1>::zeros([1], &device), |acc, g| {
+                    add_sum_of_squares(acc, g.clone())
+                });
+            let want: f32 = grads
+                .iter()
+                .map(|g| values(g.clone().square().sum())[0])
+                .sum();
+            close_scaled(&values(sumsq.clone()), &[want], "sum of squares");
+            let factor = (1.0 / want.sqrt()).min(1.0);
+            for ((g, (p, state)), [q, m, v]) in grads.into_iter().zip(&mut burn).zip(&mut ours) {
+                let scaled = g.clone().mul_scalar(factor);
+                (*p, *state) = adam.step(lr as f64, p.clone(), scaled, state.take());
+                let at = AdamStep {
+                    lr,
+                    beta_1,
+                    beta_2,
+                    epsilon,
+                    time,
+                    max_norm: Some(1.0),
+                };
+                let operands = [q.clone(), g, m.clone(), v.clone()];
+                [*q, *m, *v] = adam_step_clipped_by(operands, sumsq.clone(), at);
+            }
+        }
+        for ((p0, (p, state)), [q, m, v]) in p0.iter().zip(burn).zip(ours) {
+            let what = format!("norms {sizes:?}, {:?}", p0.dims());
+            let moments = state.expect("state").momentum;
+            let moved = |t: Tensor<4>| values(t - p0.clone());
+            close_scaled(&moved(q), &moved(p), &format!("{what}: parameter"));
+            close_scaled(&values(m), &values(moments.moment_1), &format!("{what}: m"));
+            close_scaled(&values(v), &values(moments.moment_2), &format!("{what}: v"));
+        }
+    }
+}
+
 /// The EMA kernel's update equals burn's `ema · decay + θ · (1 − decay)`, for an average laid
 /// out channels-last and a decay of 0 (a copy) as well.
 #[test]

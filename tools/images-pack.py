@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""A folder of PNG images packed small for a GPU window's 64 MiB, and unpacked there.
+"""A folder of images packed small for a GPU window's 64 MiB, and unpacked there.
 
     python3 tools/images-pack.py pack FOLDER... OUT.xz   (FOLDERs below the current folder)
     python3 tools/images-pack.py unpack IN.xz DEST       (the same paths, under DEST)
 
 xz finds little to share between separately deflated PNGs: the 3,786 Noto emoji (64x64 RGBA)
 are 13.5 MB as an xz'd tar of their files and 6.7 MB as their pixels xz'd together. So `pack`
-stores the 8-bit RGBA images as raw pixels and any other PNG (grey, palette, 16-bit) as its own
-bytes. `unpack` writes them under DEST at the paths they had below the folder `pack` ran in,
-so that a run's `data.source` finds them; every image decodes to the pixels it had.
+stores the 8-bit RGBA PNGs as raw pixels and any other image the CLI reads (grey, palette or
+16-bit PNG, JPEG, GIF, WebP, TIFF, BMP: by extension, as `ddpm train` picks them) as its own
+bytes; other files are left out and counted. `unpack` writes them under DEST at the paths they
+had below the folder `pack` ran in, so that a run's `data.source` finds them; every image
+decodes to the pixels it had.
 Needs Pillow (on the GPU machines; `pip install pillow` elsewhere).
 """
 
@@ -20,6 +22,9 @@ import sys
 import tarfile
 
 from PIL import Image
+
+# The extensions `ddpm train` reads from a folder (any case).
+IMAGE_EXTENSIONS = (".png", ".apng", ".jpg", ".jpeg", ".jfif", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 
 
 def raw_rgba(path):
@@ -35,16 +40,17 @@ def raw_rgba(path):
 
 
 def pack(folders, out):
-    index, pixels, files = [], bytearray(), {}
+    index, pixels, files, skipped = [], bytearray(), {}, []
     for folder in folders:
         if os.path.relpath(folder).split(os.sep)[0] == "..":
             sys.exit(f"images-pack: {folder} is not below the current folder")
         for root, dirs, names in os.walk(folder):
             dirs.sort()
             for name in sorted(names):
-                if not name.lower().endswith(".png"):
-                    continue
                 path = os.path.join(root, name)
+                if not name.lower().endswith(IMAGE_EXTENSIONS):
+                    skipped.append(path)
+                    continue
                 rel = os.path.relpath(path)
                 found = raw_rgba(path)
                 if found is None:
@@ -55,8 +61,13 @@ def pack(folders, out):
                     (w, h), data = found
                     index.append({"path": rel, "size": [w, h], "at": len(pixels)})
                     pixels += data
+    if skipped:
+        print(
+            f"images-pack: left out {len(skipped)} file(s) that are not images (first: {skipped[0]})",
+            file=sys.stderr,
+        )
     if not index:
-        sys.exit(f"images-pack: no PNG images in {' '.join(folders)}")
+        sys.exit(f"images-pack: no images in {' '.join(folders)}")
     members = {"index.json": json.dumps(index).encode(), "pixels.rgba": bytes(pixels)}
     members.update({f"files/{rel}": data for rel, data in files.items()})
     buffer = io.BytesIO()

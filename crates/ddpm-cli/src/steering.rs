@@ -73,9 +73,9 @@ impl SteerArgs {
                 channels,
                 strict: true,
             };
-            let decoded = image::open(path)
+            let decoded = data::decode(path)
                 .with_context(|| format!("{}: not a readable image", path.display()))?;
-            Ok(data::to_training_pixels(&decoded, &shaping)
+            Ok(data::to_training_pixels(decoded, &shaping)
                 .iter()
                 .map(|&p| data::pixel_value(p))
                 .collect::<Vec<f32>>())

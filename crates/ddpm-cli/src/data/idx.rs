@@ -41,25 +41,30 @@ pub(super) fn find(path: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Loads an IDX image file and, when present beside it, its labels (`images` → `labels`,
-/// `idx3` → `idx1` in the name).
+/// `idx3` → `idx1` in the name, gzipped or not whichever the images are).
 pub(super) fn load(images: &Path) -> Result<RawImages> {
-    // Only the file's name changes: a folder called `images` stays where it is.
-    let name = images
-        .file_name()
-        .map(|n| {
-            n.to_string_lossy()
-                .replace("images", "labels")
-                .replace("idx3", "idx1")
-        })
-        .unwrap_or_default();
-    let labels_path = images.with_file_name(name);
+    let candidates = labels_names(images);
+    let labels_path = candidates
+        .iter()
+        .find(|p| p.is_file() && p.as_path() != images)
+        .cloned();
     let image_bytes = read_maybe_gz(images)?;
-    let label_bytes = if labels_path.is_file() && labels_path != images {
-        Some((read_maybe_gz(&labels_path)?, labels_path))
-    } else {
-        None
-    };
     let (dims, pixels) = parse(&image_bytes, 3).with_context(|| images.display().to_string())?;
+    let label_bytes = match labels_path {
+        Some(path) => Some((read_maybe_gz(&path)?, path)),
+        None => {
+            eprintln!(
+                "notice: {}: no labels file beside it ({}), so the images get no classes",
+                images.display(),
+                candidates
+                    .iter()
+                    .filter_map(|p| p.file_name()?.to_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            );
+            None
+        }
+    };
     let labels = match label_bytes {
         Some((bytes, path)) => {
             let (ldims, labels) = parse(&bytes, 1).with_context(|| path.display().to_string())?;
@@ -82,6 +87,25 @@ pub(super) fn load(images: &Path) -> Result<RawImages> {
         labels.as_deref(),
         &images.display().to_string(),
     )
+}
+
+/// Where the labels of the IDX image file `images` may be: its name with `images` → `labels`
+/// and `idx3` → `idx1`, plain and gzipped. Only the file's name changes: a folder called
+/// `images` stays where it is.
+fn labels_names(images: &Path) -> Vec<PathBuf> {
+    let name = images
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .replace("images", "labels")
+                .replace("idx3", "idx1")
+        })
+        .unwrap_or_default();
+    let other = match name.strip_suffix(".gz") {
+        Some(plain) => plain.to_owned(),
+        None => format!("{name}.gz"),
+    };
+    vec![images.with_file_name(name), images.with_file_name(other)]
 }
 
 /// Loads gzipped image and label files held in memory (the embedded MNIST-10k).
@@ -107,14 +131,32 @@ fn build(dims: Vec<usize>, pixels: &[u8], labels: Option<&[u8]>, name: &str) -> 
         })
         .collect::<Result<Vec<_>>>()?;
     let labels: Option<Vec<usize>> = labels.map(|l| l.iter().map(|&c| usize::from(c)).collect());
+    // Classes are 0 to the largest label (one label byte makes at most 256).
     let num_classes = labels
         .as_ref()
         .map_or(0, |l| l.iter().max().map_or(0, |m| m + 1));
+    let empty = labels.as_deref().map(empty_classes).unwrap_or_default();
+    if let Some(first) = empty.first() {
+        eprintln!(
+            "warning: {name}: labels run 0 to {}, but {} of these {num_classes} classes have no images (first: {first})",
+            num_classes - 1,
+            empty.len(),
+        );
+    }
     Ok(RawImages {
         images,
         labels,
         class_names: (0..num_classes).map(|c| c.to_string()).collect(),
     })
+}
+
+/// The classes below the largest label that no image has.
+pub(super) fn empty_classes(labels: &[usize]) -> Vec<usize> {
+    let mut seen = vec![false; labels.iter().max().map_or(0, |m| m + 1)];
+    for &label in labels {
+        seen[label] = true;
+    }
+    (0..seen.len()).filter(|&c| !seen[c]).collect()
 }
 
 /// Checks an IDX header of `rank` unsigned-byte dimensions and returns them with the data.

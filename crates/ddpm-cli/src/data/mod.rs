@@ -138,7 +138,7 @@ struct RawImages {
 impl RawImages {
     fn shape(self, shaping: &Shaping) -> Dataset {
         let mut pixels = Vec::new();
-        for image in &self.images {
+        for image in self.images {
             pixels.extend(to_training_pixels(image, shaping));
         }
         Dataset {
@@ -156,12 +156,20 @@ pub(crate) fn pixel_value(p: u8) -> f32 {
     f32::from(p) / 127.5 - 1.0
 }
 
-/// One image as channel-major bytes at the training size: transparent pixels composited on
-/// white, resized so the shorter side fits and centre-cropped, grayscale or RGB.
-pub(crate) fn to_training_pixels(image: &DynamicImage, shaping: &Shaping) -> Vec<u8> {
+/// One image as channel-major bytes at the training size: centre-cropped to a square,
+/// transparent pixels composited on white, resized to the side, grayscale or RGB. Cropping
+/// before resizing keeps a thin image (1×500000) from growing into a huge intermediate.
+pub(crate) fn to_training_pixels(image: DynamicImage, shaping: &Shaping) -> Vec<u8> {
     let side = shaping.image_size as u32;
+    let (w, h) = (image.width(), image.height());
+    let square = w.min(h);
+    let image = if w == h {
+        image
+    } else {
+        image.crop_imm((w - square) / 2, (h - square) / 2, square, square)
+    };
     let rgb = if image.color().has_alpha() {
-        let rgba = image.to_rgba8();
+        let rgba = image.into_rgba8();
         let mut rgb = RgbImage::new(rgba.width(), rgba.height());
         for (out, px) in rgb.pixels_mut().zip(rgba.pixels()) {
             let a = f32::from(px[3]) / 255.0;
@@ -171,25 +179,32 @@ pub(crate) fn to_training_pixels(image: &DynamicImage, shaping: &Shaping) -> Vec
         }
         DynamicImage::ImageRgb8(rgb)
     } else {
-        image.clone()
+        image
     };
     let fitted = if rgb.width() == side && rgb.height() == side {
         rgb
     } else {
-        rgb.resize_to_fill(side, side, FilterType::Triangle)
+        rgb.resize_exact(side, side, FilterType::Triangle)
     };
     if shaping.channels == 1 {
-        let gray: GrayImage = fitted.to_luma8();
+        let gray: GrayImage = fitted.into_luma8();
         gray.into_raw()
     } else {
-        let rgb = fitted.to_rgb8();
-        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-        let raw = rgb.into_raw();
+        let raw = fitted.into_rgb8().into_raw();
+        let plane = raw.len() / 3;
         (0..3)
-            .flat_map(|c| (0..w * h).map(move |p| (c, p)))
+            .flat_map(|c| (0..plane).map(move |p| (c, p)))
             .map(|(c, p)| raw[p * 3 + c])
             .collect()
     }
+}
+
+/// Decodes the image file at `path`, its format read from its first bytes (a PNG named `.jpg`
+/// decodes), else from its extension; the image crate's default decode limits apply.
+pub(crate) fn decode(path: &Path) -> image::ImageResult<DynamicImage> {
+    image::ImageReader::open(path)?
+        .with_guessed_format()?
+        .decode()
 }
 
 /// The order in which a run visits the images: a fresh permutation per epoch, determined by
@@ -246,7 +261,7 @@ impl BatchOrder {
 
 fn decode_error_message(count: usize, first: Option<String>) -> Option<String> {
     first.map(|first| {
-        format!("skipped {count} file(s) that are not images the image crate reads (first: {first}); pass --strict to fail instead")
+        format!("skipped {count} image file(s) that do not decode (first: {first}); pass --strict to fail instead")
     })
 }
 

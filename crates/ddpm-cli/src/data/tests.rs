@@ -147,20 +147,184 @@ fn an_image_folder_is_resized_composited_and_labelled_by_subfolder() {
     assert_eq!(data.labels, Some(vec![0, 1]));
     assert!(data.pixels[..16].iter().all(|&p| p == 0));
     assert!(data.pixels[16..].iter().all(|&p| p == 255));
-    // --strict fails on the text file, naming it.
+    // --strict passes over the text file but fails on an image file that does not decode.
     let strict = Shaping {
         strict: true,
         ..shaping(4, 1)
     };
+    assert_eq!(
+        load(dir.path().to_str().expect("utf8"), &strict)
+            .expect("strict")
+            .len(),
+        2
+    );
+    std::fs::write(dir.path().join("dogs/broken.png"), "not a png").expect("write");
     let err = format!(
         "{:#}",
         load(dir.path().to_str().expect("utf8"), &strict).expect_err("strict")
     );
-    assert!(err.contains("notes.txt"), "{err}");
+    assert!(err.contains("broken.png"), "{err}");
     // Images directly in the root: no labels.
     write_png(&dir.path().join("c.png"), [9, 9, 9, 255], 4);
     let data = load(dir.path().to_str().expect("utf8"), &shaping(4, 1)).expect("folder");
     assert_eq!(data.labels, None);
+}
+
+fn path_str(dir: &tempfile::TempDir) -> &str {
+    dir.path().to_str().expect("utf8")
+}
+
+#[test]
+fn only_image_files_count_and_only_classes_with_a_decoded_image() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write_png(&dir.path().join("cats/a.png"), [0, 0, 0, 255], 4);
+    write_png(&dir.path().join("dogs/B.PNG"), [255, 255, 255, 255], 4);
+    std::fs::write(dir.path().join("README.txt"), "about").expect("write");
+    std::fs::create_dir(dir.path().join("zz_notes")).expect("dir");
+    std::fs::write(dir.path().join("zz_notes/readme.txt"), "notes").expect("write");
+    std::fs::create_dir(dir.path().join("broken")).expect("dir");
+    std::fs::write(dir.path().join("broken/x.png"), "not a png").expect("write");
+    let data = load(path_str(&dir), &shaping(4, 1)).expect("folder");
+    assert_eq!(data.class_names, vec!["cats", "dogs"]);
+    assert_eq!(data.labels, Some(vec![0, 1]));
+    assert_eq!(data.pixels[0], 0);
+    assert_eq!(data.pixels[16], 255);
+    // --strict fails on the image that does not decode, not on the READMEs.
+    let strict = Shaping {
+        strict: true,
+        ..shaping(4, 1)
+    };
+    let err = format!("{:#}", load(path_str(&dir), &strict).expect_err("strict"));
+    assert!(err.contains("x.png") && !err.contains("README"), "{err}");
+    std::fs::remove_dir_all(dir.path().join("broken")).expect("rm");
+    assert_eq!(load(path_str(&dir), &strict).expect("strict").len(), 2);
+    // Only text: no images, said so.
+    let text = tempfile::tempdir().expect("tmp");
+    std::fs::write(text.path().join("a.txt"), "x").expect("write");
+    let err = format!(
+        "{:#}",
+        load(path_str(&text), &shaping(4, 1)).expect_err("text")
+    );
+    assert!(err.contains("no image files"), "{err}");
+}
+
+#[test]
+fn the_format_comes_from_the_bytes_and_tiff_decodes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let gray = |v| image::GrayImage::from_pixel(4, 4, image::Luma([v]));
+    // A PNG named .jpg, and a TIFF with an upper-case extension.
+    gray(40)
+        .write_to(
+            &mut std::fs::File::create(dir.path().join("a.jpg")).expect("create"),
+            image::ImageFormat::Png,
+        )
+        .expect("png");
+    gray(90)
+        .write_to(
+            &mut std::fs::File::create(dir.path().join("b.TIFF")).expect("create"),
+            image::ImageFormat::Tiff,
+        )
+        .expect("tiff");
+    let data = load(path_str(&dir), &shaping(4, 1)).expect("folder");
+    assert_eq!(data.len(), 2);
+    assert!(data.pixels[..16].iter().all(|&p| p == 40));
+    assert!(data.pixels[16..].iter().all(|&p| p == 90));
+}
+
+#[cfg(unix)]
+#[test]
+fn links_to_folders_are_not_followed_but_links_to_images_are() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write_png(&dir.path().join("cats/a.png"), [0, 0, 0, 255], 4);
+    write_png(&dir.path().join("dogs/b.png"), [255, 255, 255, 255], 4);
+    // A loop back to the root, and a linked image file.
+    std::os::unix::fs::symlink("..", dir.path().join("cats/loop")).expect("link");
+    std::os::unix::fs::symlink("../cats/a.png", dir.path().join("dogs/c.png")).expect("link");
+    let data = load(path_str(&dir), &shaping(4, 1)).expect("folder");
+    assert_eq!(data.len(), 3);
+    assert_eq!(data.labels, Some(vec![0, 1, 1]));
+    assert_eq!(data.pixels[16], 255); // dogs/b.png
+    assert_eq!(data.pixels[32], 0); // dogs/c.png → cats/a.png
+}
+
+#[cfg(unix)]
+#[test]
+fn class_folders_whose_names_are_not_utf8_are_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    for (name, file) in [(&b"caf\xe9"[..], "a.png"), (&b"caf\xe8"[..], "b.png")] {
+        let folder = dir.path().join(std::ffi::OsStr::from_bytes(name));
+        write_png(&folder.join(file), [0, 0, 0, 255], 4);
+    }
+    let err = format!(
+        "{:#}",
+        load(path_str(&dir), &shaping(4, 1)).expect_err("names")
+    );
+    assert!(
+        err.contains("caf\u{fffd}") && err.contains("not UTF-8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_thin_image_is_centre_cropped_before_resizing() {
+    // 1×4001 black with one bright pixel in the middle: the centred 1×1 square is that pixel.
+    let mut thin = GrayImage::new(1, 4001);
+    thin.put_pixel(0, 2000, image::Luma([200]));
+    let pixels = to_training_pixels(DynamicImage::ImageLuma8(thin), &shaping(8, 1));
+    assert_eq!(pixels, vec![200; 64]);
+}
+
+#[test]
+fn cropping_before_resizing_matches_resizing_then_cropping() {
+    // Where image's resize_to_fill (what the loader did before) cuts at a whole source pixel,
+    // the result is the same inside and within rounding on the border, where it no longer
+    // mixes in pixels from outside the square.
+    for (w, h, side) in [(64, 32, 16), (40, 64, 20), (100, 50, 32), (60, 120, 30)] {
+        let image = RgbImage::from_fn(w, h, |x, y| {
+            let (x, y) = (x as f32 / w as f32, y as f32 / h as f32);
+            image::Rgb([
+                (255.0 * x) as u8,
+                (255.0 * y) as u8,
+                (127.0 + 120.0 * (6.0 * x * y).sin()) as u8,
+            ])
+        });
+        let image = DynamicImage::ImageRgb8(image);
+        let before = image
+            .resize_to_fill(side, side, FilterType::Triangle)
+            .into_rgb8();
+        let now = to_training_pixels(image, &shaping(side as usize, 3));
+        let plane = (side * side) as usize;
+        for (x, y, px) in before.enumerate_pixels() {
+            let border = x == 0 || y == 0 || x + 1 == side || y + 1 == side;
+            for c in 0..3 {
+                let diff = px[c].abs_diff(now[c * plane + (y * side + x) as usize]);
+                assert!(
+                    diff <= if border { 2 } else { 0 },
+                    "{w}×{h} → {side}: ({x}, {y}) channel {c} off by {diff}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn idx_labels_are_found_plain_or_gzipped_and_gaps_are_found() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("train-images-idx3-ubyte.gz"),
+        gz(&idx(0x803, &[2, 4, 4], &[0; 32])),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("train-labels-idx1-ubyte"),
+        idx(0x801, &[2], &[1, 3]),
+    )
+    .expect("write");
+    let data = load(path_str(&dir), &shaping(4, 1)).expect("idx");
+    assert_eq!(data.labels, Some(vec![1, 3]));
+    assert_eq!(idx::empty_classes(&[1, 3]), vec![0, 2]);
+    assert_eq!(idx::empty_classes(&[0, 1, 2]), Vec::<usize>::new());
 }
 
 #[test]

@@ -1,19 +1,40 @@
 #!/usr/bin/env bash
 # Every check and test of the project, as CI runs them. Safe to run on a fresh machine with
-# Rust (rustup) and Node installed: it adds the toolchain pieces it needs itself.
+# Rust (rustup) and Node 20.19+ installed: it adds the toolchain pieces it needs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Vite 8 (rolldown) needs Node ^20.19 or 22.12+ (`node --test-timeout` 20.11+); Debian 12's
+# nodejs is 18.
+node_version="$(node --version 2>/dev/null || true)"
+IFS=. read -r node_major node_minor _ <<<"${node_version#v}"
+if ! [[ "$node_major" =~ ^[0-9]+$ && "$node_minor" =~ ^[0-9]+$ ]] ||
+  ! (((node_major == 20 && node_minor >= 19) || (node_major == 22 && node_minor >= 12) || node_major >= 23)); then
+  echo "tests/run.sh: needs Node 20.19+ or 22.12+ (vite 8); found ${node_version:-none on PATH}" >&2
+  exit 1
+fi
+
+# A temporary folder of this run's own (the browser tests' models and throwaway projects,
+# Chromium's profiles), removed however the run ends.
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/ddpm-run.XXXXXX")"
+trap 'rm -rf -- "$tmp"' EXIT
+trap 'exit 130' INT TERM
+export TMPDIR="$tmp"
+
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null
 rustup target add wasm32-unknown-unknown >/dev/null
 
-step "system packages: a Vulkan driver (Mesa's lavapipe without a GPU), Chromium, Pillow, xz"
+step "system packages: a C compiler, a Vulkan driver (Mesa's lavapipe without a GPU), Chromium, Pillow, xz"
 missing=()
+# cargo links with cc (the workspace, and `cargo install trunk`).
+printf 'int main(void) { return 0; }\n' >"$tmp/cc-check.c"
+cc "$tmp/cc-check.c" -o "$tmp/cc-check" 2>/dev/null || missing+=(gcc libc6-dev)
 ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1 || missing+=(mesa-vulkan-drivers)
-command -v chromium >/dev/null || missing+=(chromium)
+# The browser tests launch $CHROMIUM; without one, the `chromium` on PATH.
+[ -n "${CHROMIUM:-}" ] || command -v chromium >/dev/null || missing+=(chromium)
 /usr/bin/python3 -c 'import PIL' 2>/dev/null || missing+=(python3-pil)
 command -v xz >/dev/null || missing+=(xz-utils)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -25,8 +46,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
+export CHROMIUM
 
 step "web tools: Trunk, wasm-bindgen-cli and wasm-opt (installed once)"
+# shellcheck source=web/tools.sh disable=SC1091
 source web/tools.sh
 
 step "format"
@@ -43,9 +67,24 @@ cargo test --workspace
 step "the GPU window's tools, on the CPU (tests/gpu-window.sh)"
 PYTHON=/usr/bin/python3 bash tests/gpu-window.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/ddpm"
 
-step "the site (trunk build: target/site)"
-trunk build
+# Each build into a folder of its own: target/site is what web/serve.sh serves.
+step "the site for the tests (trunk build: target/site-test)"
+trunk build --dist target/site-test
+
+step "the release site, as web/serve.sh serves it and web/pack.sh packs it (trunk build --release: target/site-release)"
+trunk build --release --dist target/site-release
+
+export DDPM_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ddpm"
+npm ci --prefix tests/browser --no-audit --no-fund --silent
 
 step "browser tests (headless Chromium: WebGPU on SwiftShader, and the CPU fallback)"
-npm ci --prefix tests/browser --no-audit --no-fund --silent
-DDPM_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ddpm" npm test --prefix tests/browser
+tests=()
+for file in tests/browser/*.test.mjs; do
+  [ "$file" = tests/browser/bundle.test.mjs ] || tests+=("${file#tests/browser/}")
+done
+DDPM_SITE="$PWD/target/site-test" npm test --prefix tests/browser -- "${tests[@]}"
+
+step "the release site: the npm package packed, bundled by Vite and run; the demo page on WebGPU"
+DDPM_SITE="$PWD/target/site-release" npm test --prefix tests/browser -- \
+  --test-name-pattern='^the (packed npm package|mdBook guide|demo page picks WebGPU)' \
+  bundle.test.mjs browser.test.mjs

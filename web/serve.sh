@@ -1,8 +1,123 @@
 #!/usr/bin/env bash
-# Builds the page in release mode and serves it with the shipped models at
-# http://127.0.0.1:8080 (the README's first command). The first run installs Trunk and
-# wasm-bindgen-cli and builds burn for wasm: expect 20–40 minutes on two cores.
+# Builds the page in release mode (`trunk build --release`, into target/site) and serves it with
+# the shipped models at http://127.0.0.1:8080 (the README's first command). The first run
+# installs Trunk and wasm-bindgen-cli and builds burn for wasm: expect 20–40 minutes on two
+# cores. A site built by an earlier run from the same sources and tools is served as it is;
+# after a change the build reruns (Trunk reruns wasm-bindgen and wasm-opt on every build).
+#
+#   bash web/serve.sh [--port N] [--address ADDR] [--rebuild]
+#
+# A failed build stops here (non-zero); the site is served by Node (no SPA fallback: a missing
+# file is a 404), not by `trunk serve`, which would build it all again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+port=8080
+address=127.0.0.1
+rebuild=0
+usage="usage: bash web/serve.sh [--port N] [--address ADDR] [--rebuild]"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -p | --port) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; port="$2"; shift 2 ;;
+    --port=*) port="${1#*=}"; shift ;;
+    -a | --address) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; address="$2"; shift 2 ;;
+    --address=*) address="${1#*=}"; shift ;;
+    --rebuild) rebuild=1; shift ;;
+    -h | --help) echo "$usage"; exit 0 ;;
+    *) echo "serve.sh: unknown option '$1'; $usage" >&2; exit 2 ;;
+  esac
+done
+case "$port" in
+  '' | *[!0-9]*) echo "serve.sh: --port takes a number, not '$port'" >&2; exit 2 ;;
+esac
+
+# Before the build, not after it: a busy port found 20 minutes in is 20 minutes lost.
+free_port='require("node:net").createServer().once("error", (e) => { console.error(e.code); process.exit(1); })
+  .listen(Number(process.argv[2]), process.argv[1], function () { this.close(); });'
+if ! why="$(node -e "$free_port" "$address" "$port" 2>&1)"; then
+  if [ "$why" = EADDRINUSE ]; then
+    echo "serve.sh: port $port is in use on $address; choose another: bash web/serve.sh --port $((port == 8080 ? 8081 : port + 1))" >&2
+  else
+    echo "serve.sh: cannot listen on $address:$port (${why:-unknown error}); see --address and --port" >&2
+  fi
+  exit 1
+fi
+
+# shellcheck source=web/tools.sh disable=SC1091
 source web/tools.sh
-exec trunk serve --release "$@"
+
+site=target/site
+stamp=target/.site-release.stamp
+tools="$(rustc --version) / $(trunk --version) / $(wasm-opt --version) / $(wasm-bindgen --version)"
+fresh() {
+  [ "$rebuild" = 0 ] && [ -f "$stamp" ] && [ -f "$site/index.html" ] || return 1
+  [ "$(cat "$stamp")" = "$tools" ] || return 1
+  # Another build (say a plain `trunk build`) wrote the site since.
+  [ ! "$site/index.html" -nt "$stamp" ] || return 1
+  # What goes into the site (web/'s scripts, README and npm manifest do not).
+  local inputs=(Cargo.toml Cargo.lock Trunk.toml crates/ddpm crates/ddpm-web web www patches)
+  [ -z "$(find "${inputs[@]}" .cargo rust-toolchain rust-toolchain.toml -newer "$stamp" \
+    ! -path 'web/*.sh' ! -path web/README.md ! -path 'web/npm/*' -print -quit 2>/dev/null)" ]
+}
+if fresh; then
+  echo "serve.sh: $site is up to date (built by an earlier run; --rebuild builds it again)" >&2
+else
+  rm -f "$stamp"
+  trunk build --release
+  printf '%s\n' "$tools" >"$stamp"
+fi
+
+# shellcheck disable=SC2016 # JavaScript, not shell
+server='
+const http = require("node:http"), fs = require("node:fs"), path = require("node:path");
+const [root, address, port] = [path.resolve(process.argv[1]), process.argv[2], Number(process.argv[3])];
+const types = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".mjs": "text/javascript",
+  ".css": "text/css", ".wasm": "application/wasm", ".json": "application/json", ".png": "image/png",
+  ".svg": "image/svg+xml", ".gif": "image/gif", ".md": "text/markdown; charset=utf-8", ".txt": "text/plain" };
+const server = http.createServer((request, response) => {
+  // The site has no icon; a 404 for the one browsers ask for would be noise in the console.
+  if (request.url === "/favicon.ico") {
+    response.writeHead(204).end();
+    return;
+  }
+  let file;
+  try {
+    const url = new URL(request.url, "http://x");
+    // posix.normalize of an absolute path never climbs above "/": the file stays inside root.
+    file = path.join(root, path.posix.normalize(decodeURIComponent(url.pathname)));
+    if (fs.statSync(file).isDirectory()) {
+      // A folder without its slash: relative links in its index.html need the slash.
+      if (!url.pathname.endsWith("/")) {
+        response.writeHead(301, { location: `${url.pathname}/${url.search}` }).end();
+        return;
+      }
+      file = path.join(file, "index.html");
+    }
+    if (!fs.statSync(file).isFile()) throw new Error("not a file");
+  } catch {
+    console.error(`404 ${request.url}`);
+    response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+    return;
+  }
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    response.writeHead(405, { allow: "GET, HEAD" }).end();
+    return;
+  }
+  response.writeHead(200, {
+    "content-type": types[path.extname(file)] ?? "application/octet-stream",
+    "content-length": fs.statSync(file).size,
+    "cache-control": "no-cache",
+  });
+  if (request.method === "HEAD") response.end();
+  else fs.createReadStream(file).pipe(response);
+});
+server.once("error", (e) => {
+  console.error(`serve.sh: cannot listen on ${address}:${port} (${e.code}); choose another port with --port`);
+  process.exit(1);
+});
+server.listen(port, address, () => {
+  const host = address.includes(":") ? `[${address}]` : address;
+  console.log(`serving ${process.argv[1]} at http://${host}:${port}/ (Ctrl-C stops it)`);
+});
+'
+exec node -e "$server" "$site" "$address" "$port"

@@ -24,6 +24,7 @@ before(async () => {
 after(async () => {
   await Promise.all([gpu?.close(), cpu?.close()]);
   server?.close();
+  model?.remove();
 });
 
 // Mean absolute difference of horizontally adjacent pixels (red channel, 0–255): high for

@@ -28,6 +28,7 @@ before(async () => {
 after(async () => {
   await Promise.all([gpu?.close(), cpu?.close()]);
   server?.close();
+  model?.remove();
 });
 
 // Counts the page's workers, made and terminated, in `window.ddpmWorkers`.

@@ -3,7 +3,7 @@
 // headless Chromium with or without WebGPU (SwiftShader on the CPU).
 
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, normalize, resolve } from 'node:path';
@@ -12,6 +12,8 @@ import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const repo = resolve(here, '..', '..');
+// The built site under test: tests/run.sh builds target/site-test for the tests and
+// target/site-release for the npm package's; without DDPM_SITE, a plain `trunk build`'s.
 export const site = process.env.DDPM_SITE ?? join(repo, 'target', 'site');
 const ddpm = process.env.DDPM_BIN ?? join(repo, 'target', 'debug', 'ddpm');
 
@@ -75,10 +77,21 @@ export const PARITY = { sampler: 'ddim', steps: 5, seed: 7, n: 4, classLabel: 1,
 
 /**
  * A tiny class-conditional model (8×8 bars, two classes) trained and exported by the CLI, the
- * CLI's raw samples for `PARITY`, and a copy of its card with a wrong SHA-256.
+ * CLI's raw samples for `PARITY`, and a copy of its card with a wrong SHA-256, in a temporary
+ * folder that `remove()` deletes (call it in the test file's `after` hook).
  */
 export function tinyModel() {
   const dir = mkdtempSync(join(tmpdir(), 'ddpm-browser-'));
+  const remove = () => rmSync(dir, { recursive: true, force: true });
+  try {
+    return makeTinyModel(dir, remove);
+  } catch (e) {
+    remove();
+    throw e;
+  }
+}
+
+function makeTinyModel(dir, remove) {
   writeBars(join(dir, 'bars'));
   const run = join(dir, 'run');
   cli('train', run, '--device', 'cpu', '--data', join(dir, 'bars'), '--image-size', '8',
@@ -94,7 +107,7 @@ export function tinyModel() {
     '--class', String(p.classLabel), '--guidance', String(p.guidance), '--raw', join(dir, 'cli.safetensors'));
   const card = JSON.parse(readFileSync(join(models, 'bars.json'), 'utf8'));
   writeFileSync(join(models, 'tampered.json'), JSON.stringify({ ...card, sha256: '0'.repeat(64) }));
-  return { dir, models, cliValues: readSafetensors(join(dir, 'cli.safetensors'), 'images') };
+  return { dir, models, remove, cliValues: readSafetensors(join(dir, 'cli.safetensors'), 'images') };
 }
 
 /** An IDX dataset of 32 8×8 bars, horizontal (class 0) or vertical (class 1). */

@@ -40,6 +40,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   server?.close();
+  model?.remove();
 });
 
 const values = (page, id) => page.evaluate(async (id) => Array.from(await document.getElementById(id).values()), id);

@@ -70,9 +70,11 @@ PYTHON=/usr/bin/python3 bash tests/gpu-window.sh "${CARGO_TARGET_DIR:-$PWD/targe
 # Each build into a folder of its own: target/site is what web/serve.sh serves.
 step "the site for the tests (trunk build: target/site-test)"
 trunk build --dist target/site-test
+bash web/check-site.sh target/site-test
 
 step "the release site, as web/serve.sh serves it and web/pack.sh packs it (trunk build --release: target/site-release)"
 trunk build --release --dist target/site-release
+bash web/check-site.sh target/site-release
 
 export DDPM_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ddpm"
 npm ci --prefix tests/browser --no-audit --no-fund --silent

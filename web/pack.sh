@@ -45,5 +45,6 @@ if [ -n "$newer" ]; then
   echo "pack: $site is older than $newer; rebuild it (source web/tools.sh && trunk build --release --dist $site)" >&2
   exit 1
 fi
+bash web/check-site.sh "$site"
 out="$(mkdir -p "$out" && cd "$out" && pwd)"
 npm pack --silent --pack-destination "$out" "$stage" | sed "s|^|$out/|"

@@ -64,6 +64,7 @@ if fresh; then
 else
   rm -f "$stamp"
   trunk build --release
+  bash web/check-site.sh "$site"
   printf '%s\n' "$tools" >"$stamp"
 fi
 

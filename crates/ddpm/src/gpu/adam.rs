@@ -349,26 +349,27 @@ pub fn adam_step<const D: usize>(
         Some(_) => g.clone().square().sum(),
         None => g.clone().reshape([-1]),
     };
-    let (p, m, v) = <Dispatch as OptimizerKernels>::adam_step(
-        p.into_dispatch(),
-        g.into_dispatch(),
-        m.into_dispatch(),
-        v.into_dispatch(),
-        sumsq.into_dispatch(),
-        at,
-    );
-    [p, m, v].map(burn::Tensor::from_dispatch)
+    step_by([p, g, m, v], sumsq, at)
 }
 
 /// [`adam_step`] with the gradient clipped by `sumsq` (`[1]`), the sum of squares of all of the
 /// step's gradients, to `at.max_norm` (which must be set): lucidrains' `clip_grad_norm_` folded
 /// into the step, for any size of tensor.
 pub fn adam_step_clipped_by<const D: usize>(
-    [p, g, m, v]: [burn::Tensor<D>; 4],
+    operands: [burn::Tensor<D>; 4],
     sumsq: burn::Tensor<1>,
     at: AdamStep,
 ) -> [burn::Tensor<D>; 3] {
     debug_assert!(at.max_norm.is_some(), "a norm to clip to");
+    step_by(operands, sumsq, at)
+}
+
+/// [`OptimizerKernels::adam_step`] on burn's tensors.
+fn step_by<const D: usize>(
+    [p, g, m, v]: [burn::Tensor<D>; 4],
+    sumsq: burn::Tensor<1>,
+    at: AdamStep,
+) -> [burn::Tensor<D>; 3] {
     let (p, m, v) = <Dispatch as OptimizerKernels>::adam_step(
         p.into_dispatch(),
         g.into_dispatch(),

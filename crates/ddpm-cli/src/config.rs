@@ -185,6 +185,11 @@ impl Default for OptimConfig {
 }
 
 impl OptimConfig {
+    /// The norm all gradients are clipped to together (lucidrains' `clip_grad_norm_`), if so.
+    pub fn clip_together(&self) -> Option<f32> {
+        self.grad_clip.filter(|_| !self.grad_clip_per_tensor)
+    }
+
     /// The learning rate of optimiser step `step` (1-based) of `total`.
     pub fn lr_at(&self, step: usize, total: usize) -> f64 {
         if step <= self.warmup_steps {

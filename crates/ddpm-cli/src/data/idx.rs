@@ -31,13 +31,18 @@ pub(super) fn find(path: &Path) -> Result<Option<PathBuf>> {
         _ => bail!(
             "{}: several IDX image files ({}); name one of them",
             path.display(),
-            found
-                .iter()
-                .filter_map(|p| p.file_name()?.to_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            file_names(&found, ", ")
         ),
     }
+}
+
+/// The names of `paths`' files, joined by `separator`, for messages.
+fn file_names(paths: &[PathBuf], separator: &str) -> String {
+    paths
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str())
+        .collect::<Vec<_>>()
+        .join(separator)
 }
 
 /// Loads an IDX image file and, when present beside it, its labels (`images` → `labels`,
@@ -56,11 +61,7 @@ pub(super) fn load(images: &Path) -> Result<RawImages> {
             eprintln!(
                 "notice: {}: no labels file beside it ({}), so the images get no classes",
                 images.display(),
-                candidates
-                    .iter()
-                    .filter_map(|p| p.file_name()?.to_str())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
+                file_names(&candidates, " or ")
             );
             None
         }

@@ -32,7 +32,11 @@ fn outputs() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
 
 /// A fixture's f32 tensors (shape, values), by name.
 pub(crate) fn fixture_tensors(name: &str) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(fixture(name)).expect("fixture");
+    safetensors_values(std::fs::read(fixture(name)).expect("fixture"))
+}
+
+/// A safetensors file's f32 tensors (shape, values), by name.
+pub(crate) fn safetensors_values(bytes: Vec<u8>) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let file = safetensors_file::read(bytes).expect("safetensors");
     file.tensors
         .into_iter()

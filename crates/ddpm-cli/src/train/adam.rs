@@ -43,11 +43,13 @@ impl GradientNorm {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = sums.sum;
     }
 
-    fn get(&self) -> Option<Tensor<1>> {
+    /// The last measured sum of squares.
+    fn sum_of_squares(&self) -> Tensor<1> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+            .expect("the gradients' norm is measured before each step")
     }
 }
 
@@ -70,10 +72,10 @@ impl ClippedAdam {
             .with_beta_2(beta_2)
             .with_epsilon(optim.adam_epsilon)
             .build();
-        let clip = match optim.grad_clip {
-            None => Clip::None,
-            Some(max) if optim.grad_clip_per_tensor => Clip::PerTensor(max),
-            Some(max) => Clip::Together(max, norm.clone()),
+        let clip = match (optim.clip_together(), optim.grad_clip) {
+            (Some(max), _) => Clip::Together(max, norm.clone()),
+            (None, Some(max)) => Clip::PerTensor(max),
+            (None, None) => Clip::None,
         };
         ModuleOptimizer::from(Self {
             adam,
@@ -81,18 +83,6 @@ impl ClippedAdam {
             epsilon: optim.adam_epsilon,
             clip,
         })
-    }
-
-    /// The norm to clip to and the measured sum of squares, when clipping all together.
-    fn together(&self) -> Option<(f32, Tensor<1>)> {
-        match &self.clip {
-            Clip::Together(max, norm) => Some((
-                *max,
-                norm.get()
-                    .expect("the gradients' norm is measured before each step"),
-            )),
-            _ => None,
-        }
     }
 
     /// The step through the core's GPU kernel, where it applies.
@@ -126,21 +116,17 @@ impl ClippedAdam {
             time: i32::try_from(time + 1).unwrap_or(i32::MAX),
             max_norm: None,
         };
-        let operands = [tensor.clone(), grad.clone(), m, v];
-        let [p, m, v] = match (&self.clip, self.together()) {
-            (_, Some((max, sumsq))) => {
-                at.max_norm = Some(max);
-                adam_step_clipped_by(operands, sumsq, at)
-            }
-            (Clip::PerTensor(max), _) => {
+        let (p, g) = (tensor.clone(), grad.clone());
+        let [p, m, v] = match &self.clip {
+            Clip::Together(max, norm) => {
                 at.max_norm = Some(*max);
-                let [p, g, m, v] = operands;
+                adam_step_clipped_by([p, g, m, v], norm.sum_of_squares(), at)
+            }
+            Clip::PerTensor(max) => {
+                at.max_norm = Some(*max);
                 adam_step(p, g, m, v, at)
             }
-            _ => {
-                let [p, g, m, v] = operands;
-                adam_step(p, g, m, v, at)
-            }
+            Clip::None => adam_step(p, g, m, v, at),
         };
         let momentum = AdaptiveMomentumState::new(time + 1, m, v);
         Some((p, Some(AdamState::new(momentum))))
@@ -161,14 +147,15 @@ impl Optimizer for ClippedAdam {
         if let Some(stepped) = self.on_gpu(lr, &tensor, &grad, &state) {
             return stepped;
         }
-        let grad = match (&self.clip, self.together()) {
+        let grad = match &self.clip {
             // lucidrains' `clip_grad_norm_`: min(1, max_norm / (‖g‖ + 10⁻⁶)), ‖g‖ over all.
-            (_, Some((max, sumsq))) => {
-                let factor = sumsq.sqrt().add_scalar(1e-6).recip().mul_scalar(max);
+            Clip::Together(max, norm) => {
+                let norm = norm.sum_of_squares().sqrt();
+                let factor = norm.add_scalar(1e-6).recip().mul_scalar(*max);
                 grad * factor.clamp_max(1.0).reshape([1; D])
             }
-            (Clip::PerTensor(max), _) => GradientClipping::Norm(*max).clip_gradient(grad),
-            _ => grad,
+            Clip::PerTensor(max) => GradientClipping::Norm(*max).clip_gradient(grad),
+            Clip::None => grad,
         };
         self.adam.step(lr, tensor, grad, state)
     }

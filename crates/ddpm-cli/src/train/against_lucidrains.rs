@@ -12,9 +12,8 @@ use ddpm::{GaussianDiffusion, ModelConfig, Unet};
 
 use super::adam::{ClippedAdam, GradientNorm};
 use crate::config::OptimConfig;
-use crate::lucidrains::tests::{fixture, fixture_tensors, tensor_on};
+use crate::lucidrains::tests::{fixture, fixture_tensors, safetensors_values, tensor_on};
 use crate::lucidrains::{self, DiffusionFlags};
-use crate::safetensors_file;
 
 type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
@@ -58,19 +57,7 @@ fn p_losses(
 
 /// Each U-Net tensor of `model` under lucidrains' key, in PyTorch's layout.
 fn state_dict(model: &Unet, config: &ModelConfig) -> Tensors {
-    let bytes = lucidrains::to_safetensors(model, config).expect("writes");
-    let file = safetensors_file::read(bytes).expect("reads");
-    file.tensors
-        .into_iter()
-        .map(|(key, stored)| {
-            let values = stored
-                .bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (key, (stored.shape, values))
-        })
-        .collect()
+    safetensors_values(lucidrains::to_safetensors(model, config).expect("writes"))
 }
 
 /// `model` with each parameter replaced by its gradient, so that its state dict is theirs.

@@ -352,7 +352,7 @@ impl Trainer {
         }
         self.step += 1;
         let grads = accumulator.grads();
-        if optim_config.grad_clip.is_some() && !optim_config.grad_clip_per_tensor {
+        if optim_config.clip_together().is_some() {
             self.norm.measure(&self.model, &grads);
         }
         self.model = self.optim.step(self.lr(), self.model.clone(), grads);

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Checks that a built site holds each wasm module beside its own JavaScript: the WebGPU build at
-# the top (it imports `requestAdapter`) and the CPU build in cpu/ (it does not). Trunk 0.21.14
-# builds both from the same crate at the same time and names wasm-bindgen's and wasm-opt's
-# outputs after the crate, so the two builds write the same intermediate files; a build in which
-# they raced would swap or mix the modules, which the page would only show at run time.
+# the top (it imports `requestAdapter`) and the CPU build in cpu/ (it does not). The two are
+# built one after the other (web/cpu-build.sh); a site built before that, when Trunk built them at
+# once and they could swap, or assembled by hand, would show a wrong module only at run time.
 #
 #   bash web/check-site.sh SITE_DIR
 set -euo pipefail
@@ -13,7 +12,7 @@ for file in ddpm-web.js ddpm-web_bg.wasm cpu/ddpm-web.js cpu/ddpm-web_bg.wasm; d
 done
 for file in ddpm-web.js ddpm-web_bg.wasm; do
   if ! grep -aq requestAdapter "$site/$file" || grep -aq requestAdapter "$site/cpu/$file"; then
-    echo "check-site: $site holds the wrong module in $file or cpu/$file (Trunk's two builds raced); build it again" >&2
+    echo "check-site: $site holds the wrong module in $file or cpu/$file; build it again" >&2
     exit 1
   fi
 done

@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -214,6 +214,20 @@ impl Trainer {
                 n => format!(", each batch in {n} parts on {n} threads"),
             }
         );
+        if self.step == total && !self.preview_path(run).is_file() {
+            // Stopped (or killed) between its last checkpoint and its last preview: the run is
+            // complete, and running it again draws what it left out.
+            eprintln!("the training is complete; drawing its last preview, which was not drawn");
+            crate::load::for_sampling(
+                self.ema.model().clone(),
+                self.model_config.image_size,
+                &self.device,
+            );
+            if !self.write_samples(run, &interrupted)? {
+                eprintln!("stopped, the preview not drawn");
+            }
+            return Ok(());
+        }
         if self.step < total {
             Session::current(self.step, device_name).append_to(&run.sessions())?;
             #[cfg(feature = "wgpu")]
@@ -291,7 +305,7 @@ impl Trainer {
                 bar.abandon_with_message("interrupted");
                 if self.step == total {
                     eprintln!(
-                        "stopped at the last step, its preview not drawn; the training is complete (`ddpm sample {}` draws it)",
+                        "stopped at the last step, its preview not drawn; the training is complete (`ddpm train {}` again draws it)",
                         run.0.display()
                     );
                 } else {
@@ -396,6 +410,11 @@ impl Trainer {
         Ok(())
     }
 
+    /// Where the preview of the current step goes.
+    fn preview_path(&self, run: &RunDir) -> PathBuf {
+        run.samples().join(format!("step-{:09}.png", self.step))
+    }
+
     /// Draws the preview grid and the loss curve; `false`, with neither written, when `stop`
     /// (Ctrl-C) was raised during the preview.
     fn write_samples(&self, run: &RunDir, stop: &AtomicBool) -> Result<bool> {
@@ -408,7 +427,7 @@ impl Trainer {
         // A run folder brought from another machine may hold only its checkpoints.
         std::fs::create_dir_all(run.samples())
             .with_context(|| format!("{}: cannot create", run.samples().display()))?;
-        let path = run.samples().join(format!("step-{:09}.png", self.step));
+        let path = self.preview_path(run);
         // The layout `ddpm sample` draws with, which the run's first step checked on this
         // adapter (`kernel_check`); without the kernels it is the EMA as it is.
         let model = self.ema.model().clone().for_sampling();

@@ -188,61 +188,54 @@ fn killed_and_resumed_training_gives_the_same_losses_as_an_uninterrupted_run() {
     let fixed = [&["train", crashed_s][..], &common].concat();
     let train = args(&fixed, &tiny);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut kills = 0;
-    // Kills after a checkpoint was written: without one, no run resumed from anything.
-    let mut after_checkpoint = 0;
-    let checkpointed = || {
-        std::fs::read_dir(crashed.join("checkpoints"))
-            .map(|d| {
-                d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
-            })
-            .unwrap_or(false)
-    };
-    while (kills < 4 || after_checkpoint == 0) && kills < 12 {
-        let mut child = ddpm()
-            .args(&train)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        // Under load a run can take longer than 1.5 s to reach its first checkpoint: once four
-        // kills have all come before one, the next waits for it (a minute at most) first.
-        if kills >= 4 && after_checkpoint == 0 {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !checkpointed() && Instant::now() < deadline {
-                if child.try_wait().expect("wait").is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        // Wait a random 0.3–1.5 s into the run, then SIGKILL it.
+    let mut random = move |n: u64| {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let wait = Duration::from_millis(300 + seed % 1200);
-        let started = Instant::now();
-        let mut finished = false;
-        while started.elapsed() < wait {
-            if child.try_wait().expect("wait").is_some() {
-                finished = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        seed % n
+    };
+    // The step of the newest complete checkpoint (0 without one).
+    let newest = || {
+        std::fs::read_dir(crashed.join("checkpoints"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    // Kills are placed by the run's progress, not by time (a tiny run takes about a second, and
+    // a loaded machine can take longer than that to start one; killed before its first
+    // checkpoint, a run is refused without --force): each comes once the run has checkpointed a
+    // random 1–12 steps past where it resumed, a random 0–20 ms after that checkpoint was seen
+    // (mid-step or mid-write), until the run is near its end.
+    let stderr = dir.path().join("stderr");
+    let mut kills = 0;
+    while kills < 5 && newest() < 33 {
+        let target = newest() + 1 + random(12) as usize;
+        let mut child = ddpm()
+            .args(&train)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr"))
+            .spawn()
+            .expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while newest() < target && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        if finished {
+        std::thread::sleep(Duration::from_millis(random(21)));
+        if child.try_wait().expect("wait").is_some() {
             break;
         }
-        let resumable = checkpointed();
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
         kills += 1;
-        after_checkpoint += usize::from(resumable);
     }
     assert!(
-        after_checkpoint > 0,
-        "no kill came after a checkpoint ({kills} kills): nothing was resumed"
+        kills > 0,
+        "no kill came after a checkpoint: {:?}",
+        std::fs::read_to_string(&stderr)
     );
     // Finish the run (it resumes from the newest complete checkpoint), its samples folder gone
     // as in a run folder brought from another machine with its checkpoints only.

@@ -44,8 +44,8 @@ function toValues(rgba, channels) {
   for (let p = 0; p < plane; p++) {
     const [r, g, b] = [rgba[4 * p], rgba[4 * p + 1], rgba[4 * p + 2]];
     if (channels === 1) {
-      // Rec. 709 luma, as the CLI's image decoder makes grayscale.
-      values[p] = Math.round((2126 * r + 7152 * g + 722 * b) / 10000) / 127.5 - 1;
+      // PIL's convert('L') (Rec. 601 luma in its fixed point), as the CLI makes gray.
+      values[p] = ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16) / 127.5 - 1;
     } else {
       values[p] = r / 127.5 - 1;
       values[plane + p] = g / 127.5 - 1;

@@ -3,7 +3,7 @@
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { deflateSync } from 'node:zlib';
 import { join } from 'node:path';
-import { PARITY } from './harness.mjs';
+import { PARITY, repo } from './harness.mjs';
 
 const page = (body, head = '', origin = '') => `<!doctype html><html lang="en"><head><meta charset="utf-8">
 <script type="module" src="${origin}/ddpm-sampler.js"></script>${head}</head><body>${body}</body></html>`;
@@ -126,14 +126,15 @@ export function writeSteerFixtures(dir) {
   writeFileSync(join(dir, 'steer-gpu.html'), page(parityWidget('fill', '',
     'mode="fill" image="/fixtures/bar.png" mask="/fixtures/mask.png" resample-jump="2" resample-repeats="2"')));
   // Without `controls`: the draw tools are there all the same; strength 0 gives the drawing
-  // back; a 16×8 image and mask (keeping x < 6) are both cropped to their middle 8×8 (and,
+  // back; a 16×8 colour image (made gray as PIL makes it: `colours-L.png`, both from
+  // tests/fixtures/pil) and a mask (keeping x < 6) are both cropped to their middle 8×8 (and,
   // with `autoplay`, run at once).
-  writeFileSync(join(dir, 'wide.png'), grayPng(16, 8, new Uint8Array(128).map((_, i) => 10 * (i % 16))));
+  for (const name of ['colours.png', 'colours-L.png']) copyFileSync(join(repo, 'tests', 'fixtures', 'pil', name), join(dir, name));
   writeFileSync(join(dir, 'widemask.png'), grayPng(16, 8, new Uint8Array(128).map((_, i) => (i % 16 < 6 ? 255 : 0))));
   writeFileSync(join(dir, 'bare.html'), page([
     parityWidget('zero', '', `${cpu} mode="finish" strength="0" image="/fixtures/bar.png"`),
     parityWidget('bare', '', `${cpu} mode="finish"`),
-    parityWidget('wide', '', `${cpu} mode="fill" image="/fixtures/wide.png" mask="/fixtures/widemask.png"`),
+    parityWidget('wide', '', `${cpu} mode="fill" image="/fixtures/colours.png" mask="/fixtures/widemask.png"`),
   ].join('\n')));
   // A run, then 'fill' on one of its images, through the controls.
   writeFileSync(join(dir, 'pick.html'), page(parityWidget('w', '', `${cpu} controls`)));

@@ -201,13 +201,18 @@ test('without controls the pad keeps its tools, strength 0 gives the drawing bac
   const bare = page.locator('#bare');
   for (const name of ['Brush', 'Eraser', 'Clear', 'Finish it']) assert.equal(await bare.getByRole('button', { name, exact: true }).count(), 1, name);
   assert.equal(await bare.getByRole('button', { name: 'Play' }).count(), 0);
-  // The image's and the mask's middle 8 columns of 16: the mask keeps columns 0 and 1 there.
+  // The image's and the mask's middle 8 columns of 16: the image gray as PIL makes it (its
+  // `convert('L')`, decoded by the browser), the mask keeping columns 0 and 1.
   await waitFor(page, 'wide', 'ddpm-done');
   const pad = await page.evaluate(async () => {
     const { image, mask } = await document.getElementById('wide').padValues();
-    return { image: Array.from(image), mask: Array.from(mask) };
+    const pil = await createImageBitmap(await (await fetch('/fixtures/colours-L.png')).blob(), { colorSpaceConversion: 'none' });
+    const canvas = new OffscreenCanvas(16, 8);
+    canvas.getContext('2d').drawImage(pil, 0, 0);
+    const gray = canvas.getContext('2d').getImageData(4, 0, 8, 8).data.filter((_, i) => i % 4 === 0);
+    return { image: Array.from(image), mask: Array.from(mask), pil: Array.from(gray) };
   });
-  assert.deepEqual(pad.image, Array.from({ length: 64 }, (_, i) => Math.fround((10 * ((i % 8) + 4)) / 127.5 - 1)));
+  assert.deepEqual(pad.image, pad.pil.map((v) => Math.fround(v / 127.5 - 1)));
   assert.deepEqual(pad.mask, Array.from({ length: 64 }, (_, i) => (i % 8 < 2 ? 1 : 0)));
   assert.deepEqual(problems, []);
   await page.close();

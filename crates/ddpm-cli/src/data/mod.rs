@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm::NoiseSource;
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, RgbImage};
+use image::{DynamicImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
 /// The name that selects the embedded training digits.
@@ -156,6 +156,13 @@ pub(crate) fn pixel_value(p: u8) -> f32 {
     f32::from(p) / 127.5 - 1.0
 }
 
+/// Gray as PIL's `convert('L')` makes it (ITU-R 601-2 luma, in PIL's fixed point), so a
+/// one-channel model sees a colour image as lucidrains' `Dataset` shows it to one.
+pub(crate) fn luma([r, g, b]: [u8; 3]) -> u8 {
+    let sum = 19595 * u32::from(r) + 38470 * u32::from(g) + 7471 * u32::from(b) + 0x8000;
+    (sum >> 16) as u8
+}
+
 /// One image as channel-major bytes at the training size: centre-cropped to a square,
 /// transparent pixels composited on white, resized to the side, grayscale or RGB. Cropping
 /// before resizing keeps a thin image (1×500000) from growing into a huge intermediate.
@@ -187,8 +194,8 @@ pub(crate) fn to_training_pixels(image: DynamicImage, shaping: &Shaping) -> Vec<
         rgb.resize_exact(side, side, FilterType::Triangle)
     };
     if shaping.channels == 1 {
-        let gray: GrayImage = fitted.into_luma8();
-        gray.into_raw()
+        let rgb = fitted.into_rgb8();
+        rgb.pixels().map(|px| luma(px.0)).collect()
     } else {
         let raw = fitted.into_rgb8().into_raw();
         let plane = raw.len() / 3;

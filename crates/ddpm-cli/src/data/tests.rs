@@ -269,7 +269,7 @@ fn class_folders_whose_names_are_not_utf8_are_refused() {
 #[test]
 fn a_thin_image_is_centre_cropped_before_resizing() {
     // 1×4001 black with one bright pixel in the middle: the centred 1×1 square is that pixel.
-    let mut thin = GrayImage::new(1, 4001);
+    let mut thin = image::GrayImage::new(1, 4001);
     thin.put_pixel(0, 2000, image::Luma([200]));
     let pixels = to_training_pixels(DynamicImage::ImageLuma8(thin), &shaping(8, 1));
     assert_eq!(pixels, vec![200; 64]);
@@ -364,4 +364,21 @@ fn batch_order_is_a_permutation_per_epoch_and_resumes_exactly() {
     let mut resumed = saved;
     let (b, fb) = resumed.next(10, 5, 0.5);
     assert_eq!((a, fa), (b, fb));
+}
+
+#[test]
+fn colour_becomes_gray_as_pil_makes_it() {
+    // `tests/fixtures/pil/make.py`: PIL's `convert('L')` of 128 colours (16×8), what
+    // lucidrains' `Dataset` gives a one-channel model.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pil");
+    let colours = decode(&fixtures.join("colours.png")).expect("colours.png");
+    let pil = decode(&fixtures.join("colours-L.png")).expect("colours-L.png");
+    let DynamicImage::ImageLuma8(pil) = pil else {
+        panic!("colours-L.png is not 8-bit gray");
+    };
+    let ours: Vec<u8> = colours.to_rgb8().pixels().map(|px| luma(px.0)).collect();
+    assert_eq!(ours, pil.as_raw()[..]);
+    // Through the loader: the middle 8×8, no resizing.
+    let middle: Vec<u8> = (0..64).map(|i| pil[(4 + i % 8, i / 8)][0]).collect();
+    assert_eq!(to_training_pixels(colours, &shaping(8, 1)), middle);
 }

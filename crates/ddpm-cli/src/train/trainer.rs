@@ -218,12 +218,12 @@ impl Trainer {
             // Stopped (or killed) between its last checkpoint and its last preview: the run is
             // complete, and running it again draws what it left out.
             eprintln!("the training is complete; drawing its last preview, which was not drawn");
-            crate::load::for_sampling(
+            let model = crate::load::for_sampling(
                 self.ema.model().clone(),
                 self.model_config.image_size,
                 &self.device,
             );
-            if !self.write_samples(run, &interrupted)? {
+            if !self.write_samples(run, &model, &interrupted)? {
                 eprintln!("stopped, the preview not drawn");
             }
             return Ok(());
@@ -295,7 +295,13 @@ impl Trainer {
             let preview_due = (every > 0 && self.step.is_multiple_of(every)) || self.step == total;
             // A preview takes a while on the CPU: Ctrl-C during it stops it, unwritten, and
             // the run stops as it would have after the step (checkpointed first).
-            if preview_due && !stop && !bar.suspend(|| self.write_samples(run, &interrupted))? {
+            // The layout `ddpm sample` draws with, which the run's first step checked on this
+            // adapter (`kernel_check`); without the kernels it is the EMA as it is.
+            let draw = || {
+                let model = self.ema.model().clone().for_sampling();
+                self.write_samples(run, &model, &interrupted)
+            };
+            if preview_due && !stop && !bar.suspend(draw)? {
                 stop = true;
                 if !checkpoint_due {
                     self.save_checkpoint(run)?;
@@ -415,9 +421,9 @@ impl Trainer {
         run.samples().join(format!("step-{:09}.png", self.step))
     }
 
-    /// Draws the preview grid and the loss curve; `false`, with neither written, when `stop`
-    /// (Ctrl-C) was raised during the preview.
-    fn write_samples(&self, run: &RunDir, stop: &AtomicBool) -> Result<bool> {
+    /// Draws the preview grid from `model` (the EMA in its sampling layout) and the loss curve;
+    /// `false`, with neither written, when `stop` (Ctrl-C) was raised during the preview.
+    fn write_samples(&self, run: &RunDir, model: &Unet, stop: &AtomicBool) -> Result<bool> {
         let n = self.model_config.unet.num_classes.map_or(16, |c| c * 4);
         let options = SampleOptions::preview(
             n,
@@ -428,11 +434,8 @@ impl Trainer {
         std::fs::create_dir_all(run.samples())
             .with_context(|| format!("{}: cannot create", run.samples().display()))?;
         let path = self.preview_path(run);
-        // The layout `ddpm sample` draws with, which the run's first step checked on this
-        // adapter (`kernel_check`); without the kernels it is the EMA as it is.
-        let model = self.ema.model().clone().for_sampling();
         if !sample::grid_to_file(
-            &model,
+            model,
             &self.model_config,
             &options,
             &self.device,

@@ -39,6 +39,8 @@ fn a_few_hundred_steps_drive_the_loss_down() {
             "0",
             "--checkpoint-every",
             "100",
+            "--set",
+            "ema.every=3",
         ],
         &tiny,
     ));
@@ -75,6 +77,8 @@ fn a_few_hundred_steps_drive_the_loss_down() {
     );
     assert!(run.join("samples/step-000000300.png").is_file());
     // The EMA is a copy of the weights until ema.update_after_step (100), an average after.
+    // Every 3 steps as ema-pytorch counts them (after steps 1, 4, …, 97, 100, …), step 100's
+    // update is the last copy.
     let record = |step: usize, name: &str| {
         std::fs::read(run.join(format!("checkpoints/step-{step:09}/{name}"))).expect("record")
     };

@@ -76,7 +76,14 @@ fn a_run_started_from_exported_weights_continues_them_and_its_card_keeps_their_h
     // re-export of a weights file keeps it.
     train(
         &s(&run_c),
-        &["--steps", "3", "--init", &s(&run_b)],
+        &[
+            "--steps",
+            "3",
+            "--checkpoint-every",
+            "1",
+            "--init",
+            &s(&run_b),
+        ],
         &tiny(&data),
     );
     let (c_bpk, c_st, c_raw_st) = (path("c.bpk"), path("c.st"), path("c-raw.st"));
@@ -95,16 +102,18 @@ fn a_run_started_from_exported_weights_continues_them_and_its_card_keeps_their_h
         &[&s(&c_raw_st)],
     ]
     .concat());
-    // The weights moved (a real learning rate); the average starts at the given weights and
-    // has not been updated yet (every 10 steps by default).
+    // The weights moved (a real learning rate); the average's first update (after step 1, as
+    // ema-pytorch's) copied them, and the next comes after step 11 (every 10 by default).
     let read = |p: &std::path::Path| std::fs::read(p).expect("safetensors");
     assert!(
         read(&c_raw_st) != read(&a_st),
         "the raw weights did not move"
     );
+    let record =
+        |step: usize, name: &str| read(&run_c.join(format!("checkpoints/step-{step:09}/{name}")));
     assert!(
-        read(&c_st) == read(&a_st),
-        "the average is not the weights it started from"
+        record(3, "ema.bpk") == record(1, "model.bpk") && read(&c_st) != read(&a_st),
+        "the average is not the weights after the first step"
     );
     let c16 = path("c16.bpk");
     ok(&["export", &s(&c_bpk), "-o", &s(&c16), "--f16"]);

@@ -214,7 +214,7 @@ impl OptimConfig {
 pub struct EmaConfig {
     /// The decay it warms up to.
     pub decay: f64,
-    /// Update every this many optimiser steps.
+    /// Update every this many optimiser steps, starting after the first (ema-pytorch's rhythm).
     pub every: usize,
     /// Warm-up power: decay = 1 − (1 + step − update_after_step)^(−power), capped at `decay`.
     pub power: f64,

@@ -19,7 +19,7 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
-use ddpm::ema::{Ema, decay_at};
+use ddpm::ema::{Ema, decay_at, updates_after};
 use ddpm::weights::{self, Precision};
 use ddpm::{
     DiffusionConfig, GaussianDiffusion, ModelConfig, NoiseSource, SampleRequest, Sampler,
@@ -195,7 +195,7 @@ fn main() -> Result<(), Error> {
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr = PEAK_LR * (step as f64 / WARMUP_STEPS as f64).min(1.0);
         model = optim.step(lr, model, grads);
-        if step % 5 == 0 {
+        if updates_after(step, 5) {
             ema.update(&model, decay_at(step, 100, 0.75, 0.995));
         }
         let loss: f32 = loss.into_scalar();

@@ -72,6 +72,13 @@ pub fn decay_at(step: usize, update_after_step: usize, power: f64, max_decay: f6
     warmup_decay(step - update_after_step - 1, power, max_decay)
 }
 
+/// Whether the EMA updates after optimiser step `step` (1-based) when it updates every `every`
+/// steps: after steps 1, 1 + every, 1 + 2·every, …, as ema-pytorch does in lucidrains' Trainer
+/// (its `update` checks its call count before counting the call).
+pub fn updates_after(step: usize, every: usize) -> bool {
+    step >= 1 && (step - 1).is_multiple_of(every)
+}
+
 /// Every float parameter of a model, detached and flattened, by id.
 #[derive(Default)]
 struct Collect(HashMap<ParamId, Tensor<1>>);
@@ -183,6 +190,19 @@ mod tests {
             warmup_decay(10, 0.75, 0.995)
         );
         assert_eq!(decay_at(10, 0, 0.75, 0.995), warmup_decay(9, 0.75, 0.995));
+    }
+
+    #[test]
+    fn updates_come_after_the_first_step_and_every_nth_after_it() {
+        let steps = |every| {
+            (1..=25)
+                .filter(|&s| updates_after(s, every))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(steps(10), [1, 11, 21]);
+        assert_eq!(steps(3), [1, 4, 7, 10, 13, 16, 19, 22, 25]);
+        assert_eq!(steps(1), (1..=25).collect::<Vec<_>>());
+        assert!(!updates_after(0, 1));
     }
 
     /// Counts parameters on an autodiff device.

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::GradientsAccumulator;
 use burn::tensor::{Bytes, Device};
-use ddpm::ema::decay_at;
+use ddpm::ema::{decay_at, updates_after};
 use ddpm::{Ema, GaussianDiffusion, ModelConfig, NoiseSource, Unet};
 use indicatif::{HumanDuration, ProgressBar, ProgressStyle};
 
@@ -377,7 +377,7 @@ impl Trainer {
         }
         self.model = self.optim.step(self.lr(), self.model.clone(), grads);
         let ema = &self.config.ema;
-        if self.step.is_multiple_of(ema.every) {
+        if updates_after(self.step, ema.every) {
             let decay = decay_at(self.step, ema.update_after_step, ema.power, ema.decay);
             self.ema.update(&self.model, decay);
         }

@@ -12,8 +12,8 @@ import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const repo = resolve(here, '..', '..');
-// The built site under test: tests/run.sh builds target/site-test for the tests and
-// target/site-release for the npm package's; without DDPM_SITE, a plain `trunk build`'s.
+// The built site under test: tests/run.sh builds and tests target/site-release (the release
+// site that ships); without DDPM_SITE, a plain `trunk build`'s.
 export const site = process.env.DDPM_SITE ?? join(repo, 'target', 'site');
 const ddpm = process.env.DDPM_BIN ?? join(repo, 'target', 'debug', 'ddpm');
 

@@ -193,11 +193,11 @@ pub(crate) fn to_training_pixels(image: DynamicImage, shaping: &Shaping) -> Vec<
     } else {
         rgb.resize_exact(side, side, FilterType::Triangle)
     };
+    let rgb = fitted.into_rgb8();
     if shaping.channels == 1 {
-        let rgb = fitted.into_rgb8();
         rgb.pixels().map(|px| luma(px.0)).collect()
     } else {
-        let raw = fitted.into_rgb8().into_raw();
+        let raw = rgb.into_raw();
         let plane = raw.len() / 3;
         (0..3)
             .flat_map(|c| (0..plane).map(move |p| (c, p)))

@@ -141,6 +141,12 @@ pub fn losses(run: &Path) -> Vec<(usize, String)> {
     rows
 }
 
+/// The bytes of `name` (`model.bpk`, `ema.bpk`, …) in a run's checkpoint of `step`.
+pub fn checkpoint_file(run: &Path, step: usize, name: &str) -> Vec<u8> {
+    let path = run.join(format!("checkpoints/step-{step:09}/{name}"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// Decoded RGB pixels of a PNG.
 pub fn pixels(path: &Path) -> Vec<u8> {
     image::open(path).expect("png").to_rgb8().into_raw()

@@ -79,9 +79,7 @@ fn a_few_hundred_steps_drive_the_loss_down() {
     // The EMA is a copy of the weights until ema.update_after_step (100), an average after.
     // Every 3 steps as ema-pytorch counts them (after steps 1, 4, …, 97, 100, …), step 100's
     // update is the last copy.
-    let record = |step: usize, name: &str| {
-        std::fs::read(run.join(format!("checkpoints/step-{step:09}/{name}"))).expect("record")
-    };
+    let record = |step, name| checkpoint_file(&run, step, name);
     assert!(record(100, "ema.bpk") == record(100, "model.bpk"));
     assert!(record(300, "ema.bpk") != record(300, "model.bpk"));
 }

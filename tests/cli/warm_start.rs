@@ -109,8 +109,7 @@ fn a_run_started_from_exported_weights_continues_them_and_its_card_keeps_their_h
         read(&c_raw_st) != read(&a_st),
         "the raw weights did not move"
     );
-    let record =
-        |step: usize, name: &str| read(&run_c.join(format!("checkpoints/step-{step:09}/{name}")));
+    let record = |step, name| checkpoint_file(&run_c, step, name);
     assert!(
         record(3, "ema.bpk") == record(1, "model.bpk") && read(&c_st) != read(&a_st),
         "the average is not the weights after the first step"

@@ -72,9 +72,9 @@ pub enum DiffusionConfigError {
     /// T out of range.
     #[error("diffusion.timesteps must be from 1 to {MAX_TIMESTEPS}, got {0}")]
     Timesteps(usize),
-    /// A schedule whose parameters give a β outside [0, 1) (or NaN).
+    /// A schedule whose parameters give a β outside [0, 1) (or NaN), or a first β of 0.
     #[error(
-        "diffusion.beta_schedule {schedule:?} gives no valid β (each in [0, 1)) at T = {timesteps}: check its parameters"
+        "diffusion.beta_schedule {schedule:?} gives no valid β (each in [0, 1), the first above 0) at T = {timesteps}: check its parameters"
     )]
     Schedule {
         /// The schedule.
@@ -101,7 +101,10 @@ impl DiffusionConfig {
             return Err(DiffusionConfigError::Timesteps(self.timesteps));
         }
         let betas = self.beta_schedule.betas(self.timesteps);
-        if betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+        // β₁ = 0 would leave x₁ noiseless (ᾱ₁ = 1): its signal-to-noise ratio, which weights
+        // the loss, is infinite, and the first step's loss NaN.
+        if betas.iter().any(|b| !(0.0..1.0).contains(b)) || betas.first().is_none_or(|b| *b <= 0.0)
+        {
             return Err(DiffusionConfigError::Schedule {
                 schedule: self.beta_schedule,
                 timesteps: self.timesteps,
@@ -167,6 +170,15 @@ mod tests {
             }),
             Err(DiffusionConfigError::Schedule {
                 schedule: flat,
+                timesteps: 1000
+            })
+        );
+        // An offset so large that every β is 0: nothing is noised.
+        let still = BetaSchedule::Cosine { s: 1e300 };
+        assert_eq!(
+            with(|c| c.beta_schedule = BetaSchedule::Cosine { s: 1e300 }),
+            Err(DiffusionConfigError::Schedule {
+                schedule: still,
                 timesteps: 1000
             })
         );

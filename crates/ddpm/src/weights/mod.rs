@@ -11,7 +11,7 @@ use std::path::Path;
 
 use burn::store::burn_pack::{self, Reader, Writer};
 use burn::store::{HalfPrecisionAdapter, ModuleAdapter, ModuleSnapshot};
-use burn::tensor::{Bytes, Device};
+use burn::tensor::{Bytes, DType, Device};
 use serde::{Deserialize, Serialize};
 
 use crate::diffusion::{DiffusionConfig, DiffusionConfigError};
@@ -320,6 +320,35 @@ fn header(meta: &BTreeMap<String, String>) -> Result<(ModelConfig, Precision), W
     Ok((config, precision))
 }
 
+/// The first tensor not stored in `precision`: the label is outside the checksum, and
+/// a wrong one would make the network mix dtypes (a panic in burn) instead of an error.
+fn check_dtypes(tensors: &[burn_pack::Tensor], precision: Precision) -> Result<(), WeightsError> {
+    let stored = match precision {
+        Precision::F32 => DType::F32,
+        Precision::F16 => DType::F16,
+    };
+    match tensors.iter().find(|t| t.dtype != stored) {
+        Some(t) => Err(WeightsError::Format(format!(
+            "tensor `{}` is stored as {:?}, but the file says its precision is {}",
+            t.name,
+            t.dtype,
+            precision.as_str()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// At most a few of burn's problems with the tensors, so that a file made for another model
+/// gives one readable line rather than hundreds of entries.
+fn summarise(problems: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut line = problems[..problems.len().min(SHOWN)].join("; ");
+    if problems.len() > SHOWN {
+        line.push_str(&format!("; and {} more", problems.len() - SHOWN));
+    }
+    line
+}
+
 /// Loads a model from the bytes of a weights file onto `device`.
 pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel, WeightsError> {
     let reader = reader(bytes)?;
@@ -336,6 +365,7 @@ pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel, WeightsE
     if found != recorded {
         return Err(WeightsError::Checksum { recorded, found });
     }
+    check_dtypes(&tensors, precision)?;
     let mut model = config.unet.init(device);
     let adapter = (precision == Precision::F16).then(adapter);
     let result = model.apply(tensors, None, adapter, false);
@@ -353,7 +383,7 @@ pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<LoadedModel, WeightsE
             .map(|path| format!("unexpected tensor `{path}`")),
     );
     if !problems.is_empty() {
-        return Err(WeightsError::Tensors(problems.join("; ")));
+        return Err(WeightsError::Tensors(summarise(&problems)));
     }
     Ok(LoadedModel {
         model,

@@ -240,6 +240,47 @@ fn tensors_that_do_not_fit_the_recorded_config_are_rejected() {
         panic!("wrong error: {err}")
     };
     assert!(msg.contains("init_conv.weight"), "{msg}");
+    // Every tensor differs, but the message names a few and counts the rest.
+    assert!(
+        msg.matches("; ").count() == 3 && msg.ends_with(" more"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_precision_label_that_is_not_the_tensors_is_refused() {
+    // The label is outside the checksum: f32 tensors called f16 (and f16 ones called f32)
+    // would reach the network with mixed dtypes.
+    let device = device();
+    let config = config();
+    let model = config.unet.init(&device);
+    let err = from_bytes(
+        &file_with(&model, &config, &[(KEY_PRECISION, "f16")]),
+        &device,
+    )
+    .expect_err("mislabelled");
+    assert!(
+        err.to_string()
+            .ends_with("is stored as F32, but the file says its precision is f16"),
+        "{err}"
+    );
+    let half = to_bytes(&model, &config, Precision::F16).expect("f16");
+    let reader = reader(&half).expect("reader");
+    let kept: Vec<(String, String)> = reader
+        .metadata()
+        .clone()
+        .into_iter()
+        .filter(|(k, _)| k != KEY_PRECISION)
+        .collect();
+    let tensors = reader.into_tensors().expect("tensors");
+    let mut meta: Vec<(&str, &str)> = kept.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    meta.push((KEY_PRECISION, "f32"));
+    let err = from_bytes(&pack(tensors, &meta).expect("bytes"), &device).expect_err("mislabelled");
+    assert!(
+        err.to_string()
+            .ends_with("is stored as F16, but the file says its precision is f32"),
+        "{err}"
+    );
 }
 
 #[test]

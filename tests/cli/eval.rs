@@ -489,6 +489,25 @@ fn the_classifier_command_trains_one_that_eval_loads() {
         assert!(err.contains("--lr must be a positive number"), "{err}");
         assert!(!other.exists());
     }
+    // A count whose steps overflow, a batch larger than the training digits.
+    for (flag, value) in [
+        ("--epochs", "18446744073709551615"),
+        ("--batch-size", "10001"),
+    ] {
+        let other = dir.path().join("huge.bpk");
+        let err = fails(&[
+            "classifier",
+            "-o",
+            other.to_str().expect("utf8"),
+            flag,
+            value,
+        ]);
+        assert!(
+            err.contains("--epochs must be 1 to 1000 and --batch-size 1 to 10000"),
+            "{err}"
+        );
+        assert!(!other.exists());
+    }
     // eval measures with it: its report names this file's SHA-256 and the accuracy it printed.
     let run = dir.path().join("digits");
     let run_s = run.to_str().expect("utf8");

@@ -307,7 +307,15 @@ fn a_checkpoint_without_the_optimizer_state_resumes_with_adam_afresh_and_warms_u
     let uninterrupted = rows();
     let checkpoints = run.join("checkpoints");
     std::fs::remove_dir_all(checkpoints.join("step-000000008")).expect("remove step 8");
-    std::fs::remove_file(checkpoints.join("step-000000004/optimizer.bpk")).expect("remove");
+    // Another file under the optimizer's name is refused, not silently taken for a fresh Adam.
+    let step_4 = checkpoints.join("step-000000004");
+    std::fs::copy(step_4.join("model.bpk"), step_4.join("optimizer.bpk")).expect("copy");
+    let err = fails(&train);
+    assert!(
+        err.contains("optimizer.bpk: not this run's optimizer state (0 of its"),
+        "{err}"
+    );
+    std::fs::remove_file(step_4.join("optimizer.bpk")).expect("remove");
     let stderr = String::from_utf8_lossy(&ok(&train).stderr).into_owned();
     assert!(
         stderr.contains("no optimizer.bpk; Adam starts afresh"),
@@ -840,7 +848,8 @@ fn losses_if_any(run: &std::path::Path) -> usize {
 }
 
 /// `--class` takes the names `info` lists (from the model card), `sample` reports its sampler's
-/// time, and `info` piped into a reader that stops early (`| head`) ends quietly.
+/// time, an unreadable card is said, an output that is an input is refused, and `info` piped
+/// into a reader that stops early (`| head`) ends quietly.
 #[test]
 fn a_class_is_picked_by_the_name_info_lists() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -889,6 +898,34 @@ fn a_class_is_picked_by_the_name_info_lists() {
         ),
         "{err}"
     );
+    // An unreadable card is said, not dropped in silence; an output never replaces an input.
+    let copy = dir.path().join("copy.bpk");
+    std::fs::copy(&emoji, &copy).expect("copy");
+    std::fs::write(copy.with_extension("json"), b"{\"x\":").expect("card");
+    let copy_s = copy.to_str().expect("utf8");
+    let info = ok(&["info", copy_s]);
+    let stderr = String::from_utf8_lossy(&info.stderr);
+    assert!(
+        stderr.contains("copy.json: not a readable model card (EOF while parsing"),
+        "{stderr}"
+    );
+    let grid = dir.path().join("grid.png");
+    let grid_s = grid.to_str().expect("utf8");
+    let raw = ["--raw", copy_s, "--force"];
+    let err = fails(
+        &[
+            &["sample", copy_s, "--device", "cpu", "-o", grid_s],
+            &raw[..],
+        ]
+        .concat(),
+    );
+    assert!(
+        err.ends_with("copy.bpk: is also an input of this command; name another output file"),
+        "{err}"
+    );
+    assert!(!grid.exists());
+    let bytes = |p: &std::path::Path| std::fs::read(p).expect("read");
+    assert_eq!(bytes(&copy), bytes(&emoji));
     let mut reader = ddpm()
         .args(["info", emoji_s])
         .stdout(std::process::Stdio::piped())

@@ -185,6 +185,12 @@ fn bad_steering_flags_get_one_line() {
     assert!(err.contains("is not two seeds"), "{err}");
     let err = with(&["--init", s(&dir.path().join("none.png"))]);
     assert!(err.contains("none.png: not a readable image"), "{err}");
+    // The decoder's reason, said once.
+    let text = dir.path().join("text.png");
+    std::fs::write(&text, b"not a picture").expect("write");
+    let err = with(&["--init", s(&text)]);
+    assert!(err.contains("text.png: not a readable image ("), "{err}");
+    assert_eq!(err.matches("Invalid PNG signature").count(), 1, "{err}");
     let err = with(&["--strength", "0.5"]);
     assert!(err.contains("--init"), "{err}");
     assert!(!out.exists());

@@ -213,8 +213,24 @@ pub fn write_weights_and_card(
 /// The model card `ddpm export` wrote beside a weights file, when it describes that file (same
 /// SHA-256).
 pub fn card_of(weights: &Path) -> Option<ModelCard> {
-    let card: ModelCard =
-        serde_json::from_slice(&std::fs::read(weights.with_extension("json")).ok()?).ok()?;
+    let path = weights.with_extension("json");
+    if !path.exists() {
+        return None;
+    }
+    let read = std::fs::read(&path).map_err(|e| e.to_string());
+    let card = read.and_then(|text| serde_json::from_slice(&text).map_err(|e| e.to_string()));
+    let card: ModelCard = match card {
+        Ok(card) => card,
+        Err(why) => {
+            // Said, not silent: what the card knew (class names, training history) is missing
+            // from what this command prints or writes.
+            eprintln!(
+                "notice: {}: not a readable model card ({why}); ignoring it",
+                path.display()
+            );
+            return None;
+        }
+    };
     let bytes = std::fs::read(weights).ok()?;
     if card.sha256 != sha256_hex(&bytes) {
         eprintln!(

@@ -8,8 +8,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
+use ddpm::Unet;
 use serde::{Deserialize, Serialize};
 
 use crate::data::BatchOrder;
@@ -56,8 +59,11 @@ pub fn write(
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let name = format!("{PREFIX}{:09}", state.step);
     let target = dir.join(&name);
-    if target.exists() {
+    if target.join(STATE).is_file() {
         return Ok(target); // this step is already saved
+    }
+    if target.exists() {
+        set_aside(&target)?;
     }
     let tmp = dir.join(format!(".{name}{TMP_SUFFIX}"));
     if tmp.exists() {
@@ -84,6 +90,28 @@ pub fn write(
     }
     prune(dir, keep)?;
     Ok(target)
+}
+
+/// Moves `target`, a folder with a checkpoint's name but no state (this trainer never leaves
+/// one: a user's or a damaged one), to `NAME.incomplete[-K]`, which no run reads or removes,
+/// so that the checkpoint can take its name and nothing in the folder is lost.
+fn set_aside(target: &Path) -> Result<()> {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let mut free = target.with_file_name(format!("{name}.incomplete"));
+    for k in 1.. {
+        if !free.exists() {
+            break;
+        }
+        free = target.with_file_name(format!("{name}.incomplete-{k}"));
+    }
+    std::fs::rename(target, &free)
+        .with_context(|| format!("{}: cannot move aside", target.display()))?;
+    eprintln!(
+        "notice: {}: held no {STATE}, so it was not a checkpoint; moved to {} to write this step's",
+        target.display(),
+        free.display()
+    );
+    Ok(())
 }
 
 /// The newest complete checkpoint in `dir`, if any. Temporary folders (a write in progress, or
@@ -154,11 +182,45 @@ pub fn read_file(checkpoint: &Path, file: &str) -> Result<Vec<u8>> {
     std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))
 }
 
-/// One module's weights from a checkpoint (`MODEL` or `EMA`), with their parameter ids.
-pub fn read_record(checkpoint: &Path, file: &str) -> Result<ModuleRecord> {
+/// One module's weights from a checkpoint (`MODEL` or `EMA`), with their parameter ids,
+/// loaded into `model`.
+pub fn load_weights(model: Unet, checkpoint: &Path, file: &str) -> Result<Unet> {
+    let path = checkpoint.join(file);
     let bytes = read_file(checkpoint, file)?;
-    ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", checkpoint.join(file).display()))
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    model.try_load_record(record).map_err(|e| {
+        // burn lists every tensor that does not fit: a few are enough to say what is wrong.
+        let mut why = e.to_string();
+        if let Some((cut, _)) = why.char_indices().nth(300) {
+            why.truncate(cut);
+            why.push_str(" …");
+        }
+        anyhow::anyhow!(
+            "{}: the weights do not fit the checkpoint's model: {why}",
+            path.display()
+        )
+    })
+}
+
+/// Adam's state from a checkpoint's [`OPTIMIZER`] into `optim`, refused unless it restores a
+/// state for every one it holds: burn skips the states of parameters it does not know (another
+/// run's file, or weights saved under that name), and Adam would silently start afresh.
+pub fn read_optimizer(checkpoint: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer> {
+    let path = checkpoint.join(OPTIMIZER);
+    let bytes = read_file(checkpoint, OPTIMIZER)?;
+    let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let saved = record.len();
+    let optim = optim.load_record(record);
+    let restored = optim.to_record().len();
+    if saved == 0 || restored != saved {
+        bail!(
+            "{}: not this run's optimizer state ({restored} of its {saved} tensors belong to this model's parameters); remove it to start Adam afresh",
+            path.display()
+        );
+    }
+    Ok(optim)
 }
 
 /// Complete checkpoints, oldest first.
@@ -246,6 +308,24 @@ mod tests {
         let kept: Vec<_> = list(&ckpt).expect("list");
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert!(kept[0].ends_with("step-000000030"));
+    }
+
+    #[test]
+    fn a_folder_without_state_is_moved_aside_not_taken_for_the_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ckpt = dir.path().join("checkpoints");
+        let damaged = ckpt.join("step-000000002");
+        std::fs::create_dir_all(&damaged).expect("dir");
+        std::fs::write(damaged.join(MODEL), b"user's").expect("file");
+        std::fs::create_dir_all(ckpt.join("step-000000002.incomplete")).expect("taken");
+        let written = write(&ckpt, &state(2), &[(MODEL, b"new")], 3).expect("write");
+        assert_eq!(read_state(&written).expect("state"), state(2));
+        assert_eq!(read_file(&written, MODEL).expect("model"), b"new");
+        let aside = ckpt.join("step-000000002.incomplete-1");
+        assert_eq!(read_file(&aside, MODEL).expect("kept"), b"user's");
+        // A complete one is kept as it is.
+        write(&ckpt, &state(2), &[(MODEL, b"newer")], 3).expect("again");
+        assert_eq!(read_file(&written, MODEL).expect("model"), b"new");
     }
 
     #[test]

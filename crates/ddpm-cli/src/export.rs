@@ -66,6 +66,13 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     if let Some(path) = output::repeated(&args.eval) {
         bail!("{}: given twice to --eval", path.display());
     }
+    // The model's card is read too (what it knew is carried over).
+    let card_in = args.model.with_extension("json");
+    let inputs: Vec<&PathBuf> = [&args.model, &card_in]
+        .into_iter()
+        .chain(&args.eval)
+        .collect();
+    output::refuse_inputs(&outputs, &inputs)?;
     output::refuse_existing(&outputs, args.force)?;
     let device = Device::flex();
     let (model, config, origin) = if args.model.is_dir() {

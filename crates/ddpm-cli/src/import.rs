@@ -70,6 +70,7 @@ pub fn run(args: &ImportArgs) -> Result<()> {
             args.out.display()
         );
     }
+    output::refuse_inputs(&[args.out.clone(), card_path.clone()], &[&args.file])?;
     output::refuse_existing([&args.out, &card_path], args.force)?;
     let file = args.file.display().to_string();
     let dict = lucidrains::read(&args.file, args.weights).context(file.clone())?;

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
 use burn::tensor::Device;
 use clap::ValueEnum;
 use ddpm::{ModelConfig, Unet};
@@ -86,12 +85,7 @@ pub fn checkpoint_model(
     device: &Device,
 ) -> Result<(Unet, ModelConfig, usize)> {
     let state = checkpoint::read_state(ckpt)?;
-    let record = checkpoint::read_record(ckpt, which.checkpoint_file())?;
-    let model = state
-        .model
-        .unet
-        .try_init(device)?
-        .try_load_record(record)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
+    let model = state.model.unet.try_init(device)?;
+    let model = checkpoint::load_weights(model, ckpt, which.checkpoint_file())?;
     Ok((model, state.model, state.step))
 }

@@ -16,6 +16,8 @@ pub fn refuse_existing<'a>(
         return Ok(());
     }
     match paths.into_iter().find(|p| p.exists()) {
+        // --force would not help: a folder is never replaced by a file.
+        Some(path) if path.is_dir() => bail!("{}: is a folder; name a file", path.display()),
         Some(path) => bail!("{}: exists; pass --force to overwrite it", path.display()),
         None => Ok(()),
     }
@@ -61,6 +63,19 @@ pub fn prepare(files: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {
 pub fn repeated(paths: &[PathBuf]) -> Option<&PathBuf> {
     let files: Vec<PathBuf> = paths.iter().map(|p| identity(p)).collect();
     (0..paths.len()).find_map(|i| files[..i].contains(&files[i]).then_some(&paths[i]))
+}
+
+/// Refuses an output that is one of the command's `inputs`, however either is spelled, with or
+/// without `--force`: writing it would destroy what the command reads.
+pub fn refuse_inputs(outputs: &[PathBuf], inputs: &[&PathBuf]) -> Result<()> {
+    let inputs: Vec<PathBuf> = inputs.iter().map(|p| identity(p)).collect();
+    match outputs.iter().find(|o| inputs.contains(&identity(o))) {
+        Some(path) => bail!(
+            "{}: is also an input of this command; name another output file",
+            path.display()
+        ),
+        None => Ok(()),
+    }
 }
 
 /// The file `path` names: itself resolved where it exists, else its folder resolved (as far as
@@ -146,6 +161,11 @@ mod tests {
         write_new(&path, b"two", true).expect("forced");
         assert_eq!(std::fs::read(&path).expect("read"), b"two");
         assert!(refuse_existing([&dir.path().join("other")], false).is_ok());
+        let err = refuse_existing([&dir.path().join("sub")], false).expect_err("a folder");
+        assert!(
+            err.to_string().ends_with("sub: is a folder; name a file"),
+            "{err}"
+        );
         // A user's file with the old fixed temporary name is not touched, and no temporary
         // file is left behind.
         let user = dir.path().join("sub").join("a.json.tmp");
@@ -220,7 +240,15 @@ mod tests {
             let link = dir.path().join("link");
             std::os::unix::fs::symlink(&sub, &link).expect("link");
             let through = link.join("a.png");
-            assert_eq!(repeated(&[a, through.clone()]), Some(&through));
+            assert_eq!(repeated(&[a.clone(), through.clone()]), Some(&through));
+            let refused = refuse_inputs(&[sub.join("b.png"), through], &[&a]).expect_err("input");
+            assert!(
+                refused.to_string().ends_with(
+                    "link/a.png: is also an input of this command; name another output file"
+                ),
+                "{refused}"
+            );
         }
+        assert!(refuse_inputs(&[sub.join("b.png")], &[&a]).is_ok());
     }
 }

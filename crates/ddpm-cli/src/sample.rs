@@ -311,6 +311,11 @@ pub fn run(args: &SampleArgs) -> Result<()> {
             );
         }
     }
+    // The model's card too: it names the classes.
+    let card_in = args.model.with_extension("json");
+    let inputs = [&args.model, &card_in].into_iter().map(Some);
+    let inputs = inputs.chain([args.steer.init.as_ref(), args.steer.mask.as_ref()]);
+    output::refuse_inputs(&outputs, &inputs.flatten().collect::<Vec<_>>())?;
     output::refuse_existing(&outputs, args.force)?;
     let selected = device::select(args.device)?;
     let (model, config) = load::model(&args.model, &selected.device)?;

@@ -73,8 +73,9 @@ impl SteerArgs {
                 channels,
                 strict: true,
             };
+            // The image crate's error repeats its source in its own message: no chain.
             let decoded = data::decode(path)
-                .with_context(|| format!("{}: not a readable image", path.display()))?;
+                .map_err(|e| anyhow::anyhow!("{}: not a readable image ({e})", path.display()))?;
             Ok(data::to_training_pixels(decoded, &shaping)
                 .iter()
                 .map(|&p| data::pixel_value(p))

@@ -240,6 +240,10 @@ fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     read_back::values(t, "the classifier's output")
 }
 
+/// The most passes `ddpm classifier` makes, and the largest batch (the training digits).
+const MAX_EPOCHS: usize = 1000;
+const MAX_BATCH: usize = 10_000;
+
 /// `ddpm classifier`.
 #[derive(Debug, clap::Args)]
 pub struct ClassifierArgs {
@@ -285,8 +289,14 @@ pub fn digits(source: &str) -> Result<Dataset> {
 /// the held-out test digits, writes the weights.
 pub fn run(args: &ClassifierArgs) -> Result<()> {
     output::refuse_existing([&args.out], args.force)?;
-    if args.epochs == 0 || args.batch_size == 0 {
-        bail!("--epochs and --batch-size must be at least 1");
+    // Bounded so that the step count cannot overflow and a batch cannot outgrow the memory:
+    // no batch can be larger than the 10,000 training digits.
+    if !(1..=MAX_EPOCHS).contains(&args.epochs) || !(1..=MAX_BATCH).contains(&args.batch_size) {
+        bail!(
+            "--epochs must be 1 to {MAX_EPOCHS} and --batch-size 1 to {MAX_BATCH}, got {} and {}",
+            args.epochs,
+            args.batch_size
+        );
     }
     if !(args.lr.is_finite() && args.lr > 0.0) {
         bail!("--lr must be a positive number, got {}", args.lr);

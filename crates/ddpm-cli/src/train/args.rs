@@ -35,22 +35,22 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: Option<String>,
     /// Optimiser steps (`run.steps`).
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     pub steps: Option<usize>,
     /// Images per step (`optim.batch_size`).
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     pub batch_size: Option<usize>,
     /// Peak learning rate (`optim.lr`).
     #[arg(long)]
     pub lr: Option<f64>,
     /// Seed of the weights, data order and noise (`run.seed`).
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<u64>)]
     pub seed: Option<u64>,
     /// Side of the training images (`data.image_size`).
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     pub image_size: Option<usize>,
     /// 1 (grayscale) or 3 (RGB) (`data.channels`).
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     pub channels: Option<usize>,
     /// Random horizontal flips (`data.flip`).
     #[arg(long)]
@@ -59,14 +59,28 @@ pub struct TrainArgs {
     #[arg(long)]
     pub strict: bool,
     /// Checkpoint every N steps (`run.checkpoint_every`).
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     pub checkpoint_every: Option<usize>,
     /// Sample grid every N steps (`run.sample_every`).
-    #[arg(long)]
+    #[arg(long, value_parser = toml_integer::<usize>)]
     pub sample_every: Option<usize>,
     /// Where to train.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
+}
+
+/// A count or seed as the configuration holds it: the flags are written into it as TOML, whose
+/// integers stop at `i64::MAX`, so larger values are refused here, by the flag's name.
+fn toml_integer<T>(text: &str) -> std::result::Result<T, String>
+where
+    T: std::str::FromStr + Copy + TryInto<i64>,
+    T::Err: std::fmt::Display,
+{
+    let value: T = text.parse().map_err(|e: T::Err| e.to_string())?;
+    match value.try_into() {
+        Ok(_) => Ok(value),
+        Err(_) => Err(format!("must be at most {}", i64::MAX)),
+    }
 }
 
 impl TrainArgs {
@@ -177,5 +191,40 @@ impl TrainArgs {
         .map(|(what, before, after)| format!("note: {what} changes on resume: {before} → {after}"))
         .collect();
         Ok((resumed, notes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    #[test]
+    fn integer_flags_stop_where_the_configuration_does() {
+        let parse = |flag: &str, value: &str| Command::try_parse_from(["ddpm", "run", flag, value]);
+        let largest = i64::MAX.to_string();
+        let config = parse("--seed", &largest)
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.train.config().map_err(|e| e.to_string()))
+            .expect("the largest seed");
+        assert_eq!(config.run.seed, i64::MAX as u64);
+        for flag in ["--seed", "--steps", "--checkpoint-every", "--batch-size"] {
+            let err = parse(flag, "9223372036854775808").err().expect("refused");
+            assert!(
+                err.to_string().contains(&format!("for '{flag} <"))
+                    && err
+                        .to_string()
+                        .contains("must be at most 9223372036854775807"),
+                "{err}"
+            );
+        }
+        assert!(parse("--steps", "-1").is_err() && parse("--seed", "x").is_err());
     }
 }

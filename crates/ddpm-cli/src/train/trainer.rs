@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::GradientsAccumulator;
-use burn::tensor::{Bytes, Device};
+use burn::tensor::Device;
 use ddpm::ema::{decay_at, updates_after};
 use ddpm::{Ema, GaussianDiffusion, ModelConfig, NoiseSource, Unet};
 use indicatif::{HumanDuration, ProgressBar, ProgressStyle};
@@ -122,22 +122,12 @@ impl Trainer {
                     run.0.display()
                 );
             }
-            model = model
-                .try_load_record(checkpoint::read_record(ckpt, checkpoint::MODEL)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
-            let ema_model = model
-                .valid()
-                .try_load_record(checkpoint::read_record(ckpt, checkpoint::EMA)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
+            model = checkpoint::load_weights(model, ckpt, checkpoint::MODEL)?;
+            let ema_model = checkpoint::load_weights(model.valid(), ckpt, checkpoint::EMA)?;
             ema = Ema::from_model(ema_model);
             rewarm_from = state.rewarm_from;
             if ckpt.join(checkpoint::OPTIMIZER).exists() {
-                let bytes = checkpoint::read_file(ckpt, checkpoint::OPTIMIZER)?;
-                optim = optim
-                    .from_bytes(Bytes::from_bytes_vec(bytes))
-                    .map_err(|e| {
-                        anyhow::anyhow!("{}: {e}", ckpt.join(checkpoint::OPTIMIZER).display())
-                    })?;
+                optim = checkpoint::read_optimizer(ckpt, optim)?;
             } else {
                 // A checkpoint carried light (tools/gpu-window.sh): Adam's moments stayed behind.
                 eprintln!(
@@ -252,10 +242,13 @@ impl Trainer {
             let loss = self.optimizer_step()?;
             if !loss.is_finite() {
                 bar.abandon();
+                let kept = match checkpoint::latest(&run.checkpoints()).ok().flatten() {
+                    Some(last) => format!("the last good checkpoint is kept in {}", last.display()),
+                    None => "before any checkpoint: start over with --force".into(),
+                };
                 bail!(
-                    "step {}: the loss is {loss}; stopped, the last good checkpoint is kept in {} (resume with a lower --lr, or with --set optim.grad_clip=…)",
-                    self.step,
-                    run.checkpoints().display()
+                    "step {}: the loss is {loss}; stopped, {kept} (with a lower --lr, or with --set optim.grad_clip=…)",
+                    self.step
                 );
             }
             let rate = self.config.optim.batch_size as f64 / step_started.elapsed().as_secs_f64();

@@ -631,6 +631,15 @@ fn bad_input_gets_one_line_naming_the_problem() {
     assert!(err.contains("w.bpk"), "{err}");
     let err = fails(&["info", "/no/such/weights.bpk"]);
     assert!(err.contains("no such run folder or weights file"), "{err}");
+    // On the default device too: the model is checked before a GPU driver (Mesa's, here)
+    // can print lines of its own.
+    for command in [
+        &["sample", "/no/such/weights.bpk", "-o"][..],
+        &["eval", "/no/such/weights.bpk", "--out"],
+    ] {
+        let err = fails(&[command, &[never.to_str().expect("utf8")]].concat());
+        assert!(err.contains("no such run folder or weights file"), "{err}");
+    }
     // A switch of the environment with a value that would be ignored.
     let png = dir.path().join("never.png");
     let mnist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/models/mnist.bpk");

@@ -70,6 +70,24 @@ pub fn model(path: &Path, device: &Device) -> Result<(Unet, ModelConfig)> {
     }
 }
 
+/// The configuration of a run folder's newest checkpoint or of a weights file, read without a
+/// device: `sample` and `eval` check their model with it before they open a GPU, whose driver
+/// may print its own lines before any error of theirs.
+pub fn model_config(path: &Path) -> Result<ModelConfig> {
+    if path.is_dir() {
+        let ckpt = newest_checkpoint(&RunDir(path.to_path_buf()))?;
+        Ok(checkpoint::read_state(&ckpt)?.model)
+    } else if path.is_file() {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let (config, _) =
+            ddpm::weights::read_config(&bytes).with_context(|| path.display().to_string())?;
+        Ok(config)
+    } else {
+        bail!("{}: no such run folder or weights file", path.display())
+    }
+}
+
 /// The newest checkpoint folder of a run folder. Callers that read a checkpoint twice (weights
 /// and card, or EMA and raw) take it once, so that a trainer writing a newer one in between
 /// cannot mix two steps.

@@ -317,6 +317,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     let inputs = inputs.chain([args.steer.init.as_ref(), args.steer.mask.as_ref()]);
     output::refuse_inputs(&outputs, &inputs.flatten().collect::<Vec<_>>())?;
     output::refuse_existing(&outputs, args.force)?;
+    load::model_config(&args.model)?;
     let selected = device::select(args.device)?;
     let (model, config) = load::model(&args.model, &selected.device)?;
     let model = load::for_sampling(model, config.image_size, &selected.device);

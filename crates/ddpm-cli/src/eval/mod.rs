@@ -60,6 +60,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let previous = args.extend.as_deref().map(Report::read).transpose()?;
     let settings = Settings::resolve(args, previous.as_ref())?;
     settings.check()?;
+    load::model_config(&args.model)?;
     let selected = device::select(args.device)?;
     let device = &selected.device;
     // Loaded (and so checked) even when the model turns out not to be of digits.

@@ -85,6 +85,15 @@ impl Settings {
                 self.nll_stride
             );
         }
+        if !self.guidance.is_finite() {
+            bail!("--guidance must be a finite number, got {}", self.guidance);
+        }
+        // One sampler twice would measure it twice and report it under one name.
+        if let Some(twice) =
+            (1..self.samplers.len()).find(|&i| self.samplers[..i].contains(&self.samplers[i]))
+        {
+            bail!("--samplers names {} twice", self.samplers[twice]);
+        }
         Ok(())
     }
 }
@@ -223,5 +232,19 @@ mod tests {
             });
             assert!(e.starts_with("--n must be from 2"), "{e}");
         }
+        let nan = Settings {
+            guidance: f64::NAN,
+            ..settings.clone()
+        };
+        assert_eq!(err(nan), "--guidance must be a finite number, got NaN");
+        let twice = Settings {
+            samplers: vec![
+                SamplerSpec::Ddim(10),
+                SamplerSpec::Ddpm,
+                SamplerSpec::Ddim(10),
+            ],
+            ..settings.clone()
+        };
+        assert_eq!(err(twice), "--samplers names ddim-10 twice");
     }
 }

@@ -66,10 +66,13 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     if let Some(path) = output::repeated(&args.eval) {
         bail!("{}: given twice to --eval", path.display());
     }
-    // The model's card is read too (what it knew is carried over).
-    let card_in = args.model.with_extension("json");
-    let inputs: Vec<&PathBuf> = [&args.model, &card_in]
-        .into_iter()
+    // A weights file's card is read too (what it knew is carried over).
+    let card_in = args
+        .model
+        .is_file()
+        .then(|| args.model.with_extension("json"));
+    let inputs: Vec<&PathBuf> = std::iter::once(&args.model)
+        .chain(&card_in)
         .chain(&args.eval)
         .collect();
     output::refuse_inputs(&outputs, &inputs)?;

@@ -311,9 +311,12 @@ pub fn run(args: &SampleArgs) -> Result<()> {
             );
         }
     }
-    // The model's card too: it names the classes.
-    let card_in = args.model.with_extension("json");
-    let inputs = [&args.model, &card_in].into_iter().map(Some);
+    // A weights file's card too: it names the classes.
+    let card_in = args
+        .model
+        .is_file()
+        .then(|| args.model.with_extension("json"));
+    let inputs = [Some(&args.model), card_in.as_ref()].into_iter();
     let inputs = inputs.chain([args.steer.init.as_ref(), args.steer.mask.as_ref()]);
     output::refuse_inputs(&outputs, &inputs.flatten().collect::<Vec<_>>())?;
     output::refuse_existing(&outputs, args.force)?;

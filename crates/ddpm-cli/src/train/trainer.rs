@@ -243,11 +243,14 @@ impl Trainer {
             if !loss.is_finite() {
                 bar.abandon();
                 let kept = match checkpoint::latest(&run.checkpoints()).ok().flatten() {
-                    Some(last) => format!("the last good checkpoint is kept in {}", last.display()),
+                    Some(last) => format!(
+                        "the last good checkpoint is kept in {}: resume it",
+                        last.display()
+                    ),
                     None => "before any checkpoint: start over with --force".into(),
                 };
                 bail!(
-                    "step {}: the loss is {loss}; stopped, {kept} (with a lower --lr, or with --set optim.grad_clip=…)",
+                    "step {}: the loss is {loss}; stopped, {kept} with a lower --lr, or with --set optim.grad_clip=…",
                     self.step
                 );
             }

@@ -446,7 +446,7 @@ fn eval_measures_other_models_by_bits_per_dim_and_refuses_what_it_cannot_measure
     let junk = dir.path().join("junk.bpk");
     std::fs::write(&junk, b"not weights").expect("write");
     let junk_s = junk.to_str().expect("utf8");
-    let err = fails(&["eval", run_s, "--device", "cpu", "--classifier", junk_s]);
+    let err = fails(&[&own[..], &["--classifier", junk_s]].concat());
     assert!(
         err.contains("junk.bpk") && err.contains("not classifier weights"),
         "{err}"

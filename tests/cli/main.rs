@@ -640,9 +640,16 @@ fn bad_input_gets_one_line_naming_the_problem() {
         let err = fails(&[command, &[never.to_str().expect("utf8")]].concat());
         assert!(err.contains("no such run folder or weights file"), "{err}");
     }
+    let mnist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/models/mnist.bpk");
+    let err = fails_as(
+        ddpm()
+            .arg("eval")
+            .arg(&mnist)
+            .args(["--heldout", "/no/such/heldout"]),
+    );
+    assert!(err.contains("/no/such/heldout"), "{err}");
     // A switch of the environment with a value that would be ignored.
     let png = dir.path().join("never.png");
-    let mnist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/models/mnist.bpk");
     let err = fails_as(
         ddpm()
             .arg("sample")

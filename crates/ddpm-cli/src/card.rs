@@ -239,7 +239,27 @@ pub fn card_of(weights: &Path) -> Option<ModelCard> {
         );
         return None;
     }
-    Some(card)
+    Some(with_matching_classes(card, &bytes, weights))
+}
+
+/// `card` with its class names dropped, and a notice, when they are not one per class of the
+/// weights: a hand-edited list would name the wrong class for `--class`.
+fn with_matching_classes(mut card: ModelCard, bytes: &[u8], weights: &Path) -> ModelCard {
+    // Unreadable weights are the loader's to report.
+    let Ok((config, _)) = weights::read_config(bytes) else {
+        return card;
+    };
+    let (names, classes) = (card.origin.class_names.len(), config.unet.num_classes);
+    if names > 0 && Some(names) != classes {
+        eprintln!(
+            "notice: {}: its card names {names} classes, but the weights have {}; ignoring the \
+             card's class names",
+            weights.display(),
+            classes.unwrap_or(0)
+        );
+        card.origin.class_names.clear();
+    }
+    card
 }
 
 /// The class names of a run folder (its newest checkpoint's) or of a weights file (its card's),
@@ -363,6 +383,30 @@ mod tests {
         std::fs::write(&path, "{").expect("write");
         let err = WarmStart::read(&path).expect_err("bad json");
         assert!(err.to_string().contains("warm_start.json"), "{err}");
+    }
+
+    #[test]
+    fn a_card_naming_other_classes_than_its_weights_loses_its_names() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/models");
+        let dir = tempfile::tempdir().expect("tmp");
+        let weights = dir.path().join("m.bpk");
+        std::fs::copy(models.join("mnist.bpk"), &weights).expect("copy");
+        let text = std::fs::read_to_string(models.join("mnist.json")).expect("card");
+        let mut card: ModelCard = serde_json::from_str(&text).expect("parses");
+        let write = |card: &ModelCard| {
+            let json = serde_json::to_string(card).expect("json");
+            std::fs::write(weights.with_extension("json"), json).expect("write");
+        };
+        write(&card);
+        assert_eq!(
+            card_of(&weights).expect("card").origin.class_names.len(),
+            10
+        );
+        card.origin.class_names.truncate(9);
+        write(&card);
+        let read = card_of(&weights).expect("the card is kept");
+        assert!(read.origin.class_names.is_empty());
+        assert_eq!(read.origin.history, card.origin.history);
     }
 
     #[test]

@@ -60,29 +60,31 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let previous = args.extend.as_deref().map(Report::read).transpose()?;
     let settings = Settings::resolve(args, previous.as_ref())?;
     settings.check()?;
-    load::model_config(&args.model)?;
+    // The model and the held-out images are checked before a GPU is opened, so that an error
+    // in them is the first line, not after a driver's own.
+    let model_config = load::model_config(&args.model)?;
+    let digit_model = is_digit_model(&model_config);
+    let heldout = if digit_model {
+        check_samplers(&model_config, &settings.samplers)?;
+        classifier::digits(&args.heldout)?
+    } else {
+        own_heldout(args, &settings, &model_config)?
+    };
     let selected = device::select(args.device)?;
     let device = &selected.device;
-    // Loaded (and so checked) even when the model turns out not to be of digits.
+    // Loaded (and so checked) for a model not of digits too: a bad --classifier is never ignored.
     let (classifier, classifier_sha256) = Classifier::load(args.classifier.as_deref(), device)?;
     let models = load_models(&args.model, &args.weights, device)?;
     let Some(first) = models.first() else {
         bail!("--weights: nothing to evaluate");
     };
     let (config, step) = (first.config.clone(), first.step);
-    let digit_model = is_digit_model(&config);
     let classifier_sha256 = digit_model.then_some(classifier_sha256);
     if let Some(previous) = &previous {
         settings::check_extends(args, previous, step, classifier_sha256.as_deref())?;
         let weights: Vec<&str> = models.iter().map(|m| m.which.name()).collect();
         settings::nothing_new(args, previous, &settings, &weights, digit_model)?;
     }
-    let heldout = if digit_model {
-        check_samplers(&config, &settings.samplers)?;
-        classifier::digits(&args.heldout)?
-    } else {
-        own_heldout(args, &settings, &config)?
-    };
 
     let measured = if digit_model {
         Some(measure::measure_samples(

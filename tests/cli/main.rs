@@ -137,6 +137,7 @@ fn a_resume_changes_steps_lr_and_clipping_only_and_a_cosine_decay_keeps_its_end(
     ] {
         assert!(stderr.contains(note), "{note}: {stderr}");
     }
+    assert!(!stderr.contains("changed since the checkpoint"), "{stderr}");
     let saved = std::fs::read_to_string(run.join("config.toml")).expect("config");
     assert!(saved.contains("decay_steps = 12"), "{saved}");
     // Steps 13–16 at the floor of the new rate (0.1 of it), not climbing a stretched cosine.
@@ -161,6 +162,17 @@ fn a_resume_changes_steps_lr_and_clipping_only_and_a_cosine_decay_keeps_its_end(
     assert_eq!(
         std::fs::read_to_string(run.join("config.toml")).expect("config"),
         saved
+    );
+    // An edit of config.toml between sessions is said on resume, key by key.
+    assert!(saved.contains("keep = 3"), "{saved}");
+    let edited = saved.replace("keep = 3", "keep = 2");
+    std::fs::write(run.join("config.toml"), edited).expect("edit");
+    let out = ok(&["train", run_s, "--device", "cpu", "--steps", "17"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("note: run.keep changes on resume: 3 → 2 (")
+            && stderr.contains("config.toml, changed since the checkpoint)"),
+        "{stderr}"
     );
 }
 

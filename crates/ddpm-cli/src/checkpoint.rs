@@ -47,6 +47,10 @@ pub struct TrainingState {
     /// from it over the configured warm-up steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewarm_from: Option<usize>,
+    /// The training configuration these steps ran with (`config.toml`'s table), so that a
+    /// resume can name what was edited there since. Absent in older checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<toml::Table>,
 }
 
 /// Writes a checkpoint for `state.step` into `dir` atomically, then keeps the newest `keep`.
@@ -278,6 +282,7 @@ mod tests {
             },
             class_names: vec![],
             rewarm_from: None,
+            config: None,
         }
     }
 

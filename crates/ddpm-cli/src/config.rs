@@ -311,6 +311,24 @@ impl TrainConfig {
         toml::to_string_pretty(self).context("cannot write the configuration as TOML")
     }
 
+    /// The configuration as a TOML table (what a checkpoint keeps of it).
+    pub fn to_table(&self) -> Result<toml::Table> {
+        toml::Table::try_from(self).context("cannot write the configuration as TOML")
+    }
+
+    /// The keys whose values differ from `self` to `other`, dotted (`optim.batch_size`), with
+    /// both values as TOML writes them (`unset` where one has no value).
+    pub fn changes(&self, other: &Self) -> Result<Vec<(String, String, String)>> {
+        let (before, after) = (flat(&self.to_table()?), flat(&other.to_table()?));
+        let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+        let shown = |v: Option<&String>| v.map_or("unset".to_string(), Clone::clone);
+        Ok(keys
+            .into_iter()
+            .filter(|k| before.get(*k) != after.get(*k))
+            .map(|k| (k.clone(), shown(before.get(k)), shown(after.get(k))))
+            .collect())
+    }
+
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<()> {
         let o = &self.optim;
@@ -380,6 +398,24 @@ fn parse_value(text: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(text.to_string()))
 }
 
+/// Every value of `table` under its dotted key, as TOML writes it.
+fn flat(table: &toml::Table) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (key, value) in table {
+        match value {
+            toml::Value::Table(inner) => out.extend(
+                flat(inner)
+                    .into_iter()
+                    .map(|(k, v)| (format!("{key}.{k}"), v)),
+            ),
+            value => {
+                out.insert(key.clone(), value.to_string());
+            }
+        }
+    }
+    out
+}
+
 fn set(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().filter(|k| !k.is_empty()).context("empty key")?;
@@ -430,6 +466,34 @@ mod tests {
         assert_eq!(new.optim.adam_epsilon, 1e-8);
         let text = new.to_toml().expect("toml");
         assert_eq!(TrainConfig::from_saved(&text, &[]).expect("saved"), new);
+    }
+
+    #[test]
+    fn changes_name_each_key_that_differs_with_both_values() {
+        let before = TrainConfig::default();
+        let text = "[optim]\nbatch_size = 32\n[diffusion]\nbeta_schedule = { kind = \"cosine\", s = 0.008 }\n";
+        let after = TrainConfig::from_toml(text, &[]).expect("parses");
+        let changes = before.changes(&after).expect("changes");
+        let keys: Vec<&str> = changes.iter().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "diffusion.beta_schedule.kind",
+                "diffusion.beta_schedule.s",
+                "optim.batch_size"
+            ]
+        );
+        assert_eq!(
+            changes[0],
+            (
+                "diffusion.beta_schedule.kind".into(),
+                "\"linear\"".into(),
+                "\"cosine\"".into()
+            )
+        );
+        assert_eq!(changes[1].1, "unset");
+        assert_eq!(changes[2].2, "32");
+        assert!(after.changes(&after).expect("none").is_empty());
     }
 
     #[test]

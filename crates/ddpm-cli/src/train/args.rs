@@ -129,18 +129,32 @@ impl TrainArgs {
 
     /// On resume the saved configuration rules. The step count, the learning rate and the
     /// gradient clipping may change (the way out of a loss that became NaN); anything else
-    /// would not be the same run. Also the notes that say what changed; the caller writes the
+    /// would not be the same run. Also the notes that say what changed, by flag or by an edit
+    /// of `config.toml` since the checkpoint `trained_with` was written; the caller writes the
     /// changed configuration once the run is known to go on.
     pub fn resumed_config(
         &self,
         run: &RunDir,
         wanted: TrainConfig,
+        trained_with: Option<&toml::Table>,
     ) -> Result<(TrainConfig, Vec<String>)> {
         let path = run.config();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
         let saved =
             TrainConfig::from_saved(&text, &[]).with_context(|| path.display().to_string())?;
+        // Read as a saved file is, so that a key added since reads as the run had it.
+        let before = trained_with.and_then(|t| TrainConfig::from_saved(&t.to_string(), &[]).ok());
+        let edits: Vec<String> = before
+            .map(|b| b.changes(&saved))
+            .transpose()?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, was, is)| {
+                let file = path.display();
+                format!("note: {key} changes on resume: {was} → {is} ({file}, changed since the checkpoint)")
+            })
+            .collect();
         // A --config file says the whole configuration; flags alone change the saved one.
         let asked = match self.config {
             Some(_) => wanted,
@@ -190,7 +204,7 @@ impl TrainArgs {
         .filter(|(_, before, after)| before != after)
         .map(|(what, before, after)| format!("note: {what} changes on resume: {before} → {after}"))
         .collect();
-        Ok((resumed, notes))
+        Ok((resumed, [edits, notes].concat()))
     }
 }
 
@@ -226,5 +240,37 @@ mod tests {
             );
         }
         assert!(parse("--steps", "-1").is_err() && parse("--seed", "x").is_err());
+    }
+
+    #[test]
+    fn a_resume_names_what_was_edited_in_config_toml_since_the_checkpoint() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let run = RunDir(dir.path().to_path_buf());
+        let trained = TrainConfig::default();
+        let mut edited = trained.clone();
+        edited.optim.batch_size = 32;
+        std::fs::write(run.config(), edited.to_toml().expect("toml")).expect("write");
+        let args = Command::try_parse_from(["ddpm", "run", "--lr", "1e-3"]).expect("flags");
+        let resume = |with: Option<&toml::Table>| {
+            args.train
+                .resumed_config(&run, args.train.config().expect("config"), with)
+                .expect("resumes")
+        };
+        let table = trained.to_table().expect("table");
+        let (config, notes) = resume(Some(&table));
+        assert_eq!((config.optim.batch_size, config.optim.lr), (32, 1e-3));
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].starts_with("note: optim.batch_size changes on resume: 64 → 32 (")
+                && notes[0].ends_with("config.toml, changed since the checkpoint)"),
+            "{notes:?}"
+        );
+        assert!(notes[1].starts_with("note: optim.lr changes"), "{notes:?}");
+        // A checkpoint older than the record, or of the same configuration: flags only.
+        assert_eq!(resume(None).1, notes[1..]);
+        assert_eq!(
+            resume(Some(&edited.to_table().expect("table"))).1,
+            notes[1..]
+        );
     }
 }

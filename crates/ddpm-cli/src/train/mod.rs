@@ -46,7 +46,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         );
     }
     let (config, resume_notes) = match &latest {
-        Some(_) => args.resumed_config(&run, wanted)?,
+        Some(ckpt) => {
+            let trained_with = checkpoint::read_state(ckpt)?.config;
+            args.resumed_config(&run, wanted, trained_with.as_ref())?
+        }
         None => (wanted, Vec::new()),
     };
     // Everything that can fail on bad input happens before the run folder is touched.

@@ -402,6 +402,7 @@ impl Trainer {
             model: self.model_config.clone(),
             class_names: self.dataset.class_names.clone(),
             rewarm_from: self.rewarm_from,
+            config: Some(self.config.to_table()?),
         };
         let files = [
             (checkpoint::MODEL, model.as_slice()),

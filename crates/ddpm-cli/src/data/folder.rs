@@ -20,6 +20,7 @@ pub(super) fn load(root: &Path, shaping: &Shaping) -> Result<Dataset> {
         mut images,
         others,
         linked_folders,
+        hidden,
     } = found;
     images.sort();
     if let Some(first) = linked_folders.first() {
@@ -31,6 +32,12 @@ pub(super) fn load(root: &Path, shaping: &Shaping) -> Result<Dataset> {
         );
     }
     if images.is_empty() {
+        if others.is_empty() && hidden > 0 {
+            bail!(
+                "{}: the folder holds nothing but hidden entries ({hidden}, whose names start with `.`: skipped)",
+                root.display()
+            );
+        }
         if others.is_empty() {
             bail!("{}: the folder holds no files", root.display());
         }
@@ -160,6 +167,8 @@ struct Found {
     others: Vec<PathBuf>,
     /// Links to folders, not followed: a link to a folder above would loop.
     linked_folders: Vec<PathBuf>,
+    /// Hidden files and folders (`.DS_Store`, `.git`), skipped unread.
+    hidden: usize,
 }
 
 impl Found {
@@ -179,6 +188,7 @@ fn walk(dir: &Path, found: &mut Found) -> Result<()> {
     for entry in entries {
         let entry = entry.with_context(|| format!("{}: cannot list the folder", dir.display()))?;
         if entry.file_name().to_string_lossy().starts_with('.') {
+            found.hidden += 1;
             continue;
         }
         let path = entry.path();

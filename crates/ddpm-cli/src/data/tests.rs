@@ -335,6 +335,12 @@ fn missing_and_empty_sources_are_named() {
         load(dir.path().to_str().expect("utf8"), &shaping(8, 1)).expect_err("empty")
     );
     assert!(err.contains("no files"), "{err}");
+    std::fs::write(dir.path().join(".hidden.png"), b"x").expect("write");
+    let err = format!(
+        "{:#}",
+        load(dir.path().to_str().expect("utf8"), &shaping(8, 1)).expect_err("hidden only")
+    );
+    assert!(err.contains("nothing but hidden entries (1,"), "{err}");
     let missing = dir.path().join("nope");
     let err = format!(
         "{:#}",

@@ -660,6 +660,14 @@ fn bad_input_gets_one_line_naming_the_problem() {
             .args(["--heldout", "/no/such/heldout"]),
     );
     assert!(err.contains("/no/such/heldout"), "{err}");
+    let err = fails_as(
+        ddpm()
+            .arg("eval")
+            .arg(&mnist)
+            .arg("--classifier")
+            .arg(&mnist),
+    );
+    assert!(err.contains("mnist.bpk: not classifier weights"), "{err}");
     // A switch of the environment with a value that would be ignored.
     let png = dir.path().join("never.png");
     let err = fails_as(

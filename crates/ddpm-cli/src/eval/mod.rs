@@ -60,8 +60,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let previous = args.extend.as_deref().map(Report::read).transpose()?;
     let settings = Settings::resolve(args, previous.as_ref())?;
     settings.check()?;
-    // The model and the held-out images are checked before a GPU is opened, so that an error
-    // in them is the first line, not after a driver's own.
+    // The classifier, the model and the held-out images are checked before a GPU is opened,
+    // so that an error in them is the first line, not after a driver's own. The classifier (a
+    // small network, loaded again on the device) is checked for any model: a bad --classifier
+    // is never ignored.
+    Classifier::load(args.classifier.as_deref(), &Device::flex())?;
     let model_config = load::model_config(&args.model)?;
     let digit_model = is_digit_model(&model_config);
     let heldout = if digit_model {
@@ -72,7 +75,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
     let selected = device::select(args.device)?;
     let device = &selected.device;
-    // Loaded (and so checked) for a model not of digits too: a bad --classifier is never ignored.
     let (classifier, classifier_sha256) = Classifier::load(args.classifier.as_deref(), device)?;
     let models = load_models(&args.model, &args.weights, device)?;
     let Some(first) = models.first() else {

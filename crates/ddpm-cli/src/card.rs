@@ -187,9 +187,9 @@ pub fn write_weights_and_card(
     force: bool,
 ) -> Result<ModelCard> {
     let precision = if f16 { Precision::F16 } else { Precision::F32 };
-    weights::save(model, &config, precision, out, force)?;
-    let bytes =
-        std::fs::read(out).with_context(|| format!("{}: cannot read back", out.display()))?;
+    // Through the CLI's one writer of outputs: a temporary file of its own, synced, renamed.
+    let bytes = weights::to_bytes(model, &config, precision)?;
+    output::write_new(out, &bytes, force)?;
     let mut evaluations = evaluations.into_iter();
     let card = ModelCard {
         weights: out

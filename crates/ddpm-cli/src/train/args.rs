@@ -147,7 +147,6 @@ impl TrainArgs {
         let before = trained_with.and_then(|t| TrainConfig::from_saved(&t.to_string(), &[]).ok());
         let edits: Vec<String> = before
             .map(|b| b.changes(&saved))
-            .transpose()?
             .unwrap_or_default()
             .into_iter()
             .map(|(key, was, is)| {

@@ -418,6 +418,13 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, WeightsError> {
 
 /// Every leaf field whose value differs between `file` and `expected`.
 pub fn config_diff(file: &ModelConfig, expected: &ModelConfig) -> Vec<FieldDiff> {
+    field_diff(file, expected)
+}
+
+/// Every leaf field whose value differs between two values of one serialisable type (the CLI's
+/// training configuration too), by dotted path in key order, each value as JSON (`null` where
+/// one side has none).
+pub fn field_diff<T: Serialize>(file: &T, expected: &T) -> Vec<FieldDiff> {
     fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<FieldDiff>) {
         use serde_json::Value::Object;
         match (a, b) {

@@ -75,6 +75,8 @@ bash web/check-site.sh target/site-release
 
 export DDPM_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ddpm"
 npm ci --prefix tests/browser --no-audit --no-fund --silent
+# serve.test.mjs runs web/serve.sh's server (sirv) on that site.
+npm ci --prefix web/serve --no-audit --no-fund --silent
 
 step "browser tests on the release site (headless Chromium: WebGPU on SwiftShader, the CPU fallback, the npm package bundled by Vite)"
 tests=()

@@ -7,8 +7,8 @@
 #
 #   bash web/serve.sh [--port N] [--address ADDR] [--rebuild]
 #
-# A failed build stops here (non-zero); the site is served by Node (no SPA fallback: a missing
-# file is a 404), not by `trunk serve`, which would build it all again.
+# A failed build stops here (non-zero); the site is served by Node with sirv (web/serve/; no SPA
+# fallback: a missing file is a 404), not by `trunk serve`, which would build it all again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +43,13 @@ if ! why="$(node -e "$free_port" "$address" "$port" 2>&1)"; then
   exit 1
 fi
 
+# The server's own packages (sirv), installed from their lockfile when it changed (before the
+# build: a failed install found after it would waste the build's minutes).
+if [ ! -f web/serve/node_modules/.package-lock.json ] ||
+  [ web/serve/package-lock.json -nt web/serve/node_modules/.package-lock.json ]; then
+  npm ci --prefix web/serve --no-audit --no-fund --silent
+fi
+
 # shellcheck source=web/tools.sh disable=SC1091
 source web/tools.sh
 
@@ -54,11 +61,12 @@ fresh() {
   [ "$(cat "$stamp")" = "$tools" ] || return 1
   # Another build (say a plain `trunk build`) wrote the site since.
   [ ! "$site/index.html" -nt "$stamp" ] || return 1
-  # What goes into the site (web/'s scripts, README and npm manifest do not, but for the
-  # pre-build hook).
+  # What goes into the site (web/'s scripts, README, npm manifest and server do not, but for
+  # the pre-build hook).
   local inputs=(Cargo.toml Cargo.lock Trunk.toml crates/ddpm crates/ddpm-web web www patches)
   [ -z "$(find "${inputs[@]}" .cargo rust-toolchain rust-toolchain.toml -newer "$stamp" \
     \( ! -path 'web/*.sh' -o -path web/cpu-build.sh \) ! -path web/README.md ! -path 'web/npm/*' \
+    ! -path web/serve ! -path 'web/serve/*' \
     -print -quit 2>/dev/null)" ]
 }
 if fresh; then
@@ -70,57 +78,4 @@ else
   printf '%s\n' "$tools" >"$stamp"
 fi
 
-# shellcheck disable=SC2016 # JavaScript, not shell
-server='
-const http = require("node:http"), fs = require("node:fs"), path = require("node:path");
-const [root, address, port] = [path.resolve(process.argv[1]), process.argv[2], Number(process.argv[3])];
-const types = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".mjs": "text/javascript",
-  ".css": "text/css", ".wasm": "application/wasm", ".json": "application/json", ".png": "image/png",
-  ".svg": "image/svg+xml", ".gif": "image/gif", ".md": "text/markdown; charset=utf-8", ".txt": "text/plain" };
-const server = http.createServer((request, response) => {
-  // The site has no icon; a 404 for the one browsers ask for would be noise in the console.
-  if (request.url === "/favicon.ico") {
-    response.writeHead(204).end();
-    return;
-  }
-  let file;
-  try {
-    const url = new URL(request.url, "http://x");
-    // posix.normalize of an absolute path never climbs above "/": the file stays inside root.
-    file = path.join(root, path.posix.normalize(decodeURIComponent(url.pathname)));
-    if (fs.statSync(file).isDirectory()) {
-      // A folder without its slash: relative links in its index.html need the slash.
-      if (!url.pathname.endsWith("/")) {
-        response.writeHead(301, { location: `${url.pathname}/${url.search}` }).end();
-        return;
-      }
-      file = path.join(file, "index.html");
-    }
-    if (!fs.statSync(file).isFile()) throw new Error("not a file");
-  } catch {
-    console.error(`404 ${request.url}`);
-    response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
-    return;
-  }
-  if (request.method !== "GET" && request.method !== "HEAD") {
-    response.writeHead(405, { allow: "GET, HEAD" }).end();
-    return;
-  }
-  response.writeHead(200, {
-    "content-type": types[path.extname(file)] ?? "application/octet-stream",
-    "content-length": fs.statSync(file).size,
-    "cache-control": "no-cache",
-  });
-  if (request.method === "HEAD") response.end();
-  else fs.createReadStream(file).pipe(response);
-});
-server.once("error", (e) => {
-  console.error(`serve.sh: cannot listen on ${address}:${port} (${e.code}); choose another port with --port`);
-  process.exit(1);
-});
-server.listen(port, address, () => {
-  const host = address.includes(":") ? `[${address}]` : address;
-  console.log(`serving ${process.argv[1]} at http://${host}:${port}/ (Ctrl-C stops it)`);
-});
-'
-exec node -e "$server" "$site" "$address" "$port"
+exec node web/serve/serve.mjs "$site" "$address" "$port"

@@ -347,6 +347,126 @@ fn eval_measures_a_digit_model_on_held_out_mnist_and_export_keeps_it() {
         err.contains("digits.bpk") && err.contains("run folder"),
         "{err}"
     );
+    // ...and not a report of another model at the same step (it records what it read)...
+    let other = dir.path().join("other");
+    let other_s = other.to_str().expect("utf8");
+    ok(&[
+        &["train", other_s, "--steps", "2", "--seed", "1"][..],
+        &tiny_digits(),
+    ]
+    .concat());
+    let never_bpk = dir.path().join("never.bpk");
+    let never_bpk_s = never_bpk.to_str().expect("utf8");
+    let err = fails(&["export", other_s, "-o", never_bpk_s, "--eval", report_s]);
+    assert!(
+        err.contains("eval.json: evaluates other weights than those exported"),
+        "{err}"
+    );
+    assert!(!never_bpk.exists());
+    let err = fails(
+        &[
+            &["eval", other_s, "--extend", part_s, "--samplers", "ddpm"][..],
+            &["-o", never.to_str().expect("utf8"), "--device", "cpu"],
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("--extend: the report evaluated other ema weights"),
+        "{err}"
+    );
+    // ...while a report of an export goes into the card of the same export made again.
+    let of_file = dir.path().join("of-file.json");
+    let of_file_s = of_file.to_str().expect("utf8");
+    ok(&[
+        &[
+            "eval",
+            weights_s,
+            "-n",
+            "20",
+            "--samplers",
+            "ddim-2",
+            "--nll-images",
+            "0",
+        ][..],
+        &["-o", of_file_s],
+        &flags,
+    ]
+    .concat());
+    ok(&[
+        "export", run_s, "-o", weights_s, "--eval", of_file_s, "--force",
+    ]);
+    // No output of eval, sample or export may replace what it reads: the model, its card,
+    // a checkpoint's files; and a bad output path is refused before any measuring.
+    let ckpt = run.join("checkpoints/step-000000002");
+    let in_ckpt = |name: &str| ckpt.join(name).to_str().expect("utf8").to_string();
+    let before = std::fs::read(ckpt.join("ema.bpk")).expect("ema");
+    let card_s = dir.path().join("digits.json");
+    let a_file = dir.path().join("a-file");
+    std::fs::write(&a_file, b"x").expect("write");
+    let under_file = a_file.join("r.json");
+    let eval_to = |model: &str, out: &str, more: &[&str]| {
+        fails(
+            &[
+                &[
+                    "eval",
+                    model,
+                    "-n",
+                    "20",
+                    "--samplers",
+                    "ddim-2",
+                    "--force",
+                    "-o",
+                    out,
+                ][..],
+                more,
+                &flags,
+            ]
+            .concat(),
+        )
+    };
+    let err = eval_to(run_s, &in_ckpt("ema.bpk"), &[]);
+    assert!(
+        err.contains("ema.bpk: is inside") && err.contains("which this command reads"),
+        "{err}"
+    );
+    let err = eval_to(weights_s, card_s.to_str().expect("utf8"), &[]);
+    assert!(
+        err.contains("digits.json: is also an input of this command"),
+        "{err}"
+    );
+    let err = eval_to(run_s, under_file.to_str().expect("utf8"), &[]);
+    assert!(err.contains("a-file: is a file, not a folder"), "{err}");
+    let err = eval_to(
+        run_s,
+        never.to_str().expect("utf8"),
+        &["--weights", "ema,ema"],
+    );
+    assert!(err.contains("--weights names ema twice"), "{err}");
+    let png = dir.path().join("s.png");
+    let png_s = png.to_str().expect("utf8");
+    let err = fails(&[
+        "sample",
+        run_s,
+        "--device",
+        "cpu",
+        "-n",
+        "1",
+        "-o",
+        png_s,
+        "--raw",
+        &in_ckpt("state.json"),
+        "--force",
+    ]);
+    assert!(err.contains("state.json: is inside"), "{err}");
+    let err = fails(&["export", run_s, "-o", &in_ckpt("state.bpk"), "--force"]);
+    assert!(err.contains("state.bpk: is inside"), "{err}");
+    assert_eq!(std::fs::read(ckpt.join("ema.bpk")).expect("ema"), before);
+    assert!(!png.exists());
+    // The default DDIM-50 of `sample` is all T steps of a model with fewer (T = 20 here).
+    let out = ok(&["sample", run_s, "--device", "cpu", "-n", "1", "-o", png_s]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("(20 steps)"), "{log}");
+
     // ...and no other: one more step, and the old report is refused.
     ok(&[&["train", run_s, "--steps", "3"][..], &tiny_digits()].concat());
     let err = fails(&[

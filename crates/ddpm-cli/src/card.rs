@@ -175,39 +175,61 @@ impl WarmStart {
     }
 }
 
-/// Writes `model` as the weights file `out` (f16 or f32; atomically; an existing one only
-/// with `force`) and its card beside it (`out` with `.json`), as `export` and `import` do.
-pub fn write_weights_and_card(
-    model: &Unet,
+/// A weights file's bytes (f16 or f32), made before anything is written: `export` checks its
+/// evaluations against their SHA-256 first.
+pub struct WeightsFile {
+    bytes: Vec<u8>,
+    precision: Precision,
+    parameters: usize,
     config: ModelConfig,
-    f16: bool,
-    out: &Path,
-    origin: Origin,
-    evaluations: Vec<Report>,
-    force: bool,
-) -> Result<ModelCard> {
-    let precision = if f16 { Precision::F16 } else { Precision::F32 };
-    // Through the CLI's one writer of outputs: a temporary file of its own, synced, renamed.
-    let bytes = weights::to_bytes(model, &config, precision)?;
-    output::write_new(out, &bytes, force)?;
-    let mut evaluations = evaluations.into_iter();
-    let card = ModelCard {
-        weights: out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        sha256: sha256_hex(&bytes),
-        bytes: bytes.len() as u64,
-        precision,
-        parameters: model.num_params(),
-        config,
-        origin,
-        evaluation: evaluations.next(),
-        more_evaluations: evaluations.collect(),
-    };
-    let json = serde_json::to_string_pretty(&card)? + "\n";
-    output::write_new(&out.with_extension("json"), json.as_bytes(), true)?;
-    Ok(card)
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+}
+
+impl WeightsFile {
+    /// `model`'s weights file.
+    pub fn new(model: &Unet, config: ModelConfig, f16: bool) -> Result<Self> {
+        let precision = if f16 { Precision::F16 } else { Precision::F32 };
+        let bytes = weights::to_bytes(model, &config, precision)?;
+        Ok(Self {
+            sha256: sha256_hex(&bytes),
+            bytes,
+            precision,
+            parameters: model.num_params(),
+            config,
+        })
+    }
+
+    /// Writes the file as `out` (atomically; an existing one only with `force`) and its card
+    /// beside it (`out` with `.json`), as `export` and `import` do.
+    pub fn write(
+        self,
+        out: &Path,
+        origin: Origin,
+        evaluations: Vec<Report>,
+        force: bool,
+    ) -> Result<ModelCard> {
+        // Through the CLI's one writer of outputs: a temporary file of its own, synced, renamed.
+        output::write_new(out, &self.bytes, force)?;
+        let mut evaluations = evaluations.into_iter();
+        let card = ModelCard {
+            weights: out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: self.sha256,
+            bytes: self.bytes.len() as u64,
+            precision: self.precision,
+            parameters: self.parameters,
+            config: self.config,
+            origin,
+            evaluation: evaluations.next(),
+            more_evaluations: evaluations.collect(),
+        };
+        let json = serde_json::to_string_pretty(&card)? + "\n";
+        output::write_new(&out.with_extension("json"), json.as_bytes(), true)?;
+        Ok(card)
+    }
 }
 
 /// The model card `ddpm export` wrote beside a weights file, when it describes that file (same
@@ -291,8 +313,14 @@ pub fn class_index(arg: &str, names: &[String]) -> Result<usize> {
     }
 }
 
-/// A `ddpm eval` report for a card, checked to be of the step being exported.
-pub fn read_evaluation(path: &Path, steps_trained: Option<usize>) -> Result<Report> {
+/// A `ddpm eval` report for a card, checked to be of the step being exported and, where it
+/// records what it read (reports since 2026-12-07), of these weights: `weights_sha256` are the
+/// SHA-256s they go by (the file exported from, and the file written).
+pub fn read_evaluation(
+    path: &Path,
+    steps_trained: Option<usize>,
+    weights_sha256: &[&str],
+) -> Result<Report> {
     let report = Report::read(path)?;
     if report.step != steps_trained {
         let show = |s: Option<usize>| s.map_or("unknown".into(), |s| s.to_string());
@@ -303,7 +331,33 @@ pub fn read_evaluation(path: &Path, steps_trained: Option<usize>) -> Result<Repo
             show(steps_trained)
         );
     }
+    let read = &report.weights_sha256;
+    if !read.is_empty()
+        && !read
+            .values()
+            .any(|sha| weights_sha256.contains(&sha.as_str()))
+    {
+        bail!(
+            "{}: evaluates other weights than those exported ({} there, SHA-256 {}; here {})",
+            path.display(),
+            report.model,
+            read.values()
+                .map(|s| short(s))
+                .collect::<Vec<_>>()
+                .join(", "),
+            weights_sha256
+                .iter()
+                .map(|s| short(s))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        );
+    }
     Ok(report)
+}
+
+/// The first 12 hex digits of a SHA-256, enough to tell two apart in a message.
+pub fn short(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
 }
 
 /// The wall time of steps 1..=`step` of a run: its `metrics.csv` restarts the `seconds` column
@@ -328,6 +382,12 @@ fn training_seconds(run: &RunDir, step: usize) -> Option<f64> {
         session = seconds;
     }
     Some(total + session)
+}
+
+/// SHA-256 of the file `path`, as [`sha256_hex`].
+pub fn sha256_of(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(sha256_hex(&bytes))
 }
 
 /// SHA-256 of `bytes` in lower-case hexadecimal (model cards, eval reports, warm starts).

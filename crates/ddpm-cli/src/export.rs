@@ -67,28 +67,19 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         bail!("{}: given twice to --eval", path.display());
     }
     // A weights file's card is read too (what it knew is carried over).
-    let card_in = args
-        .model
-        .is_file()
-        .then(|| args.model.with_extension("json"));
-    let inputs: Vec<&PathBuf> = std::iter::once(&args.model)
-        .chain(&card_in)
-        .chain(&args.eval)
-        .collect();
+    let model_files = load::files_read(&args.model);
+    let inputs: Vec<&PathBuf> = model_files.iter().chain(&args.eval).collect();
     output::refuse_inputs(&outputs, &inputs)?;
     output::refuse_existing(&outputs, args.force)?;
     let device = Device::flex();
-    let (model, config, origin) = if args.model.is_dir() {
+    let (model, config, origin, source) = if args.model.is_dir() {
         // One checkpoint for the weights and for the card, even if a running trainer lands a
         // newer one in between.
         let run = RunDir(args.model.clone());
         let ckpt = load::newest_checkpoint(&run)?;
         let (model, config, _) = load::checkpoint_model(&ckpt, args.weights, &device)?;
-        (
-            model,
-            config,
-            Origin::of_checkpoint(&run, &ckpt, args.weights)?,
-        )
+        let origin = Origin::of_checkpoint(&run, &ckpt, args.weights)?;
+        (model, config, origin, args.weights.file_in(&ckpt))
     } else {
         let (model, config) = load::model(&args.model, &device)?;
         // Re-exporting a file (e.g. to f16) keeps what its card knew.
@@ -100,12 +91,18 @@ pub fn run(args: &ExportArgs) -> Result<()> {
                 args.model.display()
             );
         }
-        (model, config, origin)
+        (model, config, origin, args.model.clone())
     };
+    let file = card::WeightsFile::new(&model, config.clone(), args.f16)?;
+    // A report of the file exported from, or of an earlier export just like this one.
+    let source_sha256 = card::sha256_of(&source)?;
     let evaluations = args
         .eval
         .iter()
-        .map(|path| card::read_evaluation(path, origin.history.steps_trained))
+        .map(|path| {
+            let shas = [source_sha256.as_str(), file.sha256.as_str()];
+            card::read_evaluation(path, origin.history.steps_trained, &shas)
+        })
         .collect::<Result<Vec<_>>>()?;
     let lucidrains = match &args.lucidrains {
         // Refused before anything is written (a class-conditional model has no counterpart).
@@ -113,15 +110,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         None => None,
     };
     output::prepare(&outputs, &[])?;
-    let card = card::write_weights_and_card(
-        &model,
-        config,
-        args.f16,
-        &args.out,
-        origin,
-        evaluations,
-        args.force,
-    )?;
+    let card = file.write(&args.out, origin, evaluations, args.force)?;
     if let Some(path) = &args.safetensors {
         output::write_new(path, &safetensors_bytes(&model, &card.config)?, true)?;
     }

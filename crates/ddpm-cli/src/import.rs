@@ -165,10 +165,7 @@ pub fn run(args: &ImportArgs) -> Result<()> {
         },
     };
     output::prepare(&[args.out.clone(), card_path.clone()], &[])?;
-    let card = card::write_weights_and_card(
-        &model,
-        config,
-        args.f16,
+    let card = card::WeightsFile::new(&model, config, args.f16)?.write(
         &args.out,
         origin,
         vec![],

@@ -53,6 +53,11 @@ impl WeightsChoice {
             Self::Raw => checkpoint::MODEL,
         }
     }
+
+    /// That file in the checkpoint folder `ckpt`.
+    pub fn file_in(self, ckpt: &Path) -> PathBuf {
+        ckpt.join(self.checkpoint_file())
+    }
 }
 
 /// A model from a run folder (newest checkpoint, EMA weights) or a weights file.
@@ -85,6 +90,17 @@ pub fn model_config(path: &Path) -> Result<ModelConfig> {
         Ok(config)
     } else {
         bail!("{}: no such run folder or weights file", path.display())
+    }
+}
+
+/// What a command that reads `model` reads of it, for [`crate::output::refuse_inputs`]: a
+/// weights file and its card (the weights' name with `.json`), or a run folder's checkpoints
+/// and records ([`RunDir::kept`]).
+pub fn files_read(model: &Path) -> Vec<PathBuf> {
+    if model.is_dir() {
+        RunDir(model.to_path_buf()).kept().into()
+    } else {
+        vec![model.to_path_buf(), model.with_extension("json")]
     }
 }
 

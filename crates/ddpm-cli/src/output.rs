@@ -65,17 +65,27 @@ pub fn repeated(paths: &[PathBuf]) -> Option<&PathBuf> {
     (0..paths.len()).find_map(|i| files[..i].contains(&files[i]).then_some(&paths[i]))
 }
 
-/// Refuses an output that is one of the command's `inputs`, however either is spelled, with or
-/// without `--force`: writing it would destroy what the command reads.
+/// Refuses an output that is one of the command's `inputs` or inside one that is a folder,
+/// however either is spelled, with or without `--force`: writing it would destroy what the
+/// command reads.
 pub fn refuse_inputs(outputs: &[PathBuf], inputs: &[&PathBuf]) -> Result<()> {
-    let inputs: Vec<PathBuf> = inputs.iter().map(|p| identity(p)).collect();
-    match outputs.iter().find(|o| inputs.contains(&identity(o))) {
-        Some(path) => bail!(
-            "{}: is also an input of this command; name another output file",
-            path.display()
-        ),
-        None => Ok(()),
+    let inputs: Vec<(&PathBuf, PathBuf)> = inputs.iter().map(|p| (*p, identity(p))).collect();
+    for output in outputs {
+        let file = identity(output);
+        match inputs.iter().find(|(_, input)| file.starts_with(input)) {
+            Some((_, input)) if *input == file => bail!(
+                "{}: is also an input of this command; name another output file",
+                output.display()
+            ),
+            Some((folder, _)) => bail!(
+                "{}: is inside {}, which this command reads; name another output file",
+                output.display(),
+                folder.display()
+            ),
+            None => {}
+        }
     }
+    Ok(())
 }
 
 /// The file `path` names: itself resolved where it exists, else its folder resolved (as far as
@@ -178,6 +188,42 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["a.json", "a.json.tmp"]);
+    }
+
+    #[test]
+    fn an_input_or_a_file_inside_an_input_folder_is_refused_as_an_output() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let at = |p: &str| dir.path().join(p);
+        std::fs::create_dir_all(at("run/checkpoints/step-1")).expect("dirs");
+        std::fs::write(at("model.bpk"), b"x").expect("write");
+        let (model, checkpoints) = (at("model.bpk"), at("run/checkpoints"));
+        let inputs = [&model, &checkpoints];
+        let err = |out: PathBuf| {
+            refuse_inputs(&[out], &inputs)
+                .expect_err("an input")
+                .to_string()
+        };
+        assert!(
+            err(at("./model.bpk"))
+                .ends_with("model.bpk: is also an input of this command; name another output file")
+        );
+        // Also one that does not exist yet: a checkpoint's file is replaced all the same.
+        let inside = err(at("run/checkpoints/../checkpoints/step-1/ema.bpk"));
+        assert!(
+            inside.contains("ema.bpk: is inside ")
+                && inside
+                    .ends_with("checkpoints, which this command reads; name another output file"),
+            "{inside}"
+        );
+        // Beside them is fine: the run folder itself is not an input, and a name that only
+        // starts like an input's is another file.
+        for out in [
+            "run/samples.png",
+            "model.bpk.png",
+            "run/checkpoints-old/a.bpk",
+        ] {
+            assert!(refuse_inputs(&[at(out)], &inputs).is_ok(), "{out}");
+        }
     }
 
     #[test]

@@ -38,11 +38,10 @@ pub fn loss_curve(rows: &[(usize, f64)], path: &Path) -> Result<()> {
         bail!("no losses to plot");
     };
     let positive: Vec<f64> = rows.iter().map(|r| r.1).filter(|&l| l > 0.0).collect();
-    let low = positive
-        .iter()
-        .copied()
-        .fold(f64::INFINITY, f64::min)
-        .max(1e-6);
+    let low = positive.iter().copied().fold(f64::INFINITY, f64::min);
+    // No positive loss at all (a loss weight that rounds to 0): a fixed floor, as plotters
+    // loops forever on a logarithmic range from infinity to infinity.
+    let low = if low.is_finite() { low.max(1e-6) } else { 1e-6 };
     let high = positive.iter().copied().fold(0.0, f64::max).max(low * 1.01);
     let mut smoothed = Vec::with_capacity(rows.len());
     let mut average = rows[0].1;
@@ -140,5 +139,19 @@ mod tests {
             "the curve does not fall"
         );
         assert!(loss_curve(&[], &png).is_err());
+    }
+
+    #[test]
+    fn losses_that_are_all_zero_are_drawn_on_a_floor() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let png = dir.path().join("loss.png");
+        let rows: Vec<(usize, f64)> = (1..=10).map(|s| (s, 0.0)).collect();
+        // In a thread: with an empty range plotters never returned, and a test should fail.
+        let (done, finished) = std::sync::mpsc::channel();
+        let drawn = png.clone();
+        std::thread::spawn(move || done.send(loss_curve(&rows, &drawn).is_ok()));
+        let ok = finished.recv_timeout(std::time::Duration::from_secs(60));
+        assert_eq!(ok, Ok(true), "drawing did not finish, or failed");
+        assert_eq!(image::open(&png).expect("png").width(), SIZE.0);
     }
 }

@@ -45,6 +45,19 @@ impl RunDir {
     pub fn lock(&self) -> PathBuf {
         self.0.join("train.lock")
     }
+    /// What no output of a command that reads this folder may replace: its checkpoints (a
+    /// folder) and the records a resume reads. Samples and the loss curve are pictures that a
+    /// user may well write beside.
+    pub fn kept(&self) -> [PathBuf; 6] {
+        [
+            self.checkpoints(),
+            self.config(),
+            self.metrics(),
+            self.sessions(),
+            self.warm_start(),
+            self.lock(),
+        ]
+    }
 }
 
 /// An exclusive lock on a run folder, held while one `ddpm train` uses it and released by the

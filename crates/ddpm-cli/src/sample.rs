@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor};
 use clap::ValueEnum;
+use ddpm::sampler::{MAX_RESAMPLE_JUMP, MAX_RESAMPLE_REPEATS};
 use ddpm::steer::Steer;
 use ddpm::{
     ClassChoice, DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler,
@@ -44,12 +45,13 @@ pub struct SampleArgs {
     /// The reverse process.
     #[arg(long, value_enum, default_value = "ddim")]
     pub sampler: SamplerChoice,
-    /// DDIM steps (DDPM always takes T).
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// DDIM's η (0 = deterministic).
-    #[arg(long, default_value_t = 0.0)]
-    pub eta: f64,
+    /// DDIM steps, 1 to the model's T [default: 50, or T when the model has fewer]. DDPM
+    /// always takes all T.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM's η (0 = deterministic) [default: 0].
+    #[arg(long)]
+    pub eta: Option<f64>,
     /// Fixes every random draw: the same seed gives the same images.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -269,6 +271,47 @@ pub fn sample(
 pub const MAX_IMAGES: usize = 65_536;
 
 /// `-n`: from 1 to [`MAX_IMAGES`].
+/// The sampler the flags ask for, checked against the model (`config`) before a GPU is opened:
+/// the core's own checks would name no flag, and would come after the driver's lines.
+fn sampler_kind(args: &SampleArgs, config: &ModelConfig) -> Result<SamplerKind> {
+    let timesteps = config.diffusion.timesteps;
+    if !args.guidance.is_finite() {
+        bail!("--guidance must be a finite number, got {}", args.guidance);
+    }
+    if args.guidance != 1.0 && config.unet.num_classes.is_none() {
+        bail!("--guidance needs a class-conditional model, and this one has no classes");
+    }
+    if let Some(strength) = args.steer.strength.filter(|s| !(0.0..=1.0).contains(s)) {
+        bail!("--strength must be between 0 and 1, got {strength}");
+    }
+    let (jump, repeats) = (args.steer.resample_jump, args.steer.resample_repeats);
+    if !(1..=MAX_RESAMPLE_JUMP).contains(&jump) || !(1..=MAX_RESAMPLE_REPEATS).contains(&repeats) {
+        bail!(
+            "--resample-jump must be 1 to {MAX_RESAMPLE_JUMP} and --resample-repeats 1 to {MAX_RESAMPLE_REPEATS}, got {jump} and {repeats}"
+        );
+    }
+    match args.sampler {
+        SamplerChoice::Ddpm => match (args.steps, args.eta) {
+            (Some(_), _) => bail!("--steps is for DDIM: DDPM always takes all {timesteps} steps"),
+            (_, Some(_)) => bail!("--eta is for DDIM: DDPM's variance is fixed"),
+            (None, None) => Ok(SamplerKind::Ddpm {
+                variance: DdpmVariance::Posterior,
+            }),
+        },
+        SamplerChoice::Ddim => {
+            let steps = args.steps.unwrap_or(timesteps.min(50));
+            if !(1..=timesteps).contains(&steps) {
+                bail!("--steps must be 1 to {timesteps} (the model's T), got {steps}");
+            }
+            let eta = args.eta.unwrap_or(0.0);
+            if !(eta.is_finite() && eta >= 0.0) {
+                bail!("--eta must be a finite number ≥ 0, got {eta}");
+            }
+            Ok(SamplerKind::Ddim { steps, eta })
+        }
+    }
+}
+
 fn image_count(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if (1..=MAX_IMAGES).contains(&n) => Ok(n),
@@ -312,15 +355,15 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         }
     }
     // A weights file's card too: it names the classes.
-    let card_in = args
-        .model
-        .is_file()
-        .then(|| args.model.with_extension("json"));
-    let inputs = [Some(&args.model), card_in.as_ref()].into_iter();
-    let inputs = inputs.chain([args.steer.init.as_ref(), args.steer.mask.as_ref()]);
-    output::refuse_inputs(&outputs, &inputs.flatten().collect::<Vec<_>>())?;
+    let model_files = load::files_read(&args.model);
+    let steering = [args.steer.init.as_ref(), args.steer.mask.as_ref()];
+    let inputs: Vec<&PathBuf> = model_files
+        .iter()
+        .chain(steering.into_iter().flatten())
+        .collect();
+    output::refuse_inputs(&outputs, &inputs)?;
     output::refuse_existing(&outputs, args.force)?;
-    load::model_config(&args.model)?;
+    let kind = sampler_kind(args, &load::model_config(&args.model)?)?;
     let selected = device::select(args.device)?;
     let (model, config) = load::model(&args.model, &selected.device)?;
     let model = load::for_sampling(model, config.image_size, &selected.device);
@@ -334,15 +377,6 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     let classes = choice
         .labels(config.unet.num_classes, args.n)
         .with_context(|| format!("--class: {}", args.model.display()))?;
-    let kind = match args.sampler {
-        SamplerChoice::Ddpm => SamplerKind::Ddpm {
-            variance: DdpmVariance::Posterior,
-        },
-        SamplerChoice::Ddim => SamplerKind::Ddim {
-            steps: args.steps,
-            eta: args.eta,
-        },
-    };
     let [height, width] = config.image_size;
     let shape = [config.unet.channels, height, width];
     let (steer, first_seed) = args.steer.steer(args.n, shape, &selected.device)?;
@@ -415,4 +449,105 @@ fn raw_bytes(images: &Batch) -> Result<Vec<u8>> {
 /// Where `--png-dir` puts image `i`.
 fn single_png(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("{i:04}.png"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use ddpm::{DiffusionConfig, UnetConfig};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        sample: SampleArgs,
+    }
+
+    /// A model of T = 20 steps, with two classes or none.
+    fn model(classes: Option<usize>) -> ModelConfig {
+        ModelConfig {
+            unet: UnetConfig::new(8).with_num_classes(classes),
+            diffusion: DiffusionConfig {
+                timesteps: 20,
+                ..DiffusionConfig::default()
+            },
+            image_size: [8, 8],
+        }
+    }
+
+    fn kind(flags: &[&str], classes: Option<usize>) -> Result<SamplerKind, String> {
+        let args = Command::try_parse_from([&["ddpm", "m.bpk"][..], flags].concat())
+            .map_err(|e| e.to_string())?;
+        sampler_kind(&args.sample, &model(classes)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sampler_flags_are_checked_against_the_model_and_named() {
+        // The default of 50 DDIM steps is T where the model has fewer.
+        assert_eq!(
+            kind(&[], None),
+            Ok(SamplerKind::Ddim {
+                steps: 20,
+                eta: 0.0
+            })
+        );
+        assert_eq!(
+            kind(&["--steps", "7", "--eta", "0.5"], Some(2)),
+            Ok(SamplerKind::Ddim { steps: 7, eta: 0.5 })
+        );
+        let refused = [
+            (
+                &["--steps", "21"][..],
+                None,
+                "--steps must be 1 to 20 (the model's T), got 21",
+            ),
+            (
+                &["--steps", "0"],
+                None,
+                "--steps must be 1 to 20 (the model's T), got 0",
+            ),
+            (
+                &["--eta=-1"],
+                None,
+                "--eta must be a finite number ≥ 0, got -1",
+            ),
+            (
+                &["--sampler", "ddpm", "--steps", "5"],
+                None,
+                "--steps is for DDIM",
+            ),
+            (
+                &["--sampler", "ddpm", "--eta", "0"],
+                None,
+                "--eta is for DDIM",
+            ),
+            (
+                &["--guidance", "NaN"],
+                Some(2),
+                "--guidance must be a finite number, got NaN",
+            ),
+            (
+                &["--guidance", "3"],
+                None,
+                "--guidance needs a class-conditional model",
+            ),
+            (
+                &["--init", "a.png", "--strength", "1.5"],
+                None,
+                "--strength must be between 0 and 1, got 1.5",
+            ),
+            (
+                &["--init", "a.png", "--mask", "m.png", "--resample-jump", "0"],
+                None,
+                "--resample-jump must be 1 to 1000",
+            ),
+        ];
+        for (flags, classes, message) in refused {
+            let err = kind(flags, classes).expect_err(message);
+            assert!(err.starts_with(message), "{flags:?}: {err}");
+        }
+        assert!(kind(&["--sampler", "ddpm"], Some(2)).is_ok());
+        assert!(kind(&["--guidance", "3"], Some(2)).is_ok());
+    }
 }

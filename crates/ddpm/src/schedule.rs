@@ -10,11 +10,13 @@ pub const MAX_BETA: f64 = 0.999;
 
 /// How β_t grows with `t`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum BetaSchedule {
     /// The paper's schedule: β linear from 1e-4 to 0.02 at T = 1000, both ends scaled by
-    /// `1000 / T` for other T (as lucidrains does), then clipped at [`MAX_BETA`].
-    Linear,
+    /// `1000 / T` for other T (as lucidrains does), then clipped at [`MAX_BETA`]. Braces, not
+    /// a unit variant: serde lets an internally tagged unit variant ignore other keys, and a
+    /// key of another schedule (`s` here) must be refused, not dropped.
+    Linear {},
     /// Nichol & Dhariwal (2021): ᾱ(t) = cos²((t/T + s)/(1 + s) · π/2), β clipped at 0.999.
     Cosine {
         /// Offset `s` that keeps β small near `t = 0`; 0.008 in the paper.
@@ -45,7 +47,7 @@ impl BetaSchedule {
     pub fn betas(&self, timesteps: usize) -> Vec<f64> {
         let t_max = timesteps as f64;
         match *self {
-            Self::Linear => {
+            Self::Linear {} => {
                 let scale = 1000.0 / t_max;
                 let (start, end) = (scale * 1e-4, scale * 0.02);
                 (0..timesteps)
@@ -186,16 +188,35 @@ mod tests {
     use super::*;
 
     const SCHEDULES: [BetaSchedule; 3] = [
-        BetaSchedule::Linear,
+        BetaSchedule::Linear {},
         BetaSchedule::COSINE,
         BetaSchedule::SIGMOID,
     ];
+
+    #[test]
+    fn a_schedule_with_a_key_of_another_kind_is_refused() {
+        let read =
+            |json: &str| serde_json::from_str::<BetaSchedule>(json).map_err(|e| e.to_string());
+        assert_eq!(read(r#"{"kind":"linear"}"#), Ok(BetaSchedule::Linear {}));
+        assert_eq!(
+            read(r#"{"kind":"cosine","s":0.008}"#),
+            Ok(BetaSchedule::COSINE)
+        );
+        for json in [
+            r#"{"kind":"linear","s":1}"#,
+            r#"{"kind":"cosine","s":0.008,"tau":1}"#,
+            r#"{"kind":"sigmoid","start":-3,"end":3,"tau":1,"bogus":2}"#,
+        ] {
+            let err = read(json).expect_err(json);
+            assert!(err.contains("unknown field"), "{json}: {err}");
+        }
+    }
 
     /// ᾱ(t) written out independently of the code under test, per schedule, before clipping.
     fn closed_form_alpha_bar(schedule: BetaSchedule, t: f64, t_max: f64) -> f64 {
         let pi = std::f64::consts::PI;
         match schedule {
-            BetaSchedule::Linear => unreachable!("linear is defined by its betas"),
+            BetaSchedule::Linear {} => unreachable!("linear is defined by its betas"),
             BetaSchedule::Cosine { s } => {
                 let f = |u: f64| ((u / t_max + s) / (1.0 + s) * pi / 2.0).cos().powi(2);
                 f(t) / f(0.0)
@@ -220,7 +241,7 @@ mod tests {
 
     #[test]
     fn linear_betas_match_the_paper_at_1000_steps() {
-        let s = NoiseSchedule::new(BetaSchedule::Linear, 1000);
+        let s = NoiseSchedule::new(BetaSchedule::Linear {}, 1000);
         assert_eq!(s.betas[0], 1e-4);
         assert_eq!(s.betas[999], 0.02);
         // Linear spacing: the middle is the mean of the ends.
@@ -247,11 +268,11 @@ mod tests {
 
     #[test]
     fn linear_betas_are_scaled_for_other_lengths_and_clipped() {
-        let s = NoiseSchedule::new(BetaSchedule::Linear, 10);
+        let s = NoiseSchedule::new(BetaSchedule::Linear {}, 10);
         close(s.betas[0], 1e-4 * 100.0, "β", 0);
         // 0.02·100 = 2 would make ᾱ negative: clipped at 0.999.
         close(s.betas[9], 0.999, "β", 9);
-        let s = NoiseSchedule::new(BetaSchedule::Linear, 100);
+        let s = NoiseSchedule::new(BetaSchedule::Linear {}, 100);
         close(s.betas[99], 0.2, "β", 99);
     }
 
@@ -264,7 +285,7 @@ mod tests {
                 let betas: Vec<f64> = schedule.betas(t_max);
                 let mut abar = 1.0f64;
                 for (t, &beta) in betas.iter().enumerate() {
-                    if schedule != BetaSchedule::Linear {
+                    if schedule != (BetaSchedule::Linear {}) {
                         // β from the closed-form ᾱ ratio, then clipped as documented.
                         let tm = t_max as f64;
                         let ratio = closed_form_alpha_bar(schedule, (t + 1) as f64, tm)

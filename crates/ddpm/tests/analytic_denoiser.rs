@@ -537,7 +537,7 @@ fn an_ancestral_step_draws_from_the_posterior_of_equation_seven() {
     // σ²_t is β̃_t or β_t: the residual x_{t−1} − μ̃ must be N(0, σ²_t).
     let diffusion = GaussianDiffusion::new(DiffusionConfig {
         timesteps: 10,
-        beta_schedule: BetaSchedule::Linear,
+        beta_schedule: BetaSchedule::Linear {},
         objective: Objective::PredX0,
         ..DiffusionConfig::default()
     });

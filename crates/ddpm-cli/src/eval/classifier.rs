@@ -301,6 +301,7 @@ pub fn run(args: &ClassifierArgs) -> Result<()> {
     if !(args.lr.is_finite() && args.lr > 0.0) {
         bail!("--lr must be a positive number, got {}", args.lr);
     }
+    output::prepare(std::slice::from_ref(&args.out), &[])?;
     let selected = device::select(args.device)?;
     let (train_set, test) = (digits(EMBEDDED_MNIST)?, digits(EMBEDDED_MNIST_TEST)?);
     let started = Instant::now();

@@ -138,6 +138,8 @@ pub struct Loaded {
     pub config: ModelConfig,
     /// The training step, when known (a run folder's checkpoint, or a weights file's card).
     pub step: Option<usize>,
+    /// SHA-256 of the file the weights were read from.
+    pub sha256: String,
 }
 
 /// One set of generated images.

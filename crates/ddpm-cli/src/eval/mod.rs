@@ -27,7 +27,7 @@ pub mod measure;
 pub mod report;
 pub mod settings;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -50,6 +50,11 @@ use settings::Settings;
 
 /// Runs `ddpm eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
+    // Not --extend's report: writing the extended report over it (with --force) is its use.
+    let mut inputs = load::files_read(&args.model);
+    inputs.extend(args.classifier.clone());
+    inputs.extend(Some(PathBuf::from(&args.heldout)).filter(|p| p.exists()));
+    output::refuse_inputs(args.out.as_slice(), &inputs.iter().collect::<Vec<_>>())?;
     output::refuse_existing(&args.out, args.force)?;
     if args.extend.is_some() && args.out.is_none() {
         bail!(
@@ -60,6 +65,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let previous = args.extend.as_deref().map(Report::read).transpose()?;
     let settings = Settings::resolve(args, previous.as_ref())?;
     settings.check()?;
+    // As a sampler named twice is: the same weights would be measured twice.
+    if let Some(twice) =
+        (1..args.weights.len()).find(|&i| args.weights[..i].contains(&args.weights[i]))
+    {
+        bail!("--weights names {} twice", args.weights[twice].name());
+    }
     // The classifier, the model and the held-out images are checked before a GPU is opened,
     // so that an error in them is the first line, not after a driver's own. The classifier (a
     // small network, loaded again on the device) is checked for any model: a bad --classifier
@@ -73,6 +84,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     } else {
         own_heldout(args, &settings, &model_config)?
     };
+    // The report's folder too: a bad --out found after hours of measuring would lose them.
+    output::prepare(args.out.as_slice(), &[])?;
     let selected = device::select(args.device)?;
     let device = &selected.device;
     let (classifier, classifier_sha256) = Classifier::load(args.classifier.as_deref(), device)?;
@@ -86,6 +99,17 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         settings::check_extends(args, previous, step, classifier_sha256.as_deref())?;
         let weights: Vec<&str> = models.iter().map(|m| m.which.name()).collect();
         settings::nothing_new(args, previous, &settings, &weights, digit_model)?;
+        for Loaded { which, sha256, .. } in &models {
+            let name = which.name();
+            if let Some(other) = previous.weights_sha256.get(name).filter(|s| *s != sha256) {
+                bail!(
+                    "--extend: the report evaluated other {name} weights (SHA-256 {}) than {}'s ({})",
+                    card::short(other),
+                    args.model.display(),
+                    card::short(sha256)
+                );
+            }
+        }
     }
 
     let measured = if digit_model {
@@ -129,6 +153,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let report = Report {
         model: session::portable_path(&args.model),
         step,
+        weights_sha256: models
+            .iter()
+            .map(|m| (m.which.name().to_string(), m.sha256.clone()))
+            .collect(),
         command: session::command_line(),
         extended_by: Vec::new(),
         device: selected.description.clone(),
@@ -157,26 +185,21 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The weights asked for, in the order asked.
-fn load_models(path: &Path, weights: &[WeightsChoice], device: &Device) -> Result<Vec<Loaded>> {
-    let mut wanted: Vec<WeightsChoice> = Vec::new();
-    for w in weights {
-        if !wanted.contains(w) {
-            wanted.push(*w);
-        }
-    }
+/// The weights asked for, in the order asked (each once: `run` refused repeats).
+fn load_models(path: &Path, wanted: &[WeightsChoice], device: &Device) -> Result<Vec<Loaded>> {
     if path.is_dir() {
         // One checkpoint for all of them, even if a running trainer writes a newer one.
         let ckpt = load::newest_checkpoint(&RunDir(path.to_path_buf()))?;
         return wanted
-            .into_iter()
-            .map(|which| {
+            .iter()
+            .map(|&which| {
                 let (model, config, step) = load::checkpoint_model(&ckpt, which, device)?;
                 Ok(Loaded {
                     which,
                     model: load::for_sampling(model, config.image_size, device),
                     config,
                     step: Some(step),
+                    sha256: card::sha256_of(&which.file_in(&ckpt))?,
                 })
             })
             .collect();
@@ -211,6 +234,7 @@ fn load_models(path: &Path, weights: &[WeightsChoice], device: &Device) -> Resul
         model: load::for_sampling(model, config.image_size, device),
         config,
         step: card.and_then(|card| card.origin.history.steps_trained),
+        sha256: card::sha256_of(path)?,
     }])
 }
 

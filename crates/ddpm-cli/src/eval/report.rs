@@ -1,5 +1,6 @@
 //! What `ddpm eval` measured: a JSON report (kept in the model card) and a Markdown table.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -16,6 +17,10 @@ pub struct Report {
     pub model: String,
     /// Its training step, when known.
     pub step: Option<usize>,
+    /// SHA-256 of each weights file read, by weights (`ema`, `raw`): `export --eval` and
+    /// `--extend` check that a report is of their weights (reports before 2026-12-07 lack it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights_sha256: BTreeMap<String, String>,
     /// The command that produced this report (program named `ddpm`).
     pub command: Vec<String>,
     /// The `ddpm eval --extend` commands that added rows to it since, in order.
@@ -184,6 +189,7 @@ impl Report {
         if newer.device != self.device && !self.device.contains(&newer.device) {
             self.device = format!("{} + {}", self.device, newer.device);
         }
+        self.weights_sha256.extend(newer.weights_sha256);
         self.samples.extend(newer.samples);
         let order = |r: &Row| {
             let steps = match r.sampler.parse::<SamplerSpec>() {
@@ -280,6 +286,7 @@ mod tests {
         Report {
             model: "run".into(),
             step: Some(7),
+            weights_sha256: BTreeMap::new(),
             command: vec!["ddpm".into(), command.into()],
             extended_by: Vec::new(),
             device: device.into(),

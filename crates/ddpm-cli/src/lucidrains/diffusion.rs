@@ -51,7 +51,7 @@ pub struct DiffusionFlags {
 
 /// The schedules to compare a file's β against, with their names for messages.
 const SCHEDULES: [(BetaSchedule, &str); 3] = [
-    (BetaSchedule::Linear, "linear"),
+    (BetaSchedule::Linear {}, "linear"),
     (BetaSchedule::COSINE, "cosine (s = 0.008)"),
     (BetaSchedule::SIGMOID, "sigmoid (−3, 3, τ = 1)"),
 ];
@@ -67,7 +67,7 @@ pub fn infer_diffusion(
 ) -> Result<(DiffusionConfig, Vec<String>)> {
     let mut assumed = Vec::new();
     let flag_schedule = flags.schedule.map(|s| match s {
-        ScheduleArg::Linear => BetaSchedule::Linear,
+        ScheduleArg::Linear => BetaSchedule::Linear {},
         ScheduleArg::Cosine => BetaSchedule::COSINE,
         ScheduleArg::Sigmoid => BetaSchedule::SIGMOID,
     });
@@ -329,7 +329,7 @@ mod tests {
         }
         let err = match_schedule(&[0.1, 0.2, 0.3]).expect_err("no schedule");
         assert!(err.to_string().contains("match none"), "{err}");
-        let betas: Vec<f32> = BetaSchedule::Linear
+        let betas: Vec<f32> = BetaSchedule::Linear {}
             .betas(20)
             .iter()
             .map(|b| *b as f32)
@@ -354,7 +354,7 @@ mod tests {
             infer_diffusion(&buffers, None, &DiffusionFlags::default(), false).expect("linear");
         assert_eq!(
             (config.timesteps, config.beta_schedule),
-            (20, BetaSchedule::Linear)
+            (20, BetaSchedule::Linear {})
         );
         assert_eq!(
             assumed,

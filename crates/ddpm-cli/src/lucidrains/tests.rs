@@ -371,7 +371,7 @@ fn lucidrains_own_buffers_at_t_1000_tell_schedule_objective_and_min_snr() {
         ),
         (
             "linear.pred_x0",
-            BetaSchedule::Linear,
+            BetaSchedule::Linear {},
             Objective::PredX0,
             None,
         ),

@@ -165,10 +165,16 @@ impl TrainArgs {
         same.optim.grad_clip = saved.optim.grad_clip;
         same.optim.decay_steps = saved.optim.decay_steps;
         if same != saved {
+            let changed: Vec<String> = saved
+                .changes(&same)
+                .into_iter()
+                .map(|(key, was, is)| format!("{key} {was} → {is}"))
+                .collect();
             bail!(
-                "{}: this run was started with another configuration ({}); only --steps, --lr and optim.grad_clip may change on resume (or pass --force to start over)",
+                "{}: this run was started with another configuration ({}: {}); only --steps, --lr and optim.grad_clip may change on resume (or pass --force to start over)",
                 run.0.display(),
-                path.display()
+                path.display(),
+                changed.join(", ")
             );
         }
         let mut resumed = saved.clone();
@@ -182,6 +188,7 @@ impl TrainArgs {
             }
             resumed.run.steps = steps;
         }
+        let clip = |c: Option<f32>| c.map_or_else(|| "unset".into(), |c| c.to_string());
         let notes = [
             (
                 "run.steps",
@@ -195,8 +202,8 @@ impl TrainArgs {
             ),
             (
                 "optim.grad_clip",
-                format!("{:?}", saved.optim.grad_clip),
-                format!("{:?}", resumed.optim.grad_clip),
+                clip(saved.optim.grad_clip),
+                clip(resumed.optim.grad_clip),
             ),
         ]
         .into_iter()

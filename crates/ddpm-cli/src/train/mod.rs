@@ -45,11 +45,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             run.0.display()
         );
     }
-    let (config, resume_notes) = match &latest {
-        Some(ckpt) => {
-            let trained_with = checkpoint::read_state(ckpt)?.config;
-            args.resumed_config(&run, wanted, trained_with.as_ref())?
-        }
+    let resumed = match &latest {
+        Some(ckpt) => Some((ckpt.as_path(), checkpoint::read_state(ckpt)?)),
+        None => None,
+    };
+    let (config, resume_notes) = match &resumed {
+        Some((_, state)) => args.resumed_config(&run, wanted, state.config.as_ref())?,
         None => (wanted, Vec::new()),
     };
     // Everything that can fail on bad input happens before the run folder is touched.
@@ -60,12 +61,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         strict: config.data.strict,
     };
     let dataset = data::load(&config.data.source, &shaping)?;
-    let start = match &latest {
-        Some(ckpt) => Start::Resume(ckpt),
+    let start = match resumed {
+        Some((ckpt, state)) => Start::Resume(ckpt, Box::new(state)),
         None => Start::New(args.init.as_deref()),
     };
     let (trainer, warm_start) = Trainer::new(config, dataset, selected.device, &run, start)?;
-    if latest.is_none() {
+    if latest.is_some() {
+        // A `samples` that is not a folder is found now, not at the first preview, steps later
+        // (a new run's folder is checked whole by prepare_new_run).
+        output::prepare(&[], &[run.samples()])?;
+    } else {
         prepare_new_run(&run, args.force)?;
         if lock.is_none() {
             lock = Some(RunLock::acquire(&run)?);

@@ -31,8 +31,9 @@ use crate::warm_start;
 
 /// Where a training session's weights come from.
 pub enum Start<'a> {
-    /// A checkpoint of this run.
-    Resume(&'a Path),
+    /// A checkpoint of this run and its state (read once: its configuration is compared
+    /// before the trainer is made).
+    Resume(&'a Path, Box<TrainingState>),
     /// A new run: a random initialisation, or these weights (`--init`).
     New(Option<&'a Path>),
 }
@@ -107,8 +108,7 @@ impl Trainer {
             ema = Ema::new(&model);
             warm_start = Some(record);
         }
-        if let Start::Resume(ckpt) = start {
-            let state = checkpoint::read_state(ckpt)?;
+        if let Start::Resume(ckpt, state) = start {
             if state.model != model_config {
                 bail!(
                     "{}: the checkpoint's model differs from the one this data and configuration make ({} in {})",

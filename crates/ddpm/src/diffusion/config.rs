@@ -56,7 +56,7 @@ impl Default for DiffusionConfig {
     fn default() -> Self {
         Self {
             timesteps: 1000,
-            beta_schedule: BetaSchedule::Linear,
+            beta_schedule: BetaSchedule::Linear {},
             objective: Objective::PredNoise,
             min_snr_gamma: None,
             offset_noise_strength: 0.0,

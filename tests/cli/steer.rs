@@ -173,12 +173,12 @@ fn bad_steering_flags_get_one_line() {
         "1000000",
     ]);
     assert!(
-        err.contains("repeats from 1 to 100, got 1 and 1000000"),
+        err.contains("--resample-repeats 1 to 100, got 1 and 1000000"),
         "{err}"
     );
     let err = with(&["--interpolate", "1,2", "--sampler", "ddpm"]);
     assert!(
-        err.contains("interpolation needs DDIM with eta = 0"),
+        err.contains("--interpolate needs DDIM with eta = 0"),
         "{err}"
     );
     let err = with(&["--interpolate", "1"]);

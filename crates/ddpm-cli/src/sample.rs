@@ -290,6 +290,10 @@ fn sampler_kind(args: &SampleArgs, config: &ModelConfig) -> Result<SamplerKind> 
             "--resample-jump must be 1 to {MAX_RESAMPLE_JUMP} and --resample-repeats 1 to {MAX_RESAMPLE_REPEATS}, got {jump} and {repeats}"
         );
     }
+    let deterministic = args.sampler == SamplerChoice::Ddim && args.eta.unwrap_or(0.0) == 0.0;
+    if args.steer.interpolate.is_some() && !deterministic {
+        bail!("--interpolate needs DDIM with eta = 0: its images differ only by their start");
+    }
     match args.sampler {
         SamplerChoice::Ddpm => match (args.steps, args.eta) {
             (Some(_), _) => bail!("--steps is for DDIM: DDPM always takes all {timesteps} steps"),
@@ -531,6 +535,11 @@ mod tests {
                 &["--guidance", "3"],
                 None,
                 "--guidance needs a class-conditional model",
+            ),
+            (
+                &["--interpolate", "1,2", "--eta", "0.5"],
+                None,
+                "--interpolate needs DDIM with eta = 0",
             ),
             (
                 &["--init", "a.png", "--strength", "1.5"],

@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::{Device, Tensor};
 use clap::ValueEnum;
-use ddpm::sampler::{MAX_RESAMPLE_JUMP, MAX_RESAMPLE_REPEATS};
+use ddpm::sampler::{
+    MAX_RESAMPLE_JUMP, MAX_RESAMPLE_REPEATS, SamplerError, check_resample, check_strength,
+};
 use ddpm::steer::Steer;
 use ddpm::{
     ClassChoice, DdpmVariance, GaussianDiffusion, ModelConfig, SampleRequest, Sampler,
@@ -271,49 +273,54 @@ pub fn sample(
 pub const MAX_IMAGES: usize = 65_536;
 
 /// `-n`: from 1 to [`MAX_IMAGES`].
-/// The sampler the flags ask for, checked against the model (`config`) before a GPU is opened:
-/// the core's own checks would name no flag, and would come after the driver's lines.
-fn sampler_kind(args: &SampleArgs, config: &ModelConfig) -> Result<SamplerKind> {
+/// The sampler the flags ask for, checked against the model (`config`) before a GPU is opened
+/// with the core's own checks, whose errors are said here with the flag they came from.
+fn sampler_config(args: &SampleArgs, config: &ModelConfig) -> Result<SamplerConfig> {
     let timesteps = config.diffusion.timesteps;
-    if !args.guidance.is_finite() {
-        bail!("--guidance must be a finite number, got {}", args.guidance);
-    }
     if args.guidance != 1.0 && config.unet.num_classes.is_none() {
         bail!("--guidance needs a class-conditional model, and this one has no classes");
     }
-    if let Some(strength) = args.steer.strength.filter(|s| !(0.0..=1.0).contains(s)) {
-        bail!("--strength must be between 0 and 1, got {strength}");
+    if let Some(strength) = args.steer.strength {
+        check_strength(strength)
+            .map_err(|_| anyhow!("--strength must be between 0 and 1, got {strength}"))?;
     }
     let (jump, repeats) = (args.steer.resample_jump, args.steer.resample_repeats);
-    if !(1..=MAX_RESAMPLE_JUMP).contains(&jump) || !(1..=MAX_RESAMPLE_REPEATS).contains(&repeats) {
-        bail!(
+    check_resample(jump, repeats).map_err(|_| {
+        anyhow!(
             "--resample-jump must be 1 to {MAX_RESAMPLE_JUMP} and --resample-repeats 1 to {MAX_RESAMPLE_REPEATS}, got {jump} and {repeats}"
-        );
-    }
+        )
+    })?;
     let deterministic = args.sampler == SamplerChoice::Ddim && args.eta.unwrap_or(0.0) == 0.0;
     if args.steer.interpolate.is_some() && !deterministic {
         bail!("--interpolate needs DDIM with eta = 0: its images differ only by their start");
     }
-    match args.sampler {
-        SamplerChoice::Ddpm => match (args.steps, args.eta) {
-            (Some(_), _) => bail!("--steps is for DDIM: DDPM always takes all {timesteps} steps"),
-            (_, Some(_)) => bail!("--eta is for DDIM: DDPM's variance is fixed"),
-            (None, None) => Ok(SamplerKind::Ddpm {
-                variance: DdpmVariance::Posterior,
-            }),
-        },
-        SamplerChoice::Ddim => {
-            let steps = args.steps.unwrap_or(timesteps.min(50));
-            if !(1..=timesteps).contains(&steps) {
-                bail!("--steps must be 1 to {timesteps} (the model's T), got {steps}");
-            }
-            let eta = args.eta.unwrap_or(0.0);
-            if !(eta.is_finite() && eta >= 0.0) {
-                bail!("--eta must be a finite number ≥ 0, got {eta}");
-            }
-            Ok(SamplerKind::Ddim { steps, eta })
+    let kind = match (args.sampler, args.steps, args.eta) {
+        (SamplerChoice::Ddpm, Some(_), _) => {
+            bail!("--steps is for DDIM: DDPM always takes all {timesteps} steps")
         }
-    }
+        (SamplerChoice::Ddpm, _, Some(_)) => bail!("--eta is for DDIM: DDPM's variance is fixed"),
+        (SamplerChoice::Ddpm, None, None) => SamplerKind::Ddpm {
+            variance: DdpmVariance::Posterior,
+        },
+        (SamplerChoice::Ddim, steps, eta) => SamplerKind::Ddim {
+            steps: steps.unwrap_or(timesteps.min(50)),
+            eta: eta.unwrap_or(0.0),
+        },
+    };
+    let sampler = SamplerConfig {
+        kind,
+        guidance_scale: args.guidance,
+        ..SamplerConfig::default()
+    };
+    sampler.check(timesteps).map_err(|e| match e {
+        SamplerError::Steps { steps, timesteps } => {
+            anyhow!("--steps must be 1 to {timesteps} (the model's T), got {steps}")
+        }
+        SamplerError::Eta(eta) => anyhow!("--eta must be a finite number ≥ 0, got {eta}"),
+        SamplerError::GuidanceScale(g) => anyhow!("--guidance must be a finite number, got {g}"),
+        other => anyhow!(other),
+    })?;
+    Ok(sampler)
 }
 
 fn image_count(text: &str) -> Result<usize, String> {
@@ -367,7 +374,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         .collect();
     output::refuse_inputs(&outputs, &inputs)?;
     output::refuse_existing(&outputs, args.force)?;
-    let kind = sampler_kind(args, &load::model_config(&args.model)?)?;
+    let sampler = sampler_config(args, &load::model_config(&args.model)?)?;
     let selected = device::select(args.device)?;
     let (model, config) = load::model(&args.model, &selected.device)?;
     let model = load::for_sampling(model, config.image_size, &selected.device);
@@ -385,11 +392,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     let shape = [config.unet.channels, height, width];
     let (steer, first_seed) = args.steer.steer(args.n, shape, &selected.device)?;
     let options = SampleOptions {
-        sampler: SamplerConfig {
-            kind,
-            guidance_scale: args.guidance,
-            ..SamplerConfig::default()
-        },
+        sampler,
         seed: first_seed.unwrap_or(args.seed),
         steer,
         n: args.n,
@@ -483,7 +486,9 @@ mod tests {
     fn kind(flags: &[&str], classes: Option<usize>) -> Result<SamplerKind, String> {
         let args = Command::try_parse_from([&["ddpm", "m.bpk"][..], flags].concat())
             .map_err(|e| e.to_string())?;
-        sampler_kind(&args.sample, &model(classes)).map_err(|e| e.to_string())
+        sampler_config(&args.sample, &model(classes))
+            .map(|c| c.kind)
+            .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -54,6 +54,42 @@ pub struct SamplerConfig {
     pub clip_denoised: bool,
 }
 
+impl SamplerConfig {
+    /// What [`Sampler::new`] refuses of these settings for a process of `timesteps` steps,
+    /// checked without a model or a device (a command line checks its flags with it first).
+    pub fn check(&self, timesteps: usize) -> Result<(), SamplerError> {
+        if !self.guidance_scale.is_finite() {
+            return Err(SamplerError::GuidanceScale(self.guidance_scale));
+        }
+        if let SamplerKind::Ddim { steps, eta } = self.kind {
+            if steps == 0 || steps > timesteps {
+                return Err(SamplerError::Steps { steps, timesteps });
+            }
+            if !(eta.is_finite() && eta >= 0.0) {
+                return Err(SamplerError::Eta(eta));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SDEdit's strength, refused outside [0, 1].
+pub fn check_strength(strength: f64) -> Result<(), SamplerError> {
+    match (0.0..=1.0).contains(&strength) {
+        true => Ok(()),
+        false => Err(SamplerError::Strength(strength)),
+    }
+}
+
+/// RePaint's jump and repeats, refused outside 1..=[`MAX_RESAMPLE_JUMP`] and
+/// 1..=[`MAX_RESAMPLE_REPEATS`].
+pub fn check_resample(jump: usize, repeats: usize) -> Result<(), SamplerError> {
+    match (1..=MAX_RESAMPLE_JUMP).contains(&jump) && (1..=MAX_RESAMPLE_REPEATS).contains(&repeats) {
+        true => Ok(()),
+        false => Err(SamplerError::Resample { jump, repeats }),
+    }
+}
+
 impl Default for SamplerConfig {
     fn default() -> Self {
         Self {
@@ -282,9 +318,7 @@ impl Sampler {
         device: &Device,
     ) -> Result<Self, SamplerError> {
         let timesteps = diffusion.timesteps();
-        if !config.guidance_scale.is_finite() {
-            return Err(SamplerError::GuidanceScale(config.guidance_scale));
-        }
+        config.check(timesteps)?;
         if request.shape.contains(&0) {
             return Err(SamplerError::EmptyShape(request.shape));
         }
@@ -296,15 +330,7 @@ impl Sampler {
                 .rev()
                 .map(|t| (t, t.checked_sub(1)))
                 .collect(),
-            SamplerKind::Ddim { steps, eta } => {
-                if steps == 0 || steps > timesteps {
-                    return Err(SamplerError::Steps { steps, timesteps });
-                }
-                if !(eta.is_finite() && eta >= 0.0) {
-                    return Err(SamplerError::Eta(eta));
-                }
-                ddim_pairs(timesteps, steps)
-            }
+            SamplerKind::Ddim { steps, .. } => ddim_pairs(timesteps, steps),
         };
         let batch = request.shape[0];
         let null_class = model.num_classes();
@@ -548,9 +574,7 @@ fn checked_steer(
     Ok(match steer {
         Steer::None => Steer::None,
         Steer::Edit { image, strength } => {
-            if !(0.0..=1.0).contains(&strength) {
-                return Err(SamplerError::Strength(strength));
-            }
+            check_strength(strength)?;
             let image = fits("image", &image, &[channels])?;
             Steer::Edit { image, strength }
         }
@@ -560,11 +584,7 @@ fn checked_steer(
             jump,
             repeats,
         } => {
-            if !(1..=MAX_RESAMPLE_JUMP).contains(&jump)
-                || !(1..=MAX_RESAMPLE_REPEATS).contains(&repeats)
-            {
-                return Err(SamplerError::Resample { jump, repeats });
-            }
+            check_resample(jump, repeats)?;
             let image = fits("image", &image, &[channels])?;
             let mask = fits("mask", &mask, &[1, channels])?;
             let [b, _, h, w] = mask.dims();

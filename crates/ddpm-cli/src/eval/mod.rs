@@ -66,10 +66,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let settings = Settings::resolve(args, previous.as_ref())?;
     settings.check()?;
     // As a sampler named twice is: the same weights would be measured twice.
-    if let Some(twice) =
-        (1..args.weights.len()).find(|&i| args.weights[..i].contains(&args.weights[i]))
-    {
-        bail!("--weights names {} twice", args.weights[twice].name());
+    if let Some(twice) = settings::repeated(&args.weights) {
+        bail!("--weights names {} twice", twice.name());
     }
     // The classifier, the model and the held-out images are checked before a GPU is opened,
     // so that an error in them is the first line, not after a driver's own. The classifier (a

@@ -89,10 +89,8 @@ impl Settings {
             bail!("--guidance must be a finite number, got {}", self.guidance);
         }
         // One sampler twice would measure it twice and report it under one name.
-        if let Some(twice) =
-            (1..self.samplers.len()).find(|&i| self.samplers[..i].contains(&self.samplers[i]))
-        {
-            bail!("--samplers names {} twice", self.samplers[twice]);
+        if let Some(twice) = repeated(&self.samplers) {
+            bail!("--samplers names {twice} twice");
         }
         Ok(())
     }
@@ -197,6 +195,11 @@ pub fn nothing_new(
 /// The report `--extend` names, for messages.
 fn extended(args: &EvalArgs) -> std::path::Display<'_> {
     args.extend.as_deref().unwrap_or(Path::new("")).display()
+}
+
+/// The first item of `items` that an earlier one equals (a sampler or weights named twice).
+pub fn repeated<T: PartialEq>(items: &[T]) -> Option<&T> {
+    (1..items.len()).find_map(|i| items[..i].contains(&items[i]).then_some(&items[i]))
 }
 
 #[cfg(test)]

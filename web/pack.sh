@@ -38,11 +38,11 @@ for file in $files; do
   if [ -z "$oldest" ] || [ "$site/$file" -ot "$oldest" ]; then oldest="$site/$file"; fi
 done
 # Trunk writes every file of a build at or after its start: a source newer than the oldest of
-# them changed after that build began (the scripts and the npm manifest are read here, not built;
-# the pre-build hook is built with).
+# them changed after that build began (the scripts, the npm manifest and the page's server are
+# read here or not at all, not built; the pre-build hook is built with).
 newer="$(find web crates/ddpm-web crates/ddpm/src crates/ddpm/Cargo.toml Cargo.lock Trunk.toml \
-  -type f -newer "$oldest" ! -path 'web/npm/*' \( ! -name '*.sh' -o -name cpu-build.sh \) \
-  ! -name '*.md' -print -quit)"
+  -type f -newer "$oldest" ! -path 'web/npm/*' ! -path 'web/serve/*' \
+  \( ! -name '*.sh' -o -name cpu-build.sh \) ! -name '*.md' -print -quit)"
 if [ -n "$newer" ]; then
   echo "pack: $site is older than $newer; rebuild it (source web/tools.sh && trunk build --release --dist $site)" >&2
   exit 1

@@ -146,6 +146,11 @@ grep -qF "| train mnist, batch 128 (images/s) | – | – | 1,000* | 900 | – |
   grep -q '.fusion. commit d3537a0, sha256 0123456789ab' table.txt; } || fail "the table's notes: $(cat table.txt)"
 [ "$(python3 "$table_py" --pick cut.jsonl --kernels auto wgpu vulkan fusion)" = "vulkan 0" ] ||
   fail "--pick trained a build whose smoke test failed"
+# A variant is never the build that trains, however fast.
+{ cat cut.jsonl; echo; echo '{"backend": "ddpm vulkan+f16", "bench": "smoke", "ok": true, "rc": 0}'
+  echo '{"backend": "ddpm vulkan+f16", "bench": "mnist_b128", "images_per_second": 5000, "rc": 0}'; } >variant.jsonl
+[ "$(python3 "$table_py" --pick variant.jsonl --kernels auto wgpu vulkan+f16 vulkan)" = "vulkan 0" ] ||
+  fail "--pick trained a +f16 variant"
 
 # A benchmark-only window on the CPU: tiny models, PyTorch too where it can be imported.
 torch_py="${TORCH_PYTHON:-$py}"

@@ -34,7 +34,9 @@
 #   TRAIN_BUILD  which build trains, by its features (e.g. fusion-vulkan). Default: the fastest
 #                at MNIST batch 128 when the benchmark ran, else `wgpu`, else the first in IN.
 #                Builds are tried and measured in this order: TRAIN_BUILD, `wgpu` (shipped),
-#                the rest, and the `+kernels` variant (KERNELS=auto) last. A build that
+#                the rest, the `+f16` variant (training's convolutions in f16, measured in a
+#                benchmark on a GPU only; the run trains so only with DDPM_HALF_CONVS=1 in the
+#                environment) and the `+kernels` variant (KERNELS=auto) last. A build that
 #                fails its smoke test (gpu.sh: crashes, runs out its time, or finds no GPU
 #                through Vulkan where nvidia-smi exists) never trains; the next one does.
 #   BENCH=1      the benchmark first (crates/ddpm/benches/gpu.sh, every build; its variables
@@ -165,6 +167,9 @@ for i in "${!labels[@]}"; do [ "$i" != "$lead" ] && [ "${labels[$i]}" = wgpu ] &
 for i in "${!labels[@]}"; do [ "$i" != "$lead" ] && [ "${labels[$i]}" != wgpu ] && order+=("$i"); done
 variants=() ordered=()
 for i in "${order[@]}"; do variants+=("${labels[$i]}=${bins[$i]}") ordered+=("${labels[$i]}"); done
+# f16 convolutions are measured on a GPU only (the CPU refuses them); they train only where the
+# caller's environment says DDPM_HALF_CONVS=1.
+[ "${BENCH:-0}" = 1 ] && [ "$device" != cpu ] && variants+=("${labels[$lead]}+f16=${bins[$lead]}")
 [ "${KERNELS:-auto}" = auto ] && [ "${BENCH:-0}" = 1 ] && variants+=("${labels[$lead]}+kernels=${bins[$lead]}")
 manifest=""
 [ -f "$in/manifest.txt" ] && manifest="$in/manifest.txt"
@@ -205,7 +210,7 @@ read -r label kernels < <(python3 "$here/../crates/ddpm/benches/gpu_table.py" --
 ddpm="${bins[$lead]}"
 for i in "${!labels[@]}"; do [ "${labels[$i]}" = "${label:-}" ] && ddpm="${bins[$i]}"; done
 case "${kernels:-}" in 0 | 1) ;; *) kernels=0 ;; esac
-echo "gpu-window: training with $(basename "$ddpm"), DDPM_GPU_KERNELS=$kernels"
+echo "gpu-window: training with $(basename "$ddpm"), DDPM_GPU_KERNELS=$kernels, DDPM_HALF_CONVS=${DDPM_HALF_CONVS:-0}"
 
 run="$work/run"
 if [ "$carried" = 1 ]; then

@@ -16,6 +16,7 @@ use ddpm::Unet;
 use serde::{Deserialize, Serialize};
 
 use crate::data::BatchOrder;
+use crate::loss_scale::LossScale;
 
 /// The files of one checkpoint.
 pub const MODEL: &str = "model.bpk";
@@ -51,6 +52,9 @@ pub struct TrainingState {
     /// resume can name what was edited there since. Absent in older checkpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<toml::Table>,
+    /// The loss scale of a run trained with f16 convolutions (`DDPM_HALF_CONVS=1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<LossScale>,
 }
 
 /// Writes a checkpoint for `state.step` into `dir` atomically, then keeps the newest `keep`.
@@ -283,6 +287,7 @@ mod tests {
             class_names: vec![],
             rewarm_from: None,
             config: None,
+            loss_scale: None,
         }
     }
 

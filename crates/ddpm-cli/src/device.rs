@@ -68,11 +68,13 @@ pub fn pin_default(choice: Option<DeviceChoice>) -> Result<()> {
 pub fn select(choice: DeviceChoice) -> Result<Selected> {
     // The core reads DDPM_GPU_KERNELS itself and takes only "1" for on: a value it would
     // ignore is refused here rather than silently measured as "off".
-    if let Ok(value) = std::env::var("DDPM_GPU_KERNELS")
-        && value != "0"
-        && value != "1"
-    {
-        bail!("DDPM_GPU_KERNELS must be 0 or 1, not {value:?}");
+    for variable in ["DDPM_GPU_KERNELS", "DDPM_HALF_CONVS"] {
+        if let Ok(value) = std::env::var(variable)
+            && value != "0"
+            && value != "1"
+        {
+            bail!("{variable} must be 0 or 1, not {value:?}");
+        }
     }
     let cpu = || Selected {
         device: Device::flex(),

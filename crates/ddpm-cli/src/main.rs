@@ -14,6 +14,7 @@ mod gradients;
 mod import;
 mod info;
 mod load;
+mod loss_scale;
 mod lucidrains;
 mod output;
 mod picture;

@@ -9,16 +9,19 @@
 #      (dim 64, mults 1,2,4,8, 3×32×32) training at batch 128;
 #   3. every build: MNIST training at batch 128;
 #   4. the shipped build's CIFAR-10 training at batch 128 (`wgpu`, else the first build that
-#      passed), then every build without `+kernels`: `ddpm sample -n 256` (DDIM-50) on a cold,
-#      then a warm autotune cache; every other build's CIFAR; MNIST at batch 256.
-# Builds are measured in the order given (tools/gpu-window.sh puts `wgpu` first and `+kernels`
-# last); each run is capped (RUN_S, CIFAR_RUN_S) so that one slow build cannot use up the rest.
+#      passed), then every build without `+kernels` or `+f16`: `ddpm sample -n 256` (DDIM-50)
+#      on a cold, then a warm autotune cache; every other build's CIFAR; MNIST at batch 256.
+# Builds are measured in the order given (tools/gpu-window.sh puts `wgpu` first, `+f16` and
+# `+kernels` last); each run is capped (RUN_S, CIFAR_RUN_S) so that one slow build cannot use
+# up the rest.
 #
 #   bash crates/ddpm/benches/gpu.sh BUILD...
 #
 # BUILD: a binary named ddpm-<features>[.xz] (cargo features joined by '-', as
 # tools/gpu-prepare.sh names them; ddpm-wgpu.xz is the default build), or LABEL=BINARY. A
-# LABEL ending in `+kernels` runs with DDPM_GPU_KERNELS=1 (the core's GPU kernels).
+# LABEL ending in `+kernels` runs with DDPM_GPU_KERNELS=1 (the core's GPU kernels), one with
+# `+f16` in it with DDPM_HALF_CONVS=1 (training's 3×3 convolutions in f16, with loss scaling);
+# each process gets both variables set, so the caller's environment does not leak in.
 # Training rates come from metrics.csv's cumulative `seconds` column over the timed steps
 # (batch × steps ÷ their time, as PyTorch's); GPU utilisation is sampled during those steps
 # only; the run is stopped with SIGINT after its last step, before the end-of-run preview.
@@ -107,7 +110,7 @@ cap() {
 # The last lines of a run's log, indented, into bench.txt.
 tail_log() { tr '\r' '\n' <"$1" 2>/dev/null | grep -v '^ *$' | tail -n "${2:-3}" | cut -c1-300 | sed 's/^/    /'; }
 
-labels=() bins=() kernels=() shas=() live=()
+labels=() bins=() kernels=() halves=() shas=() live=()
 for arg in "$@"; do
   if [ "${arg#*=}" != "$arg" ]; then
     label="${arg%%=*}" file="${arg#*=}"
@@ -122,13 +125,14 @@ for arg in "$@"; do
   labels+=("$label") bins+=("$(cd "$(dirname "$file")" && pwd)/$(basename "$file")")
   shas+=("$(sha256sum "$file" | cut -c1-64)")
   [ "${label%+kernels}" != "$label" ] && kernels+=(1) || kernels+=(0)
+  [[ $label == *+f16* ]] && halves+=(1) || halves+=(0)
 done
 
 echo "## Builds ($(date -u +%FT%TZ))"
 [ -n "${MANIFEST:-}" ] && [ -f "$MANIFEST" ] && cat "$MANIFEST"
 git -C "$root" rev-parse HEAD 2>/dev/null | sed 's/^/checkout: /'
 for i in "${!bins[@]}"; do
-  echo "${labels[$i]}: sha256 ${shas[$i]}, DDPM_GPU_KERNELS=${kernels[$i]}"
+  echo "${labels[$i]}: sha256 ${shas[$i]}, DDPM_GPU_KERNELS=${kernels[$i]}, DDPM_HALF_CONVS=${halves[$i]}"
 done
 if [ "$smi" = 1 ]; then
   gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)
@@ -145,6 +149,7 @@ run_build() {
   shift 4
   mkdir -p "$dir" "$home" && cd "$dir" || exit 1
   exec env HOME="$home" XDG_CACHE_HOME="$home/.cache" DDPM_GPU_KERNELS="${kernels[$i]}" \
+    DDPM_HALF_CONVS="${halves[$i]}" \
     timeout -s INT -k 10 "$limit" "${bins[$i]}" "$@"
 }
 
@@ -264,10 +269,11 @@ cifar() {
 echo "## Smoke tests"
 for i in "${!bins[@]}"; do smoke "$i"; done
 if [ "${SMOKE_ONLY:-0}" != 1 ]; then
-  # The builds that passed, without `+kernels` (sampling and batch 256 leave those out), and
+  # The builds that passed, without `+kernels` or `+f16` (sampling and batch 256 leave those
+  # out: sampling is the same with f16 convolutions, which only training uses), and
   # the shipped one among them: `wgpu`, else the first.
   plain=() shipped=""
-  for i in "${live[@]}"; do [ "${kernels[$i]}" = 0 ] && plain+=("$i"); done
+  for i in "${live[@]}"; do [ "${kernels[$i]}${halves[$i]}" = 00 ] && plain+=("$i"); done
   for i in "${plain[@]}"; do [ "${labels[$i]}" = wgpu ] && shipped=$i; done
   [ -z "$shipped" ] && [ ${#plain[@]} -gt 0 ] && shipped=${plain[0]}
   echo "## Measurements"

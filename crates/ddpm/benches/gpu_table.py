@@ -4,17 +4,18 @@
     python3 gpu_table.py --pick results.jsonl [--want LABEL] [--kernels 0|1|auto] LABEL...
     python3 gpu_table.py --record KEY=VALUE...
 
-Columns: each `ddpm` build (by its cargo features; `+kernels`: DDPM_GPU_KERNELS=1), then PyTorch
+Columns: each `ddpm` build (by its cargo features; `+kernels`: DDPM_GPU_KERNELS=1; `+f16`:
+DDPM_HALF_CONVS=1, training's convolutions in f16 with loss scaling), then PyTorch
 fp32 eager and bf16 autocast, then the best build ÷ each PyTorch (above 1: ours is faster).
 Lines that do not parse (a run cut off at its deadline) are skipped; a missing number is "–".
 A number from a run cut off at its deadline (rc 124) or killed after it (rc 137) is marked `*`
 and left out of the ratios. PyTorch's rows are shown whether or not any build ran.
 
 `--pick` prints the build that trains in tools/gpu-window.sh and whether with the core's GPU
-kernels: `LABEL 0|1`. Builds whose smoke test failed are never picked; `--want` is taken when it
-passed; else the fastest at the first MNIST training batch, else the first label given. With
-`--kernels auto`, 1 when LABEL+kernels trained faster than LABEL (geometric mean over the
-training rows both have).
+kernels: `LABEL 0|1`. Builds whose smoke test failed, and variants (`+…`), are never picked;
+`--want` is taken when it passed; else the fastest at the first MNIST training batch, else the
+first label given. With `--kernels auto`, 1 when LABEL+kernels trained faster than LABEL
+(geometric mean over the training rows both have).
 
 `--record` is gpu.sh's recorder: one JSON line of KEY=VALUE pairs (values that parse as JSON
 stay numbers, true/false, null) plus what it reads from the files named by metrics= (rate),
@@ -176,10 +177,11 @@ def training_benches(rows):
 
 def pick(rows, labels, want, kernels):
     failed = {r["backend"][5:] for r in ours(rows) if r["bench"] == "smoke" and r.get("ok") is not True}
-    usable = [label for label in labels if label not in failed and not label.endswith("+kernels")]
+    # A variant (`+kernels`, `+f16`) is a build run with a switch, not a build to train with.
+    usable = [label for label in labels if label not in failed and "+" not in label]
     if not usable:
         print("gpu_table: every build failed its smoke test; training with the first", file=sys.stderr)
-        usable = [label for label in labels if not label.endswith("+kernels")][:1]
+        usable = [label for label in labels if "+" not in label][:1]
     benches = training_benches(rows)
     if want in usable:
         build = want

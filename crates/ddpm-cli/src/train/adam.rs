@@ -44,7 +44,7 @@ impl GradientNorm {
     }
 
     /// The last measured sum of squares.
-    fn sum_of_squares(&self) -> Tensor<1> {
+    pub(super) fn sum_of_squares(&self) -> Tensor<1> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -10,9 +10,11 @@ mod trainer;
 
 use anyhow::{Result, bail};
 
+use crate::batch_parts;
 use crate::checkpoint;
 use crate::data::{self, Shaping};
 use crate::device;
+use crate::loss_scale;
 use crate::output;
 use crate::run_dir::{RunDir, RunLock, prepare_new_run};
 pub use args::TrainArgs;
@@ -54,7 +56,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         None => (wanted, Vec::new()),
     };
     // Everything that can fail on bad input happens before the run folder is touched.
-    let selected = device::select(args.device)?;
+    let mut selected = device::select(args.device)?;
+    if loss_scale::half_convs() {
+        if batch_parts::on_cpu(&selected.device) {
+            bail!(
+                "DDPM_HALF_CONVS=1: f16 convolutions run on a GPU, and this training runs on the CPU ({})",
+                selected.description
+            );
+        }
+        // An experiment until measured: the device line (and so the session's record) says so.
+        selected.description += ", training's convolutions in f16 (DDPM_HALF_CONVS=1)";
+    }
     let shaping = Shaping {
         image_size: config.data.image_size,
         channels: config.data.channels,

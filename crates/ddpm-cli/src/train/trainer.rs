@@ -23,7 +23,9 @@ use crate::checkpoint::{self, TrainingState};
 use crate::config::TrainConfig;
 use crate::data::{BatchOrder, Dataset};
 use crate::gradients::Batches;
+use crate::loss_scale::{self, LossScale};
 use crate::plot;
+use crate::read_back;
 use crate::run_dir::{RunDir, truncate_metrics};
 use crate::sample::{self, SampleOptions};
 use crate::session::Session;
@@ -60,6 +62,8 @@ pub struct Trainer {
     micro_batch: usize,
     /// Parts of each micro-batch computed at the same time (`optim.parallel` resolved).
     parts: usize,
+    /// With f16 convolutions (`DDPM_HALF_CONVS=1`), what the loss is scaled by.
+    loss_scale: Option<LossScale>,
 }
 
 impl Trainer {
@@ -99,6 +103,8 @@ impl Trainer {
         let mut step = 0;
         let mut rewarm_from = None;
         let mut warm_start = None;
+        // A run goes on with the scale it had; one that trained in f32 starts at the initial.
+        let mut loss_scale = loss_scale::half_convs().then(LossScale::default);
         if let Start::New(Some(path)) = start {
             let (weights, record) =
                 warm_start::load(path, &model_config, &dataset.class_names, &device)?;
@@ -142,6 +148,9 @@ impl Trainer {
                 .with_context(|| format!("{}: bad noise state", ckpt.display()))?;
             order = state.order;
             step = state.step;
+            if let (Some(scale), Some(kept)) = (loss_scale.as_mut(), state.loss_scale) {
+                *scale = kept;
+            }
             if config.run.steps < step {
                 bail!(
                     "{}: the run is already at step {step}, past --steps {}; ask for more steps (or --force to start over)",
@@ -167,6 +176,7 @@ impl Trainer {
             rewarm_from,
             micro_batch,
             parts,
+            loss_scale,
         };
         Ok((trainer, warm_start))
     }
@@ -348,7 +358,9 @@ impl Trainer {
             class_conditional: self.model_config.unet.num_classes.is_some(),
             device: &train_device,
         };
-        let divisor = (optim_config.accumulation * self.parts) as f32;
+        let scale = self.loss_scale.map_or(1.0, |s| s.scale);
+        // The loss is multiplied by the scale for the backward pass (see `loss_scale`).
+        let divisor = (optim_config.accumulation * self.parts) as f32 / scale;
         let mut accumulator = GradientsAccumulator::<Unet>::new();
         let mut total = 0.0f32;
         for _ in 0..optim_config.accumulation {
@@ -363,15 +375,28 @@ impl Trainer {
             )?;
             for (grads, loss) in parts {
                 accumulator.accumulate(&self.model, grads);
-                total += loss;
+                // A power of two: exact.
+                total += loss / scale;
             }
         }
         self.step += 1;
-        let grads = accumulator.grads();
-        if optim_config.clip_together().is_some() {
+        let mut grads = accumulator.grads();
+        if self.loss_scale.is_some() {
+            loss_scale::unscale(&self.model, &mut grads, scale);
+        }
+        if optim_config.clip_together().is_some() || self.loss_scale.is_some() {
             self.norm.measure(&self.model, &grads);
         }
-        self.model = self.optim.step(self.lr(), self.model.clone(), grads);
+        let apply = match self.loss_scale.as_mut() {
+            Some(loss_scale) => {
+                let sum = read_back::values(self.norm.sum_of_squares(), "the gradients' norm")?;
+                loss_scale.update(sum.iter().all(|v| v.is_finite()), self.step)?
+            }
+            None => true,
+        };
+        if apply {
+            self.model = self.optim.step(self.lr(), self.model.clone(), grads);
+        }
         let ema = &self.config.ema;
         if updates_after(self.step, ema.every) {
             let decay = decay_at(self.step, ema.update_after_step, ema.power, ema.decay);
@@ -403,6 +428,7 @@ impl Trainer {
             class_names: self.dataset.class_names.clone(),
             rewarm_from: self.rewarm_from,
             config: Some(self.config.to_table()?),
+            loss_scale: self.loss_scale,
         };
         let files = [
             (checkpoint::MODEL, model.as_slice()),

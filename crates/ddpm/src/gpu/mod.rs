@@ -13,6 +13,7 @@
 //! - [`attention`]: `Attention`'s core without gradients, for sampling;
 //! - [`linear_attention`]: `LinearAttention`'s core without gradients, for sampling;
 //! - [`layout`]: convolution weights laid out channels-last once, for sampling;
+//! - [`mixed_precision`]: training's 3×3 convolutions in f16 (`DDPM_HALF_CONVS=1`);
 //! - [`verify`]: the sampling and training kernels checked against burn's on the adapter at
 //!   hand.
 //!
@@ -39,6 +40,7 @@ pub mod attention;
 pub mod ema;
 pub mod layout;
 pub mod linear_attention;
+pub mod mixed_precision;
 pub mod norm_film_silu;
 pub mod rms_norm;
 pub mod sampling_norm;
@@ -47,34 +49,62 @@ pub mod softmax;
 mod tests;
 pub mod verify;
 
-/// The kernels' switch: [`UNSET`] until [`enabled`] reads the environment or [`set_enabled`]
-/// sets it.
-static SWITCH: AtomicU8 = AtomicU8::new(UNSET);
+/// A process-wide switch read from an environment variable (`"1"` is on) the first time it is
+/// asked, unless a program set it first (a browser has no environment).
+pub(crate) struct Switch {
+    variable: &'static str,
+    state: AtomicU8,
+}
+
 const UNSET: u8 = 0;
 const OFF: u8 = 1;
 const ON: u8 = 2;
 
+impl Switch {
+    pub(crate) const fn new(variable: &'static str) -> Self {
+        Self {
+            variable,
+            state: AtomicU8::new(UNSET),
+        }
+    }
+
+    /// As [`Self::set`] last set it, else whether the variable is `1` (read once per process).
+    pub(crate) fn enabled(&self) -> bool {
+        match self.state.load(Ordering::Relaxed) {
+            UNSET => {
+                let on = std::env::var(self.variable).is_ok_and(|v| v == "1");
+                let read = if on { ON } else { OFF };
+                // A `set` in between wins over the environment (`Err` holds its value).
+                let state = self
+                    .state
+                    .compare_exchange(UNSET, read, Ordering::Relaxed, Ordering::Relaxed)
+                    .map_or_else(|set| set, |_| read);
+                state == ON
+            }
+            state => state == ON,
+        }
+    }
+
+    /// On or off for the whole process, whatever the environment says.
+    pub(crate) fn set(&self, on: bool) {
+        self.state
+            .store(if on { ON } else { OFF }, Ordering::Relaxed);
+    }
+}
+
+/// The kernels' switch.
+static KERNELS: Switch = Switch::new("DDPM_GPU_KERNELS");
+
 /// Whether the kernels run: as [`set_enabled`] last set it, else whether `DDPM_GPU_KERNELS=1`
 /// (read once per process).
 pub fn enabled() -> bool {
-    match SWITCH.load(Ordering::Relaxed) {
-        UNSET => {
-            let on = std::env::var("DDPM_GPU_KERNELS").is_ok_and(|v| v == "1");
-            let read = if on { ON } else { OFF };
-            // A `set_enabled` in between wins over the environment (`Err` holds its value).
-            let switch = SWITCH
-                .compare_exchange(UNSET, read, Ordering::Relaxed, Ordering::Relaxed)
-                .map_or_else(|set| set, |_| read);
-            switch == ON
-        }
-        switch => switch == ON,
-    }
+    KERNELS.enabled()
 }
 
 /// Turns the kernels on or off for the whole process, whatever the environment says, from the
 /// next operation on.
 pub fn set_enabled(on: bool) {
-    SWITCH.store(if on { ON } else { OFF }, Ordering::Relaxed);
+    KERNELS.set(on);
 }
 
 /// Whether the GPU kernels run for `t`: asked for, on a cubecl device, in `f32`, and with

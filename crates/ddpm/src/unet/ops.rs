@@ -105,6 +105,11 @@ pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
 /// kernel larger than 1×1 ([`is_same_conv`]). 1×1 convolutions keep burn's own path (a plain
 /// matrix product, see `blocks::pointwise`).
 pub fn same_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    // Training on a GPU with `DDPM_HALF_CONVS=1`: in f16, the result back in f32.
+    #[cfg(feature = "gpu-kernels")]
+    if conv.kernel_size[0] > 1 && is_same_conv(conv) && crate::gpu::mixed_precision::applies(&x) {
+        return crate::gpu::mixed_precision::same_conv(conv, x);
+    }
     #[cfg(feature = "fused")]
     if conv.kernel_size[0] > 1 && is_same_conv(conv) && extension::applies(&x) {
         let bias = conv.bias.as_ref().map(|b| b.val());

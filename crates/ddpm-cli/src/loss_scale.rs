@@ -13,13 +13,14 @@ use burn::tensor::Tensor;
 use ddpm::Unet;
 use serde::{Deserialize, Serialize};
 
-/// Whether this process trains with f16 convolutions: `DDPM_HALF_CONVS=1` in a build with a GPU
-/// backend.
+/// Whether this process is asked to train with f16 convolutions (`DDPM_HALF_CONVS=1`). A build
+/// without a GPU backend reads the variable too, so that `train` refuses it on the CPU rather
+/// than ignoring it.
 pub fn half_convs() -> bool {
     #[cfg(feature = "wgpu")]
     return ddpm::gpu::mixed_precision::enabled();
     #[cfg(not(feature = "wgpu"))]
-    false
+    std::env::var("DDPM_HALF_CONVS").is_ok_and(|v| v == "1")
 }
 
 /// `GradScaler`'s `init_scale`.

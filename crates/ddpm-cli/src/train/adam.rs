@@ -57,7 +57,10 @@ impl GradientNorm {
 #[derive(Clone)]
 pub struct ClippedAdam {
     adam: Adam,
+    // Read by the GPU kernel's step only (a build without wgpu has none).
+    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     betas: [f32; 2],
+    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     epsilon: f32,
     clip: Clip,
 }

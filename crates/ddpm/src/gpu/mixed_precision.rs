@@ -2,7 +2,8 @@
 //! U-Net's 3×3 (and 7×7) convolutions take their input and weight cast to f16 and give their
 //! result back in f32, so that norms, softmaxes, the loss and the parameters stay f32 and the
 //! parameters' gradients arrive in f32 (burn differentiates through `cast`). On Vulkan,
-//! cubecl's matrix kernels use the tensor cores only for 16-bit inputs, where PyTorch's "fp32"
+//! cubecl's matrix kernels reach the tensor cores only through the cooperative matrices the
+//! driver lists, which on NVIDIA are 16-bit inputs as far as we know, where PyTorch's "fp32"
 //! convolutions use them in TF32. The 1×1 convolutions (the output's among them) stay f32.
 //!
 //! Off unless `DDPM_HALF_CONVS=1` or [`set_enabled`]: whether it is faster, and whether

@@ -13,7 +13,7 @@
 //! - [`attention`]: `Attention`'s core without gradients, for sampling;
 //! - [`linear_attention`]: `LinearAttention`'s core without gradients, for sampling;
 //! - [`layout`]: convolution weights laid out channels-last once, for sampling;
-//! - [`mixed_precision`]: training's 3×3 convolutions in f16 (`DDPM_HALF_CONVS=1`);
+//! - [`mixed_precision`]: training's 3×3 and 7×7 convolutions in f16 (`DDPM_HALF_CONVS=1`);
 //! - [`verify`]: the sampling and training kernels checked against burn's on the adapter at
 //!   hand.
 //!

@@ -381,18 +381,20 @@ impl Trainer {
         }
         self.step += 1;
         let mut grads = accumulator.grads();
-        if self.loss_scale.is_some() {
-            loss_scale::unscale(&self.model, &mut grads, scale);
-        }
-        if optim_config.clip_together().is_some() || self.loss_scale.is_some() {
-            self.norm.measure(&self.model, &grads);
-        }
         let apply = match self.loss_scale.as_mut() {
+            // Unscaled before the norm that clips them; a norm that is not finite skips the step.
             Some(loss_scale) => {
+                loss_scale::unscale(&self.model, &mut grads, scale);
+                self.norm.measure(&self.model, &grads);
                 let sum = read_back::values(self.norm.sum_of_squares(), "the gradients' norm")?;
                 loss_scale.update(sum.iter().all(|v| v.is_finite()), self.step)?
             }
-            None => true,
+            None => {
+                if optim_config.clip_together().is_some() {
+                    self.norm.measure(&self.model, &grads);
+                }
+                true
+            }
         };
         if apply {
             self.model = self.optim.step(self.lr(), self.model.clone(), grads);

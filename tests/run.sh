@@ -67,6 +67,9 @@ cargo test --workspace
 step "the GPU window's tools, on the CPU (tests/gpu-window.sh)"
 PYTHON=/usr/bin/python3 bash tests/gpu-window.sh "${CARGO_TARGET_DIR:-$PWD/target}/debug/ddpm"
 
+step "what a built site is made from (tests/site-sources.sh: serve.sh's and pack.sh's one list)"
+bash tests/site-sources.sh
+
 # The site as web/serve.sh serves it and web/pack.sh packs it: the browser tests run what ships
 # (a second site in the dev profile, for the tests alone, took 27 more minutes to build cold).
 step "the release site (trunk build --release: target/site-release)"

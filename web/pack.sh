@@ -8,7 +8,7 @@
 # Build the site first (`trunk build --release --dist target/site-release`); the tarball lands
 # in OUT_DIR as ddpm-sampler-VERSION.tgz, ready for `npm publish` or `npm install FILE`. Paths
 # given are taken from the current folder, the defaults from the repository's root. A site
-# older than the widget's sources (web/, crates/ddpm-web, crates/ddpm) is refused.
+# older than its sources (web/site-sources.sh) is refused.
 set -euo pipefail
 caller="$PWD"
 cd "$(dirname "$0")/.."
@@ -38,11 +38,8 @@ for file in $files; do
   if [ -z "$oldest" ] || [ "$site/$file" -ot "$oldest" ]; then oldest="$site/$file"; fi
 done
 # Trunk writes every file of a build at or after its start: a source newer than the oldest of
-# them changed after that build began (the scripts, the npm manifest and the page's server are
-# read here or not at all, not built; the pre-build hook is built with).
-newer="$(find web crates/ddpm-web crates/ddpm/src crates/ddpm/Cargo.toml Cargo.lock Trunk.toml \
-  -type f -newer "$oldest" ! -path 'web/npm/*' ! -path 'web/serve/*' \
-  \( ! -name '*.sh' -o -name cpu-build.sh \) ! -name '*.md' -print -quit)"
+# them changed after that build began (web/site-sources.sh, serve.sh's list too).
+newer="$(bash web/site-sources.sh newer "$oldest")"
 if [ -n "$newer" ]; then
   echo "pack: $site is older than $newer; rebuild it (source web/tools.sh && trunk build --release --dist $site)" >&2
   exit 1

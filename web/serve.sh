@@ -61,13 +61,10 @@ fresh() {
   [ "$(cat "$stamp")" = "$tools" ] || return 1
   # Another build (say a plain `trunk build`) wrote the site since.
   [ ! "$site/index.html" -nt "$stamp" ] || return 1
-  # What goes into the site (web/'s scripts, README, npm manifest and server do not, but for
-  # the pre-build hook).
-  local inputs=(Cargo.toml Cargo.lock Trunk.toml crates/ddpm crates/ddpm-web web www patches)
-  [ -z "$(find "${inputs[@]}" .cargo rust-toolchain rust-toolchain.toml -newer "$stamp" \
-    \( ! -path 'web/*.sh' -o -path web/cpu-build.sh \) ! -path web/README.md ! -path 'web/npm/*' \
-    ! -path web/serve ! -path 'web/serve/*' \
-    -print -quit 2>/dev/null)" ]
+  # A source changed since (web/site-sources.sh, pack.sh's list too).
+  local newer
+  newer="$(bash web/site-sources.sh newer "$stamp")" || return 1
+  [ -z "$newer" ]
 }
 if fresh; then
   echo "serve.sh: $site is up to date (built by an earlier run; --rebuild builds it again)" >&2

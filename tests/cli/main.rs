@@ -618,6 +618,27 @@ fn bad_input_gets_one_line_naming_the_problem() {
         err.contains("data.image_size must be from 1 to 4096"),
         "{err}"
     );
+    let err = fails(&["train", run_s, "--balance", "2"]);
+    assert!(
+        err.contains("data.balance must be from 0 to 1, got 2"),
+        "{err}"
+    );
+    // Balanced classes of images without classes (the PIL fixtures lie in one folder).
+    let unlabelled = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/pil");
+    let err = fails(&[
+        "train",
+        run_s,
+        "--data",
+        unlabelled,
+        "--balance",
+        "0.5",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        err.contains("data.balance needs class labels") && err.contains("fixtures/pil has none"),
+        "{err}"
+    );
     assert!(!run.exists());
     // Weights whose card (same name, `.json`) would overwrite them.
     let card_clash = dir.path().join("m.json");

@@ -44,6 +44,9 @@ pub struct DataConfig {
     pub strict: bool,
     /// Train a class-conditional model when the data has labels.
     pub class_conditional: bool,
+    /// Visit small classes more often, from 0 (each image once per epoch) to 1 (each class as
+    /// often as the largest); needs labels (`data::Visits`).
+    pub balance: f64,
 }
 
 impl Default for DataConfig {
@@ -55,6 +58,7 @@ impl Default for DataConfig {
             flip: false,
             strict: false,
             class_conditional: true,
+            balance: 0.0,
         }
     }
 }
@@ -382,6 +386,12 @@ impl TrainConfig {
                 self.data.image_size
             );
         }
+        if !(0.0..=1.0).contains(&self.data.balance) {
+            bail!(
+                "data.balance must be from 0 to 1, got {}",
+                self.data.balance
+            );
+        }
         self.diffusion.validate()?;
         Ok(())
     }
@@ -535,6 +545,8 @@ mod tests {
             ("data.image_size=4294967328", "data.image_size"),
             ("optim.batch_size=4611686018427387904", "optim.batch_size"),
             ("diffusion.min_snr_gamma=-5", "min_snr_gamma"),
+            ("data.balance=1.5", "data.balance"),
+            ("data.balance=nan", "data.balance"),
             ("optim.adam_epsilon=0", "optim.adam_epsilon"),
             (
                 "diffusion.offset_noise_strength=inf",

@@ -5,6 +5,7 @@
 mod cifar;
 mod folder;
 mod idx;
+mod visits;
 
 use std::path::Path;
 
@@ -14,6 +15,8 @@ use ddpm::NoiseSource;
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 use serde::{Deserialize, Serialize};
+
+pub use visits::Visits;
 
 /// The name that selects the embedded training digits.
 pub const EMBEDDED_MNIST: &str = "mnist";
@@ -214,8 +217,8 @@ pub(crate) fn decode(path: &Path) -> image::ImageResult<DynamicImage> {
         .decode()
 }
 
-/// The order in which a run visits the images: a fresh permutation per epoch, determined by
-/// the seed and the epoch alone, so a resumed run sees the same batches.
+/// The order in which a run visits the images: a fresh order of [`Visits`] per epoch, determined
+/// by the seed and the epoch alone, so a resumed run sees the same batches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchOrder {
     /// The run's data seed.
@@ -236,16 +239,22 @@ impl BatchOrder {
         }
     }
 
-    /// The next `batch` image indices (crossing into the next epoch when needed) and, for
-    /// each, whether to flip it (`flip_prob` 0 never flips).
-    pub fn next(&mut self, len: usize, batch: usize, flip_prob: f64) -> (Vec<usize>, Vec<bool>) {
+    /// The next `batch` image indices of `visits`' epochs (crossing into the next epoch when
+    /// needed) and, for each, whether to flip it (`flip_prob` 0 never flips).
+    pub fn next(
+        &mut self,
+        visits: &Visits,
+        batch: usize,
+        flip_prob: f64,
+    ) -> (Vec<usize>, Vec<bool>) {
+        let len = visits.epoch_len();
         let mut indices = Vec::with_capacity(batch);
         while indices.len() < batch {
             if self.cursor >= len {
                 self.epoch += 1;
                 self.cursor = 0;
             }
-            let order = self.permutation(len);
+            let order = visits.epoch(self.seed, self.epoch);
             let take = (batch - indices.len()).min(len - self.cursor);
             indices.extend_from_slice(&order[self.cursor..self.cursor + take]);
             self.cursor += take;
@@ -254,15 +263,6 @@ impl BatchOrder {
             NoiseSource::new(self.seed ^ 0x5eed_f11b ^ (self.epoch << 32) ^ self.cursor as u64);
         let flips = indices.iter().map(|_| coin.bernoulli(flip_prob)).collect();
         (indices, flips)
-    }
-
-    fn permutation(&self, len: usize) -> Vec<usize> {
-        let mut rng = NoiseSource::new(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.epoch);
-        let mut order: Vec<usize> = (0..len).collect();
-        for i in (1..len).rev() {
-            order.swap(i, rng.below(i + 1));
-        }
-        order
     }
 }
 

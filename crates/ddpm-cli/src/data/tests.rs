@@ -360,15 +360,15 @@ fn missing_and_empty_sources_are_named() {
 #[test]
 fn batch_order_is_a_permutation_per_epoch_and_resumes_exactly() {
     let mut order = BatchOrder::new(3);
-    let (first, _) = order.next(10, 6, 0.0);
-    let (second, _) = order.next(10, 6, 0.0); // 4 from epoch 0, 2 from epoch 1
+    let (first, _) = order.next(&Visits::once(10), 6, 0.0);
+    let (second, _) = order.next(&Visits::once(10), 6, 0.0); // 4 from epoch 0, 2 from epoch 1
     let mut epoch0: Vec<usize> = first.iter().chain(&second[..4]).copied().collect();
     epoch0.sort();
     assert_eq!(epoch0, (0..10).collect::<Vec<_>>());
     let saved = order.clone();
-    let (a, fa) = order.next(10, 5, 0.5);
+    let (a, fa) = order.next(&Visits::once(10), 5, 0.5);
     let mut resumed = saved;
-    let (b, fb) = resumed.next(10, 5, 0.5);
+    let (b, fb) = resumed.next(&Visits::once(10), 5, 0.5);
     assert_eq!((a, fa), (b, fb));
 }
 

@@ -20,7 +20,9 @@ use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::card;
-use crate::data::{self, BatchOrder, Dataset, EMBEDDED_MNIST, EMBEDDED_MNIST_TEST, Shaping};
+use crate::data::{
+    self, BatchOrder, Dataset, EMBEDDED_MNIST, EMBEDDED_MNIST_TEST, Shaping, Visits,
+};
 use crate::device::{self, DeviceChoice};
 use crate::output;
 use crate::read_back;
@@ -170,13 +172,14 @@ pub fn train(data: &Dataset, training: &Training, device: &Device) -> Result<Cla
     let mut model = Classifier::new(&train_device);
     let mut optim = AdamConfig::new().init();
     let mut order = BatchOrder::new(training.seed);
+    let visits = Visits::once(data.len());
     let steps = training.epochs * data.len().div_ceil(training.batch_size);
     let bar = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed} < {eta}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     for _ in 0..steps {
-        let (indices, flips) = order.next(data.len(), training.batch_size, 0.0);
+        let (indices, flips) = order.next(&visits, training.batch_size, 0.0);
         let x = data.batch(&indices, &flips, &train_device);
         let targets: Vec<f32> = indices
             .iter()

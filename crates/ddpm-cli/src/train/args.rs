@@ -55,6 +55,10 @@ pub struct TrainArgs {
     /// Random horizontal flips (`data.flip`).
     #[arg(long)]
     pub flip: bool,
+    /// Visit small classes more often: 0 (each image once per epoch) to 1 (each class as often
+    /// as the largest) (`data.balance`).
+    #[arg(long, value_name = "0..1")]
+    pub balance: Option<f64>,
     /// Fail on an image that does not decode (`data.strict`).
     #[arg(long)]
     pub strict: bool,
@@ -115,6 +119,7 @@ impl TrainArgs {
         flag("data.image_size", self.image_size.map(|v| v.to_string()));
         flag("data.channels", self.channels.map(|v| v.to_string()));
         flag("data.flip", self.flip.then(|| "true".into()));
+        flag("data.balance", self.balance.map(|v| format!("{v:?}")));
         flag("data.strict", self.strict.then(|| "true".into()));
         flag(
             "run.checkpoint_every",

@@ -21,7 +21,7 @@ use crate::batch_parts;
 use crate::card::WarmStart;
 use crate::checkpoint::{self, TrainingState};
 use crate::config::TrainConfig;
-use crate::data::{BatchOrder, Dataset};
+use crate::data::{BatchOrder, Dataset, Visits};
 use crate::gradients::Batches;
 use crate::loss_scale::{self, LossScale};
 use crate::plot;
@@ -55,6 +55,8 @@ pub struct Trainer {
     norm: GradientNorm,
     noise: NoiseSource,
     order: BatchOrder,
+    /// The images an epoch visits (`data.balance`).
+    visits: Visits,
     step: usize,
     /// Where Adam started afresh, if it did ([`TrainingState::rewarm_from`]).
     rewarm_from: Option<usize>,
@@ -80,6 +82,14 @@ impl Trainer {
             0 if batch_parts::on_cpu(&device) && micro_batch.is_multiple_of(2) => 2,
             0 => 1,
             n => n,
+        };
+        let visits = match &dataset.labels {
+            Some(labels) => Visits::balanced(labels, config.data.balance),
+            None if config.data.balance > 0.0 => bail!(
+                "data.balance needs class labels, and {} has none (a folder of class folders has them)",
+                config.data.source
+            ),
+            None => Visits::once(dataset.len()),
         };
         let num_classes = if config.data.class_conditional {
             dataset.num_classes()
@@ -172,6 +182,7 @@ impl Trainer {
             norm,
             noise,
             order,
+            visits,
             step,
             rewarm_from,
             micro_batch,
@@ -201,13 +212,20 @@ impl Trainer {
             writeln!(metrics, "step,loss,lr,images_per_second,seconds")?;
         }
         eprintln!(
-            "training {} parameters on {device_name}: {} images{}, steps {}..{total}{}",
+            "training {} parameters on {device_name}: {} images{}{}, steps {}..{total}{}",
             self.model.num_params(),
             self.dataset.len(),
             self.model_config
                 .unet
                 .num_classes
                 .map_or(String::new(), |n| format!(" in {n} classes")),
+            match self.config.data.balance {
+                0.0 => String::new(),
+                b => format!(
+                    " visited {} times an epoch (data.balance {b})",
+                    self.visits.epoch_len()
+                ),
+            },
             self.step + 1,
             match self.parts {
                 1 => String::new(),
@@ -365,7 +383,7 @@ impl Trainer {
         let mut total = 0.0f32;
         for _ in 0..optim_config.accumulation {
             let flip = if self.config.data.flip { 0.5 } else { 0.0 };
-            let (indices, flips) = self.order.next(self.dataset.len(), self.micro_batch, flip);
+            let (indices, flips) = self.order.next(&self.visits, self.micro_batch, flip);
             let parts = batches.gradients(
                 &self.model,
                 (&indices, &flips),

@@ -539,7 +539,18 @@ fn eval_measures_other_models_by_bits_per_dim_and_refuses_what_it_cannot_measure
             f(&b["bits_per_dim"]) > 0.0 && f(&b["diffusion"]) > 0.0,
             "{b}"
         );
+        // Each class's bits/dim is over its own images (the bars alternate: 3 and 3), and
+        // together they are the whole mean.
+        let classes = b["by_class"].as_array().expect("by_class");
+        let images: Vec<u64> = classes
+            .iter()
+            .filter_map(|c| c["images"].as_u64())
+            .collect();
+        assert_eq!(images, [3, 3], "{b}");
+        let weighted: f64 = classes.iter().map(|c| 3.0 * f(&c["bits_per_dim"])).sum();
+        assert!((weighted / 6.0 - f(&b["bits_per_dim"])).abs() < 1e-9, "{b}");
     }
+    assert!(stdout.contains("| class | held-out images | ema bits/dim | raw bits/dim |"));
     assert!(r["images"].is_null() && r["guidance"].is_null(), "{r}");
     let err = fails(&[&own[..], &["--nll-images", "0"]].concat());
     assert!(

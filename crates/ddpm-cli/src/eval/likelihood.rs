@@ -26,6 +26,21 @@ pub struct Bound {
     pub images: usize,
     /// 1: every step's term; k: one random step per block of k, weighted by k.
     pub stride: usize,
+    /// L for the images of each class, when the held-out images have classes: a model can be
+    /// good on average and poor on a small class (reports before 2026-12-07 lack it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_class: Vec<ClassBound>,
+}
+
+/// The bound of the held-out images of one class (still the unconditional p(x)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassBound {
+    /// The class's name.
+    pub class: String,
+    /// Its images among those averaged over.
+    pub images: usize,
+    /// Their mean L in bits/dim.
+    pub bits_per_dim: f64,
 }
 
 /// Which steps a stratified pass evaluates, with their weights: the decoder step 0 always;
@@ -85,38 +100,75 @@ pub fn bits_per_dim(
         ProgressStyle::with_template("bits/dim {bar:30} {pos}/{len} terms [{elapsed} < {eta}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let (mut prior, mut kl, mut decoder) = (0.0, 0.0, 0.0);
+    // Each image's three parts, so that classes can be told apart afterwards.
+    let [mut prior, mut kl, mut decoder] = [(); 3].map(|()| Vec::with_capacity(images));
     for indices in &chunks {
         let n = indices.len();
         let x0 = data.batch(indices, &vec![false; n], device);
         let null = config.unet.num_classes.map(|c| vec![c; n]);
-        prior += sum(diffusion.prior_bits(x0.clone()))?;
+        prior.extend(per_image(diffusion.prior_bits(x0.clone()), 1.0)?);
+        let start = kl.len();
+        kl.resize(start + n, 0.0);
         for (t, weight) in steps(diffusion.timesteps(), stride, &mut rng) {
             let noise = rng.normal_tensor(x0.dims(), device);
-            let term = sum(diffusion.bound_term(model, x0.clone(), t, null.as_deref(), noise))?;
+            let term = diffusion.bound_term(model, x0.clone(), t, null.as_deref(), noise);
             if t == 0 {
-                decoder += term;
+                decoder.extend(per_image(term, 1.0)?);
             } else {
-                kl += weight * term;
+                let term = per_image(term, weight)?;
+                kl[start..].iter_mut().zip(term).for_each(|(k, v)| *k += v);
             }
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
-    let mean = |total: f64| total / images.max(1) as f64;
+    let totals: Vec<f64> = (0..images).map(|i| prior[i] + kl[i] + decoder[i]).collect();
     Ok(Bound {
-        bits_per_dim: mean(prior + kl + decoder),
-        prior: mean(prior),
-        diffusion: mean(kl),
-        decoder: mean(decoder),
+        bits_per_dim: mean(&totals),
+        prior: mean(&prior),
+        diffusion: mean(&kl),
+        decoder: mean(&decoder),
         images,
         stride,
+        by_class: by_class(&totals, data),
     })
 }
 
-fn sum(t: Tensor<1>) -> Result<f64> {
+/// The mean of each class's images among `totals` (the first images of `data`), in the order
+/// of the class names; none without labels, or with one class only.
+pub fn by_class(totals: &[f64], data: &Dataset) -> Vec<ClassBound> {
+    let Some(labels) = data
+        .labels
+        .as_deref()
+        .filter(|_| data.class_names.len() > 1)
+    else {
+        return Vec::new();
+    };
+    let mut groups = vec![Vec::new(); data.class_names.len()];
+    for (&total, &label) in totals.iter().zip(labels) {
+        if let Some(group) = groups.get_mut(label) {
+            group.push(total);
+        }
+    }
+    data.class_names
+        .iter()
+        .zip(groups)
+        .filter(|(_, group)| !group.is_empty())
+        .map(|(class, group)| ClassBound {
+            class: class.clone(),
+            images: group.len(),
+            bits_per_dim: mean(&group),
+        })
+        .collect()
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+fn per_image(t: Tensor<1>, weight: f64) -> Result<Vec<f64>> {
     let values = read_back::values(t, "the bound")?;
-    Ok(values.iter().map(|&v| f64::from(v)).sum())
+    Ok(values.iter().map(|&v| weight * f64::from(v)).collect())
 }
 
 #[cfg(test)]
@@ -144,5 +196,34 @@ mod tests {
                 assert!(block.contains(&t), "{t} in block {k}");
             }
         }
+    }
+
+    #[test]
+    fn classes_are_averaged_over_their_own_images_among_those_measured() {
+        let data = Dataset {
+            pixels: vec![0; 6],
+            channels: 1,
+            size: 1,
+            labels: Some(vec![2, 0, 2, 0, 0, 1]),
+            class_names: ["a", "b", "c"].map(String::from).to_vec(),
+        };
+        // The first five images were measured: class b's only image was not.
+        let classes = by_class(&[1.0, 2.0, 3.0, 4.0, 6.0], &data);
+        let got: Vec<(&str, usize, f64)> = classes
+            .iter()
+            .map(|c| (c.class.as_str(), c.images, c.bits_per_dim))
+            .collect();
+        assert_eq!(got, [("a", 3, 4.0), ("c", 2, 2.0)]);
+        let unlabelled = Dataset {
+            labels: None,
+            ..data.clone()
+        };
+        assert!(by_class(&[1.0; 6], &unlabelled).is_empty());
+        let one_class = Dataset {
+            labels: Some(vec![0; 6]),
+            class_names: vec!["a".into()],
+            ..data
+        };
+        assert!(by_class(&[1.0; 6], &one_class).is_empty());
     }
 }

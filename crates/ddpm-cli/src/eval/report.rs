@@ -242,7 +242,39 @@ impl Report {
                 l.weights, b.images, b.bits_per_dim, b.prior, b.diffusion, b.decoder
             );
         }
+        self.class_table(&mut s);
         s
+    }
+
+    /// Bits/dim by class, one column per weights: where a model is weak.
+    fn class_table(&self, s: &mut String) {
+        let mut classes: Vec<(&str, usize)> = Vec::new();
+        for c in self.likelihood.iter().flat_map(|l| &l.bound.by_class) {
+            if !classes.iter().any(|(name, _)| *name == c.class) {
+                classes.push((&c.class, c.images));
+            }
+        }
+        if classes.is_empty() {
+            return;
+        }
+        let weights: Vec<&str> = self.likelihood.iter().map(|l| l.weights.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "\n| class | held-out images | {} |",
+            weights.join(" bits/dim | ") + " bits/dim"
+        );
+        let _ = writeln!(s, "|---|---|{}", "---|".repeat(weights.len()));
+        for (class, images) in classes {
+            let cells: Vec<String> = self
+                .likelihood
+                .iter()
+                .map(|l| {
+                    let found = l.bound.by_class.iter().find(|c| c.class == class);
+                    opt(found.map(|c| c.bits_per_dim), 3)
+                })
+                .collect();
+            let _ = writeln!(s, "| {class} | {images} | {} |", cells.join(" | "));
+        }
     }
 
     fn sample_table(&self, s: &mut String, f: &Floor) {
@@ -281,6 +313,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::likelihood::ClassBound;
 
     fn report(command: &str, device: &str, rows: &[(&str, &str)], bounds: &[&str]) -> Report {
         Report {
@@ -317,6 +350,7 @@ mod tests {
                         decoder: 0.5,
                         images: 6,
                         stride: 10,
+                        by_class: Vec::new(),
                     },
                 })
                 .collect(),
@@ -372,5 +406,26 @@ mod tests {
                 .expect("json")
                 .contains("extended_by")
         );
+    }
+
+    #[test]
+    fn bits_per_dim_by_class_is_a_table_with_a_column_per_weights() {
+        let mut both = report("a", "cpu (flex)", &[], &["ema", "raw"]);
+        let class = |name: &str, images, bits_per_dim| ClassBound {
+            class: name.into(),
+            images,
+            bits_per_dim,
+        };
+        both.likelihood[0].bound.by_class = vec![class("cat", 4, 2.5), class("dog", 2, 1.25)];
+        both.likelihood[1].bound.by_class = vec![class("cat", 4, 3.0)];
+        let table = both.markdown();
+        let table = &table[table.find("| class").expect("a class table")..];
+        assert_eq!(
+            table,
+            "| class | held-out images | ema bits/dim | raw bits/dim |\n|---|---|---|---|\n\
+             | cat | 4 | 2.500 | 3.000 |\n| dog | 2 | 1.250 | – |\n"
+        );
+        let none = report("a", "cpu (flex)", &[], &["ema"]);
+        assert!(!none.markdown().contains("| class"));
     }
 }

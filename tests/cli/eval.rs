@@ -552,6 +552,41 @@ fn eval_measures_other_models_by_bits_per_dim_and_refuses_what_it_cannot_measure
     }
     assert!(stdout.contains("| class | held-out images | ema bits/dim | raw bits/dim |"));
     assert!(r["images"].is_null() && r["guidance"].is_null(), "{r}");
+
+    // A strided bound says how its blocks were cut. A report from before growing blocks (no
+    // `blocks`) gets no bits/dim of another estimate added.
+    let ema = dir.path().join("ema.json");
+    let ema_s = ema.to_str().expect("utf8");
+    let strided = [&own[..], &["--nll-stride", "10", "--weights", "ema"]].concat();
+    ok(&[&strided[..], &["--out", ema_s]].concat());
+    let mut r = json(&ema);
+    assert_eq!(r["likelihood"][0]["blocks"], "growing", "{r}");
+    r["likelihood"][0]
+        .as_object_mut()
+        .expect("bound")
+        .remove("blocks");
+    let old = dir.path().join("old.json");
+    std::fs::write(&old, r.to_string()).expect("write");
+    let old_s = old.to_str().expect("utf8");
+    let raw = [
+        &own[..],
+        &["--weights", "raw", "--out", report_s, "--force"],
+    ]
+    .concat();
+    let err = fails(&[&raw[..], &["--extend", old_s]].concat());
+    assert!(
+        err.contains("old.json") && err.contains("even block of 10") && err.contains("anew"),
+        "{err}"
+    );
+    ok(&[&raw[..], &["--extend", ema_s]].concat());
+    let both = json(&report);
+    let blocks: Vec<&str> = both["likelihood"]
+        .as_array()
+        .expect("likelihood")
+        .iter()
+        .filter_map(|b| b["blocks"].as_str())
+        .collect();
+    assert_eq!(blocks, ["growing", "growing"], "{both}");
     let err = fails(&[&own[..], &["--nll-images", "0"]].concat());
     assert!(
         err.contains("--nll-images") && err.contains("nothing"),

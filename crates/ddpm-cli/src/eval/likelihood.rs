@@ -1,5 +1,7 @@
 //! Bits/dim of held-out images: the paper's bound L (eq. 5) summed over all T steps, or an
-//! unbiased stratified estimate of it from one random step per block of `stride` steps.
+//! unbiased stratified estimate of it from one random step per block of steps.
+
+use std::ops::Range;
 
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
@@ -24,12 +26,28 @@ pub struct Bound {
     pub decoder: f64,
     /// Held-out images averaged over.
     pub images: usize,
-    /// 1: every step's term; k: one random step per block of k, weighted by k.
+    /// 1: every step's term; k: one random step per block of up to k, weighted by its length.
     pub stride: usize,
+    /// How the blocks were cut (reports before 2026-12-07 lack it: even).
+    #[serde(default)]
+    pub blocks: Blocks,
     /// L for the images of each class, when the held-out images have classes: a model can be
     /// good on average and poor on a small class (reports before 2026-12-07 lack it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub by_class: Vec<ClassBound>,
+}
+
+/// How steps 1..T were cut into the blocks of a strided bound (all the same at stride 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Blocks {
+    /// `stride` steps each (until 2026-12-07). The terms fall about as 1/t, so one step drawn
+    /// from 1..20 stood for terms thirty times apart: at stride 20 the estimate's spread was
+    /// about ±1 bit/dim (docs/notebook.md, 2026-12-07).
+    #[default]
+    Even,
+    /// [`blocks`]: near t = 1 each step is its own block.
+    Growing,
 }
 
 /// The bound of the held-out images of one class (still the unconditional p(x)).
@@ -43,17 +61,33 @@ pub struct ClassBound {
     pub bits_per_dim: f64,
 }
 
-/// Which steps a stratified pass evaluates, with their weights: the decoder step 0 always;
-/// one uniformly drawn step in each block of `stride` among 1..T, weighted by the block's
-/// length (all of them with weight 1 when `stride` is 1).
-pub fn steps(timesteps: usize, stride: usize, rng: &mut NoiseSource) -> Vec<(usize, f64)> {
-    let stride = stride.max(1);
-    let mut out = vec![(0, 1.0)];
+/// A block is at most this fraction of the steps before it (and at most `stride` long).
+const GROWTH: usize = 4;
+
+/// Steps 1..T cut into blocks of at most `stride` steps, each at most a quarter as long as
+/// the steps before it. The terms fall about as 1/t (measured), so within a block they differ
+/// by at most a fifth, and any drawn step stands for its block closely.
+pub fn blocks(timesteps: usize, stride: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
     let mut start = 1;
     while start < timesteps {
-        let len = stride.min(timesteps - start);
-        out.push((start + rng.below(len), len as f64));
+        let len = stride
+            .max(1)
+            .min(start.div_ceil(GROWTH))
+            .min(timesteps - start);
+        out.push(start..start + len);
         start += len;
+    }
+    out
+}
+
+/// Which steps a stratified pass evaluates, with their weights: the decoder step 0 always;
+/// one uniformly drawn step in each of the [`blocks`], weighted by the block's length (every
+/// step with weight 1 when `stride` is 1).
+pub fn steps(timesteps: usize, stride: usize, rng: &mut NoiseSource) -> Vec<(usize, f64)> {
+    let mut out = vec![(0, 1.0)];
+    for block in blocks(timesteps, stride) {
+        out.push((block.start + rng.below(block.len()), block.len() as f64));
     }
     out
 }
@@ -95,7 +129,7 @@ pub fn bits_per_dim(
         .chunks(batch.max(1))
         .map(<[usize]>::to_vec)
         .collect();
-    let per_chunk = 1 + (diffusion.timesteps() - 1).div_ceil(stride.max(1));
+    let per_chunk = 1 + blocks(diffusion.timesteps(), stride).len();
     let bar = ProgressBar::new((chunks.len() * per_chunk) as u64).with_style(
         ProgressStyle::with_template("bits/dim {bar:30} {pos}/{len} terms [{elapsed} < {eta}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -130,6 +164,7 @@ pub fn bits_per_dim(
         decoder: mean(&decoder),
         images,
         stride,
+        blocks: Blocks::Growing,
         by_class: by_class(&totals, data),
     })
 }
@@ -191,10 +226,48 @@ mod tests {
             let total: f64 = some.iter().skip(1).map(|&(_, w)| w).sum();
             assert_eq!(total, 999.0, "stride {stride}");
             assert_eq!(some[0], (0, 1.0));
-            for (k, &(t, _)) in some.iter().skip(1).enumerate() {
-                let block = 1 + k * stride..1 + (k + 1) * stride;
-                assert!(block.contains(&t), "{t} in block {k}");
+            let cut = blocks(1000, stride);
+            assert_eq!(some.len(), 1 + cut.len());
+            for (block, &(t, w)) in cut.iter().zip(&some[1..]) {
+                assert!(block.contains(&t), "{t} in {block:?}");
+                assert_eq!(w, block.len() as f64);
             }
+        }
+    }
+
+    #[test]
+    fn blocks_tile_the_steps_and_grow_from_single_steps_to_the_stride() {
+        let cut = blocks(1000, 20);
+        assert_eq!(cut.first(), Some(&(1..2)));
+        assert_eq!(cut.last().map(|b| b.end), Some(1000));
+        assert!(cut.windows(2).all(|w| w[0].end == w[1].start));
+        assert!(
+            cut.iter()
+                .all(|b| b.len() <= 20 && b.len() <= b.start.div_ceil(4))
+        );
+        // 62 terms instead of an even 50: the extra ones near t = 1.
+        assert_eq!(cut.len(), 62);
+        assert_eq!(blocks(1000, 1).len(), 999);
+    }
+
+    #[test]
+    fn any_draw_estimates_terms_falling_as_one_over_t_within_seven_percent() {
+        // The bound's terms fall about as 1/t. Whichever step each block draws, the estimate
+        // of Σ 1/t stays within 7 % (even blocks of 20: up to 3.4 times the sum, by t = 1).
+        let truth: f64 = (1..1000).map(|t| 1.0 / t as f64).sum();
+        for stride in [10, 20, 50] {
+            let cut = blocks(1000, stride);
+            let highest: f64 = cut.iter().map(|b| b.len() as f64 / b.start as f64).sum();
+            let lowest: f64 = cut
+                .iter()
+                .map(|b| b.len() as f64 / (b.end - 1) as f64)
+                .sum();
+            assert!(
+                highest / truth < 1.07,
+                "stride {stride}: {}",
+                highest / truth
+            );
+            assert!(lowest / truth > 0.93, "stride {stride}: {}", lowest / truth);
         }
     }
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 
 use super::args::{DEFAULT_BATCH, EvalArgs, SamplerSpec};
+use super::likelihood::Blocks;
 use super::report::Report;
 use crate::sample::MAX_IMAGES;
 
@@ -187,6 +188,36 @@ pub fn nothing_new(
         bail!(
             "--extend {}: already has every row asked for; name other {other}",
             extended(args)
+        );
+    }
+    Ok(())
+}
+
+/// Refuses to add bits/dim to a report whose bits/dim took one step per even block (before
+/// 2026-12-07): the two estimates would not compare. A digit model's sample rows can still be
+/// added to it.
+pub fn check_blocks(
+    args: &EvalArgs,
+    previous: &Report,
+    settings: &Settings,
+    weights: &[&str],
+    digit_model: bool,
+) -> Result<()> {
+    let adds = settings.nll_images > 0 && weights.iter().any(|w| !previous.has_bound(w));
+    let even = previous
+        .likelihood
+        .iter()
+        .find(|l| l.bound.stride > 1 && l.bound.blocks == Blocks::Even);
+    if let (true, Some(even)) = (adds, even) {
+        let rows_only = if digit_model {
+            ", or add only sample rows with --nll-images 0"
+        } else {
+            ""
+        };
+        bail!(
+            "--extend {}: its bits/dim took one step per even block of {} steps, which eval no longer does (too far apart by the step drawn near t = 1); evaluate anew{rows_only}",
+            extended(args),
+            even.bound.stride
         );
     }
     Ok(())

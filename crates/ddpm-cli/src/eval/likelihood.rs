@@ -28,8 +28,9 @@ pub struct Bound {
     pub images: usize,
     /// 1: every step's term; k: one random step per block of up to k, weighted by its length.
     pub stride: usize,
-    /// How the blocks were cut (reports before 2026-12-07 lack it: even).
-    #[serde(default)]
+    /// How the blocks were cut (reports before 2026-12-07 lack it: even, and stay without it,
+    /// so that the cards holding them are written as they were read).
+    #[serde(default, skip_serializing_if = "Blocks::is_even")]
     pub blocks: Blocks,
     /// L for the images of each class, when the held-out images have classes: a model can be
     /// good on average and poor on a small class (reports before 2026-12-07 lack it).
@@ -48,6 +49,12 @@ pub enum Blocks {
     Even,
     /// [`blocks`]: near t = 1 each step is its own block.
     Growing,
+}
+
+impl Blocks {
+    fn is_even(&self) -> bool {
+        *self == Self::Even
+    }
 }
 
 /// The bound of the held-out images of one class (still the unconditional p(x)).

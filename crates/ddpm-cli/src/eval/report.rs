@@ -239,7 +239,7 @@ impl Report {
                     )
                 }
                 (k, Blocks::Even) => format!(
-                    "one step per even block of {k}: unbiased, but about ±1 bit/dim apart by the step drawn near t = 1"
+                    "one step per even block of {k}: unbiased, but the step drawn near t = 1 moved such estimates by up to about a bit/dim"
                 ),
             };
             let _ = writeln!(

@@ -96,8 +96,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if let Some(previous) = &previous {
         settings::check_extends(args, previous, step, classifier_sha256.as_deref())?;
         let weights: Vec<&str> = models.iter().map(|m| m.which.name()).collect();
-        settings::nothing_new(args, previous, &settings, &weights, digit_model)?;
-        settings::check_blocks(args, previous, &settings, &weights, digit_model)?;
+        settings::check_additions(args, previous, &settings, &weights, digit_model)?;
         for Loaded { which, sha256, .. } in &models {
             let name = which.name();
             if let Some(other) = previous.weights_sha256.get(name).filter(|s| *s != sha256) {

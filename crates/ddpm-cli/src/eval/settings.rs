@@ -162,9 +162,11 @@ pub fn check_extends(
     Ok(())
 }
 
-/// Refuses an extension that would measure nothing: every weights × sampler and bits/dim asked
-/// for is in the report already. `weights` are those loaded (a weights file holds one set).
-pub fn nothing_new(
+/// Refuses an extension that would measure nothing (every weights × sampler and bits/dim asked
+/// for is in the report already; `weights` are those loaded: a weights file holds one set), or
+/// that would add bits/dim to a report whose bits/dim took one step per even block (before
+/// 2026-12-07): the two estimates would not compare.
+pub fn check_additions(
     args: &EvalArgs,
     previous: &Report,
     settings: &Settings,
@@ -190,32 +192,18 @@ pub fn nothing_new(
             extended(args)
         );
     }
-    Ok(())
-}
-
-/// Refuses to add bits/dim to a report whose bits/dim took one step per even block (before
-/// 2026-12-07): the two estimates would not compare. A digit model's sample rows can still be
-/// added to it.
-pub fn check_blocks(
-    args: &EvalArgs,
-    previous: &Report,
-    settings: &Settings,
-    weights: &[&str],
-    digit_model: bool,
-) -> Result<()> {
-    let adds = settings.nll_images > 0 && weights.iter().any(|w| !previous.has_bound(w));
     let even = previous
         .likelihood
         .iter()
         .find(|l| l.bound.stride > 1 && l.bound.blocks == Blocks::Even);
-    if let (true, Some(even)) = (adds, even) {
+    if let (true, Some(even)) = (bounds, even) {
         let rows_only = if digit_model {
             ", or add only sample rows with --nll-images 0"
         } else {
             ""
         };
         bail!(
-            "--extend {}: its bits/dim took one step per even block of {} steps, which eval no longer does (too far apart by the step drawn near t = 1); evaluate anew{rows_only}",
+            "--extend {}: its bits/dim took one step per even block of {} steps, which eval no longer does (the step drawn near t = 1 moved it by up to about a bit/dim); evaluate anew{rows_only}",
             extended(args),
             even.bound.stride
         );

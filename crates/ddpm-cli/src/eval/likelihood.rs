@@ -72,8 +72,8 @@ pub struct ClassBound {
 const GROWTH: usize = 4;
 
 /// Steps 1..T cut into blocks of at most `stride` steps, each at most a quarter as long as
-/// the steps before it. The terms fall about as 1/t (measured), so within a block they differ
-/// by at most a fifth, and any drawn step stands for its block closely.
+/// the steps before it. The terms fall about as 1/t or a little faster (measured), so within a
+/// block they differ by about a quarter at most, and any drawn step stands for its block.
 pub fn blocks(timesteps: usize, stride: usize) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 1;

@@ -239,7 +239,7 @@ impl Report {
                     )
                 }
                 (k, Blocks::Even) => format!(
-                    "one step per even block of {k}: unbiased, but the step drawn near t = 1 moved such estimates by up to about a bit/dim"
+                    "one step per even block of {k}: unbiased, but the step drawn near t = 1 moves it, by about ±1 bit/dim at stride 20"
                 ),
             };
             let _ = writeln!(
@@ -434,5 +434,25 @@ mod tests {
         );
         let none = report("a", "cpu (flex)", &[], &["ema"]);
         assert!(!none.markdown().contains("| class"));
+    }
+
+    #[test]
+    fn a_report_from_before_growing_blocks_reads_as_even_and_writes_as_it_was() {
+        let mut old = serde_json::to_value(report("a", "cpu (flex)", &[], &["ema"])).expect("json");
+        old["likelihood"][0]
+            .as_object_mut()
+            .expect("bound")
+            .remove("blocks");
+        let read: Report = serde_json::from_value(old.clone()).expect("an old report");
+        assert_eq!(read.likelihood[0].bound.blocks, Blocks::Even);
+        assert!(read.markdown().contains("even block of 10"));
+        assert_eq!(serde_json::to_value(&read).expect("json"), old);
+        let new = report("a", "cpu (flex)", &[], &["ema"]);
+        let json = serde_json::to_value(&new).expect("json");
+        assert_eq!(json["likelihood"][0]["blocks"], "growing");
+        assert!(
+            new.markdown()
+                .contains("block of up to 10, shorter near t = 1")
+        );
     }
 }

@@ -203,7 +203,7 @@ pub fn check_additions(
             ""
         };
         bail!(
-            "--extend {}: its bits/dim took one step per even block of {} steps, which eval no longer does (the step drawn near t = 1 moved it by up to about a bit/dim); evaluate anew{rows_only}",
+            "--extend {}: its bits/dim took one step per even block of {} steps, which eval no longer does (the step drawn near t = 1 moves it, by about ±1 bit/dim at stride 20); evaluate anew{rows_only}",
             extended(args),
             even.bound.stride
         );

@@ -703,3 +703,128 @@ fn the_classifier_command_trains_one_that_eval_loads() {
     let reported = 100.0 * f(&r["classifier_accuracy"]);
     assert!((reported - accuracy).abs() < 0.006, "{reported} vs {line}");
 }
+
+#[test]
+fn a_classifier_trained_on_other_images_judges_their_model_class_by_class() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = bars_dataset(dir.path(), 64);
+    let data_s = data.to_str().expect("utf8");
+    let heldout = bars_dataset(&dir.path().join("heldout"), 8);
+    let heldout_s = heldout.to_str().expect("utf8");
+    let weights = dir.path().join("bars-classifier.bpk");
+    let weights_s = weights.to_str().expect("utf8");
+    let train = [
+        "classifier",
+        "-o",
+        weights_s,
+        "--data",
+        data_s,
+        "--heldout",
+        heldout_s,
+        "--image-size",
+        "8",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "30",
+        "--balance",
+        "1",
+    ];
+    let out = ok(&train);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    // Rows and columns of lit pixels: told apart after 120 steps, each of 4 + 4 held-out bars.
+    assert!(
+        stdout.starts_with("held-out accuracy 100.00% (8 images of")
+            && stdout.contains("\n  0: 100.0% of 4\n  1: 100.0% of 4\n"),
+        "{stdout}"
+    );
+    let err = fails(&[&train[..train.len() - 1], &["2", "--force"]].concat());
+    assert!(err.contains("--balance must be from 0 to 1"), "{err}");
+    // A classifier needs classes: a folder of images without class folders has none.
+    let flat = dir.path().join("flat");
+    std::fs::create_dir_all(&flat).expect("dir");
+    for i in 0..2u8 {
+        image::GrayImage::from_pixel(8, 8, image::Luma([100 * i]))
+            .save(flat.join(format!("{i}.png")))
+            .expect("png");
+    }
+    let other = dir.path().join("other.bpk");
+    let err = fails(&[
+        "classifier",
+        "-o",
+        other.to_str().expect("utf8"),
+        "--data",
+        flat.to_str().expect("utf8"),
+        "--image-size",
+        "8",
+    ]);
+    assert!(err.contains("flat") && err.contains("two classes"), "{err}");
+    assert!(!other.exists());
+
+    // A two-class bars model is judged by it: its samples get every measure, per class too.
+    let run = dir.path().join("bars-run");
+    let run_s = run.to_str().expect("utf8");
+    let tiny = tiny(&data);
+    let steps = ["train", run_s, "--steps", "1", "--sample-every", "0"];
+    ok(&[
+        &steps[..],
+        &tiny.iter().map(String::as_str).collect::<Vec<_>>(),
+    ]
+    .concat());
+    let report = dir.path().join("eval.json");
+    let eval = [
+        "eval",
+        run_s,
+        "--device",
+        "cpu",
+        "--classifier",
+        weights_s,
+        "--heldout",
+        heldout_s,
+        "-n",
+        "4",
+        "--samplers",
+        "ddim-2",
+        "--nll-images",
+        "0",
+        "--out",
+        report.to_str().expect("utf8"),
+    ];
+    let out = ok(&eval);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .contains("| class | held-out images | classifier on them | ema ddim-2 | raw ddim-2 |")
+            && stdout.contains("| 0 | 4 | 100.0% |"),
+        "{stdout}"
+    );
+    let r = json(&report);
+    assert_eq!(f(&r["classifier_accuracy"]), 1.0, "{r}");
+    let images: Vec<u64> = r["classes"]
+        .as_array()
+        .expect("classes")
+        .iter()
+        .filter_map(|c| c["images"].as_u64())
+        .collect();
+    assert_eq!(images, [4, 4], "{r}");
+    for row in r["samples"].as_array().expect("rows") {
+        // Two samples of each class: the whole accuracy is the mean of the two.
+        let by_class: Vec<f64> = row["accuracy_by_class"]
+            .as_array()
+            .expect("by class")
+            .iter()
+            .map(f)
+            .collect();
+        assert_eq!(by_class.len(), 2, "{row}");
+        let mean = (by_class[0] + by_class[1]) / 2.0;
+        assert!((mean - f(&row["accuracy"])).abs() < 1e-12, "{row}");
+        assert!(f(&row["class_entropy_bits"]) <= 1.0, "{row}");
+    }
+    // Held-out images of a class it does not know are refused by name.
+    let digits = ["eval", run_s, "--classifier", weights_s, "--device", "cpu"];
+    let err = fails(&[&digits[..], &["--heldout", "mnist-test"]].concat());
+    assert!(
+        err.contains("mnist-test: class `2` is not one of the classifier's (0, 1)"),
+        "{err}"
+    );
+}

@@ -57,8 +57,8 @@ enum Command {
     /// Measure a digit model on held-out MNIST: Fréchet distance, class accuracy, class
     /// entropy, bits/dim.
     Eval(eval::args::EvalArgs),
-    /// Train the small MNIST classifier that `eval` measures with.
-    Classifier(eval::classifier::ClassifierArgs),
+    /// Train the small classifier that `eval` measures samples with (MNIST digits by default).
+    Classifier(eval::train_classifier::ClassifierArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,7 +102,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::Info(args) => info::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Classifier(args) => eval::classifier::run(args),
+        Command::Classifier(args) => eval::train_classifier::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,7 @@
 //! The samples' measures: every weights × sampler generates class-conditional and
-//! unconditional digits, and the classifier judges them against the held-out digits (Fréchet
-//! distance in its feature space, class accuracy, class entropy), with the real data's own
-//! distance as the floor.
+//! unconditional images, and the classifier judges them against the held-out images (Fréchet
+//! distance in its feature space, class accuracy overall and per class, class entropy), with
+//! the real data's own distance as the floor.
 
 use std::time::Instant;
 
@@ -15,19 +15,21 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::args::{EvalArgs, SamplerSpec};
 use super::classifier::{self, Classifier, FEATURES};
 use super::frechet::Gaussian;
-use super::report::{Floor, Report, Row};
+use super::report::{ClassReference, Floor, Report, Row};
 use super::settings::Settings;
 use crate::batch_parts;
 use crate::data::Dataset;
 use crate::load::WeightsChoice;
 use crate::read_back;
 
-/// What the digit classifier measured: itself on the real digits, the floor, and one row per
-/// weights × sampler.
+/// What the classifier measured: itself on the real images (overall and per class), the
+/// floor, and one row per weights × sampler.
 pub struct SampleMeasures {
-    /// The classifier's accuracy on the held-out digits.
+    /// The classifier's accuracy on the held-out images.
     pub classifier_accuracy: f64,
-    /// The real digits' own distance.
+    /// Per class: its held-out images and the classifier's accuracy on them.
+    pub classes: Vec<ClassReference>,
+    /// The real images' own distance.
     pub floor: Floor,
     /// One row per weights × sampler.
     pub rows: Vec<Row>,
@@ -50,17 +52,27 @@ pub fn measure_samples(
             heldout.len()
         );
     }
-    // The real digits: half A is the reference, half B the floor.
+    // The real images: half A is the reference, half B the floor.
     let real = classifier.read(&heldout.pixels, settings.batch, device)?;
     let labels = heldout.labels.as_deref().unwrap_or_default();
     let classifier_accuracy = classifier::accuracy(&real.predictions, labels);
+    let names = &classifier.domain().classes;
+    let classes = names
+        .iter()
+        .zip(classifier::by_class(&real.predictions, labels, names.len()))
+        .map(|(name, count)| ClassReference {
+            class: name.clone(),
+            images: count.images,
+            accuracy: count.accuracy(),
+        })
+        .collect();
     // A report without the classifier's fingerprint: its accuracy on the same digits tells.
     if let Some(theirs) = previous.and_then(|p| p.classifier_accuracy)
         && previous.is_some_and(|p| p.classifier_sha256.is_none())
         && theirs != classifier_accuracy
     {
         bail!(
-            "--extend: the report's classifier was right on {:.2}% of the held-out digits, this one on {:.2}%: another classifier (--classifier)",
+            "--extend: the report's classifier was right on {:.2}% of the held-out images, this one on {:.2}%: another classifier (--classifier)",
             100.0 * theirs,
             100.0 * classifier_accuracy
         );
@@ -111,11 +123,16 @@ pub fn measure_samples(
                 )?;
                 row.fd = Some(Gaussian::fit(&out.features, FEATURES).distance(&reference));
                 row.accuracy = Some(classifier::accuracy(&out.predictions, &classes));
+                row.accuracy_by_class =
+                    classifier::by_class(&out.predictions, &classes, names.len())
+                        .iter()
+                        .map(classifier::ClassCount::accuracy)
+                        .collect();
             }
             let null = ClassChoice::Null.labels(config.unet.num_classes, settings.n)?;
             let out = set(null, 1.0, "unconditional")?;
             row.fd_unconditional = Gaussian::fit(&out.features, FEATURES).distance(&reference);
-            row.class_entropy_bits = classifier::class_entropy(&out.predictions);
+            row.class_entropy_bits = classifier::class_entropy(&out.predictions, names.len());
             row.seconds = row_started.elapsed().as_secs_f64();
             eprintln!("{}", row.line());
             rows.push(row);
@@ -123,6 +140,7 @@ pub fn measure_samples(
     }
     Ok(SampleMeasures {
         classifier_accuracy,
+        classes,
         floor,
         rows,
     })
@@ -178,7 +196,7 @@ fn generate(
     );
     bar.set_message(what.to_string());
     let [height, width] = config.image_size;
-    let mut pixels = Vec::with_capacity(options.n * height * width);
+    let mut pixels = Vec::with_capacity(options.n * config.unet.channels * height * width);
     let model = &batch_parts::for_device(model, device);
     for k in 0..chunks {
         let start = k * options.batch;

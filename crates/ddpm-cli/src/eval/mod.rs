@@ -1,23 +1,24 @@
 //! `ddpm eval`: how good a model is, measured on held-out images (a digit model: on MNIST's test
 //! set, with every measure below).
 //!
-//! - Fréchet distance between generated and real digits in the feature space of the project's
-//!   own MNIST [`classifier`], with the distance between two halves of the real data (at the
-//!   same number of images) as the floor a perfect model would reach;
-//! - the classifier's accuracy on class-conditional samples (was the requested digit drawn?)
-//!   and the entropy of its predicted-class histogram on unconditional ones (are all digits
-//!   drawn?);
+//! - Fréchet distance between generated and real images in the feature space of a small
+//!   [`classifier`] (the embedded one knows MNIST's digits; `--classifier` names another), with
+//!   the distance between two halves of the real data (at the same number of images) as the
+//!   floor a perfect model would reach;
+//! - the classifier's accuracy on class-conditional samples (was the requested class drawn?),
+//!   overall and per class, and the entropy of its predicted-class histogram on unconditional
+//!   ones (are all classes drawn?);
 //! - for every sampler asked (DDPM with all T steps, DDIM with K) and both weights of a run
 //!   folder (EMA and raw);
-//! - the paper's negative log-likelihood bound in bits/dim on held-out digits ([`likelihood`]).
+//! - the paper's negative log-likelihood bound in bits/dim on held-out images ([`likelihood`]).
 //!
 //! `--extend REPORT` measures only what an earlier report of the same checkpoint lacks and
 //! writes both together, so an evaluation can be done in parts.
 //!
-//! A model the classifier cannot judge (colour, another size, other classes) gets only the
+//! A model the classifier cannot judge (another size, channels or classes) gets only the
 //! bits/dim, on held-out images of its own kind (`--heldout FOLDER`).
 //!
-//! `ddpm classifier` trains the classifier ([`classifier::run`]).
+//! `ddpm classifier` trains a classifier ([`train_classifier::run`]).
 
 pub mod args;
 pub mod classifier;
@@ -26,6 +27,7 @@ pub mod likelihood;
 pub mod measure;
 pub mod report;
 pub mod settings;
+pub mod train_classifier;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -42,7 +44,7 @@ use crate::output;
 use crate::run_dir::RunDir;
 use crate::session;
 use args::{EvalArgs, SamplerSpec};
-use classifier::{CLASSES, Classifier, SIDE};
+use classifier::{Classifier, Domain};
 use likelihood::BoundOptions;
 use measure::Loaded;
 use report::{Likelihood, Report};
@@ -73,14 +75,15 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     // so that an error in them is the first line, not after a driver's own. The classifier (a
     // small network, loaded again on the device) is checked for any model: a bad --classifier
     // is never ignored.
-    Classifier::load(args.classifier.as_deref(), &Device::flex())?;
+    let (probe, _) = Classifier::load(args.classifier.as_deref(), &Device::flex())?;
+    let domain = probe.domain().clone();
     let model_config = load::model_config(&args.model)?;
-    let digit_model = is_digit_model(&model_config);
-    let heldout = if digit_model {
+    let judged = domain.judges(&model_config, &card::class_names_of(&args.model)?);
+    let heldout = if judged {
         check_samplers(&model_config, &settings.samplers)?;
-        classifier::digits(&args.heldout)?
+        domain.labelled(&args.heldout)?
     } else {
-        own_heldout(args, &settings, &model_config)?
+        own_heldout(args, &settings, &model_config, &domain)?
     };
     // The report's folder too: a bad --out found after hours of measuring would lose them.
     output::prepare(args.out.as_slice(), &[])?;
@@ -92,11 +95,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bail!("--weights: nothing to evaluate");
     };
     let (config, step) = (first.config.clone(), first.step);
-    let classifier_sha256 = digit_model.then_some(classifier_sha256);
+    let classifier_sha256 = judged.then_some(classifier_sha256);
     if let Some(previous) = &previous {
         settings::check_extends(args, previous, step, classifier_sha256.as_deref())?;
         let weights: Vec<&str> = models.iter().map(|m| m.which.name()).collect();
-        settings::check_additions(args, previous, &settings, &weights, digit_model)?;
+        settings::check_additions(args, previous, &settings, &weights, judged)?;
         for Loaded { which, sha256, .. } in &models {
             let name = which.name();
             if let Some(other) = previous.weights_sha256.get(name).filter(|s| *s != sha256) {
@@ -110,7 +113,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         }
     }
 
-    let measured = if digit_model {
+    let measured = if judged {
         Some(measure::measure_samples(
             args,
             &settings,
@@ -144,9 +147,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         }
     }
 
-    let (classifier_accuracy, floor, samples) = match measured {
-        Some(m) => (Some(m.classifier_accuracy), Some(m.floor), m.rows),
-        None => (None, None, Vec::new()),
+    let (classifier_accuracy, classes, floor, samples) = match measured {
+        Some(m) => (
+            Some(m.classifier_accuracy),
+            m.classes,
+            Some(m.floor),
+            m.rows,
+        ),
+        None => (None, Vec::new(), None, Vec::new()),
     };
     let report = Report {
         model: session::portable_path(&args.model),
@@ -161,8 +169,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         heldout: args.heldout.clone(),
         classifier_accuracy,
         classifier_sha256,
-        images: digit_model.then_some(settings.n),
-        guidance: digit_model.then_some(settings.guidance),
+        classes,
+        images: judged.then_some(settings.n),
+        guidance: judged.then_some(settings.guidance),
         batch: Some(settings.batch),
         seed: args.seed,
         floor,
@@ -236,14 +245,6 @@ fn load_models(path: &Path, wanted: &[WeightsChoice], device: &Device) -> Result
     }])
 }
 
-/// Whether the classifier can judge the model's images: 28×28 grayscale, unconditional or
-/// with the ten digit classes.
-fn is_digit_model(config: &ModelConfig) -> bool {
-    config.image_size == [SIDE, SIDE]
-        && config.unet.channels == 1
-        && config.unet.num_classes.is_none_or(|c| c == CLASSES)
-}
-
 /// Refuses samplers the model cannot run.
 fn check_samplers(config: &ModelConfig, samplers: &[SamplerSpec]) -> Result<()> {
     let timesteps = config.diffusion.timesteps;
@@ -257,10 +258,15 @@ fn check_samplers(config: &ModelConfig, samplers: &[SamplerSpec]) -> Result<()> 
     Ok(())
 }
 
-/// The held-out images of a model the digit classifier cannot judge (colour, another size or
-/// other classes): only its bits/dim is measured, on images it was not trained on, which the
-/// user names (the default, MNIST's test digits, is not of its kind).
-fn own_heldout(args: &EvalArgs, settings: &Settings, config: &ModelConfig) -> Result<Dataset> {
+/// The held-out images of a model the classifier cannot judge (another size, channels or
+/// classes): only its bits/dim is measured, on images it was not trained on, which the user
+/// names (the default, MNIST's test digits, is not of its kind).
+fn own_heldout(
+    args: &EvalArgs,
+    settings: &Settings,
+    config: &ModelConfig,
+    domain: &Domain,
+) -> Result<Dataset> {
     let [height, width] = config.image_size;
     let channels = config.unet.channels;
     let classes = config
@@ -268,8 +274,9 @@ fn own_heldout(args: &EvalArgs, settings: &Settings, config: &ModelConfig) -> Re
         .num_classes
         .map_or(String::new(), |c| format!(" in {c} classes"));
     let what = format!(
-        "{}: makes {height}×{width} images with {channels} channel(s){classes}, not 28×28 digits (the evaluation classifier's)",
-        args.model.display()
+        "{}: makes {height}×{width} images with {channels} channel(s){classes}, not the evaluation classifier's {}",
+        args.model.display(),
+        domain.describe()
     );
     if args.heldout == EMBEDDED_MNIST_TEST {
         bail!("{what}; pass --heldout with held-out images of its own to measure its bits/dim");
@@ -284,7 +291,7 @@ fn own_heldout(args: &EvalArgs, settings: &Settings, config: &ModelConfig) -> Re
     ];
     if let Some((_, flag)) = sample_flags.iter().find(|(given, _)| *given) {
         bail!(
-            "{what}; {flag} sets how digits are generated for the classifier, and this model gets bits/dim only"
+            "{what}; {flag} sets how images are generated for the classifier, and this model gets bits/dim only"
         );
     }
     eprintln!("notice: {what}: measuring bits/dim only");

@@ -30,14 +30,18 @@ pub struct Report {
     pub device: String,
     /// The held-out images (`mnist-test`: MNIST's test set, never trained on).
     pub heldout: String,
-    /// The classifier's accuracy on all held-out digits (none for a model it cannot judge).
+    /// The classifier's accuracy on all held-out images (none for a model it cannot judge).
     pub classifier_accuracy: Option<f64>,
-    /// SHA-256 of the classifier's weights (digit models; reports before 2026-11-30 lack it).
+    /// SHA-256 of the classifier's weights (judged models; reports before 2026-11-30 lack it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classifier_sha256: Option<String>,
-    /// Generated images per measure (digit models only).
+    /// The classifier's classes with their held-out images and its accuracy on them (judged
+    /// models; reports before 2026-12-08 lack it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassReference>,
+    /// Generated images per measure (judged models only).
     pub images: Option<usize>,
-    /// Guidance scale of the class-conditional samples (digit models only).
+    /// Guidance scale of the class-conditional samples (judged models only).
     pub guidance: Option<f64>,
     /// Images per network call, which also decides each image's noise (reports before
     /// 2026-11-30 lack it: see [`Report::batch`]).
@@ -45,9 +49,9 @@ pub struct Report {
     pub batch: Option<usize>,
     /// The sampling seed.
     pub seed: u64,
-    /// Real against real: the distance a perfect model would reach (digit models only).
+    /// Real against real: the distance a perfect model would reach (judged models only).
     pub floor: Option<Floor>,
-    /// One row per weights and sampler (digit models only).
+    /// One row per weights and sampler (judged models only).
     pub samples: Vec<Row>,
     /// Bits/dim per weights.
     pub likelihood: Vec<Likelihood>,
@@ -55,7 +59,7 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// The Fréchet distance between real digits and the reference half of the held-out set.
+/// The Fréchet distance between real images and the reference half of the held-out set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Floor {
     /// Real images taken from the other half, as many as generated ones (FD depends on n).
@@ -79,10 +83,13 @@ pub struct Row {
     pub fd: Option<f64>,
     /// The fraction of class-conditional samples classified as the class asked for.
     pub accuracy: Option<f64>,
+    /// The same per class of [`Report::classes`] (none for a class without samples).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accuracy_by_class: Vec<Option<f64>>,
     /// Fréchet distance of the unconditional samples (null class, no guidance).
     pub fd_unconditional: f64,
     /// Entropy of the classes predicted for the unconditional samples, in bits (log₂ 10 ≈
-    /// 3.32 is every digit equally often).
+    /// 3.32 is each of ten classes equally often).
     pub class_entropy_bits: f64,
     /// Wall time of this row.
     pub seconds: f64,
@@ -96,6 +103,7 @@ impl Row {
             sampler: sampler.to_string(),
             fd: None,
             accuracy: None,
+            accuracy_by_class: Vec::new(),
             fd_unconditional: f64::NAN,
             class_entropy_bits: f64::NAN,
             seconds: 0.0,
@@ -115,6 +123,17 @@ impl Row {
             self.seconds
         )
     }
+}
+
+/// One of the classifier's classes in the held-out set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassReference {
+    /// Its name.
+    pub class: String,
+    /// Its held-out images.
+    pub images: usize,
+    /// The fraction of them the classifier names right (none without images).
+    pub accuracy: Option<f64>,
 }
 
 /// The bound of one set of weights.
@@ -190,6 +209,9 @@ impl Report {
             self.device = format!("{} + {}", self.device, newer.device);
         }
         self.weights_sha256.extend(newer.weights_sha256);
+        if self.classes.is_empty() {
+            self.classes = newer.classes;
+        }
         self.samples.extend(newer.samples);
         let order = |r: &Row| {
             let steps = match r.sampler.parse::<SamplerSpec>() {
@@ -222,10 +244,11 @@ impl Report {
                 self.seed
             );
             self.sample_table(&mut s, f);
+            self.accuracy_table(&mut s);
         } else {
             let _ = writeln!(
                 s,
-                "{} at step {step}: held-out `{}`, seed {} (not a digit model: bits/dim only)",
+                "{} at step {step}: held-out `{}`, seed {} (not a model the classifier judges: bits/dim only)",
                 self.model, self.heldout, self.seed
             );
         }
@@ -283,6 +306,43 @@ impl Report {
         }
     }
 
+    /// Class accuracy per class, one column per weights × sampler: which classes a model
+    /// draws recognisably, beside how well the classifier knows the real ones.
+    fn accuracy_table(&self, s: &mut String) {
+        let rows: Vec<&Row> = self
+            .samples
+            .iter()
+            .filter(|r| !r.accuracy_by_class.is_empty())
+            .collect();
+        if self.classes.is_empty() || rows.is_empty() {
+            return;
+        }
+        let heads: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{} {}", r.weights, r.sampler))
+            .collect();
+        let _ = writeln!(
+            s,
+            "\n| class | held-out images | classifier on them | {} |",
+            heads.join(" | ")
+        );
+        let _ = writeln!(s, "|---|---|---|{}", "---|".repeat(rows.len()));
+        for (k, c) in self.classes.iter().enumerate() {
+            let cells: Vec<String> = rows
+                .iter()
+                .map(|r| percent(r.accuracy_by_class.get(k).copied().flatten()))
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                c.class,
+                c.images,
+                percent(c.accuracy),
+                cells.join(" | ")
+            );
+        }
+    }
+
     fn sample_table(&self, s: &mut String, f: &Floor) {
         let _ = writeln!(
             s,
@@ -303,14 +363,14 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "| real digits (floor) | – | {:.2} | {} | {:.2} | – |",
+            "| real images (floor) | – | {:.2} | {} | {:.2} | – |",
             f.fd,
             percent(self.classifier_accuracy),
             f.fd
         );
         let _ = writeln!(
             s,
-            "\nFloor: {} real held-out digits against the reference half; the two whole halves ({} each) are {:.2} apart. Class accuracy of the floor row: the classifier on all held-out digits.",
+            "\nFloor: {} real held-out images against the reference half; the two whole halves ({} each) are {:.2} apart. Class accuracy of the floor row: the classifier on all held-out images.",
             f.images, f.halves, f.fd_halves
         );
     }
@@ -332,6 +392,7 @@ mod tests {
             heldout: "mnist-test".into(),
             classifier_accuracy: Some(0.97),
             classifier_sha256: None,
+            classes: Vec::new(),
             images: Some(20),
             guidance: Some(3.0),
             batch: None,
@@ -454,5 +515,54 @@ mod tests {
             new.markdown()
                 .contains("block of up to 10, shorter near t = 1")
         );
+    }
+
+    #[test]
+    fn class_accuracy_is_a_table_with_a_column_per_row() {
+        let mut r = report(
+            "a",
+            "cpu (flex)",
+            &[("ema", "ddim-10"), ("raw", "ddpm")],
+            &[],
+        );
+        r.floor = Some(Floor {
+            images: 20,
+            fd: 1.0,
+            halves: 50,
+            fd_halves: 0.5,
+        });
+        r.classes = vec![
+            ClassReference {
+                class: "cat".into(),
+                images: 4,
+                accuracy: Some(0.75),
+            },
+            ClassReference {
+                class: "dog".into(),
+                images: 0,
+                accuracy: None,
+            },
+        ];
+        r.samples[0].accuracy_by_class = vec![Some(0.5), Some(1.0)];
+        r.samples[1].accuracy_by_class = vec![None, Some(0.25)];
+        let markdown = r.markdown();
+        let table = &markdown[markdown.find("| class |").expect("a class table")..];
+        assert_eq!(
+            table,
+            "| class | held-out images | classifier on them | ema ddim-10 | raw ddpm |\n\
+             |---|---|---|---|---|\n\
+             | cat | 4 | 75.0% | 50.0% | – |\n| dog | 0 | – | 100.0% | 25.0% |\n"
+        );
+        // A report from before per-class accuracy reads without them and writes as it was.
+        let mut old = serde_json::to_value(&r).expect("json");
+        old.as_object_mut().expect("report").remove("classes");
+        for row in old["samples"].as_array_mut().expect("rows") {
+            row.as_object_mut()
+                .expect("row")
+                .remove("accuracy_by_class");
+        }
+        let read: Report = serde_json::from_value(old.clone()).expect("an old report");
+        assert!(read.classes.is_empty() && !read.markdown().contains("| class |"));
+        assert_eq!(serde_json::to_value(&read).expect("json"), old);
     }
 }

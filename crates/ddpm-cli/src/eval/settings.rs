@@ -14,11 +14,11 @@ use crate::sample::MAX_IMAGES;
 /// The settings of one `ddpm eval` run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Generated images per weights × sampler (digit models).
+    /// Generated images per weights × sampler (models the classifier judges).
     pub n: usize,
-    /// Samplers (digit models).
+    /// Samplers (models the classifier judges).
     pub samplers: Vec<SamplerSpec>,
-    /// Guidance scale of the class-conditional samples (digit models).
+    /// Guidance scale of the class-conditional samples (models the classifier judges).
     pub guidance: f64,
     /// Images per network call; it also decides each image's noise (batch k is seeded
     /// `seed · 10⁶ + k`) and the steps drawn for the bound.
@@ -171,9 +171,9 @@ pub fn check_additions(
     previous: &Report,
     settings: &Settings,
     weights: &[&str],
-    digit_model: bool,
+    judged: bool,
 ) -> Result<()> {
-    let rows = digit_model
+    let rows = judged
         && weights.iter().any(|w| {
             settings
                 .samplers
@@ -182,7 +182,7 @@ pub fn check_additions(
         });
     let bounds = settings.nll_images > 0 && weights.iter().any(|w| !previous.has_bound(w));
     if !rows && !bounds {
-        let other = if digit_model {
+        let other = if judged {
             "--samplers or --weights"
         } else {
             "--weights"
@@ -197,7 +197,7 @@ pub fn check_additions(
         .iter()
         .find(|l| l.bound.stride > 1 && l.bound.blocks == Blocks::Even);
     if let (true, Some(even)) = (bounds, even) {
-        let rows_only = if digit_model {
+        let rows_only = if judged {
             ", or add only sample rows with --nll-images 0"
         } else {
             ""

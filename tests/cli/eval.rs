@@ -727,12 +727,14 @@ fn a_classifier_trained_on_other_images_judges_their_model_class_by_class() {
         "16",
         "--epochs",
         "30",
+        "--flip",
         "--balance",
         "1",
     ];
     let out = ok(&train);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    // Rows and columns of lit pixels: told apart after 120 steps, each of 4 + 4 held-out bars.
+    // Rows and columns of lit pixels (mirrored, still rows and columns): told apart after 120
+    // steps, each of 4 + 4 held-out bars.
     assert!(
         stdout.starts_with("held-out accuracy 100.00% (8 images of")
             && stdout.contains("\n  0: 100.0% of 4\n  1: 100.0% of 4\n"),

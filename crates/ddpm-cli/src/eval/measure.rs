@@ -78,8 +78,9 @@ pub fn measure_samples(
         );
     }
     let half = heldout.len() / 2;
-    let reference = Gaussian::fit(&real.features[..half * FEATURES], FEATURES);
-    let other = &real.features[half * FEATURES..];
+    let features = halves_in_order(&real.features, labels);
+    let reference = Gaussian::fit(&features[..half * FEATURES], FEATURES);
+    let other = &features[half * FEATURES..];
     let floor_n = settings.n.min(heldout.len() - half);
     let floor = Floor {
         images: floor_n,
@@ -144,6 +145,23 @@ pub fn measure_samples(
         floor,
         rows,
     })
+}
+
+/// The held-out features in the order the halves take them: as stored, unless the images
+/// come class by class (a folder of class folders), whose first half would hold other classes
+/// than its second; those alternate, so that each half holds every class. MNIST's test set
+/// comes mixed, and keeps the halves its reports were measured with.
+fn halves_in_order(features: &[f32], labels: &[usize]) -> Vec<f32> {
+    let by_class = labels.windows(2).all(|w| w[0] <= w[1]) && labels.first() != labels.last();
+    if !by_class {
+        return features.to_vec();
+    }
+    let images: Vec<&[f32]> = features.chunks(FEATURES).collect();
+    let alternate = images
+        .iter()
+        .step_by(2)
+        .chain(images.iter().skip(1).step_by(2));
+    alternate.flat_map(|image| image.iter().copied()).collect()
 }
 
 /// One set of weights to evaluate.
@@ -218,4 +236,27 @@ fn generate(
     }
     bar.finish_and_clear();
     Ok(pixels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_stored_class_by_class_alternate_between_the_halves() {
+        let features: Vec<f32> = (0..4 * FEATURES).map(|i| (i / FEATURES) as f32).collect();
+        let firsts = |f: Vec<f32>| -> Vec<f32> { f.chunks(FEATURES).map(|c| c[0]).collect() };
+        // Class by class: images 0, 2 then 1, 3, so each half has a 0 and a 1.
+        assert_eq!(
+            firsts(halves_in_order(&features, &[0, 0, 1, 1])),
+            [0.0, 2.0, 1.0, 3.0]
+        );
+        // Mixed (MNIST's test set), or one class: as stored.
+        for labels in [[1, 0, 0, 1], [2, 2, 2, 2]] {
+            assert_eq!(
+                firsts(halves_in_order(&features, &labels)),
+                [0.0, 1.0, 2.0, 3.0]
+            );
+        }
+    }
 }

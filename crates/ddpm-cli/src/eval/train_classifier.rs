@@ -29,6 +29,8 @@ pub struct Training {
     pub lr: f64,
     /// How much more often smaller classes are visited (as `data.balance` in training).
     pub balance: f64,
+    /// Mirror each image left to right with probability ½.
+    pub flip: bool,
     /// Seeds the initial weights and the batch order.
     pub seed: u64,
 }
@@ -58,7 +60,8 @@ pub fn train(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     for _ in 0..steps {
-        let (indices, flips) = order.next(&visits, training.batch_size, 0.0);
+        let flip = if training.flip { 0.5 } else { 0.0 };
+        let (indices, flips) = order.next(&visits, training.batch_size, flip);
         let x = data.batch(&indices, &flips, &train_device);
         let targets: Vec<f32> = indices
             .iter()
@@ -117,6 +120,9 @@ pub struct ClassifierArgs {
     /// train --balance` does: a classifier trained on unbalanced classes favours the largest.
     #[arg(long, default_value_t = 0.0)]
     pub balance: f64,
+    /// Mirror each training image left to right with probability ½ (not for digits).
+    #[arg(long)]
+    pub flip: bool,
     /// Seeds the initial weights and the batch order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -181,6 +187,7 @@ pub fn run(args: &ClassifierArgs) -> Result<()> {
         batch_size: args.batch_size,
         lr: args.lr,
         balance: args.balance,
+        flip: args.flip,
         seed: args.seed,
     };
     let model = train(&train_set, &domain, &training, &selected.device)?;

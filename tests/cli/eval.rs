@@ -824,9 +824,15 @@ fn a_classifier_trained_on_other_images_judges_their_model_class_by_class() {
     }
     // Held-out images of a class it does not know are refused by name.
     let digits = ["eval", run_s, "--classifier", weights_s, "--device", "cpu"];
-    let err = fails(&[&digits[..], &["--heldout", "mnist-test"]].concat());
+    let err = fails(&[&digits[..], &["--heldout", "mnist"]].concat());
     assert!(
-        err.contains("mnist-test: class `2` is not one of the classifier's (0, 1)"),
+        err.contains("mnist: class `2` is not one of the classifier's (0, 1)"),
+        "{err}"
+    );
+    // Without --heldout (MNIST's test digits), it says which images it needs.
+    let err = fails(&digits);
+    assert!(
+        err.contains("8×8 grayscale images of 2 classes (0, 1)") && err.contains("--heldout"),
         "{err}"
     );
 }

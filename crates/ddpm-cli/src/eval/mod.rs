@@ -81,6 +81,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let judged = domain.judges(&model_config, &card::class_names_of(&args.model)?);
     let heldout = if judged {
         check_samplers(&model_config, &settings.samplers)?;
+        if args.heldout == EMBEDDED_MNIST_TEST && domain != Domain::digits() {
+            bail!(
+                "the classifier reads {}: pass --heldout with held-out images of those classes",
+                domain.describe()
+            );
+        }
         domain.labelled(&args.heldout)?
     } else {
         own_heldout(args, &settings, &model_config, &domain)?

@@ -742,6 +742,15 @@ fn a_classifier_trained_on_other_images_judges_their_model_class_by_class() {
     );
     let err = fails(&[&train[..train.len() - 1], &["2", "--force"]].concat());
     assert!(err.contains("--balance must be from 0 to 1"), "{err}");
+    let mut huge = train.to_vec();
+    let side = huge
+        .iter()
+        .position(|a| *a == "--image-size")
+        .expect("flag")
+        + 1;
+    huge[side] = "100000";
+    let err = fails(&[&huge[..], &["--force"]].concat());
+    assert!(err.contains("--image-size must be 4 to 512"), "{err}");
     // A classifier needs classes: a folder of images without class folders has none.
     let flat = dir.path().join("flat");
     std::fs::create_dir_all(&flat).expect("dir");

@@ -39,6 +39,9 @@ const KEY_DOMAIN: &str = "ddpm.classifier";
 
 /// Most classes a file may name: its head is allocated from the count.
 const MAX_CLASSES: usize = 1000;
+/// The largest side it reads: its images are decoded whole into memory, and a network that
+/// ends in a 4×4 map is for small images.
+pub const MAX_SIDE: usize = 512;
 
 /// What a classifier reads and names: square images of `side` pixels with `channels`
 /// channels, and its classes in label order.
@@ -68,7 +71,7 @@ impl Domain {
         names.sort();
         names.dedup();
         if !matches!(self.channels, 1 | 3)
-            || !(4..=4096).contains(&self.side)
+            || !(4..=MAX_SIDE).contains(&self.side)
             || !(2..=MAX_CLASSES).contains(&self.classes.len())
             || names.len() != self.classes.len()
         {

@@ -12,7 +12,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::classifier::{self, Classifier, Domain};
+use super::classifier::{self, Classifier, Domain, MAX_SIDE};
 use crate::data::{self, BatchOrder, Dataset, EMBEDDED_MNIST, EMBEDDED_MNIST_TEST, Visits};
 use crate::device::{self, DeviceChoice};
 use crate::output;
@@ -157,6 +157,12 @@ pub fn run(args: &ClassifierArgs) -> Result<()> {
     }
     if !(args.lr.is_finite() && args.lr > 0.0) {
         bail!("--lr must be a positive number, got {}", args.lr);
+    }
+    if !(4..=MAX_SIDE).contains(&args.image_size) {
+        bail!(
+            "--image-size must be 4 to {MAX_SIDE}, got {}",
+            args.image_size
+        );
     }
     if !(0.0..=1.0).contains(&args.balance) {
         bail!("--balance must be from 0 to 1, got {}", args.balance);

@@ -129,6 +129,35 @@ fn a_run_started_from_exported_weights_continues_them_and_its_card_keeps_their_h
     assert_eq!(from["steps_trained"], 1);
     assert_eq!(from["initialised_from"]["steps_trained"], 20);
     assert_eq!(from["initialised_from"]["sha256"], a_card["sha256"]);
+
+    // eval says the run's steps and those in all (3 + 1 + 20), of the folder and of the file.
+    let heldout = bars_dataset(&path("heldout"), 4);
+    for (model, name) in [(&run_c, "c-eval.json"), (&c16, "c16-eval.json")] {
+        let report = path(name);
+        let out = ok(&[
+            "eval",
+            &s(model),
+            "--device",
+            "cpu",
+            "--heldout",
+            &s(&heldout),
+            "--nll-images",
+            "2",
+            "--nll-stride",
+            "20",
+            "--weights",
+            "ema",
+            "--out",
+            &s(&report),
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("at step 3 (24 in all, "), "{stdout}");
+        let r = card(&report);
+        assert_eq!(
+            (r["step"].as_u64(), r["steps_in_all"].as_u64()),
+            (Some(3), Some(24))
+        );
+    }
 }
 
 #[test]

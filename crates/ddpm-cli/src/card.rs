@@ -146,14 +146,21 @@ impl Origin {
     }
 }
 
-impl WarmStart {
+impl Provenance {
     /// Optimiser steps over the whole chain of warm starts, when every link knows its own.
-    pub fn total_steps(&self) -> Option<usize> {
-        let earlier = match &self.history.initialised_from {
+    pub fn steps_in_all(&self) -> Option<usize> {
+        let earlier = match &self.initialised_from {
             Some(w) => w.total_steps()?,
             None => 0,
         };
-        Some(self.history.steps_trained? + earlier)
+        Some(self.steps_trained? + earlier)
+    }
+}
+
+impl WarmStart {
+    /// Optimiser steps over the whole chain of warm starts, when every link knows its own.
+    pub fn total_steps(&self) -> Option<usize> {
+        self.history.steps_in_all()
     }
 
     /// Reads the record a warm-started run folder keeps (none for other runs).

@@ -174,6 +174,8 @@ pub struct Loaded {
     pub config: ModelConfig,
     /// The training step, when known (a run folder's checkpoint, or a weights file's card).
     pub step: Option<usize>,
+    /// The steps with those of the weights its run started from (`train --init`), when known.
+    pub steps_in_all: Option<usize>,
     /// SHA-256 of the file the weights were read from.
     pub sha256: String,
 }

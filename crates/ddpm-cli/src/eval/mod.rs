@@ -101,6 +101,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bail!("--weights: nothing to evaluate");
     };
     let (config, step) = (first.config.clone(), first.step);
+    let steps_in_all = first.steps_in_all.filter(|&all| Some(all) != step);
     let classifier_sha256 = judged.then_some(classifier_sha256);
     if let Some(previous) = &previous {
         settings::check_extends(args, previous, step, classifier_sha256.as_deref())?;
@@ -165,6 +166,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let report = Report {
         model: session::portable_path(&args.model),
         step,
+        steps_in_all,
         weights_sha256: models
             .iter()
             .map(|m| (m.which.name().to_string(), m.sha256.clone()))
@@ -202,16 +204,19 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 fn load_models(path: &Path, wanted: &[WeightsChoice], device: &Device) -> Result<Vec<Loaded>> {
     if path.is_dir() {
         // One checkpoint for all of them, even if a running trainer writes a newer one.
-        let ckpt = load::newest_checkpoint(&RunDir(path.to_path_buf()))?;
+        let run = RunDir(path.to_path_buf());
+        let ckpt = load::newest_checkpoint(&run)?;
         return wanted
             .iter()
             .map(|&which| {
                 let (model, config, step) = load::checkpoint_model(&ckpt, which, device)?;
+                let origin = card::Origin::of_checkpoint(&run, &ckpt, which)?;
                 Ok(Loaded {
                     which,
                     model: load::for_sampling(model, config.image_size, device),
                     config,
                     step: Some(step),
+                    steps_in_all: origin.history.steps_in_all(),
                     sha256: card::sha256_of(&which.file_in(&ckpt))?,
                 })
             })
@@ -246,7 +251,8 @@ fn load_models(path: &Path, wanted: &[WeightsChoice], device: &Device) -> Result
         which: held,
         model: load::for_sampling(model, config.image_size, device),
         config,
-        step: card.and_then(|card| card.origin.history.steps_trained),
+        step: card.as_ref().and_then(|c| c.origin.history.steps_trained),
+        steps_in_all: card.and_then(|c| c.origin.history.steps_in_all()),
         sha256: card::sha256_of(path)?,
     }])
 }

@@ -17,6 +17,10 @@ pub struct Report {
     pub model: String,
     /// Its training step, when known.
     pub step: Option<usize>,
+    /// Its steps with those of the weights its run started from (`train --init`), where that
+    /// differs from `step` (reports before 2026-12-08 lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_in_all: Option<usize>,
     /// SHA-256 of each weights file read, by weights (`ema`, `raw`): `export --eval` and
     /// `--extend` check that a report is of their weights (reports before 2026-12-07 lack it).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -232,7 +236,10 @@ impl Report {
     /// The results as Markdown: the sample table, the floor and the bits/dim.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        let step = self.step.map_or("?".into(), |s| s.to_string());
+        let mut step = self.step.map_or("?".into(), |s| s.to_string());
+        if let Some(all) = self.steps_in_all {
+            step += &format!(" ({all} in all, with the weights its run started from)");
+        }
         if let Some(f) = &self.floor {
             let _ = writeln!(
                 s,
@@ -385,6 +392,7 @@ mod tests {
         Report {
             model: "run".into(),
             step: Some(7),
+            steps_in_all: None,
             weights_sha256: BTreeMap::new(),
             command: vec!["ddpm".into(), command.into()],
             extended_by: Vec::new(),
@@ -564,5 +572,14 @@ mod tests {
         let read: Report = serde_json::from_value(old.clone()).expect("an old report");
         assert!(read.classes.is_empty() && !read.markdown().contains("| class |"));
         assert_eq!(serde_json::to_value(&read).expect("json"), old);
+        // A warm-started model says its steps in all beside its run's.
+        assert!(markdown.starts_with("run at step 7: "), "{markdown}");
+        r.steps_in_all = Some(12);
+        assert!(
+            r.markdown()
+                .starts_with("run at step 7 (12 in all, with the weights its run started from): "),
+            "{}",
+            r.markdown()
+        );
     }
 }

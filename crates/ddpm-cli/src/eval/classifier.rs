@@ -433,6 +433,24 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_emoji_classifier_reads_32_pixel_colour_emoji_of_ten_categories() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../data/classifier/emoji-classifier.bpk");
+        let (emoji, _) = Classifier::load(Some(&path), &Device::flex()).expect("emoji classifier");
+        let Domain {
+            side,
+            channels,
+            classes,
+        } = emoji.domain();
+        assert_eq!((*side, *channels), (32, 3));
+        assert_eq!(
+            classes.join(" "),
+            "activities animals-nature component flags food-drink objects people-body \
+             smileys-emotion symbols travel-places"
+        );
+    }
+
+    #[test]
     fn a_model_is_judged_by_size_channels_and_classes() {
         let mut config = ModelConfig {
             unet: ddpm::UnetConfig::new(8).with_channels(1),

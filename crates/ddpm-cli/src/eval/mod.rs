@@ -206,17 +206,23 @@ fn load_models(path: &Path, wanted: &[WeightsChoice], device: &Device) -> Result
         // One checkpoint for all of them, even if a running trainer writes a newer one.
         let run = RunDir(path.to_path_buf());
         let ckpt = load::newest_checkpoint(&run)?;
+        // The weights the run started from, read once for all the weights asked for.
+        let earlier = card::WarmStart::read(&run.warm_start())?.map(Box::new);
         return wanted
             .iter()
             .map(|&which| {
                 let (model, config, step) = load::checkpoint_model(&ckpt, which, device)?;
-                let origin = card::Origin::of_checkpoint(&run, &ckpt, which)?;
+                let history = card::Provenance {
+                    steps_trained: Some(step),
+                    initialised_from: earlier.clone(),
+                    ..card::Provenance::default()
+                };
                 Ok(Loaded {
                     which,
                     model: load::for_sampling(model, config.image_size, device),
                     config,
                     step: Some(step),
-                    steps_in_all: origin.history.steps_in_all(),
+                    steps_in_all: history.steps_in_all(),
                     sha256: card::sha256_of(&which.file_in(&ckpt))?,
                 })
             })

@@ -167,17 +167,14 @@ pub fn run(args: &ClassifierArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.balance) {
         bail!("--balance must be from 0 to 1, got {}", args.balance);
     }
-    let shaping = data::Shaping {
-        image_size: args.image_size,
-        channels: args.channels,
-        strict: true,
-    };
-    let train_set = data::load(&args.data, &shaping)?;
-    let domain = Domain {
+    // Its classes are the training data's, known once they are read.
+    let mut domain = Domain {
         side: args.image_size,
         channels: args.channels,
-        classes: train_set.class_names.clone(),
+        classes: Vec::new(),
     };
+    let train_set = data::load(&args.data, &domain.shaping())?;
+    domain.classes = train_set.class_names.clone();
     if train_set.num_classes().is_none_or(|c| c < 2) {
         bail!(
             "{}: a classifier needs images of at least two classes (a folder of class folders has them)",
